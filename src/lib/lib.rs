@@ -1,0 +1,8 @@
+//! mailroom: a sendmail-compatible mail toolset.
+//!
+//! Data flows one way: argv/stdin → `message` → `queue` (maildrop) → daemon → delivery,
+//! with `config` (and later `aliases`) consulted on the way. Each module has one job;
+//! the binaries in `src/bin/` only parse argv, call into here and map errors to exit
+//! codes.
+
+pub mod sysexits;
