@@ -5,4 +5,6 @@
 //! the binaries in `src/bin/` only parse argv, call into here and map errors to exit
 //! codes.
 
+pub mod log;
+pub mod queue;
 pub mod sysexits;
