@@ -5,6 +5,10 @@
 //! the binaries in `src/bin/` only parse argv, call into here and map errors to exit
 //! codes.
 
+pub mod address;
 pub mod log;
+pub mod message;
 pub mod queue;
+pub mod sendmail_argv;
+pub mod submit;
 pub mod sysexits;
