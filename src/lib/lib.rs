@@ -6,6 +6,7 @@
 //! codes.
 
 pub mod address;
+pub mod config;
 pub mod log;
 pub mod message;
 pub mod queue;
