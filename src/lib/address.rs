@@ -271,7 +271,10 @@ pub fn validate(address: &str) -> Result<(), String> {
         if local.len() < 2 || !local.ends_with('"') {
             return Err("bad quoted local part".into());
         }
-    } else if local.bytes().any(|c| c <= b' ' || c == 0x7f || b"()<>@,;:\\\"[]".contains(&c)) {
+    } else if local
+        .bytes()
+        .any(|c| c <= b' ' || c == 0x7f || b"()<>@,;:\\\"[]".contains(&c))
+    {
         return Err("bad character in local part".into());
     }
     if let Some(domain) = domain {
@@ -310,10 +313,9 @@ fn validate_domain(domain: &str) -> Result<(), String> {
 
 /// Splits at the last `@` outside a quoted local part.
 pub fn split(address: &str) -> (&str, Option<&str>) {
-    let search_from = if address.starts_with('"') {
-        address[1..].find('"').map_or(address.len(), |q| q + 2)
-    } else {
-        0
+    let search_from = match address.strip_prefix('"') {
+        Some(rest) => rest.find('"').map_or(address.len(), |q| q + 2),
+        None => 0,
     };
     match address[search_from.min(address.len())..].rfind('@') {
         Some(at) => {
@@ -336,7 +338,9 @@ pub fn qualify(address: &str, origin: &str) -> String {
 
 /// The domain in lower case, if there is one.
 pub fn domain_of(address: &str) -> Option<String> {
-    split(address).1.map(|d| d.trim_end_matches('.').to_ascii_lowercase())
+    split(address)
+        .1
+        .map(|d| d.trim_end_matches('.').to_ascii_lowercase())
 }
 
 /// Whether mail for this address stays on this machine: no domain, or a domain listed in
@@ -344,7 +348,9 @@ pub fn domain_of(address: &str) -> Option<String> {
 pub fn is_local(address: &str, mydestination: &[String]) -> bool {
     match domain_of(address) {
         None => true,
-        Some(domain) => mydestination.iter().any(|d| d.eq_ignore_ascii_case(&domain)),
+        Some(domain) => mydestination
+            .iter()
+            .any(|d| d.eq_ignore_ascii_case(&domain)),
     }
 }
 
@@ -389,20 +395,36 @@ mod tests {
         assert_eq!(addrs("a b c"), ["a", "b", "c"]);
         assert_eq!(addrs("alice, bob@x.org"), ["alice", "bob@x.org"]);
         assert_eq!(addrs("Bob Smith <bob@x.org>"), ["bob@x.org"]);
-        assert_eq!(addrs("\"Smith, Bob\" <bob@x.org>, carol"), ["bob@x.org", "carol"]);
+        assert_eq!(
+            addrs("\"Smith, Bob\" <bob@x.org>, carol"),
+            ["bob@x.org", "carol"]
+        );
         assert_eq!(addrs("root (Cron Daemon)"), ["root"]);
         assert_eq!(addrs("undisclosed-recipients:;"), Vec::<String>::new());
         assert_eq!(addrs("team: a@x, b@y;, c"), ["a@x", "b@y", "c"]);
         assert_eq!(addrs("<@relay.org:user@x.org>"), ["user@x.org"]);
-        assert_eq!(addrs("john . doe @ example . com"), ["john.doe@example.com"]);
-        assert_eq!(addrs("\"john doe\"@example.com"), ["\"john doe\"@example.com"]);
+        assert_eq!(
+            addrs("john . doe @ example . com"),
+            ["john.doe@example.com"]
+        );
+        assert_eq!(
+            addrs("\"john doe\"@example.com"),
+            ["\"john doe\"@example.com"]
+        );
         assert_eq!(addrs("<>"), [""]);
         assert_eq!(addrs(""), Vec::<String>::new());
     }
 
     #[test]
     fn unbalanced_input_is_an_error() {
-        for bad in ["<alice", "alice>", "\"open", "(comment", "bad address<<@", "a]"] {
+        for bad in [
+            "<alice",
+            "alice>",
+            "\"open",
+            "(comment",
+            "bad address<<@",
+            "a]",
+        ] {
             assert!(parse_list(bad.as_bytes()).is_err(), "{bad}");
         }
     }
@@ -421,7 +443,16 @@ mod tests {
         ] {
             assert_eq!(validate(good), Ok(()), "{good}");
         }
-        for bad in ["", "alice@", "@", "@example.com", "a@b..c", "a@-x y", "a@b@", "a\u{1}b"] {
+        for bad in [
+            "",
+            "alice@",
+            "@",
+            "@example.com",
+            "a@b..c",
+            "a@-x y",
+            "a@b@",
+            "a\u{1}b",
+        ] {
             assert!(validate(bad).is_err(), "{bad:?}");
         }
     }
@@ -439,9 +470,17 @@ mod tests {
 
     #[test]
     fn header_values_are_qualified_in_place() {
-        let q = |v: &str| String::from_utf8(qualify_header_value(v.as_bytes(), "mail.server.com")).unwrap();
-        assert_eq!(q(" alice, Bob <bob@localhost>"), " alice@mail.server.com, Bob <bob@localhost>");
-        assert_eq!(q(" root (Cron Daemon)"), " root@mail.server.com (Cron Daemon)");
+        let q = |v: &str| {
+            String::from_utf8(qualify_header_value(v.as_bytes(), "mail.server.com")).unwrap()
+        };
+        assert_eq!(
+            q(" alice, Bob <bob@localhost>"),
+            " alice@mail.server.com, Bob <bob@localhost>"
+        );
+        assert_eq!(
+            q(" root (Cron Daemon)"),
+            " root@mail.server.com (Cron Daemon)"
+        );
         assert_eq!(q(" Bob <bob>"), " Bob <bob@mail.server.com>");
         assert_eq!(q(" <>"), " <>");
         assert_eq!(q(" \"unbalanced"), " \"unbalanced");

@@ -10,6 +10,7 @@ pub mod config;
 pub mod log;
 pub mod message;
 pub mod queue;
+pub mod sendmail;
 pub mod sendmail_argv;
 pub mod submit;
 pub mod sysexits;

@@ -20,34 +20,146 @@ pub struct Flag {
 
 /// Every option letter sendmail accepts: Postfix's set, plus `-bD`.
 pub const FLAGS: &[Flag] = &[
-    Flag { letter: 'A', takes_value: true, summary: "ignored (sendmail submission-type flag)" },
-    Flag { letter: 'B', takes_value: true, summary: "body type: 8BITMIME or 7BIT" },
-    Flag { letter: 'C', takes_value: true, summary: "configuration directory (or its main.cf)" },
-    Flag { letter: 'F', takes_value: true, summary: "full name of the sender" },
-    Flag { letter: 'G', takes_value: false, summary: "ignored (gateway submission)" },
-    Flag { letter: 'I', takes_value: false, summary: "same as -bi" },
-    Flag { letter: 'L', takes_value: true, summary: "ignored (syslog label)" },
-    Flag { letter: 'N', takes_value: true, summary: "DSN notify: never, or success,failure,delay" },
-    Flag { letter: 'O', takes_value: true, summary: "ignored (option=value)" },
-    Flag { letter: 'R', takes_value: true, summary: "DSN return: full or hdrs" },
-    Flag { letter: 'U', takes_value: false, summary: "ignored (initial user submission)" },
-    Flag { letter: 'V', takes_value: true, summary: "DSN envelope ID" },
-    Flag { letter: 'X', takes_value: true, summary: "ignored (traffic log file)" },
-    Flag { letter: 'b', takes_value: true, summary: "mode: m, p, i, v, s, d, D, h, H" },
-    Flag { letter: 'c', takes_value: false, summary: "ignored" },
-    Flag { letter: 'e', takes_value: true, summary: "ignored (error mode)" },
-    Flag { letter: 'f', takes_value: true, summary: "envelope sender" },
-    Flag { letter: 'h', takes_value: true, summary: "ignored (hop count)" },
-    Flag { letter: 'i', takes_value: false, summary: "a lone . does not end the message" },
-    Flag { letter: 'm', takes_value: false, summary: "ignored (me too)" },
-    Flag { letter: 'n', takes_value: false, summary: "rejected: aliasing cannot be turned off" },
-    Flag { letter: 'o', takes_value: true, summary: "legacy option: i, dMODE, eMODE, m, ... (see below)" },
-    Flag { letter: 'p', takes_value: true, summary: "ignored (protocol)" },
-    Flag { letter: 'q', takes_value: true, summary: "run the queue; -qINTERVAL with -bd/-bD" },
-    Flag { letter: 'r', takes_value: true, summary: "same as -f" },
-    Flag { letter: 't', takes_value: false, summary: "recipients also from To, Cc, Bcc headers" },
-    Flag { letter: 'v', takes_value: false, summary: "ignored (verbose)" },
-    Flag { letter: 'x', takes_value: false, summary: "ignored" },
+    Flag {
+        letter: 'A',
+        takes_value: true,
+        summary: "ignored (sendmail submission-type flag)",
+    },
+    Flag {
+        letter: 'B',
+        takes_value: true,
+        summary: "body type: 8BITMIME or 7BIT",
+    },
+    Flag {
+        letter: 'C',
+        takes_value: true,
+        summary: "configuration directory (or its main.cf)",
+    },
+    Flag {
+        letter: 'F',
+        takes_value: true,
+        summary: "full name of the sender",
+    },
+    Flag {
+        letter: 'G',
+        takes_value: false,
+        summary: "ignored (gateway submission)",
+    },
+    Flag {
+        letter: 'I',
+        takes_value: false,
+        summary: "same as -bi",
+    },
+    Flag {
+        letter: 'L',
+        takes_value: true,
+        summary: "ignored (syslog label)",
+    },
+    Flag {
+        letter: 'N',
+        takes_value: true,
+        summary: "DSN notify: never, or success,failure,delay",
+    },
+    Flag {
+        letter: 'O',
+        takes_value: true,
+        summary: "ignored (option=value)",
+    },
+    Flag {
+        letter: 'R',
+        takes_value: true,
+        summary: "DSN return: full or hdrs",
+    },
+    Flag {
+        letter: 'U',
+        takes_value: false,
+        summary: "ignored (initial user submission)",
+    },
+    Flag {
+        letter: 'V',
+        takes_value: true,
+        summary: "DSN envelope ID",
+    },
+    Flag {
+        letter: 'X',
+        takes_value: true,
+        summary: "ignored (traffic log file)",
+    },
+    Flag {
+        letter: 'b',
+        takes_value: true,
+        summary: "mode: m, p, i, v, s, d, D, h, H",
+    },
+    Flag {
+        letter: 'c',
+        takes_value: false,
+        summary: "ignored",
+    },
+    Flag {
+        letter: 'e',
+        takes_value: true,
+        summary: "ignored (error mode)",
+    },
+    Flag {
+        letter: 'f',
+        takes_value: true,
+        summary: "envelope sender",
+    },
+    Flag {
+        letter: 'h',
+        takes_value: true,
+        summary: "ignored (hop count)",
+    },
+    Flag {
+        letter: 'i',
+        takes_value: false,
+        summary: "a lone . does not end the message",
+    },
+    Flag {
+        letter: 'm',
+        takes_value: false,
+        summary: "ignored (me too)",
+    },
+    Flag {
+        letter: 'n',
+        takes_value: false,
+        summary: "rejected: aliasing cannot be turned off",
+    },
+    Flag {
+        letter: 'o',
+        takes_value: true,
+        summary: "legacy option: i, dMODE, eMODE, m, ... (see below)",
+    },
+    Flag {
+        letter: 'p',
+        takes_value: true,
+        summary: "ignored (protocol)",
+    },
+    Flag {
+        letter: 'q',
+        takes_value: true,
+        summary: "run the queue; -qINTERVAL with -bd/-bD",
+    },
+    Flag {
+        letter: 'r',
+        takes_value: true,
+        summary: "same as -f",
+    },
+    Flag {
+        letter: 't',
+        takes_value: false,
+        summary: "recipients also from To, Cc, Bcc headers",
+    },
+    Flag {
+        letter: 'v',
+        takes_value: false,
+        summary: "ignored (verbose)",
+    },
+    Flag {
+        letter: 'x',
+        takes_value: false,
+        summary: "ignored",
+    },
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,8 +267,7 @@ pub fn parse(program: &str, args: &[String]) -> Result<Invocation, ArgError> {
             inv.mode = Mode::RunQueue;
             continue;
         }
-        let mut letters = arg[1..].char_indices();
-        while let Some((at, letter)) = letters.next() {
+        for (at, letter) in arg[1..].char_indices() {
             let Some(flag) = FLAGS.iter().find(|f| f.letter == letter) else {
                 return Err(ArgError::usage(format!("invalid option -- '{letter}'")));
             };
@@ -197,10 +308,8 @@ fn apply_switch(inv: &mut Invocation, letter: char) -> Result<(), ArgError> {
 
 fn apply_value(inv: &mut Invocation, letter: char, value: &str) -> Result<(), ArgError> {
     match letter {
-        'B' => {
-            if value != "8BITMIME" && value != "7BIT" {
-                return Err(ArgError::fatal("-B option needs 8BITMIME or 7BIT"));
-            }
+        'B' if value != "8BITMIME" && value != "7BIT" => {
+            return Err(ArgError::fatal("-B option needs 8BITMIME or 7BIT"));
         }
         'C' => {
             let path = PathBuf::from(value);
@@ -228,9 +337,11 @@ fn apply_value(inv: &mut Invocation, letter: char, value: &str) -> Result<(), Ar
         }
         'V' => {
             if value.len() > 100 {
-                inv.warnings.push("too long -V option value -- ignored".into());
+                inv.warnings
+                    .push("too long -V option value -- ignored".into());
             } else if !value.bytes().all(|c| (33..=126).contains(&c)) {
-                inv.warnings.push("bad syntax in -V option value -- ignored".into());
+                inv.warnings
+                    .push("bad syntax in -V option value -- ignored".into());
             } else {
                 inv.request.envid = value.to_string();
             }
@@ -281,7 +392,10 @@ fn apply_legacy_option(inv: &mut Invocation, value: &str) {
 
 /// Checks a DSN NOTIFY list: `never` alone, or any of success, failure, delay.
 fn dsn_notify(value: &str) -> Option<String> {
-    let items: Vec<String> = value.split(',').map(|s| s.trim().to_ascii_lowercase()).collect();
+    let items: Vec<String> = value
+        .split(',')
+        .map(|s| s.trim().to_ascii_lowercase())
+        .collect();
     if items.len() == 1 && items[0] == "never" {
         return Some("never".into());
     }
@@ -341,31 +455,76 @@ mod tests {
             assert_eq!(inv.mode, Mode::Submit);
         }
         // s-nail
-        assert_eq!(p(&["-i", "--", "alice"]).unwrap().request.recipients, ["alice"]);
+        assert_eq!(
+            p(&["-i", "--", "alice"]).unwrap().request.recipients,
+            ["alice"]
+        );
     }
 
     #[test]
     fn glued_and_separate_values() {
-        assert_eq!(p(&["-fuser", "a"]).unwrap().request.sender.as_deref(), Some("user"));
-        assert_eq!(p(&["-f", "user", "a"]).unwrap().request.sender.as_deref(), Some("user"));
-        assert_eq!(p(&["-r", "u", "a"]).unwrap().request.sender.as_deref(), Some("u"));
-        assert_eq!(p(&["-tfuser"]).unwrap().request.sender.as_deref(), Some("user"));
+        assert_eq!(
+            p(&["-fuser", "a"]).unwrap().request.sender.as_deref(),
+            Some("user")
+        );
+        assert_eq!(
+            p(&["-f", "user", "a"]).unwrap().request.sender.as_deref(),
+            Some("user")
+        );
+        assert_eq!(
+            p(&["-r", "u", "a"]).unwrap().request.sender.as_deref(),
+            Some("u")
+        );
+        assert_eq!(
+            p(&["-tfuser"]).unwrap().request.sender.as_deref(),
+            Some("user")
+        );
         let inv = p(&["-N", "success,failure", "-R", "hdrs", "-V", "env1", "a"]).unwrap();
         assert_eq!(inv.request.notify, "success,failure");
         assert_eq!(inv.request.ret, "hdrs");
         assert_eq!(inv.request.envid, "env1");
         let inv = p(&["-N", "never", "-X", "/tmp/log", "-Rfull", "a"]).unwrap();
         assert_eq!(inv.request.notify, "never");
-        assert_eq!(p(&["-C", "/x/main.cf", "a"]).unwrap().config_dir, Some("/x".into()));
-        assert_eq!(p(&["-C/etc/m", "a"]).unwrap().config_dir, Some("/etc/m".into()));
+        assert_eq!(
+            p(&["-C", "/x/main.cf", "a"]).unwrap().config_dir,
+            Some("/x".into())
+        );
+        assert_eq!(
+            p(&["-C/etc/m", "a"]).unwrap().config_dir,
+            Some("/etc/m".into())
+        );
     }
 
     #[test]
     fn ignored_flags() {
         let inv = p(&[
-            "-oem", "-oee", "-odb", "-om", "-ob", "-oQ/dir", "-ODeliveryMode=b", "-O", "opt=val",
-            "-B8BITMIME", "-bm", "-U", "-Am", "-Ac", "-G", "-L", "tag", "-h", "5", "-p", "smtp",
-            "-v", "-x", "-c", "-e", "m", "alice",
+            "-oem",
+            "-oee",
+            "-odb",
+            "-om",
+            "-ob",
+            "-oQ/dir",
+            "-ODeliveryMode=b",
+            "-O",
+            "opt=val",
+            "-B8BITMIME",
+            "-bm",
+            "-U",
+            "-Am",
+            "-Ac",
+            "-G",
+            "-L",
+            "tag",
+            "-h",
+            "5",
+            "-p",
+            "smtp",
+            "-v",
+            "-x",
+            "-c",
+            "-e",
+            "m",
+            "alice",
         ])
         .unwrap();
         assert_eq!(inv.mode, Mode::Submit);
@@ -387,8 +546,14 @@ mod tests {
         assert_eq!(parse("mailq", &[]).unwrap().mode, Mode::ListQueue);
         assert_eq!(parse("newaliases", &[]).unwrap().mode, Mode::Newaliases);
         assert_eq!(p(&["-odq", "a"]).unwrap().delivery, DeliveryMode::QueueOnly);
-        assert_eq!(p(&["-odi", "a"]).unwrap().delivery, DeliveryMode::Interactive);
-        assert_eq!(p(&["-o", "di", "a"]).unwrap().delivery, DeliveryMode::Interactive);
+        assert_eq!(
+            p(&["-odi", "a"]).unwrap().delivery,
+            DeliveryMode::Interactive
+        );
+        assert_eq!(
+            p(&["-o", "di", "a"]).unwrap().delivery,
+            DeliveryMode::Interactive
+        );
     }
 
     #[test]
@@ -396,13 +561,34 @@ mod tests {
         let e = p(&["-Z"]).unwrap_err();
         assert_eq!(e.complaint.as_deref(), Some("invalid option -- 'Z'"));
         assert_eq!(e.fatal, "usage: sendmail [options]");
-        assert_eq!(p(&["--foo"]).unwrap_err().complaint.as_deref(), Some("invalid option -- '-'"));
+        assert_eq!(
+            p(&["--foo"]).unwrap_err().complaint.as_deref(),
+            Some("invalid option -- '-'")
+        );
         assert_eq!(p(&["-bz"]).unwrap_err().fatal, "unsupported: -bz");
-        assert_eq!(p(&["-n", "a"]).unwrap_err().fatal, "-n option not supported");
-        assert_eq!(p(&["-BFOO", "a"]).unwrap_err().fatal, "-B option needs 8BITMIME or 7BIT");
-        assert!(p(&["-f"]).unwrap_err().complaint.unwrap().contains("requires an argument"));
-        assert_eq!(p(&["-bp", "alice"]).unwrap_err().fatal, "display queue mode requires no recipient");
-        assert_eq!(p(&["-t", "-bp"]).unwrap_err().fatal, "-t can be used only in delivery mode");
+        assert_eq!(
+            p(&["-n", "a"]).unwrap_err().fatal,
+            "-n option not supported"
+        );
+        assert_eq!(
+            p(&["-BFOO", "a"]).unwrap_err().fatal,
+            "-B option needs 8BITMIME or 7BIT"
+        );
+        assert!(
+            p(&["-f"])
+                .unwrap_err()
+                .complaint
+                .unwrap()
+                .contains("requires an argument")
+        );
+        assert_eq!(
+            p(&["-bp", "alice"]).unwrap_err().fatal,
+            "display queue mode requires no recipient"
+        );
+        assert_eq!(
+            p(&["-t", "-bp"]).unwrap_err().fatal,
+            "-t can be used only in delivery mode"
+        );
         assert!(p(&["-qRsite"]).is_err());
     }
 

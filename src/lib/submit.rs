@@ -46,7 +46,11 @@ impl Invoker {
 
     /// `root(0)`: how Postfix names the caller in fatal messages.
     pub fn tag(&self) -> String {
-        format!("{}({})", self.login.as_deref().unwrap_or("unknown"), self.uid)
+        format!(
+            "{}({})",
+            self.login.as_deref().unwrap_or("unknown"),
+            self.uid
+        )
     }
 }
 
@@ -156,9 +160,12 @@ pub fn submit(
     let rcpt_count = envelope.recipients.len();
     let full_name = envelope.full_name.clone();
 
-    let maildrop = queue
-        .maildrop()
-        .map_err(|e| Error::io(format!("{tag}: queue directory {}", queue.root().display()), &e))?;
+    let maildrop = queue.maildrop().map_err(|e| {
+        Error::io(
+            format!("{tag}: queue directory {}", queue.root().display()),
+            &e,
+        )
+    })?;
     let mut file = NewQueueFile::create(&maildrop, envelope)
         .map_err(|e| Error::io(format!("{tag}: create file in {}", maildrop.display()), &e))?;
     let write_err = |e: std::io::Error| Error::io(format!("{tag}: error writing queue file"), &e);
@@ -180,19 +187,17 @@ pub fn submit(
         writeln!(file, "Date: {}", rfc2822_date(&now)).map_err(write_err)?;
     }
     if !head.has("From") {
-        writeln!(file, "From: {}", from_header(&sender, &full_name, settings)).map_err(write_err)?;
+        writeln!(file, "From: {}", from_header(&sender, &full_name, settings))
+            .map_err(write_err)?;
     }
 
     // The rest: the line that ended the header block, then the body, streamed.
-    match head.ended_by {
-        Some(first) => {
-            if first != b"\n" {
-                // Headers ran straight into text: keep them apart, as cleanup does.
-                file.write_all(b"\n").map_err(write_err)?;
-            }
-            file.write_all(&first).map_err(write_err)?;
+    if let Some(first) = head.ended_by {
+        if first != b"\n" {
+            // Headers ran straight into text: keep them apart, as cleanup does.
+            file.write_all(b"\n").map_err(write_err)?;
         }
-        None => {}
+        file.write_all(&first).map_err(write_err)?;
     }
     let mut line = Vec::with_capacity(1024);
     loop {
@@ -238,8 +243,11 @@ fn envelope_sender(
             "{tag}: malformed sender address: line break in -f value"
         )));
     }
-    let found = address::parse_list(given.as_bytes())
-        .map_err(|why| Error::data(format!("{tag}: malformed sender address \"{given}\": {why}")))?;
+    let found = address::parse_list(given.as_bytes()).map_err(|why| {
+        Error::data(format!(
+            "{tag}: malformed sender address \"{given}\": {why}"
+        ))
+    })?;
     let Some(first) = found.first() else {
         return Ok(String::new());
     };
@@ -247,7 +255,9 @@ fn envelope_sender(
         return Ok(String::new());
     }
     address::validate(&first.address).map_err(|why| {
-        Error::data(format!("{tag}: malformed sender address \"{given}\": {why}"))
+        Error::data(format!(
+            "{tag}: malformed sender address \"{given}\": {why}"
+        ))
     })?;
     Ok(address::qualify(&first.address, &settings.myorigin))
 }
@@ -263,7 +273,11 @@ struct Recipients {
 impl Recipients {
     fn add_list(&mut self, text: &[u8], settings: &Settings, tag: &str, argv: bool) -> Result<()> {
         let shown = String::from_utf8_lossy(text).trim().to_string();
-        let bad = |why: String| Error::data(format!("{tag}: malformed recipient address \"{shown}\": {why}"));
+        let bad = |why: String| {
+            Error::data(format!(
+                "{tag}: malformed recipient address \"{shown}\": {why}"
+            ))
+        };
         let found = address::parse_list(text).map_err(bad)?;
         if found.is_empty() && argv {
             return Err(bad("empty address".into()));
@@ -324,19 +338,24 @@ fn read_header_block<R: BufRead>(
         // A leading mbox "From " line (or ">From ") is an artefact of the caller's
         // mailbox, not a header: Postfix drops it too.
         if first {
-            let stripped = line.iter().position(|&c| c != b'>').map_or(&line[..], |p| &line[p..]);
+            let stripped = line
+                .iter()
+                .position(|&c| c != b'>')
+                .map_or(&line[..], |p| &line[p..]);
             if stripped.starts_with(b"From ") {
                 continue;
             }
         }
         first = false;
         header_bytes += line.len() as u64;
-        let within_limit = settings.header_size_limit == 0 || header_bytes <= settings.header_size_limit;
-        if within_limit && headers::is_continuation(&line) {
-            if let Some(last) = fields.last_mut() {
-                last.raw.extend_from_slice(&line);
-                continue;
-            }
+        let within_limit =
+            settings.header_size_limit == 0 || header_bytes <= settings.header_size_limit;
+        if within_limit
+            && headers::is_continuation(&line)
+            && let Some(last) = fields.last_mut()
+        {
+            last.raw.extend_from_slice(&line);
+            continue;
         }
         match headers::start_field(&line) {
             Some(field) if within_limit => fields.push(field),
@@ -346,7 +365,11 @@ fn read_header_block<R: BufRead>(
 }
 
 /// Qualifies bare names in address headers.
-fn finish_fields(mut fields: Vec<Field>, settings: &Settings, ended_by: Option<Vec<u8>>) -> HeaderBlock {
+fn finish_fields(
+    mut fields: Vec<Field>,
+    settings: &Settings,
+    ended_by: Option<Vec<u8>>,
+) -> HeaderBlock {
     for field in fields.iter_mut().filter(|f| headers::is_address_header(f)) {
         let rewritten = address::qualify_header_value(field.value(), &settings.myorigin);
         if rewritten != field.value() {
@@ -394,7 +417,9 @@ fn zone_abbreviation(secs: i64) -> Option<String> {
         if libc::localtime_r(&t, &mut tm).is_null() || tm.tm_zone.is_null() {
             return None;
         }
-        let zone = std::ffi::CStr::from_ptr(tm.tm_zone).to_string_lossy().into_owned();
+        let zone = std::ffi::CStr::from_ptr(tm.tm_zone)
+            .to_string_lossy()
+            .into_owned();
         (!zone.is_empty()).then_some(zone)
     }
 }
@@ -462,8 +487,14 @@ mod tests {
     #[test]
     fn gecos_names() {
         assert_eq!(gecos_full_name("root", "root").as_deref(), Some("root"));
-        assert_eq!(gecos_full_name("Alice Smith,,,", "alice").as_deref(), Some("Alice Smith"));
-        assert_eq!(gecos_full_name("& Jones,Room 1", "bob").as_deref(), Some("Bob Jones"));
+        assert_eq!(
+            gecos_full_name("Alice Smith,,,", "alice").as_deref(),
+            Some("Alice Smith")
+        );
+        assert_eq!(
+            gecos_full_name("& Jones,Room 1", "bob").as_deref(),
+            Some("Bob Jones")
+        );
         assert_eq!(gecos_full_name(",,,", "x"), None);
         assert_eq!(gecos_full_name("", "x"), None);
     }
@@ -483,7 +514,12 @@ mod tests {
             .with_timezone(&Local);
         let text = rfc2822_date(&when);
         // Day not padded, numeric zone, abbreviation in parentheses.
-        assert!(text.contains(", 4 Nov 2026 ") || text.contains(", 3 Nov 2026 ") || text.contains(", 5 Nov 2026 "), "{text}");
+        assert!(
+            text.contains(", 4 Nov 2026 ")
+                || text.contains(", 3 Nov 2026 ")
+                || text.contains(", 5 Nov 2026 "),
+            "{text}"
+        );
         assert!(text.contains(" +") || text.contains(" -"), "{text}");
     }
 

@@ -8,7 +8,9 @@ use std::io::{self, BufRead};
 #[derive(Debug)]
 pub enum InputError {
     /// More than `limit` bytes.
-    TooBig { limit: u64 },
+    TooBig {
+        limit: u64,
+    },
     Io(io::Error),
 }
 
@@ -120,7 +122,10 @@ mod tests {
         assert_eq!(read_all(b"a\rb\n", true, 0).unwrap(), b"a\rb\n");
         assert_eq!(read_all(b"no newline", true, 0).unwrap(), b"no newline\n");
         assert_eq!(read_all(b"", true, 0).unwrap(), b"");
-        assert_eq!(read_all(b"\xff\xfe 8bit\n", true, 0).unwrap(), b"\xff\xfe 8bit\n");
+        assert_eq!(
+            read_all(b"\xff\xfe 8bit\n", true, 0).unwrap(),
+            b"\xff\xfe 8bit\n"
+        );
     }
 
     #[test]
@@ -136,8 +141,14 @@ mod tests {
     fn size_limit() {
         assert!(read_all(b"12345\n", true, 6).is_ok());
         assert!(read_all(b"12345\r\n", true, 6).is_ok());
-        assert!(matches!(read_all(b"123456\n", true, 6), Err(InputError::TooBig { .. })));
+        assert!(matches!(
+            read_all(b"123456\n", true, 6),
+            Err(InputError::TooBig { .. })
+        ));
         let huge = vec![b'x'; 1 << 20];
-        assert!(matches!(read_all(&huge, true, 1000), Err(InputError::TooBig { .. })));
+        assert!(matches!(
+            read_all(&huge, true, 1000),
+            Err(InputError::TooBig { .. })
+        ));
     }
 }
