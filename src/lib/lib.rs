@@ -7,6 +7,7 @@
 
 pub mod address;
 pub mod config;
+pub mod daemon;
 pub mod deliver;
 pub mod log;
 pub mod message;

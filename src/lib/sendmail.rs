@@ -1,12 +1,14 @@
 //! The `sendmail` command: dispatches the mode chosen on the command line. Submission is
 //! the common case and the one that must be fast: one config read, one durable write.
 
+use std::fs::File;
 use std::io::BufRead;
 
 use crate::config::Config;
+use crate::daemon;
 use crate::log::Log;
-use crate::queue::Queue;
-use crate::sendmail_argv::{Invocation, Mode};
+use crate::queue::{Queue, QueueId};
+use crate::sendmail_argv::{DeliveryMode, Invocation, Mode};
 use crate::submit::{self, Invoker, Settings};
 use crate::sysexits::{Error, ExitCode, Result};
 
@@ -21,9 +23,13 @@ pub fn run(inv: &Invocation, stdin: impl BufRead) -> Result<()> {
                 // what callers were told.
                 Log::from_config(&config, "sendmail").fatal(&e.message);
             }
-            queued.map(drop)
+            let (id, locked) = queued?;
+            daemon::modes::after_submit(&config, inv.delivery, id, locked)
         }
         Mode::Nothing => Ok(()),
+        Mode::DaemonForeground => daemon::modes::foreground(&config, inv.queue_interval.as_deref()),
+        Mode::Daemon => daemon::modes::background(&config, inv.queue_interval.as_deref()),
+        Mode::RunQueue => daemon::modes::run_queue(&config, inv.queue_id.as_deref()),
         other => Err(Error::new(
             ExitCode::Unavailable,
             format!(
@@ -34,7 +40,12 @@ pub fn run(inv: &Invocation, stdin: impl BufRead) -> Result<()> {
     }
 }
 
-fn submit_message(config: &Config, inv: &Invocation, stdin: impl BufRead) -> Result<()> {
+/// Queues the message; returns its ID, and for `-odi` the queue file, still locked.
+fn submit_message(
+    config: &Config,
+    inv: &Invocation,
+    stdin: impl BufRead,
+) -> Result<(QueueId, Option<File>)> {
     let settings = Settings {
         myhostname: config.myhostname()?,
         myorigin: config.myorigin()?,
@@ -42,8 +53,14 @@ fn submit_message(config: &Config, inv: &Invocation, stdin: impl BufRead) -> Res
         header_size_limit: config.number("header_size_limit")?,
     };
     let queue = Queue::new(config.queue_directory()?);
-    submit::submit(&queue, &settings, &Invoker::current(), &inv.request, stdin)?;
-    Ok(())
+    let invoker = Invoker::current();
+    if inv.delivery == DeliveryMode::Interactive {
+        let (queued, file) =
+            submit::submit_locked(&queue, &settings, &invoker, &inv.request, stdin)?;
+        return Ok((queued.id, Some(file)));
+    }
+    let queued = submit::submit(&queue, &settings, &invoker, &inv.request, stdin)?;
+    Ok((queued.id, None))
 }
 
 fn mode_flag(mode: Mode) -> &'static str {

@@ -115,6 +115,32 @@ pub fn submit(
     request: &Request,
     input: impl BufRead,
 ) -> Result<Queued> {
+    submit_inner(queue, settings, invoker, request, input, false).map(|(queued, _)| queued)
+}
+
+/// Like [`submit`], but the queue file is locked before it appears in `maildrop/` and
+/// stays locked while the returned descriptor is open (`sendmail -odi` delivers it
+/// itself, and a running daemon must leave it alone).
+pub fn submit_locked(
+    queue: &Queue,
+    settings: &Settings,
+    invoker: &Invoker,
+    request: &Request,
+    input: impl BufRead,
+) -> Result<(Queued, std::fs::File)> {
+    let (queued, file) = submit_inner(queue, settings, invoker, request, input, true)?;
+    let file = file.ok_or_else(|| Error::new(ExitCode::Software, "queue file was not locked"))?;
+    Ok((queued, file))
+}
+
+fn submit_inner(
+    queue: &Queue,
+    settings: &Settings,
+    invoker: &Invoker,
+    request: &Request,
+    input: impl BufRead,
+    lock: bool,
+) -> Result<(Queued, Option<std::fs::File>)> {
     let tag = invoker.tag();
     let sender = envelope_sender(request, invoker, settings, &tag)?;
     let mut recipients = Recipients::default();
@@ -214,13 +240,19 @@ pub fn submit(
         return Err(too_big(settings.message_size_limit, &tag));
     }
     let size = file.message_bytes();
-    let id = file.commit().map_err(write_err)?;
-    Ok(Queued {
+    let (id, locked) = if lock {
+        let (id, f) = file.commit_locked().map_err(write_err)?;
+        (id, Some(f))
+    } else {
+        (file.commit().map_err(write_err)?, None)
+    };
+    let queued = Queued {
         id,
         sender,
         recipients: rcpt_count,
         size,
-    })
+    };
+    Ok((queued, locked))
 }
 
 fn envelope_sender(

@@ -18,6 +18,7 @@
 
 pub mod envelope;
 pub mod id;
+mod rewrite;
 pub mod store;
 
 use std::fs::{self, DirBuilder, File};
