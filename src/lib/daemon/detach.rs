@@ -36,7 +36,10 @@ fn new_session(cmd: &mut Command) {
 /// (exit 0), or with its error when it could not start (another daemon runs: 75).
 pub fn start_daemon(config_dir: &Path, interval: Option<&str>) -> Result<u32> {
     let (reader, writer) =
-        nix::unistd::pipe().map_err(|e| Error::new(ExitCode::OsErr, format!("pipe: {e}")))?;
+        // Close-on-exec, so that in the daemon only the standard descriptors it is given
+        // hold the pipe, and our read ends once it replaces them with /dev/null.
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| Error::new(ExitCode::OsErr, format!("pipe: {e}")))?;
     let writer2 = writer.try_clone().map_err(|e| Error::io("dup", &e))?;
     let mut cmd = Command::new(this_program()?);
     cmd.arg("-bD").arg("-C").arg(config_dir);

@@ -49,6 +49,12 @@ pub fn pickup(rt: &Runtime, id: QueueId) -> Option<LockedFile> {
 pub fn accept(rt: &Runtime, mut locked: LockedFile) -> Option<LockedFile> {
     let queue = &rt.queue;
     let id = locked.id;
+    if let Err(e) = locked.file.seek(SeekFrom::Start(0)) {
+        rt.logs
+            .pickup
+            .warning(&format!("maildrop/{id}: seek: {}", describe(&e)));
+        return None;
+    }
     let owner = match locked.file.metadata() {
         Ok(m) => m.uid(),
         Err(e) => {

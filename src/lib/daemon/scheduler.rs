@@ -401,17 +401,38 @@ pub fn run_once(rt: Runtime, filter: Option<&str>) -> Result<RunSummary> {
         None => d.scan(&RUNNABLE, false, filter),
     }
     let mut summary = RunSummary::default();
-    while !d.in_flight.is_empty() {
-        match rx.recv() {
-            Ok(Event::Done(id, report)) => {
-                d.in_flight.remove(&id);
-                if let Some(report) = report {
-                    summary.messages += 1;
-                    summary.reports.push(report);
+    let mut seen: HashSet<QueueId> = d.in_flight.clone();
+    loop {
+        while !d.in_flight.is_empty() {
+            match rx.recv() {
+                Ok(Event::Done(id, report)) => {
+                    d.in_flight.remove(&id);
+                    if let Some(report) = report {
+                        summary.messages += 1;
+                        summary.reports.push(report);
+                    }
                 }
+                Ok(_) => {}
+                Err(_) => break,
             }
-            Ok(_) => {}
-            Err(_) => break,
+        }
+        if filter.is_some() {
+            break;
+        }
+        // Mail this run created (bounce notifications) is part of "the whole queue";
+        // each file is taken once, so a file that cannot be handled ends the run.
+        let fresh: Vec<QueueId> = rt
+            .queue
+            .ids(QueueName::Maildrop)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|id| seen.insert(*id))
+            .collect();
+        if fresh.is_empty() {
+            break;
+        }
+        for id in fresh {
+            d.dispatch(id, QueueName::Maildrop);
         }
     }
     d.pool.shutdown(true);

@@ -42,7 +42,9 @@ impl NewQueueFile {
                 envelope.id,
                 std::process::id()
             ));
+            // Readable too: `commit_locked` hands the descriptor on to a delivery.
             match OpenOptions::new()
+                .read(true)
                 .write(true)
                 .create_new(true)
                 .mode(0o600)
