@@ -58,5 +58,7 @@ def row(name, p, m, unit):
     print(f"{name:<42} {ps:>10} {m:8.2f}{unit} {ratio}")
 row(f"submit latency, median of {submits} (ms)", lat.get("postfix", 0), lat["mailroom"], "")
 row(f"{total} msgs, 4 parallel submitters (s)", par.get("postfix", 0), par["mailroom"], "")
-row(f"  = messages per second", total / par["postfix"] if "postfix" in par else 0, total / par["mailroom"], "")
+rate_p = total / par["postfix"] if "postfix" in par else 0
+rate_m = total / par["mailroom"]
+print(f"{'  = messages per second':<42} {rate_p:10.1f} {rate_m:10.1f} {(rate_m / rate_p if rate_p else 0):7.2f}")
 PY
