@@ -5,4 +5,5 @@
 //! the binaries in `src/bin/` only parse argv, call into here and map errors to exit
 //! codes.
 
+pub mod aliases;
 pub mod sysexits;
