@@ -57,22 +57,18 @@ pub fn is_space(byte: u8) -> bool {
     matches!(byte, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c)
 }
 
-/// Parses a whole source file, calling `on_entry` for every valid entry and `on_warning`
-/// for every skipped one, in file order. Duplicates are not this layer's business: the
+/// Parses a whole source file, calling `each` with every valid entry (`Ok`) and every
+/// skipped one (`Err`), in file order. Duplicates are not this layer's business: the
 /// database decides which one wins.
-pub fn parse(
-    source: &[u8],
-    mut on_entry: impl FnMut(Entry<'_>),
-    mut on_warning: impl FnMut(Warning),
-) {
+pub fn parse(source: &[u8], mut each: impl FnMut(Result<Entry<'_>, Warning>)) {
     let mut scratch = Scratch::default();
     for_each_logical_line(source, |logical, line| match scratch.entry(logical) {
-        Ok(()) => on_entry(Entry {
+        Ok(()) => each(Ok(Entry {
             name: &scratch.name,
             value: &scratch.value,
             line,
-        }),
-        Err(problem) => on_warning(Warning { line, problem }),
+        })),
+        Err(problem) => each(Err(Warning { line, problem })),
     });
 }
 
@@ -80,17 +76,14 @@ pub fn parse(
 pub fn parse_all(source: &[u8]) -> (Vec<Alias>, Vec<Warning>) {
     let mut aliases = Vec::new();
     let mut warnings = Vec::new();
-    parse(
-        source,
-        |entry| {
-            aliases.push(Alias {
-                name: String::from_utf8_lossy(entry.name).into_owned(),
-                value: String::from_utf8_lossy(entry.value).into_owned(),
-                line: entry.line,
-            })
-        },
-        |warning| warnings.push(warning),
-    );
+    parse(source, |result| match result {
+        Ok(entry) => aliases.push(Alias {
+            name: String::from_utf8_lossy(entry.name).into_owned(),
+            value: String::from_utf8_lossy(entry.value).into_owned(),
+            line: entry.line,
+        }),
+        Err(warning) => warnings.push(warning),
+    });
     (aliases, warnings)
 }
 
