@@ -198,8 +198,9 @@ impl Identity {
     }
 }
 
-/// Whose privileges a `|command` or `/file` target runs with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Whose privileges a `|command` or `/file` target runs with (default: root's, which
+/// expansion replaces by `default_privs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Privileges {
     pub uid: u32,
     pub gid: u32,

@@ -3,4 +3,5 @@
 
 pub mod cdb;
 pub mod database;
+pub mod expand;
 pub mod parse;
