@@ -5,3 +5,5 @@ pub mod cdb;
 pub mod database;
 pub mod expand;
 pub mod parse;
+pub mod rebuild;
+pub mod verify;
