@@ -5,5 +5,13 @@
 //! the binaries in `src/bin/` only parse argv, call into here and map errors to exit
 //! codes.
 
+pub mod address;
 pub mod aliases;
+pub mod config;
+pub mod log;
+pub mod message;
+pub mod queue;
+pub mod sendmail;
+pub mod sendmail_argv;
+pub mod submit;
 pub mod sysexits;

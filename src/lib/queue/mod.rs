@@ -1,0 +1,439 @@
+//! The on-disk queue: the only module that knows the queue's directories, file names and
+//! IDs. Everything that looks at or changes queued mail goes through here.
+//!
+//! ```text
+//! $queue_directory/
+//!     maildrop/   new submissions from sendmail (1730: writable by the submission group,
+//!                 not listable by it)
+//!     incoming/   picked up, being checked by the daemon
+//!     active/     being delivered
+//!     deferred/   waiting for another attempt
+//!     hold/       held by the administrator (postsuper -h)
+//!     corrupt/    files that failed to parse, kept for inspection
+//!     pid/        the daemon's lock and pid file
+//! ```
+//!
+//! A file's name is its queue ID; its format is in [`envelope`] and
+//! `man/mailroom-queue.5`.
+
+pub mod envelope;
+pub mod id;
+pub mod store;
+
+use std::fs::{self, DirBuilder, File};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use fs2::FileExt;
+use nix::errno::Errno;
+use nix::fcntl::{RenameFlags, renameat2};
+
+pub use envelope::{Envelope, RcptState, Recipient};
+pub use id::QueueId;
+pub use store::NewQueueFile;
+
+/// The queues a message can sit in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum QueueName {
+    Maildrop,
+    Incoming,
+    Active,
+    Deferred,
+    Hold,
+    Corrupt,
+}
+
+impl QueueName {
+    /// Every queue that holds mail waiting for delivery, in the order `mailq` reports
+    /// ties. `corrupt` is not among them: its files are not mail we can read.
+    pub const MAIL: [QueueName; 5] = [
+        QueueName::Maildrop,
+        QueueName::Incoming,
+        QueueName::Active,
+        QueueName::Deferred,
+        QueueName::Hold,
+    ];
+
+    pub const ALL: [QueueName; 6] = [
+        QueueName::Maildrop,
+        QueueName::Incoming,
+        QueueName::Active,
+        QueueName::Deferred,
+        QueueName::Hold,
+        QueueName::Corrupt,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueName::Maildrop => "maildrop",
+            QueueName::Incoming => "incoming",
+            QueueName::Active => "active",
+            QueueName::Deferred => "deferred",
+            QueueName::Hold => "hold",
+            QueueName::Corrupt => "corrupt",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<QueueName> {
+        QueueName::ALL.into_iter().find(|q| q.as_str() == name)
+    }
+
+    /// The directory mode: maildrop takes submissions from the setgid group (write and
+    /// search, no listing, sticky so nobody removes another's file); the rest is private.
+    fn mode(self) -> u32 {
+        match self {
+            QueueName::Maildrop => 0o1730,
+            _ => 0o700,
+        }
+    }
+}
+
+/// Why a queue file could not be read.
+#[derive(Debug)]
+pub enum ReadError {
+    /// The file is gone (delivered, deleted or moved meanwhile): not an error for a listing.
+    Missing,
+    /// The file exists but is not a valid queue file.
+    Corrupt(String),
+    Io(io::Error),
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadError::Missing => f.write_str("no such file"),
+            ReadError::Corrupt(why) => f.write_str(why),
+            ReadError::Io(e) => f.write_str(&crate::sysexits::describe_io(e)),
+        }
+    }
+}
+
+/// A queue file opened and locked exclusively; the lock goes with the value.
+pub struct LockedFile {
+    pub file: File,
+    pub queue: QueueName,
+    pub id: QueueId,
+}
+
+impl Drop for LockedFile {
+    fn drop(&mut self) {
+        let _ = FileExt::unlock(&self.file);
+    }
+}
+
+/// The queue rooted at `queue_directory`.
+#[derive(Debug, Clone)]
+pub struct Queue {
+    root: PathBuf,
+}
+
+impl Queue {
+    pub fn new(root: impl Into<PathBuf>) -> Queue {
+        Queue { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn dir(&self, queue: QueueName) -> PathBuf {
+        self.root.join(queue.as_str())
+    }
+
+    pub fn path(&self, queue: QueueName, id: QueueId) -> PathBuf {
+        self.dir(queue).join(id.as_str())
+    }
+
+    /// The directory of the daemon's lock and pid files.
+    pub fn pid_dir(&self) -> PathBuf {
+        self.root.join("pid")
+    }
+
+    /// Creates whatever directories are missing, with their modes. Existing directories
+    /// are left alone (`postsuper -s` repairs modes). Fails only when a directory is
+    /// missing and cannot be made.
+    pub fn ensure_dirs(&self) -> io::Result<()> {
+        make_dir(&self.root, 0o755)?;
+        for queue in QueueName::ALL {
+            make_dir(&self.dir(queue), queue.mode())?;
+        }
+        make_dir(&self.pid_dir(), 0o755)
+    }
+
+    /// The directory a submission goes into, created if needed.
+    pub fn maildrop(&self) -> io::Result<PathBuf> {
+        let dir = self.dir(QueueName::Maildrop);
+        if !dir.is_dir() {
+            self.ensure_dirs()?;
+        }
+        Ok(dir)
+    }
+
+    /// IDs of the files in one queue, in directory order. Temporary files and anything
+    /// else that is not a queue ID are skipped. A missing directory is an empty queue.
+    pub fn ids(&self, queue: QueueName) -> io::Result<Vec<QueueId>> {
+        let entries = match fs::read_dir(self.dir(queue)) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut ids = Vec::new();
+        for entry in entries {
+            let entry = entry?;
+            if let Some(id) = entry.file_name().to_str().and_then(QueueId::parse) {
+                ids.push(id);
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Every message in the given queues, oldest first (IDs sort by arrival). Only the
+    /// IDs are held: 16 bytes a message, so even a huge queue costs little memory.
+    pub fn list(&self, queues: &[QueueName]) -> io::Result<Vec<(QueueId, QueueName)>> {
+        let mut all = Vec::new();
+        for &queue in queues {
+            all.extend(self.ids(queue)?.into_iter().map(|id| (id, queue)));
+        }
+        all.sort_unstable();
+        Ok(all)
+    }
+
+    /// Reads the envelope of one message, and never its body.
+    pub fn read_envelope(&self, queue: QueueName, id: QueueId) -> Result<Envelope, ReadError> {
+        let mut file = match File::open(self.path(queue, id)) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(ReadError::Missing),
+            Err(e) => return Err(ReadError::Io(e)),
+        };
+        read_envelope_from(&mut file)
+    }
+
+    /// Opens a message and takes its exclusive lock without waiting. `Ok(None)` when
+    /// another process holds it (the daemon delivering it) or it is gone.
+    pub fn try_lock(&self, queue: QueueName, id: QueueId) -> io::Result<Option<LockedFile>> {
+        let path = self.path(queue, id);
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        match file.try_lock_exclusive() {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        // The file may have been moved or removed between open and lock; only a lock on
+        // the file that still has this name counts.
+        if !same_file(&file, &path)? {
+            return Ok(None);
+        }
+        Ok(Some(LockedFile { file, queue, id }))
+    }
+
+    /// Removes a locked message. Returns false if it had already gone.
+    pub fn remove(&self, locked: &LockedFile) -> io::Result<bool> {
+        match fs::remove_file(self.path(locked.queue, locked.id)) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Moves a locked message to another queue, keeping its ID unless a file of that name
+    /// already sits there (only possible if the clock went back); then it gets a new one.
+    /// Returns the ID it has in its new queue. Both directories are synced so the move
+    /// survives a crash.
+    pub fn move_to(&self, locked: &mut LockedFile, to: QueueName) -> io::Result<QueueId> {
+        let from_dir = File::open(self.dir(locked.queue))?;
+        let to_path = self.dir(to);
+        if !to_path.is_dir() {
+            self.ensure_dirs()?;
+        }
+        let to_dir = File::open(&to_path)?;
+        let mut id = locked.id;
+        loop {
+            match renameat2(
+                &from_dir,
+                locked.id.as_str(),
+                &to_dir,
+                id.as_str(),
+                RenameFlags::RENAME_NOREPLACE,
+            ) {
+                Ok(()) => break,
+                Err(Errno::EEXIST) => id = QueueId::generate(),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        to_dir.sync_all()?;
+        from_dir.sync_all()?;
+        locked.queue = to;
+        locked.id = id;
+        Ok(id)
+    }
+}
+
+/// Reads and parses the envelope at the start of an open queue file.
+pub fn read_envelope_from(file: &mut File) -> Result<Envelope, ReadError> {
+    let bytes = envelope::read_envelope_bytes(file).map_err(|e| match e.kind() {
+        io::ErrorKind::UnexpectedEof | io::ErrorKind::InvalidData => {
+            ReadError::Corrupt(e.to_string())
+        }
+        _ => ReadError::Io(e),
+    })?;
+    Envelope::parse(&bytes).map_err(ReadError::Corrupt)
+}
+
+fn same_file(file: &File, path: &Path) -> io::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let open = file.metadata()?;
+    match fs::symlink_metadata(path) {
+        Ok(named) => Ok(named.dev() == open.dev() && named.ino() == open.ino()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+fn make_dir(path: &Path, mode: u32) -> io::Result<()> {
+    match DirBuilder::new().mode(mode).create(path) {
+        // The umask may have stripped bits (the sticky and group-write bits of maildrop):
+        // set the mode exactly.
+        Ok(()) => fs::set_permissions(path, fs::Permissions::from_mode(mode)),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn new_message(queue: &Queue, rcpts: &[&str], body: &[u8]) -> QueueId {
+        let mut env = Envelope::new(
+            QueueId::generate(),
+            1_700_000_000_000_000,
+            0,
+            "root@example.com",
+        );
+        for r in rcpts {
+            env.recipients.push(Recipient::new(r, r));
+        }
+        let mut file = NewQueueFile::create(&queue.maildrop().unwrap(), env).unwrap();
+        file.write_all(b"Received: id ").unwrap();
+        file.write_id().unwrap();
+        file.write_all(b"\n\n").unwrap();
+        file.write_all(body).unwrap();
+        file.commit().unwrap()
+    }
+
+    #[test]
+    fn directories_get_their_modes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let queue = Queue::new(tmp.path().join("q"));
+        queue.ensure_dirs().unwrap();
+        let mode = |q| fs::metadata(queue.dir(q)).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode(QueueName::Maildrop), 0o1730);
+        assert_eq!(mode(QueueName::Deferred), 0o700);
+        queue.ensure_dirs().unwrap();
+    }
+
+    #[test]
+    fn write_then_list_and_read() {
+        let tmp = tempfile::tempdir().unwrap();
+        let queue = Queue::new(tmp.path());
+        let a = new_message(&queue, &["alice@example.com"], b"hello\n");
+        let b = new_message(&queue, &["bob@example.com", "carol@example.com"], b"x\n");
+        let listed = queue.list(&QueueName::MAIL).unwrap();
+        assert_eq!(
+            listed,
+            vec![(a, QueueName::Maildrop), (b, QueueName::Maildrop)]
+        );
+        let env = queue.read_envelope(QueueName::Maildrop, b).unwrap();
+        assert_eq!(env.id, b);
+        assert_eq!(env.recipients.len(), 2);
+        let text = fs::read(queue.path(QueueName::Maildrop, b)).unwrap();
+        let message = &text[env.message_offset as usize..];
+        assert_eq!(message, format!("Received: id {b}\n\nx\n").as_bytes());
+        assert_eq!(env.size, message.len() as u64);
+        // No temporary files are left behind.
+        let names: Vec<_> = fs::read_dir(queue.dir(QueueName::Maildrop))
+            .unwrap()
+            .collect();
+        assert_eq!(names.len(), 2);
+    }
+
+    #[test]
+    fn a_dropped_writer_leaves_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let queue = Queue::new(tmp.path());
+        let env = Envelope::new(QueueId::generate(), 0, 0, "");
+        let mut file = NewQueueFile::create(&queue.maildrop().unwrap(), env).unwrap();
+        file.write_all(b"partial").unwrap();
+        drop(file);
+        assert_eq!(
+            fs::read_dir(queue.dir(QueueName::Maildrop))
+                .unwrap()
+                .count(),
+            0
+        );
+    }
+
+    #[test]
+    fn a_taken_name_gets_a_fresh_id_everywhere() {
+        let tmp = tempfile::tempdir().unwrap();
+        let queue = Queue::new(tmp.path());
+        let dir = queue.maildrop().unwrap();
+        let id = QueueId::generate();
+        fs::write(dir.join(id.as_str()), b"someone else's").unwrap();
+        let mut env = Envelope::new(id, 0, 0, "");
+        env.recipients.push(Recipient::new("a", "a"));
+        let mut file = NewQueueFile::create(&dir, env).unwrap();
+        file.write_all(b"Received: id ").unwrap();
+        file.write_id().unwrap();
+        file.write_all(b"\n\nbody\n").unwrap();
+        let got = file.commit().unwrap();
+        assert_ne!(got, id);
+        assert_eq!(fs::read(dir.join(id.as_str())).unwrap(), b"someone else's");
+        let env = queue.read_envelope(QueueName::Maildrop, got).unwrap();
+        assert_eq!(env.id, got);
+        let text = fs::read_to_string(queue.path(QueueName::Maildrop, got)).unwrap();
+        assert!(text.contains(&format!("Received: id {got}\n")));
+    }
+
+    #[test]
+    fn locks_exclude_each_other_and_moves_keep_ids() {
+        let tmp = tempfile::tempdir().unwrap();
+        let queue = Queue::new(tmp.path());
+        let id = new_message(&queue, &["a@b"], b"x\n");
+        let mut locked = queue.try_lock(QueueName::Maildrop, id).unwrap().unwrap();
+        assert!(queue.try_lock(QueueName::Maildrop, id).unwrap().is_none());
+        assert_eq!(queue.move_to(&mut locked, QueueName::Hold).unwrap(), id);
+        assert!(queue.read_envelope(QueueName::Hold, id).is_ok());
+        assert!(matches!(
+            queue.read_envelope(QueueName::Maildrop, id),
+            Err(ReadError::Missing)
+        ));
+        assert!(queue.remove(&locked).unwrap());
+        drop(locked);
+        assert!(queue.try_lock(QueueName::Hold, id).unwrap().is_none());
+    }
+
+    #[test]
+    fn garbage_files_are_corrupt_not_fatal() {
+        let tmp = tempfile::tempdir().unwrap();
+        let queue = Queue::new(tmp.path());
+        queue.ensure_dirs().unwrap();
+        let id = QueueId::generate();
+        fs::write(queue.path(QueueName::Deferred, id), b"\x00\xffgarbage").unwrap();
+        assert!(matches!(
+            queue.read_envelope(QueueName::Deferred, id),
+            Err(ReadError::Corrupt(_))
+        ));
+        fs::write(queue.path(QueueName::Deferred, id), b"").unwrap();
+        assert!(matches!(
+            queue.read_envelope(QueueName::Deferred, id),
+            Err(ReadError::Corrupt(_))
+        ));
+    }
+}

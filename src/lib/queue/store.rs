@@ -1,0 +1,186 @@
+//! Writing a new queue file durably: temporary name, fsync, rename that never replaces,
+//! fsync of the directory. Until `commit` returns, nothing is visible under a queue ID;
+//! after it returns, the file survives a crash or power loss.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{RenameFlags, renameat2};
+
+use super::envelope::{Envelope, SIZE_WIDTH};
+use super::id::QueueId;
+
+/// Prefix of temporary files in a queue directory. A leading dot never parses as a queue
+/// ID, so listings skip these, and `postsuper -p` knows what it may remove.
+pub const TEMP_PREFIX: &str = ".tmp.";
+
+/// A queue file being written. Write the message through `Write`; call `write_id` where
+/// the message itself names the queue ID (Received:, Message-Id:), so that the ID can be
+/// changed in place if the name turns out to be taken. Dropped without `commit`, it
+/// removes its temporary file.
+pub struct NewQueueFile {
+    dir: PathBuf,
+    temp: PathBuf,
+    file: BufWriter<File>,
+    envelope: Envelope,
+    message_bytes: u64,
+    /// Offsets in the file where the ID is spelled out.
+    id_spots: Vec<u64>,
+    committed: bool,
+}
+
+impl NewQueueFile {
+    /// Creates the temporary file in `dir` and writes the envelope. `envelope.size` is
+    /// filled in at commit time.
+    pub fn create(dir: &Path, mut envelope: Envelope) -> io::Result<NewQueueFile> {
+        let (temp, file) = loop {
+            let temp = dir.join(format!(
+                "{TEMP_PREFIX}{}.{}",
+                envelope.id,
+                std::process::id()
+            ));
+            match OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&temp)
+            {
+                Ok(file) => break (temp, file),
+                // A crashed process with our pid left it: draw another ID.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    envelope.id = QueueId::generate();
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        let header = envelope.serialize();
+        let id_spots = vec![envelope.id_offset];
+        // Built before the first write so that a failed write still removes the file.
+        let mut new = NewQueueFile {
+            dir: dir.to_path_buf(),
+            temp,
+            file: BufWriter::with_capacity(64 * 1024, file),
+            envelope,
+            message_bytes: 0,
+            id_spots,
+            committed: false,
+        };
+        new.file.write_all(&header)?;
+        Ok(new)
+    }
+
+    pub fn id(&self) -> QueueId {
+        self.envelope.id
+    }
+
+    /// Message bytes written so far.
+    pub fn message_bytes(&self) -> u64 {
+        self.message_bytes
+    }
+
+    /// Writes the queue ID into the message and remembers where.
+    pub fn write_id(&mut self) -> io::Result<()> {
+        let at = self.envelope.message_offset + self.message_bytes;
+        self.id_spots.push(at);
+        let id = self.envelope.id;
+        self.write_all(id.as_bytes())
+    }
+
+    /// Makes the file durable and visible under its ID. Returns the ID it got (a new one
+    /// if another process took the first in the same microsecond).
+    pub fn commit(mut self) -> io::Result<QueueId> {
+        self.file.flush()?;
+        let file = self.file.get_ref();
+        let size = format!("{:0width$}", self.message_bytes, width = SIZE_WIDTH);
+        file.write_all_at(size.as_bytes(), self.envelope.size_offset)?;
+        file.sync_data()?;
+        let dir = File::open(&self.dir)?;
+        loop {
+            let id = self.envelope.id;
+            let taken = match renameat2(
+                &dir,
+                &self.temp,
+                &dir,
+                id.as_str(),
+                RenameFlags::RENAME_NOREPLACE,
+            ) {
+                Ok(()) => false,
+                Err(Errno::EEXIST) => true,
+                // File systems without RENAME_NOREPLACE: link() refuses to replace too.
+                Err(Errno::EINVAL) | Err(Errno::ENOSYS) => {
+                    match std::fs::hard_link(&self.temp, self.dir.join(id.as_str())) {
+                        Ok(()) => {
+                            std::fs::remove_file(&self.temp)?;
+                            false
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => true,
+                        Err(e) => return Err(e),
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if !taken {
+                break;
+            }
+            // Spell a fresh ID everywhere the old one was written, then try again.
+            let fresh = QueueId::generate();
+            for &spot in &self.id_spots {
+                file.write_all_at(fresh.as_bytes(), spot)?;
+            }
+            file.sync_data()?;
+            self.envelope.id = fresh;
+        }
+        self.committed = true;
+        sync_directory(&self.dir, file)?;
+        Ok(self.envelope.id)
+    }
+}
+
+impl Write for NewQueueFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.message_bytes += n as u64;
+        Ok(n)
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.file.write_all(buf)?;
+        self.message_bytes += buf.len() as u64;
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl Drop for NewQueueFile {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_file(&self.temp);
+        }
+    }
+}
+
+/// Makes a directory entry durable. A submitter without read permission on the directory
+/// (the setgid `sendmail` writing into mode 1730 `maildrop/`) cannot open it to fsync;
+/// then `syncfs` on the file system does the same job more coarsely.
+pub fn sync_directory(dir: &Path, file_in_it: &File) -> io::Result<()> {
+    match File::open(dir) {
+        Ok(d) => d.sync_all(),
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            use std::os::fd::AsRawFd;
+            // SAFETY: syncfs takes any open descriptor and touches no memory of ours.
+            let rc = unsafe { libc::syncfs(file_in_it.as_raw_fd()) };
+            if rc == 0 {
+                Ok(())
+            } else {
+                Err(io::Error::last_os_error())
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
