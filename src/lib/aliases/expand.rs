@@ -16,7 +16,8 @@ use std::path::Path;
 
 use super::database::{AliasDb, Privileges};
 use super::parse::{self, fold, split_targets, unquote};
-use crate::sysexits::{Result, describe_io};
+use crate::config::Config;
+use crate::sysexits::{Error, Result, describe_io};
 
 /// One alias table entry as found: its right-hand side and the owner of the table it came
 /// from (root: `default_privs` apply).
@@ -131,6 +132,44 @@ impl ExpandOptions {
             commands_in_includes: false,
             files_in_includes: false,
         }
+    }
+}
+
+impl ExpandOptions {
+    /// The options `main.cf` sets: `recipient_delimiter`, `myorigin`, `default_privs`
+    /// (which must name a user other than root, as Postfix insists) and
+    /// `allow_mail_to_commands` / `allow_mail_to_files` (`include` in them lifts the
+    /// restriction on include files).
+    pub fn from_config(config: &Config) -> Result<ExpandOptions> {
+        let name = config.get("default_privs")?;
+        let user = match nix::unistd::User::from_name(&name) {
+            Ok(Some(user)) => user,
+            _ => {
+                return Err(Error::config(format!(
+                    "default_privs: unknown user: \"{name}\""
+                )));
+            }
+        };
+        if user.uid.is_root() {
+            return Err(Error::config(format!(
+                "default_privs: unacceptable user: \"{name}\" has uid 0"
+            )));
+        }
+        let default_privs = Privileges {
+            uid: user.uid.as_raw(),
+            gid: user.gid.as_raw(),
+        };
+        let mut options = ExpandOptions::new(&config.myorigin()?, default_privs);
+        options.recipient_delimiter = config.get("recipient_delimiter")?;
+        options.commands_in_includes = config
+            .list("allow_mail_to_commands")?
+            .iter()
+            .any(|v| v == "include");
+        options.files_in_includes = config
+            .list("allow_mail_to_files")?
+            .iter()
+            .any(|v| v == "include");
+        Ok(options)
     }
 }
 

@@ -1,9 +1,38 @@
 //! `newaliases` / `sendmail -bi`: compile every table that `alias_database` names.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::database::{self, Compiled};
+use crate::config::{Config, Table};
 use crate::sysexits::Result;
+
+/// `newaliases` and `sendmail -bi`: compiles every table of `alias_database`. Warnings
+/// (without a program prefix) go to `warn`; the result lists each database written.
+pub fn rebuild_all(config: &Config, warn: &mut dyn FnMut(&str)) -> Result<Vec<Compiled>> {
+    let tables = config.tables("alias_database")?;
+    rebuild_tables(
+        tables.iter().map(|t| (t.kind.as_str(), t.path.as_path())),
+        warn,
+    )
+}
+
+/// The source files of the local file tables among `tables`; the others are reported to
+/// `warn` and left out.
+pub fn local_files(tables: &[Table], warn: &mut dyn FnMut(&str)) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for table in tables {
+        if is_file_type(&table.kind) {
+            files.push(table.path.clone());
+        } else {
+            warn(&format!("{table}: not a local file table, skipped"));
+        }
+    }
+    files
+}
+
+fn is_file_type(kind: &str) -> bool {
+    FILE_TYPES.iter().any(|t| t.eq_ignore_ascii_case(kind))
+}
 
 /// Table types whose source is a local file. We compile all of them to CDB (`SOURCE.cdb`)
 /// so an existing `main.cf` with `hash:/etc/aliases` keeps working unchanged.
@@ -18,7 +47,7 @@ pub fn rebuild_tables<'a>(
 ) -> Result<Vec<Compiled>> {
     let mut compiled = Vec::new();
     for (kind, path) in tables {
-        if !FILE_TYPES.contains(&kind.to_ascii_lowercase().as_str()) {
+        if !is_file_type(kind) {
             warn(&format!(
                 "{kind}:{}: not a local file table, skipped",
                 path.display()

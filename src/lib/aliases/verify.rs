@@ -5,8 +5,43 @@
 
 use std::fmt;
 
-use super::expand::{AliasSource, Destination, ExpandOptions, Expansion, expand};
+use super::expand::{AliasMaps, AliasSource, Destination, ExpandOptions, Expansion, expand};
 use super::parse::unquote;
+use super::rebuild::local_files;
+use crate::address;
+use crate::config::Config;
+use crate::sysexits::Result;
+
+/// `sendmail -bv ADDR...`: one [`Verdict`] per address, from the tables in `alias_maps`.
+/// Warnings (a table that is not a local file, a database older than its source) go to
+/// `warn`. Users are checked in the passwd database.
+pub fn verify(
+    config: &Config,
+    addresses: &[String],
+    warn: &mut dyn FnMut(&str),
+) -> Result<Vec<Verdict>> {
+    let settings = VerifySettings {
+        local_domains: config.mydestination()?,
+        options: ExpandOptions::from_config(config)?,
+    };
+    let tables = config.tables("alias_maps")?;
+    let mut maps = AliasMaps::open(&local_files(&tables, warn))?;
+    for warning in maps.warnings() {
+        warn(&warning);
+    }
+    let user_exists = |name: &str| matches!(nix::unistd::User::from_name(name), Ok(Some(_)));
+    let user_name = |uid: u32| match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
+        Ok(Some(user)) => user.name,
+        _ => format!("uid {uid}"),
+    };
+    Ok(verify_addresses(
+        &mut maps,
+        &settings,
+        addresses,
+        &user_exists,
+        &user_name,
+    ))
+}
 
 /// What `-bv` needs besides the alias tables.
 #[derive(Debug, Clone)]
@@ -61,15 +96,10 @@ fn verify_one(
         deliverable,
     };
     let bare = address.trim().trim_start_matches('<').trim_end_matches('>');
-    let (local, domain) = match bare.rfind('@') {
-        Some(at) => (&bare[..at], Some(bare[at + 1..].to_ascii_lowercase())),
-        None => (bare, None),
-    };
-    if let Some(domain) = &domain
-        && !settings.local_domains.contains(domain)
-    {
+    if !address::is_local(bare, &settings.local_domains) {
         return verdict(format!("relays to remote host ({bare})"), true);
     }
+    let local = address::split(bare).0;
     let expansion = expand(source, &unquote(local), &settings.options);
     match expansion.deliveries.as_slice() {
         [only] if only.chain.is_empty() && expansion.failures.is_empty() => {
@@ -107,12 +137,7 @@ fn describe_expansion(
                 format!("{user} (unknown user)")
             }
             Destination::Forward { address } => {
-                let domain = address
-                    .rsplit('@')
-                    .next()
-                    .unwrap_or("")
-                    .to_ascii_lowercase();
-                if settings.local_domains.contains(&domain) {
+                if address::is_local(address, &settings.local_domains) {
                     format!("{address} (local, expanded again on delivery)")
                 } else {
                     format!("{address} (remote)")
@@ -211,5 +236,37 @@ mod tests {
                 "! root: expands to root, james, ghost (unknown user)",
             ]
         );
+    }
+
+    #[test]
+    fn verify_reads_alias_maps_from_the_configuration() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let source = dir.path().join("aliases");
+        std::fs::write(&source, "team: root, nosuchuser-xyz\n").expect("write");
+        crate::aliases::database::compile(&source, &mut |_| {}).expect("compiles");
+        let text = format!(
+            "mydestination = localhost\nmyorigin = example.com\nalias_maps = ldap:/x, cdb:{}\n",
+            source.display()
+        );
+        let config = Config::from_text(&text, &dir.path().join("main.cf"));
+        let mut warnings = Vec::new();
+        let addresses: Vec<String> = ["team", "root@LOCALHOST", "x@example.org"]
+            .map(String::from)
+            .into();
+        let verdicts: Vec<String> =
+            verify(&config, &addresses, &mut |w| warnings.push(w.to_string()))
+                .expect("verifies")
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+        assert_eq!(
+            verdicts,
+            vec![
+                "team: expands to root, nosuchuser-xyz (unknown user)",
+                "root@LOCALHOST: delivers to mailbox of user root",
+                "x@example.org: relays to remote host (x@example.org)",
+            ]
+        );
+        assert_eq!(warnings, vec!["ldap:/x: not a local file table, skipped"]);
     }
 }
