@@ -179,6 +179,13 @@ impl Reader {
         Ok(Reader { bytes })
     }
 
+    /// A database with no records (an all-zero header: 256 empty tables).
+    pub fn empty() -> Reader {
+        Reader {
+            bytes: vec![0; HEADER],
+        }
+    }
+
     /// The value of the first record whose key is `key`.
     pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
         let h = hash(key);

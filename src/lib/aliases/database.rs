@@ -187,6 +187,15 @@ pub struct Identity {
 }
 
 impl Identity {
+    /// Stands for "no file": no real file has inode 0.
+    pub const ABSENT: Identity = Identity {
+        device: 0,
+        inode: 0,
+        size: 0,
+        mtime: 0,
+        mtime_nsec: 0,
+    };
+
     pub fn of(metadata: &fs::Metadata) -> Identity {
         Identity {
             device: metadata.dev(),
@@ -238,9 +247,18 @@ pub struct AliasDb {
 impl AliasDb {
     /// Opens the database compiled from `source` (the path the configuration names,
     /// without `.cdb`).
+    ///
+    /// When neither the source nor the database exists, the table is empty rather than an
+    /// error: the default `alias_maps = hash:/etc/aliases` must not defer all local mail
+    /// on a machine that has no aliases file (Postfix would). A source without a database
+    /// is an error, so that forgetting `newaliases` is noticed.
     pub fn open(source: &Path) -> Result<AliasDb> {
         let path = database_path(source);
-        let (identity, owner, reader) = read_database(&path)?;
+        let (identity, owner, reader) = if is_absent(&path) && is_absent(source) {
+            (Identity::ABSENT, Privileges::ROOT, cdb::Reader::empty())
+        } else {
+            read_database(&path)?
+        };
         let mut db = AliasDb {
             source: source.to_path_buf(),
             path,
@@ -275,8 +293,13 @@ impl AliasDb {
     /// a failed stat or read means someone removed or broke it: that is an error (the
     /// caller defers the mail), and the contents read last stay loaded.
     pub fn refresh(&mut self) -> Result<bool> {
-        let metadata =
-            fs::metadata(&self.path).map_err(|err| open_database_error(&self.path, &err))?;
+        let metadata = match fs::metadata(&self.path) {
+            Ok(metadata) => metadata,
+            Err(_) if self.identity == Identity::ABSENT && is_absent(&self.source) => {
+                return Ok(false);
+            }
+            Err(err) => return Err(open_database_error(&self.path, &err)),
+        };
         if Identity::of(&metadata) == self.identity {
             return Ok(false);
         }
@@ -320,6 +343,10 @@ impl AliasDb {
             _ => None,
         };
     }
+}
+
+fn is_absent(path: &Path) -> bool {
+    matches!(fs::symlink_metadata(path), Err(err) if err.kind() == io::ErrorKind::NotFound)
 }
 
 fn open_database_error(path: &Path, err: &io::Error) -> Error {
@@ -432,6 +459,25 @@ mod tests {
                 source.display()
             )]
         );
+    }
+
+    #[test]
+    fn no_source_and_no_database_is_an_empty_table_until_compiled() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let source = dir.path().join("aliases");
+        let mut db = AliasDb::open(&source).expect("opens empty");
+        assert_eq!(db.lookup("root").expect("reads"), None);
+        fs::write(&source, "root: john\n").expect("write");
+        assert!(
+            db.lookup("root").is_err(),
+            "a source without its database is an error"
+        );
+        compile_collect(&source).0.expect("compiles");
+        assert_eq!(db.lookup("root").expect("reads"), Some("john".to_string()));
+        let other = dir.path().join("other");
+        fs::write(&other, "a: b\n").expect("write");
+        let err = AliasDb::open(&other).expect_err("source without database");
+        assert!(err.message.starts_with("open database "), "{}", err.message);
     }
 
     #[test]
