@@ -532,3 +532,38 @@ fn concurrent_submitters_get_distinct_parseable_files() {
             .all(|n| !n.starts_with('.'))
     );
 }
+
+#[test]
+fn bi_compiles_aliases_and_bv_reports_where_mail_goes() {
+    let sys = MailSystem::new("");
+    std::fs::write(
+        sys.config_dir().join("aliases"),
+        "postmaster: root\nrootalias: root\nteam: root, |/usr/bin/true, bob@example.org\n",
+    )
+    .unwrap();
+    let out = sys.run(SENDMAIL, &["-bi"], b"");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(sys.config_dir().join("aliases.cdb").exists());
+
+    let out = sys.run(
+        SENDMAIL,
+        &["-bv", "rootalias", "team", "bob@example.org"],
+        b"",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(report.contains("rootalias: expands to root"), "{report}");
+    assert!(report.contains("(command, runs as nobody)"), "{report}");
+    assert!(
+        report.contains("bob@example.org: relays to remote host"),
+        "{report}"
+    );
+    assert!(
+        sys.files_in(QueueName::Maildrop).is_empty(),
+        "-bv delivers nothing"
+    );
+
+    let out = sys.run(SENDMAIL, &["-bv", "nosuchuser_mr"], b"");
+    assert_eq!(out.status.code(), Some(67));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("unknown user: \"nosuchuser_mr\""));
+}
