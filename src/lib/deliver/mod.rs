@@ -8,6 +8,8 @@ use std::os::unix::fs::FileExt;
 
 use crate::queue::{Envelope, QueueId, Recipient};
 
+pub mod smtp;
+
 /// The fate of one delivery attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
@@ -28,6 +30,24 @@ pub struct Outcome {
     pub text: String,
     /// `relay=` in the log: `local`, `host[ip]:port`, `none`.
     pub relay: String,
+    /// For a bounce's `message/delivery-status` part: which remote server was involved and
+    /// what it said. `None` for local deliveries and for failures that never reached a
+    /// server (DNS).
+    pub remote: Option<RemoteDetail>,
+}
+
+/// What a DSN says about a remote delivery (RFC 3464 `Remote-MTA` and `Diagnostic-Code`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteDetail {
+    /// The server's name as found in DNS (or the relayhost as written):
+    /// `Remote-MTA: dns; NAME`.
+    pub mta: String,
+    /// `smtp` when the text is the server's own reply, `X-Postfix` when it is our finding
+    /// (lost connection, TLS required...), as Postfix labels them.
+    pub diagnostic_type: String,
+    /// `Diagnostic-Code: TYPE; TEXT`: the server's reply (`550 5.1.1 <bad@example.net>:
+    /// no such user`, lines of a multi-line reply joined by spaces) or our finding.
+    pub diagnostic: String,
 }
 
 impl Outcome {
@@ -37,6 +57,7 @@ impl Outcome {
             dsn: "2.0.0".into(),
             text: text.into(),
             relay: relay.into(),
+            remote: None,
         }
     }
 
@@ -46,6 +67,7 @@ impl Outcome {
             dsn: dsn.into(),
             text: text.into(),
             relay: relay.into(),
+            remote: None,
         }
     }
 
@@ -55,7 +77,14 @@ impl Outcome {
             dsn: dsn.into(),
             text: text.into(),
             relay: relay.into(),
+            remote: None,
         }
+    }
+
+    /// The same outcome with the remote server's details for the DSN.
+    pub fn with_remote(mut self, remote: RemoteDetail) -> Outcome {
+        self.remote = Some(remote);
+        self
     }
 }
 
