@@ -541,7 +541,16 @@ impl Conn {
                 self.stream = Stream::Tls(Box::new(tls));
                 Ok(())
             }
-            Err(HandshakeError::Io(err)) => Err(Failure::io(&err, Stage::Starttls)),
+            // A connection lost or stalled mid-handshake is a failed handshake too: for
+            // `may` that means a retry in plain text, as Postfix does.
+            Err(HandshakeError::Io(err)) => {
+                ctx.log.warning(&format!(
+                    "TLS handshake with {} failed: {}",
+                    peer.name(),
+                    crate::sysexits::describe_io(&err)
+                ));
+                Err(Failure::TlsHandshake { verify: false })
+            }
             Err(HandshakeError::Certificate(detail)) => {
                 ctx.log.warning(&format!(
                     "server certificate of {} not verified: {detail}",
