@@ -936,6 +936,7 @@ fn encrypt_defers_when_starttls_is_not_offered() {
         !transcript.iter().any(|l| l.starts_with("MAIL")),
         "{transcript:?}"
     );
+    assert_eq!(transcript.last().map(String::as_str), Some("QUIT"));
 }
 
 #[test]

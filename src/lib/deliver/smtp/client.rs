@@ -112,7 +112,31 @@ fn converse(
     if greeting.code / 100 != 2 {
         return Err(Failure::Refused(greeting));
     }
-    let mut features = hello(&mut conn, ctx)?;
+    let result = session(&mut conn, ctx, peer, job, try_tls, results);
+    // A session that ends by our choice (TLS missing, message too large, AUTH failed)
+    // or normally says goodbye; one that broke has nobody left to tell.
+    if matches!(
+        result,
+        Ok(()) | Err(Failure::Local { .. } | Failure::Said(..))
+    ) {
+        conn.set_timeout(t.quit);
+        let _ = conn.command("QUIT", Stage::EndOfData);
+        let _ = conn.read_reply(Stage::EndOfData);
+    }
+    result
+}
+
+/// Everything after the greeting: EHLO, STARTTLS, AUTH, the transaction.
+fn session(
+    conn: &mut Conn,
+    ctx: &SmtpContext,
+    peer: &Peer,
+    job: &Job,
+    try_tls: bool,
+    results: &mut [Option<Outcome>],
+) -> Result<(), Failure> {
+    let t = &ctx.timeouts;
+    let mut features = hello(conn, ctx)?;
 
     if try_tls && ctx.tls.level != Level::None {
         if features.starttls {
@@ -122,7 +146,7 @@ fn converse(
             if reply.code / 100 == 2 {
                 conn.start_tls(ctx, peer)?;
                 conn.set_timeout(t.helo);
-                features = hello(&mut conn, ctx)?;
+                features = hello(conn, ctx)?;
             } else if ctx.tls.level.required() {
                 return Err(Failure::Local {
                     dsn: "4.7.4".into(),
@@ -149,15 +173,10 @@ fn converse(
 
     if ctx.sasl.is_some() {
         conn.set_timeout(t.helo);
-        authenticate(&mut conn, ctx, peer, job, &features)?;
+        authenticate(conn, ctx, peer, job, &features)?;
     }
 
-    transaction(&mut conn, ctx, peer, job, &features, results)?;
-
-    conn.set_timeout(t.quit);
-    let _ = conn.command("QUIT", Stage::EndOfData);
-    let _ = conn.read_reply(Stage::EndOfData);
-    Ok(())
+    transaction(conn, ctx, peer, job, &features, results)
 }
 
 /// EHLO, or HELO when the server refuses EHLO with anything but 421 (which closes).
@@ -356,6 +375,9 @@ fn transaction(
         // Dropping the connection without the final dot makes the server discard the
         // partial message.
         Err(BodyError::Read(err)) => {
+            // Shut down first, so that nothing (not even QUIT) can follow the partial
+            // message inside DATA.
+            conn.shutdown();
             return Err(Failure::Local {
                 dsn: "4.3.0".into(),
                 text: format!(
@@ -433,6 +455,12 @@ impl Conn {
             Stream::Plain(tcp) => Some(tcp),
             Stream::Tls(tls) => Some(&tls.sock),
             Stream::Closed => None,
+        }
+    }
+
+    fn shutdown(&self) {
+        if let Some(tcp) = self.tcp() {
+            let _ = tcp.shutdown(std::net::Shutdown::Both);
         }
     }
 
