@@ -14,5 +14,6 @@ pub mod message;
 pub mod queue;
 pub mod sendmail;
 pub mod sendmail_argv;
+pub mod smtpd;
 pub mod submit;
 pub mod sysexits;
