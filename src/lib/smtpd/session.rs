@@ -97,8 +97,6 @@ struct Transaction {
     sender: String,
     /// (as given, qualified)
     recipients: Vec<(String, String)>,
-    /// RCPT commands tried, accepted or not.
-    attempts: usize,
     /// RCPTs refused for being over the limit.
     overshoot: usize,
 }
@@ -387,7 +385,6 @@ impl Session<'_> {
         self.tx = Some(Transaction {
             sender,
             recipients: Vec::new(),
-            attempts: 0,
             overshoot: 0,
         });
         Step::Reply(reply::sender_ok())
@@ -398,7 +395,6 @@ impl Session<'_> {
         let Some(tx) = self.tx.as_mut() else {
             return Step::Reply(reply::need_mail());
         };
-        tx.attempts += 1;
         if tx.recipients.len() >= server.recipient_limit {
             tx.overshoot += 1;
             // Postfix's smtpd_recipient_overshoot_limit: a client that pipelines too many
@@ -429,16 +425,15 @@ impl Session<'_> {
 
     fn data(&mut self, conn: &mut Connection<'_>) -> Step {
         let server = self.server;
+        // As Postfix: outside a transaction "need RCPT"; inside one without an accepted
+        // recipient (none given, or all refused) "no valid recipients".
         let tx = match self.tx.take() {
             Some(tx) if !tx.recipients.is_empty() => tx,
-            Some(tx) if tx.attempts > 0 => {
+            Some(tx) => {
                 self.tx = Some(tx);
                 return Step::Reply(reply::no_valid_recipients());
             }
-            other => {
-                self.tx = other;
-                return Step::Reply(reply::need_rcpt());
-            }
+            None => return Step::Reply(reply::need_rcpt()),
         };
         conn.send(&reply::start_data());
         let tls = conn.is_tls();
