@@ -8,6 +8,9 @@ use std::os::unix::fs::FileExt;
 
 use crate::queue::{Envelope, QueueId, Recipient};
 
+pub mod bounce;
+pub mod local;
+
 /// The fate of one delivery attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
