@@ -6,5 +6,6 @@
 //! codes.
 
 pub mod log;
+pub mod mailq;
 pub mod queue;
 pub mod sysexits;

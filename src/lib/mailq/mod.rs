@@ -1,0 +1,259 @@
+//! Listing the queue: `mailq`, `sendmail -bp` and `mailq -j`. Postfix's layout byte for
+//! byte (see [`format`]), oldest message first across all queues.
+//!
+//! Only envelopes are read, never bodies. Memory stays flat in the size of the queue
+//! except for the sorted ID list (a few bytes a message): envelopes are read and
+//! rendered in chunks, by worker threads when the queue is large enough for that to
+//! pay, and the chunks are written in order as they complete, with at most a few in
+//! flight per worker.
+
+pub mod format;
+
+use std::io::{self, Write};
+use std::sync::mpsc;
+
+use crate::queue::Queue;
+use crate::queue::{Envelope, QueueDirs, QueueId, QueueName, ReadError};
+use crate::sysexits::{Error, Result};
+
+/// Messages per chunk: big enough to amortise the hand-off between threads, small
+/// enough that output starts at once and buffers stay small.
+const CHUNK: usize = 512;
+/// Rendered chunks a worker may have waiting before it blocks.
+const IN_FLIGHT: usize = 2;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Postfix's `mailq` layout.
+    Text,
+    /// One `postqueue -j` object per line.
+    Json,
+}
+
+/// Counts of what was listed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub messages: u64,
+    pub bytes: u64,
+}
+
+/// One chunk's output, rendered by a worker.
+#[derive(Default)]
+struct Rendered {
+    text: Vec<u8>,
+    warnings: Vec<String>,
+    totals: Totals,
+}
+
+/// Lists every message in `queue` on `out` in the given format. Files that cannot be
+/// read are reported through `warn` (one line each, without a prefix) and skipped;
+/// files that vanished meanwhile (delivered) are skipped silently. A reader that goes
+/// away (`mailq | head -1`) ends the listing quietly: that is `Ok`.
+pub fn list(
+    queue: &Queue,
+    format: Format,
+    out: &mut dyn Write,
+    warn: &mut dyn FnMut(&str),
+) -> Result<Totals> {
+    match list_inner(queue, format, out, warn) {
+        Err(ListError::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => Ok(Totals::default()),
+        Err(ListError::Output(e)) => Err(Error::io("write standard output", &e)),
+        Err(ListError::Queue(e)) => Err(e),
+        Ok(totals) => Ok(totals),
+    }
+}
+
+enum ListError {
+    Output(io::Error),
+    Queue(Error),
+}
+
+fn list_inner(
+    queue: &Queue,
+    format: Format,
+    out: &mut dyn Write,
+    warn: &mut dyn FnMut(&str),
+) -> std::result::Result<Totals, ListError> {
+    let root = queue.root().display();
+    let ids = queue
+        .list(&QueueName::MAIL)
+        .map_err(|e| ListError::Queue(Error::io(format!("scan queue {root}"), &e)))?;
+    let dirs = QueueDirs::open(queue)
+        .map_err(|e| ListError::Queue(Error::io(format!("open queue {root}"), &e)))?;
+
+    let mut totals = Totals::default();
+    let mut emit = |chunk: Rendered| -> io::Result<()> {
+        for w in &chunk.warnings {
+            warn(w);
+        }
+        if chunk.totals.messages > 0 && totals.messages == 0 && format == Format::Text {
+            out.write_all(format::HEADING.as_bytes())?;
+        }
+        out.write_all(&chunk.text)?;
+        totals.messages += chunk.totals.messages;
+        totals.bytes += chunk.totals.bytes;
+        Ok(())
+    };
+
+    let chunks: Vec<&[(QueueId, QueueName)]> = ids.chunks(CHUNK).collect();
+    let workers = if chunks.len() < 2 {
+        1
+    } else {
+        std::thread::available_parallelism()
+            .map(usize::from)
+            .unwrap_or(1)
+            .clamp(1, 8)
+            .min(chunks.len())
+    };
+    if workers == 1 {
+        let mut worker = Worker::new(&dirs, format);
+        for chunk in &chunks {
+            emit(worker.render(chunk)).map_err(ListError::Output)?;
+        }
+    } else {
+        std::thread::scope(|scope| -> io::Result<()> {
+            let mut receivers = Vec::with_capacity(workers);
+            for w in 0..workers {
+                let (tx, rx) = mpsc::sync_channel::<Rendered>(IN_FLIGHT);
+                receivers.push(rx);
+                let (dirs, chunks) = (&dirs, &chunks);
+                scope.spawn(move || {
+                    let mut worker = Worker::new(dirs, format);
+                    for chunk in chunks.iter().skip(w).step_by(workers) {
+                        // The receiver is gone when output failed: stop quietly.
+                        if tx.send(worker.render(chunk)).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+            // Chunk k comes from worker k % workers; taking them round-robin restores
+            // the order. Returning early drops the receivers, which stops the workers.
+            for k in 0..chunks.len() {
+                match receivers[k % workers].recv() {
+                    Ok(chunk) => emit(chunk)?,
+                    Err(_) => break,
+                }
+            }
+            Ok(())
+        })
+        .map_err(ListError::Output)?;
+    }
+
+    let tail = match format {
+        Format::Text if totals.messages == 0 => format::EMPTY.to_string(),
+        Format::Text => format::summary(totals.messages, totals.bytes),
+        Format::Json => String::new(),
+    };
+    out.write_all(tail.as_bytes()).map_err(ListError::Output)?;
+    out.flush().map_err(ListError::Output)?;
+    Ok(totals)
+}
+
+/// Per-thread state: a reused read buffer and the time cache.
+struct Worker<'a> {
+    dirs: &'a QueueDirs,
+    format: Format,
+    buf: Vec<u8>,
+    clock: format::Clock,
+}
+
+impl<'a> Worker<'a> {
+    fn new(dirs: &'a QueueDirs, format: Format) -> Worker<'a> {
+        Worker {
+            dirs,
+            format,
+            buf: Vec::with_capacity(8192),
+            clock: format::Clock::default(),
+        }
+    }
+
+    fn render(&mut self, chunk: &[(QueueId, QueueName)]) -> Rendered {
+        let mut done = Rendered {
+            text: Vec::with_capacity(chunk.len() * 160),
+            ..Rendered::default()
+        };
+        for &(id, queue) in chunk {
+            let Some((queue, env)) = self.read(id, queue, &mut done.warnings) else {
+                continue;
+            };
+            match self.format {
+                Format::Text => format::text(&mut done.text, id, queue, &env, &mut self.clock),
+                Format::Json => format::json(&mut done.text, id, queue, &env),
+            }
+            done.totals.messages += 1;
+            done.totals.bytes += env.size;
+        }
+        done
+    }
+
+    /// Reads one envelope. A file that vanished was usually moved on by the daemon
+    /// (maildrop → incoming → active → deferred) between the directory scan and now, so
+    /// the other queues are tried before it is taken as delivered: a message is listed
+    /// from submission until delivery.
+    fn read(
+        &mut self,
+        id: QueueId,
+        listed_in: QueueName,
+        warnings: &mut Vec<String>,
+    ) -> Option<(QueueName, Envelope)> {
+        let others = QueueName::MAIL.into_iter().filter(|&q| q != listed_in);
+        for queue in std::iter::once(listed_in).chain(others) {
+            match self.dirs.read_envelope(queue, id, &mut self.buf) {
+                Ok(env) => return Some((queue, env)),
+                Err(ReadError::Missing) => continue,
+                Err(ReadError::Corrupt(why)) => {
+                    warnings.push(format!(
+                        "{}/{id}: corrupt queue file, skipped: {why}",
+                        queue.as_str()
+                    ));
+                    return None;
+                }
+                Err(err @ ReadError::Io(_)) => {
+                    warnings.push(format!("{}/{id}: {err}, skipped", queue.as_str()));
+                    return None;
+                }
+            }
+        }
+        None
+    }
+}
+
+/// Whether the user may list the queue (`authorized_mailq_users`): root always; anyone
+/// when the list says `static:anyone` (the default); else the user names in the list,
+/// where `!name` refuses and the first match decides.
+pub fn authorized(list: &[String], uid: u32, user: Option<&str>) -> bool {
+    if uid == 0 {
+        return true;
+    }
+    for item in list {
+        if item == "static:anyone" {
+            return true;
+        }
+        let (allow, name) = match item.strip_prefix('!') {
+            Some(name) => (false, name),
+            None => (true, item.as_str()),
+        };
+        if user == Some(name) {
+            return allow;
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn who_may_list() {
+        let anyone = vec!["static:anyone".to_string()];
+        assert!(authorized(&anyone, 1000, Some("bob")));
+        let some = vec!["alice".to_string(), "!bob".to_string(), "bob".to_string()];
+        assert!(authorized(&some, 1000, Some("alice")));
+        assert!(!authorized(&some, 1001, Some("bob")));
+        assert!(!authorized(&some, 1002, Some("carol")));
+        assert!(!authorized(&some, 1003, None));
+        assert!(authorized(&[], 0, Some("root")));
+    }
+}
