@@ -7,5 +7,6 @@
 
 pub mod log;
 pub mod mailq;
+pub mod postsuper;
 pub mod queue;
 pub mod sysexits;

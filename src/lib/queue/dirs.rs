@@ -138,6 +138,15 @@ impl QueueDirs {
         Ok(Some(LockedFile { file, queue, id }))
     }
 
+    /// Whether a file of that name exists in the queue (used to tell "locked by someone
+    /// else" from "gone" after [`try_lock`](QueueDirs::try_lock) came back empty).
+    pub fn exists(&self, queue: QueueName, id: QueueId) -> bool {
+        let Ok(dir) = self.dir(queue) else {
+            return false;
+        };
+        fstatat(dir, id.as_str(), nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW).is_ok()
+    }
+
     /// Removes a locked message; false if it had already gone.
     pub fn remove(&self, locked: &LockedFile) -> io::Result<bool> {
         match unlinkat(

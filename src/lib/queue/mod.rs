@@ -16,6 +16,7 @@
 //! A file's name is its queue ID; its format is in [`envelope`] and
 //! `man/mailroom-queue.5`.
 
+pub mod check;
 pub mod dirs;
 pub mod envelope;
 pub mod id;
