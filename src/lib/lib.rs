@@ -5,8 +5,15 @@
 //! the binaries in `src/bin/` only parse argv, call into here and map errors to exit
 //! codes.
 
+pub mod address;
+pub mod config;
+pub mod deliver;
 pub mod log;
 pub mod mailq;
+pub mod message;
 pub mod postsuper;
 pub mod queue;
+pub mod sendmail;
+pub mod sendmail_argv;
+pub mod submit;
 pub mod sysexits;

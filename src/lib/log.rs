@@ -126,6 +126,22 @@ fn syslog(tag: &str, priority: libc::c_int, text: &str) {
     }
 }
 
+impl Log {
+    /// The log a program should use under this configuration: `maillog_file` when set,
+    /// else syslog, tagged `$syslog_name/program`.
+    pub fn from_config(config: &crate::config::Config, program: &str) -> Log {
+        let name = config
+            .get("syslog_name")
+            .unwrap_or_else(|_| "mailroom".into());
+        let host = config.myhostname().unwrap_or_else(|_| "localhost".into());
+        let sink = match config.get("maillog_file") {
+            Ok(path) if !path.is_empty() => Sink::File(path.into()),
+            _ => Sink::Syslog,
+        };
+        Log::new(&name, program, &host, sink)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,361 @@
+//! The table of known `main.cf` parameters: name, Postfix default, value type and a one-line
+//! description. The man page's parameter section is generated from this table (see
+//! [`man_section`]) and a test keeps `man/mailroom.cf.5` in step with it.
+
+/// How a parameter's value is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParamKind {
+    /// Free text (after `$name` expansion).
+    String,
+    /// Items separated by commas and/or white space.
+    List,
+    /// A duration: a number with an optional unit `s m h d w`; a bare number takes this unit.
+    Time(char),
+    /// A non-negative integer (sizes in bytes, counts).
+    Number,
+    /// `yes` or `no`.
+    Bool,
+    /// A list of `type:path` lookup tables.
+    Tables,
+}
+
+impl ParamKind {
+    /// The type as the man page and `mailroom config` word it.
+    pub fn describe(self) -> String {
+        match self {
+            ParamKind::String => "string".into(),
+            ParamKind::List => "list".into(),
+            ParamKind::Time(unit) => format!("time, default unit {unit}"),
+            ParamKind::Number => "number".into(),
+            ParamKind::Bool => "yes or no".into(),
+            ParamKind::Tables => "list of type:path tables".into(),
+        }
+    }
+}
+
+/// One known parameter.
+#[derive(Debug, Clone, Copy)]
+pub struct ParamInfo {
+    pub name: &'static str,
+    /// The default as written in `main.cf` syntax (it may refer to other parameters). Empty
+    /// for [`COMPUTED`] parameters, whose default depends on the host.
+    pub default: &'static str,
+    pub kind: ParamKind,
+    pub description: &'static str,
+    /// False for Postfix parameters that mailroom accepts silently but does not act on.
+    pub effective: bool,
+}
+
+/// Parameters whose default is computed from the host rather than written in the table.
+pub const COMPUTED: &[&str] = &["myhostname", "mydomain"];
+
+const fn p(
+    name: &'static str,
+    default: &'static str,
+    kind: ParamKind,
+    description: &'static str,
+) -> ParamInfo {
+    ParamInfo {
+        name,
+        default,
+        kind,
+        description,
+        effective: true,
+    }
+}
+
+/// A Postfix parameter that loads silently and changes nothing in mailroom.
+const fn inert(
+    name: &'static str,
+    default: &'static str,
+    kind: ParamKind,
+    description: &'static str,
+) -> ParamInfo {
+    ParamInfo {
+        name,
+        default,
+        kind,
+        description,
+        effective: false,
+    }
+}
+
+use ParamKind::{Bool, List, Number, String as Text, Tables, Time};
+
+#[rustfmt::skip]
+static PARAMETERS: &[ParamInfo] = &[
+    // Identity and routing.
+    p("myhostname", "", Text,
+      "The fully qualified name of this host; default: gethostname(2), with .localdomain (or .$mydomain when mydomain is set) appended when it has no dot. No DNS lookup is made."),
+    p("mydomain", "", Text,
+      "The domain of this host; default: $myhostname without its first label when what remains has a dot, else localdomain."),
+    p("myorigin", "$myhostname", Text,
+      "The domain appended to unqualified sender and recipient addresses. A value that is an absolute path (Debian's /etc/mailname) means the first line of that file."),
+    p("mydestination", "$myhostname, localhost.$mydomain, localhost", List,
+      "The domains delivered locally; matched case-insensitively."),
+    p("inet_interfaces", "loopback-only", List,
+      "The addresses the SMTP listener binds: all, loopback-only or a list of addresses. Postfix's default is all; mailroom's is loopback-only so that a fresh install is not an open door."),
+    p("inet_protocols", "all", List,
+      "The IP protocols used: all, ipv4, ipv6 or ipv4, ipv6."),
+    p("mynetworks", "", List,
+      "Networks of trusted SMTP clients that may relay; empty means computed from mynetworks_style."),
+    p("mynetworks_style", "host", Text,
+      "How mynetworks is computed when empty: host (this host only), subnet or class."),
+    p("relay_domains", "", List,
+      "Remote domains that SMTP clients outside mynetworks may send mail to (Postfix 3.x default with compatibility_level 2 or later: empty)."),
+    p("relayhost", "", Text,
+      "The next-hop server for remote mail: host, host:port, [host] or [host]:port (brackets: no MX lookup); empty means deliver directly to each domain's MX."),
+    // Local delivery.
+    p("home_mailbox", "", Text,
+      "A mailbox path relative to the user's home directory; a value ending in / means Maildir. Empty means mbox under mail_spool_directory."),
+    p("mail_spool_directory", "/var/mail", Text,
+      "The directory of mbox mailboxes, one file per user."),
+    p("mailbox_size_limit", "51200000", Number,
+      "The largest mailbox or Maildir file, in bytes; 0 means no limit."),
+    p("alias_maps", "hash:/etc/aliases", Tables,
+      "The alias tables used for local delivery."),
+    p("alias_database", "hash:/etc/aliases", Tables,
+      "The alias tables that newaliases (sendmail -bi) builds."),
+    p("recipient_delimiter", "", Text,
+      "Characters that separate a user name from an address extension (user+ext); empty means none."),
+    p("allow_mail_to_commands", "alias, forward", List,
+      "Where |command deliveries are allowed: alias, forward, include."),
+    p("allow_mail_to_files", "alias, forward", List,
+      "Where /file deliveries are allowed: alias, forward, include."),
+    p("default_privs", "nobody", Text,
+      "The user whose rights deliveries to commands and files from root-owned aliases run with."),
+    p("command_time_limit", "1000s", Time('s'),
+      "The longest time a |command delivery may run."),
+    // Queue.
+    p("queue_directory", "/var/spool/mailroom", Text,
+      "The queue's top directory (Postfix: /var/spool/postfix)."),
+    p("message_size_limit", "10240000", Number,
+      "The largest message accepted, in bytes; 0 means no limit."),
+    p("header_size_limit", "102400", Number,
+      "The largest message header accepted, in bytes."),
+    p("maximal_queue_lifetime", "5d", Time('d'),
+      "How long a message is retried before it bounces."),
+    p("bounce_queue_lifetime", "5d", Time('d'),
+      "How long a bounce message is retried before it is given up."),
+    p("minimal_backoff_time", "300s", Time('s'),
+      "The shortest wait before a deferred message is retried."),
+    p("maximal_backoff_time", "4000s", Time('s'),
+      "The longest wait between retries of a deferred message."),
+    p("queue_run_delay", "300s", Time('s'),
+      "How often the daemon scans the deferred queue."),
+    p("default_process_limit", "100", Number,
+      "The most deliveries the daemon runs at once."),
+    p("authorized_mailq_users", "static:anyone", List,
+      "Who may list the queue: static:anyone, or a list of user names."),
+    // Logging.
+    p("maillog_file", "", Text,
+      "A file to log to instead of syslog; empty means syslog."),
+    p("syslog_name", "mailroom", Text,
+      "The program name in log lines (Postfix: postfix)."),
+    p("syslog_facility", "mail", Text,
+      "The syslog facility."),
+    p("mail_name", "mailroom", Text,
+      "The mail system's name in the SMTP banner and bounces (Postfix: Postfix)."),
+    // SMTP client.
+    p("smtp_tls_security_level", "", Text,
+      "STARTTLS use when sending: empty or none (never), may (when offered), encrypt (required), verify or secure (required, with a verified certificate)."),
+    p("smtp_sasl_auth_enable", "no", Bool,
+      "Authenticate to the relay host with SASL AUTH."),
+    p("smtp_sasl_password_maps", "", Tables,
+      "Tables of host or [host]:port to user:password for SMTP AUTH."),
+    p("smtp_connect_timeout", "30s", Time('s'),
+      "The longest wait for a TCP connection to a server."),
+    p("smtp_helo_timeout", "300s", Time('s'),
+      "The longest wait for the server's greeting and its reply to EHLO."),
+    p("smtp_data_done_timeout", "600s", Time('s'),
+      "The longest wait for the server's reply after the message has been sent."),
+    // SMTP server.
+    p("smtpd_port", "25", Text,
+      "The TCP port of the SMTP listener started by sendmail -bd/-bD; empty means no listener (a mailroom parameter; Postfix sets this in master.cf)."),
+    p("smtpd_banner", "$myhostname ESMTP $mail_name", Text,
+      "The text after 220 in the SMTP greeting."),
+    p("smtpd_recipient_limit", "1000", Number,
+      "The most recipients accepted in one SMTP transaction."),
+    p("smtpd_timeout", "300s", Time('s'),
+      "The longest wait for an SMTP client's next command or data."),
+    p("smtpd_tls_cert_file", "", Text,
+      "The PEM certificate (chain) the SMTP listener offers with STARTTLS."),
+    p("smtpd_tls_key_file", "$smtpd_tls_cert_file", Text,
+      "The PEM private key of smtpd_tls_cert_file."),
+    p("smtpd_tls_security_level", "", Text,
+      "STARTTLS offer of the SMTP listener: empty or none (not offered), may (offered), encrypt (required)."),
+    // Accepted for compatibility with existing Postfix configurations, no effect.
+    inert("compatibility_level", "0", Text,
+      "Postfix's backwards-compatibility switch; mailroom always behaves like Postfix 3.x at its current level."),
+    inert("biff", "yes", Bool, "Notify the local biff service of new mail."),
+    inert("append_dot_mydomain", "no", Bool,
+      "Append .$mydomain to host names without a dot (Postfix's address rewriting)."),
+    inert("readme_directory", "no", Text, "Where Postfix's README files are installed."),
+    inert("html_directory", "no", Text, "Where Postfix's HTML documentation is installed."),
+    inert("manpage_directory", "/usr/share/man", Text, "Where Postfix's man pages are installed."),
+    inert("sample_directory", "/etc/postfix", Text, "Where Postfix's sample files are installed."),
+    inert("data_directory", "/var/lib/mailroom", Text,
+      "Postfix's directory for caches and random seeds (referenced by the TLS session cache parameters)."),
+    inert("command_directory", "/usr/sbin", Text, "Where Postfix's commands are installed."),
+    inert("daemon_directory", "/usr/lib/postfix/sbin", Text, "Where Postfix's daemons are installed."),
+    inert("meta_directory", "/etc/postfix", Text, "Where Postfix's non-executable files are installed."),
+    inert("shlib_directory", "no", Text, "Where Postfix's shared libraries are installed."),
+    inert("sendmail_path", "/usr/sbin/sendmail", Text, "Postfix's sendmail path."),
+    inert("newaliases_path", "/usr/bin/newaliases", Text, "Postfix's newaliases path."),
+    inert("mailq_path", "/usr/bin/mailq", Text, "Postfix's mailq path."),
+    inert("setgid_group", "postdrop", Text, "Postfix's group for queue submission."),
+    inert("mail_owner", "postfix", Text, "Postfix's queue owner."),
+    inert("default_transport", "smtp", Text,
+      "Postfix's delivery transport for remote mail (error in a local-only setup)."),
+    inert("relay_transport", "relay", Text, "Postfix's delivery transport for relay_domains."),
+    inert("mailbox_command", "", Text, "A command that delivers to mailboxes (procmail)."),
+    inert("delay_warning_time", "0h", Time('h'),
+      "When to send a delayed-mail warning; mailroom sends none."),
+    inert("smtpd_relay_restrictions",
+      "permit_mynetworks, permit_sasl_authenticated, defer_unauth_destination", List,
+      "Postfix's relay policy; mailroom's fixed policy relays for mynetworks and local submissions only."),
+    inert("smtpd_recipient_restrictions", "", List, "Postfix's RCPT TO access rules."),
+    inert("smtpd_client_restrictions", "", List, "Postfix's client access rules."),
+    inert("smtpd_helo_restrictions", "", List, "Postfix's HELO access rules."),
+    inert("smtpd_sender_restrictions", "", List, "Postfix's MAIL FROM access rules."),
+    inert("smtpd_helo_required", "no", Bool, "Require HELO or EHLO before MAIL FROM."),
+    inert("disable_vrfy_command", "no", Bool, "Refuse the VRFY command."),
+    inert("smtpd_sasl_auth_enable", "no", Bool, "Offer SASL AUTH to SMTP clients."),
+    inert("smtpd_use_tls", "no", Bool, "Obsolete form of smtpd_tls_security_level = may."),
+    inert("smtpd_enforce_tls", "no", Bool, "Obsolete form of smtpd_tls_security_level = encrypt."),
+    inert("smtp_use_tls", "no", Bool, "Obsolete form of smtp_tls_security_level = may."),
+    inert("smtp_enforce_tls", "no", Bool, "Obsolete form of smtp_tls_security_level = encrypt."),
+    inert("smtpd_tls_session_cache_database", "", Text, "Postfix's server-side TLS session cache."),
+    inert("smtp_tls_session_cache_database", "", Text, "Postfix's client-side TLS session cache."),
+    inert("smtp_tls_CApath", "", Text,
+      "A directory of trusted CA certificates; mailroom uses its built-in root store."),
+    inert("smtp_tls_CAfile", "", Text,
+      "A file of trusted CA certificates; mailroom uses its built-in root store."),
+    inert("smtpd_tls_CApath", "", Text, "CA certificates for verifying client certificates."),
+    inert("smtpd_tls_CAfile", "", Text, "CA certificates for verifying client certificates."),
+    inert("smtp_tls_loglevel", "0", Number, "Postfix's TLS client log detail."),
+    inert("smtpd_tls_loglevel", "0", Number, "Postfix's TLS server log detail."),
+    inert("smtpd_tls_received_header", "no", Bool, "Add TLS details to Received headers."),
+    inert("smtpd_tls_auth_only", "no", Bool, "Offer AUTH only after STARTTLS."),
+    inert("smtp_tls_note_starttls_offer", "no", Bool, "Log servers that offer STARTTLS."),
+    inert("smtp_tls_mandatory_protocols", "", List, "TLS protocol versions for mandatory TLS."),
+    inert("smtpd_tls_mandatory_protocols", "", List, "TLS protocol versions for mandatory TLS."),
+    inert("smtp_tls_protocols", "", List, "TLS protocol versions for opportunistic TLS."),
+    inert("smtpd_tls_protocols", "", List, "TLS protocol versions for opportunistic TLS."),
+    inert("smtp_sasl_security_options", "noplaintext, noanonymous", List,
+      "SASL mechanism restrictions of the SMTP client."),
+    inert("smtp_sasl_tls_security_options", "$smtp_sasl_security_options", List,
+      "SASL mechanism restrictions of the SMTP client over TLS."),
+    inert("tls_random_source", "", Text, "Postfix's source of TLS randomness."),
+];
+
+/// Every known parameter, effective ones first.
+pub fn known_parameters() -> &'static [ParamInfo] {
+    PARAMETERS
+}
+
+/// The table entry for `name`, if it is a known parameter.
+pub fn find(name: &str) -> Option<&'static ParamInfo> {
+    PARAMETERS.iter().find(|info| info.name == name)
+}
+
+/// The roff text of the man page's two parameter lists, generated from the table so the
+/// documentation cannot drift from the code.
+pub fn man_section() -> String {
+    let mut out = String::new();
+    out.push_str(".SH PARAMETERS\n");
+    for info in PARAMETERS.iter().filter(|i| i.effective) {
+        out.push_str(&man_entry(info));
+    }
+    out.push_str(".SH ACCEPTED WITHOUT EFFECT\n");
+    out.push_str(
+        "These Postfix parameters appear in stock Postfix configurations. mailroom loads them \
+         silently so that an existing main.cf works, but they change nothing;\n\
+         .B mailroom check\n\
+         says so.\n",
+    );
+    for info in PARAMETERS.iter().filter(|i| !i.effective) {
+        out.push_str(&man_entry(info));
+    }
+    out
+}
+
+fn man_entry(info: &ParamInfo) -> String {
+    let default = if COMPUTED.contains(&info.name) {
+        "computed".to_string()
+    } else if info.default.is_empty() {
+        "empty".to_string()
+    } else {
+        format!("\\fB{}\\fR", roff_escape(info.default))
+    };
+    format!(
+        ".TP\n.B {}\n({}; default: {})\n{}\n",
+        info.name,
+        info.kind.describe(),
+        default,
+        roff_text(info.description)
+    )
+}
+
+/// Escapes backslashes, which roff would take as escapes.
+fn roff_escape(text: &str) -> String {
+    text.replace('\\', "\\e")
+}
+
+/// Escapes text for a roff line, guarding a leading `.` or `'` that roff would read as a
+/// request.
+fn roff_text(text: &str) -> String {
+    let escaped = roff_escape(text);
+    if escaped.starts_with('.') || escaped.starts_with('\'') {
+        format!("\\&{escaped}")
+    } else {
+        escaped
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn names_are_unique_and_well_formed() {
+        let mut seen = HashSet::new();
+        for info in known_parameters() {
+            assert!(seen.insert(info.name), "duplicate {}", info.name);
+            assert!(
+                info.name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_'),
+                "{}",
+                info.name
+            );
+            assert!(!info.description.is_empty(), "{}", info.name);
+        }
+    }
+
+    #[test]
+    fn defaults_match_the_design() {
+        let d = |name| find(name).unwrap().default;
+        assert_eq!(d("queue_directory"), "/var/spool/mailroom");
+        assert_eq!(d("inet_interfaces"), "loopback-only");
+        assert_eq!(d("myorigin"), "$myhostname");
+        assert_eq!(
+            d("mydestination"),
+            "$myhostname, localhost.$mydomain, localhost"
+        );
+        assert_eq!(d("alias_maps"), "hash:/etc/aliases");
+        assert_eq!(d("message_size_limit"), "10240000");
+        assert_eq!(find("maximal_queue_lifetime").unwrap().kind, Time('d'));
+        assert_eq!(find("minimal_backoff_time").unwrap().kind, Time('s'));
+        assert!(!find("biff").unwrap().effective);
+        assert!(find("data_directory").is_some());
+        assert!(find("no_such_thing").is_none());
+    }
+
+    #[test]
+    fn roff_guards_requests_and_backslashes() {
+        assert_eq!(roff_text(".x"), "\\&.x");
+        assert_eq!(roff_text("a\\b"), "a\\eb");
+    }
+}

@@ -1,0 +1,136 @@
+//! Delivery agents and what they report. An agent takes one recipient of one queued
+//! message and says what happened, in the terms Postfix logs (`dsn=`, `status=`, the text
+//! in parentheses, `relay=`) so that the daemon can log, record and bounce uniformly.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
+
+use crate::queue::{Envelope, QueueId, Recipient};
+
+/// The fate of one delivery attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Sent,
+    /// Temporary failure: try again later.
+    Deferred,
+    /// Permanent failure: tell the sender.
+    Bounced,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub status: Status,
+    /// Enhanced status code (RFC 3463): `2.0.0`, `4.4.1`, `5.1.1`.
+    pub dsn: String,
+    /// What Postfix puts in parentheses after `status=`: `delivered to mailbox`,
+    /// `unknown user: "x"`, `connect to host[ip]:25: Connection refused`.
+    pub text: String,
+    /// `relay=` in the log: `local`, `host[ip]:port`, `none`.
+    pub relay: String,
+}
+
+impl Outcome {
+    pub fn sent(relay: &str, text: impl Into<String>) -> Outcome {
+        Outcome {
+            status: Status::Sent,
+            dsn: "2.0.0".into(),
+            text: text.into(),
+            relay: relay.into(),
+        }
+    }
+
+    pub fn deferred(relay: &str, dsn: &str, text: impl Into<String>) -> Outcome {
+        Outcome {
+            status: Status::Deferred,
+            dsn: dsn.into(),
+            text: text.into(),
+            relay: relay.into(),
+        }
+    }
+
+    pub fn bounced(relay: &str, dsn: &str, text: impl Into<String>) -> Outcome {
+        Outcome {
+            status: Status::Bounced,
+            dsn: dsn.into(),
+            text: text.into(),
+            relay: relay.into(),
+        }
+    }
+}
+
+/// The message part of an open queue file: `size` bytes from `offset`. Read with
+/// positioned reads, so several readers may share one descriptor.
+#[derive(Clone, Copy)]
+pub struct MessageSource<'a> {
+    pub file: &'a File,
+    pub offset: u64,
+    pub size: u64,
+}
+
+impl<'a> MessageSource<'a> {
+    pub fn for_envelope(file: &'a File, envelope: &Envelope) -> MessageSource<'a> {
+        MessageSource {
+            file,
+            offset: envelope.message_offset,
+            size: envelope.size,
+        }
+    }
+
+    /// A reader over the message from its first byte.
+    pub fn reader(&self) -> MessageReader<'a> {
+        MessageReader {
+            file: self.file,
+            position: self.offset,
+            end: self.offset + self.size,
+        }
+    }
+}
+
+pub struct MessageReader<'a> {
+    file: &'a File,
+    position: u64,
+    end: u64,
+}
+
+impl Read for MessageReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.end.saturating_sub(self.position);
+        if left == 0 {
+            return Ok(0);
+        }
+        let want = buf.len().min(left as usize);
+        let n = self.file.read_at(&mut buf[..want], self.position)?;
+        self.position += n as u64;
+        Ok(n)
+    }
+}
+
+/// One recipient of one message, as handed to an agent.
+pub struct Request<'a> {
+    pub queue_id: QueueId,
+    pub envelope: &'a Envelope,
+    pub recipient: &'a Recipient,
+    pub message: MessageSource<'a>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn reads_only_the_message_part() {
+        let mut tmp = tempfile::tempfile().unwrap();
+        tmp.write_all(b"envelope\n\nSubject: x\n\nbody\ntrailing")
+            .unwrap();
+        let source = MessageSource {
+            file: &tmp,
+            offset: 10,
+            size: 17,
+        };
+        let mut text = String::new();
+        source.reader().read_to_string(&mut text).unwrap();
+        assert_eq!(text, "Subject: x\n\nbody\n");
+    }
+}

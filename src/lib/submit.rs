@@ -1,0 +1,530 @@
+//! Submission: turn what a caller piped into `sendmail` into a complete, durable queue
+//! file in `maildrop/`, the way Postfix's sendmail, postdrop and cleanup do together.
+//!
+//! Headers are completed as Postfix's cleanup does for local submissions: a `Received:`
+//! header is prepended; missing `Message-Id:`, `Date:` and `From:` are appended after the
+//! caller's headers; bare local names in address headers are qualified with `$myorigin`;
+//! `Bcc:` is removed; every other header passes byte for byte. The body is streamed to
+//! disk, never held in memory.
+
+use std::io::{BufRead, Write};
+
+use chrono::{DateTime, Local, Utc};
+
+use crate::address;
+use crate::message::headers::{self, Field};
+use crate::message::input::{InputError, InputReader};
+use crate::queue::{Envelope, NewQueueFile, Queue, QueueId, Recipient};
+use crate::sysexits::{Error, ExitCode, Result};
+
+/// Who is submitting: the real uid and what the password database says about it.
+#[derive(Debug, Clone)]
+pub struct Invoker {
+    pub uid: u32,
+    /// Login name; `None` when the uid has no password entry.
+    pub login: Option<String>,
+    /// The GECOS full name, already reduced as Postfix does (up to the first comma, `&`
+    /// replaced by the capitalised login).
+    pub gecos_name: Option<String>,
+}
+
+impl Invoker {
+    pub fn current() -> Invoker {
+        let uid = nix::unistd::getuid();
+        let user = nix::unistd::User::from_uid(uid).ok().flatten();
+        let login = user.as_ref().map(|u| u.name.clone());
+        let gecos_name = user.as_ref().and_then(|u| {
+            let gecos = u.gecos.to_string_lossy();
+            gecos_full_name(&gecos, &u.name)
+        });
+        Invoker {
+            uid: uid.as_raw(),
+            login,
+            gecos_name,
+        }
+    }
+
+    /// `root(0)`: how Postfix names the caller in fatal messages.
+    pub fn tag(&self) -> String {
+        format!(
+            "{}({})",
+            self.login.as_deref().unwrap_or("unknown"),
+            self.uid
+        )
+    }
+}
+
+/// The GECOS field's full name: up to the first comma, `&` standing for the login name
+/// with its first letter in upper case. Empty means none.
+pub fn gecos_full_name(gecos: &str, login: &str) -> Option<String> {
+    let name = gecos.split(',').next().unwrap_or("").trim();
+    if name.is_empty() {
+        return None;
+    }
+    let mut cap = login.to_string();
+    if let Some(first) = cap.get_mut(0..1) {
+        first.make_ascii_uppercase();
+    }
+    Some(name.replace('&', &cap))
+}
+
+/// What the caller asked for, from sendmail's argv.
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    /// `-f`/`-r`: `None` = the invoking user; `Some("")` or `Some("<>")` = null sender.
+    pub sender: Option<String>,
+    /// `-F`.
+    pub full_name: Option<String>,
+    /// Command-line recipients, each possibly an address list.
+    pub recipients: Vec<String>,
+    /// `-t`: also take recipients from the headers.
+    pub extract: bool,
+    /// A lone `.` ends the input (no `-i`/`-oi`).
+    pub dot_ends: bool,
+    /// `-N`, `-R`, `-V`.
+    pub notify: String,
+    pub ret: String,
+    pub envid: String,
+}
+
+/// The parts of the configuration submission needs, resolved once.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub myhostname: String,
+    pub myorigin: String,
+    /// 0 = unlimited.
+    pub message_size_limit: u64,
+    pub header_size_limit: u64,
+}
+
+/// What was queued.
+#[derive(Debug, Clone)]
+pub struct Queued {
+    pub id: QueueId,
+    pub sender: String,
+    pub recipients: usize,
+    pub size: u64,
+}
+
+/// Reads the message from `input` and queues it in `maildrop/`. Returns only after the
+/// file is durable; on any error nothing is left in the queue.
+pub fn submit(
+    queue: &Queue,
+    settings: &Settings,
+    invoker: &Invoker,
+    request: &Request,
+    input: impl BufRead,
+) -> Result<Queued> {
+    let tag = invoker.tag();
+    let sender = envelope_sender(request, invoker, settings, &tag)?;
+    let mut recipients = Recipients::default();
+    for arg in &request.recipients {
+        recipients.add_list(arg.as_bytes(), settings, &tag, true)?;
+    }
+    if recipients.list.is_empty() && !request.extract {
+        return Err(Error::usage(format!(
+            "{tag}: Recipient addresses must be specified on the command line or via the -t option"
+        )));
+    }
+
+    let mut reader = InputReader::new(input, request.dot_ends, settings.message_size_limit);
+    let head = read_header_block(&mut reader, settings, &tag)?;
+    if request.extract {
+        let resent = head.fields.iter().any(|f| is_extract_header(f, true));
+        for field in head.fields.iter().filter(|f| is_extract_header(f, resent)) {
+            recipients.add_list(field.value(), settings, &tag, false)?;
+        }
+        if recipients.list.is_empty() {
+            return Err(Error::data(format!(
+                "{tag}: No recipient addresses found in message header"
+            )));
+        }
+    }
+
+    let now = Local::now();
+    let arrival_micros = now.timestamp_micros().max(0) as u64;
+    let mut envelope = Envelope::new(QueueId::generate(), arrival_micros, invoker.uid, &sender);
+    envelope.full_name = request
+        .full_name
+        .clone()
+        .or_else(|| invoker.gecos_name.clone())
+        .map(|n| sanitize_line(&n))
+        .unwrap_or_default();
+    envelope.ret = request.ret.clone();
+    envelope.envid = request.envid.clone();
+    for (original, address) in &recipients.list {
+        let mut rcpt = Recipient::new(original, address);
+        rcpt.notify = request.notify.clone();
+        envelope.recipients.push(rcpt);
+    }
+    let rcpt_count = envelope.recipients.len();
+    let full_name = envelope.full_name.clone();
+
+    let maildrop = queue.maildrop().map_err(|e| {
+        Error::io(
+            format!("{tag}: queue directory {}", queue.root().display()),
+            &e,
+        )
+    })?;
+    let mut file = NewQueueFile::create(&maildrop, envelope)
+        .map_err(|e| Error::io(format!("{tag}: create file in {}", maildrop.display()), &e))?;
+    let write_err = |e: std::io::Error| Error::io(format!("{tag}: error writing queue file"), &e);
+
+    write_received(&mut file, settings, invoker.uid, &now).map_err(write_err)?;
+    for field in &head.fields {
+        if field.is("Bcc") || field.is("Resent-Bcc") {
+            continue;
+        }
+        file.write_all(&field.raw).map_err(write_err)?;
+    }
+    if !head.has("Message-Id") {
+        let stamp = now.with_timezone(&Utc).format("%Y%m%d%H%M%S");
+        write!(file, "Message-Id: <{stamp}.").map_err(write_err)?;
+        file.write_id().map_err(write_err)?;
+        writeln!(file, "@{}>", settings.myhostname).map_err(write_err)?;
+    }
+    if !head.has("Date") {
+        writeln!(file, "Date: {}", rfc2822_date(&now)).map_err(write_err)?;
+    }
+    if !head.has("From") {
+        writeln!(file, "From: {}", from_header(&sender, &full_name, settings))
+            .map_err(write_err)?;
+    }
+
+    // The rest: the line that ended the header block, then the body, streamed.
+    if let Some(first) = head.ended_by {
+        if first != b"\n" {
+            // Headers ran straight into text: keep them apart, as cleanup does.
+            file.write_all(b"\n").map_err(write_err)?;
+        }
+        file.write_all(&first).map_err(write_err)?;
+    }
+    let mut line = Vec::with_capacity(1024);
+    loop {
+        match reader.next_line(&mut line) {
+            Ok(true) => file.write_all(&line).map_err(write_err)?,
+            Ok(false) => break,
+            Err(e) => return Err(input_error(e, &tag)),
+        }
+        if settings.message_size_limit > 0 && file.message_bytes() > settings.message_size_limit {
+            return Err(too_big(settings.message_size_limit, &tag));
+        }
+    }
+    if settings.message_size_limit > 0 && file.message_bytes() > settings.message_size_limit {
+        return Err(too_big(settings.message_size_limit, &tag));
+    }
+    let size = file.message_bytes();
+    let id = file.commit().map_err(write_err)?;
+    Ok(Queued {
+        id,
+        sender,
+        recipients: rcpt_count,
+        size,
+    })
+}
+
+fn envelope_sender(
+    request: &Request,
+    invoker: &Invoker,
+    settings: &Settings,
+    tag: &str,
+) -> Result<String> {
+    let Some(given) = &request.sender else {
+        let login = invoker.login.as_ref().ok_or_else(|| {
+            Error::new(
+                ExitCode::OsErr,
+                format!("no login name found for user ID {}", invoker.uid),
+            )
+        })?;
+        return Ok(address::qualify(login, &settings.myorigin));
+    };
+    if given.bytes().any(|c| c == b'\n' || c == b'\r' || c == 0) {
+        return Err(Error::data(format!(
+            "{tag}: malformed sender address: line break in -f value"
+        )));
+    }
+    let found = address::parse_list(given.as_bytes()).map_err(|why| {
+        Error::data(format!(
+            "{tag}: malformed sender address \"{given}\": {why}"
+        ))
+    })?;
+    let Some(first) = found.first() else {
+        return Ok(String::new());
+    };
+    if first.address.is_empty() {
+        return Ok(String::new());
+    }
+    address::validate(&first.address).map_err(|why| {
+        Error::data(format!(
+            "{tag}: malformed sender address \"{given}\": {why}"
+        ))
+    })?;
+    Ok(address::qualify(&first.address, &settings.myorigin))
+}
+
+/// Recipients in submission order without duplicates (Postfix sort-uniqs them too).
+#[derive(Default)]
+struct Recipients {
+    /// (as given, qualified)
+    list: Vec<(String, String)>,
+    seen: std::collections::HashSet<String>,
+}
+
+impl Recipients {
+    fn add_list(&mut self, text: &[u8], settings: &Settings, tag: &str, argv: bool) -> Result<()> {
+        let shown = String::from_utf8_lossy(text).trim().to_string();
+        let bad = |why: String| {
+            Error::data(format!(
+                "{tag}: malformed recipient address \"{shown}\": {why}"
+            ))
+        };
+        let found = address::parse_list(text).map_err(bad)?;
+        if found.is_empty() && argv {
+            return Err(bad("empty address".into()));
+        }
+        for f in found {
+            address::validate(&f.address).map_err(bad)?;
+            let qualified = address::qualify(&f.address, &settings.myorigin);
+            let (local, domain) = address::split(&qualified);
+            let key = format!("{local}@{}", domain.unwrap_or("").to_ascii_lowercase());
+            if self.seen.insert(key) {
+                self.list.push((f.address, qualified));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `-t` reads To, Cc and Bcc; when the message has Resent- recipient headers, only those
+/// (it is being re-sent, and the original recipients already have it).
+fn is_extract_header(field: &Field, resent: bool) -> bool {
+    if resent {
+        field.is("Resent-To") || field.is("Resent-Cc") || field.is("Resent-Bcc")
+    } else {
+        field.is("To") || field.is("Cc") || field.is("Bcc")
+    }
+}
+
+struct HeaderBlock {
+    fields: Vec<Field>,
+    /// The line that ended the block (the empty line, or the first body line), or `None`
+    /// when the input ended inside the headers.
+    ended_by: Option<Vec<u8>>,
+}
+
+impl HeaderBlock {
+    fn has(&self, name: &str) -> bool {
+        self.fields.iter().any(|f| f.is(name))
+    }
+}
+
+fn read_header_block<R: BufRead>(
+    reader: &mut InputReader<R>,
+    settings: &Settings,
+    tag: &str,
+) -> Result<HeaderBlock> {
+    let mut fields: Vec<Field> = Vec::new();
+    let mut line = Vec::with_capacity(256);
+    let mut header_bytes = 0u64;
+    let mut first = true;
+    loop {
+        match reader.next_line(&mut line) {
+            Ok(true) => {}
+            Ok(false) => {
+                return Ok(finish_fields(fields, settings, None));
+            }
+            Err(e) => return Err(input_error(e, tag)),
+        }
+        // A leading mbox "From " line (or ">From ") is an artefact of the caller's
+        // mailbox, not a header: Postfix drops it too.
+        if first {
+            let stripped = line
+                .iter()
+                .position(|&c| c != b'>')
+                .map_or(&line[..], |p| &line[p..]);
+            if stripped.starts_with(b"From ") {
+                continue;
+            }
+        }
+        first = false;
+        header_bytes += line.len() as u64;
+        let within_limit =
+            settings.header_size_limit == 0 || header_bytes <= settings.header_size_limit;
+        if within_limit
+            && headers::is_continuation(&line)
+            && let Some(last) = fields.last_mut()
+        {
+            last.raw.extend_from_slice(&line);
+            continue;
+        }
+        match headers::start_field(&line) {
+            Some(field) if within_limit => fields.push(field),
+            _ => return Ok(finish_fields(fields, settings, Some(line))),
+        }
+    }
+}
+
+/// Qualifies bare names in address headers.
+fn finish_fields(
+    mut fields: Vec<Field>,
+    settings: &Settings,
+    ended_by: Option<Vec<u8>>,
+) -> HeaderBlock {
+    for field in fields.iter_mut().filter(|f| headers::is_address_header(f)) {
+        let rewritten = address::qualify_header_value(field.value(), &settings.myorigin);
+        if rewritten != field.value() {
+            field.set_value(&rewritten);
+        }
+    }
+    HeaderBlock { fields, ended_by }
+}
+
+fn write_received(
+    file: &mut NewQueueFile,
+    settings: &Settings,
+    uid: u32,
+    now: &DateTime<Local>,
+) -> std::io::Result<()> {
+    write!(
+        file,
+        "Received: by {} (mailroom, from userid {uid})\n\tid ",
+        settings.myhostname
+    )?;
+    file.write_id()?;
+    writeln!(file, "; {}", rfc2822_date(now))
+}
+
+/// `Tue, 24 Nov 2026 22:55:38 +0000 (UTC)`, as Postfix writes dates.
+pub fn rfc2822_date(when: &DateTime<Local>) -> String {
+    let zone = zone_abbreviation(when.timestamp());
+    let base = when.format("%a, %e %b %Y %H:%M:%S %z").to_string();
+    // RFC 5322 wants the day without padding.
+    let base = base.replacen(",  ", ", ", 1);
+    match zone {
+        Some(z) => format!("{base} ({z})"),
+        None => base,
+    }
+}
+
+/// The local time zone's abbreviation (`UTC`, `CET`...) from the C library, which knows
+/// the system's zone database.
+fn zone_abbreviation(secs: i64) -> Option<String> {
+    let t: libc::time_t = secs as libc::time_t;
+    // SAFETY: localtime_r fills the zeroed struct we own; tm_zone then points into static
+    // storage of the C library, which we copy out at once.
+    unsafe {
+        let mut tm: libc::tm = std::mem::zeroed();
+        if libc::localtime_r(&t, &mut tm).is_null() || tm.tm_zone.is_null() {
+            return None;
+        }
+        let zone = std::ffi::CStr::from_ptr(tm.tm_zone)
+            .to_string_lossy()
+            .into_owned();
+        (!zone.is_empty()).then_some(zone)
+    }
+}
+
+/// `From: Full Name <sender>`; a bare address when there is no full name. Names with
+/// specials are quoted, non-ASCII names RFC 2047-encoded.
+fn from_header(sender: &str, full_name: &str, settings: &Settings) -> String {
+    let address = if sender.is_empty() {
+        format!("MAILER-DAEMON@{}", settings.myorigin)
+    } else {
+        sender.to_string()
+    };
+    if full_name.is_empty() {
+        return address;
+    }
+    format!("{} <{address}>", encode_phrase(full_name))
+}
+
+fn encode_phrase(name: &str) -> String {
+    if name.is_ascii() {
+        if !name.bytes().any(|c| b"()<>@,;:\\\".[]".contains(&c)) {
+            return name.to_string();
+        }
+        let escaped = name.replace('\\', "\\\\").replace('"', "\\\"");
+        return format!("\"{escaped}\"");
+    }
+    use email_encoding::headers::writer::EmailWriter;
+    let mut out = String::new();
+    {
+        // "From: " is already on the line.
+        let mut writer = EmailWriter::new(&mut out, "From: ".len(), 0, false);
+        if email_encoding::headers::rfc2047::encode(name, &mut writer).is_err() {
+            return name.to_string();
+        }
+    }
+    out.replace("\r\n", "\n")
+}
+
+/// Full names end up in a header: no line breaks or control characters may survive.
+fn sanitize_line(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect::<String>()
+        .trim()
+        .to_string()
+}
+
+fn input_error(e: InputError, tag: &str) -> Error {
+    match e {
+        InputError::TooBig { limit } => too_big(limit, tag),
+        InputError::Io(e) => Error::io(format!("{tag}: error reading input"), &e),
+    }
+}
+
+fn too_big(limit: u64, tag: &str) -> Error {
+    Error::data(format!(
+        "{tag}: message too large: it exceeds message_size_limit ({limit} bytes)"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gecos_names() {
+        assert_eq!(gecos_full_name("root", "root").as_deref(), Some("root"));
+        assert_eq!(
+            gecos_full_name("Alice Smith,,,", "alice").as_deref(),
+            Some("Alice Smith")
+        );
+        assert_eq!(
+            gecos_full_name("& Jones,Room 1", "bob").as_deref(),
+            Some("Bob Jones")
+        );
+        assert_eq!(gecos_full_name(",,,", "x"), None);
+        assert_eq!(gecos_full_name("", "x"), None);
+    }
+
+    #[test]
+    fn phrases_are_quoted_or_encoded() {
+        assert_eq!(encode_phrase("CronDaemon"), "CronDaemon");
+        assert_eq!(encode_phrase("Some Body"), "Some Body");
+        assert_eq!(encode_phrase("Doe, John"), "\"Doe, John\"");
+        assert!(encode_phrase("Jürgen").starts_with("=?utf-8?b?"));
+    }
+
+    #[test]
+    fn dates_look_like_postfix() {
+        let when = DateTime::parse_from_rfc3339("2026-11-04T09:05:01Z")
+            .unwrap()
+            .with_timezone(&Local);
+        let text = rfc2822_date(&when);
+        // Day not padded, numeric zone, abbreviation in parentheses.
+        assert!(
+            text.contains(", 4 Nov 2026 ")
+                || text.contains(", 3 Nov 2026 ")
+                || text.contains(", 5 Nov 2026 "),
+            "{text}"
+        );
+        assert!(text.contains(" +") || text.contains(" -"), "{text}");
+    }
+
+    #[test]
+    fn sanitises_full_names() {
+        assert_eq!(sanitize_line("Evil\r\nBcc: x"), "Evil  Bcc: x");
+    }
+}
