@@ -12,6 +12,7 @@ pub mod format;
 use std::io::{self, Write};
 use std::sync::mpsc;
 
+use crate::config::Config;
 use crate::queue::Queue;
 use crate::queue::{Envelope, QueueDirs, QueueId, QueueName, ReadError};
 use crate::sysexits::{Error, Result};
@@ -217,6 +218,37 @@ impl<'a> Worker<'a> {
         }
         None
     }
+}
+
+/// `mailq` and `sendmail -bp`: checks that the caller may list the queue
+/// (`authorized_mailq_users`), then lists it on `out` (the same bytes from either
+/// command), warnings as `mailq: warning: ...` on stderr. A closed pipe is success.
+pub fn run(config: &Config, json: bool, out: &mut dyn Write) -> Result<()> {
+    run_as(config, "mailq", json, out)
+}
+
+/// [`run`], with warnings prefixed by `program` (e.g. `sendmail`).
+pub fn run_as(config: &Config, program: &str, json: bool, out: &mut dyn Write) -> Result<()> {
+    let users = config.list("authorized_mailq_users")?;
+    let uid = nix::unistd::getuid();
+    let name = nix::unistd::User::from_uid(uid)
+        .ok()
+        .flatten()
+        .map(|u| u.name);
+    if !authorized(&users, uid.as_raw(), name.as_deref()) {
+        return Err(Error::perm(format!(
+            "User {}({uid}) is not allowed to view the mail queue",
+            name.as_deref().unwrap_or("unknown")
+        )));
+    }
+    let queue = Queue::new(config.queue_directory()?);
+    let format = if json { Format::Json } else { Format::Text };
+    let stderr = io::stderr();
+    let mut warn = |text: &str| {
+        let line = format!("{program}: warning: {text}\n");
+        let _ = stderr.lock().write_all(line.as_bytes());
+    };
+    list(&queue, format, out, &mut warn).map(drop)
 }
 
 /// Whether the user may list the queue (`authorized_mailq_users`): root always; anyone

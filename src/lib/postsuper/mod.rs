@@ -154,6 +154,32 @@ pub fn require_superuser() -> Result<()> {
     }
 }
 
+/// The `postsuper` command after its argv was parsed: loads the configuration (`-c`,
+/// else `MAIL_CONFIG`, else `/etc/mailroom`), logs as `$syslog_name/postsuper`, and
+/// carries out `request`, with messages on `err`.
+pub fn run_command(
+    request: &Request,
+    stdin: &mut dyn BufRead,
+    err: &mut dyn Write,
+) -> Result<Counts> {
+    let config = crate::config::Config::load(request.config_dir.as_deref())?;
+    for warning in config.warnings() {
+        let _ = err.write_all(format!("postsuper: warning: {warning}\n").as_bytes());
+    }
+    let queue = Queue::new(config.queue_directory()?);
+    let log = Log::from_config(&config, "postsuper");
+    let mut report = Reporter {
+        err,
+        log: &log,
+        verbose: request.verbose,
+    };
+    let result = run(request, &queue, stdin, &mut report);
+    if let Err(e) = &result {
+        log.fatal(&e.message);
+    }
+    result
+}
+
 /// Carries out a parsed command line on `queue`. `stdin` supplies the IDs for `-x -`.
 /// Returns the counts; an error only for a failure that stopped the work, or after the
 /// summary when some messages could not be processed.
