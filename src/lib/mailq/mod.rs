@@ -289,3 +289,78 @@ mod tests {
         assert!(authorized(&[], 0, Some("root")));
     }
 }
+
+#[cfg(test)]
+mod listing_tests {
+    use super::*;
+    use crate::queue::Recipient;
+
+    /// Writes `n` messages straight into `queue` (no fsync: a fixture).
+    fn fill(root: &std::path::Path, n: usize) -> Vec<QueueId> {
+        let queue = Queue::new(root);
+        queue.ensure_dirs().unwrap();
+        let queues = [QueueName::Maildrop, QueueName::Deferred, QueueName::Hold];
+        (0..n)
+            .map(|i| {
+                let id = QueueId::generate();
+                let mut env = Envelope::new(id, 1_795_561_017_000_000, 0, "s@x");
+                env.recipients.push(Recipient::new("r", &format!("r{i}@x")));
+                env.size = 1000;
+                let q = queues[i % queues.len()];
+                std::fs::write(queue.path(q, id), env.serialize()).unwrap();
+                id
+            })
+            .collect()
+    }
+
+    #[test]
+    fn parallel_chunks_come_out_in_order() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ids = fill(tmp.path(), CHUNK * 4 + 7);
+        let queue = Queue::new(tmp.path());
+        let mut out = Vec::new();
+        let totals = list(&queue, Format::Json, &mut out, &mut |w| panic!("{w}")).unwrap();
+        assert_eq!(totals.messages as usize, ids.len());
+        let text = String::from_utf8(out).unwrap();
+        let listed: Vec<String> = text
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v["queue_id"].as_str().unwrap().to_string()
+            })
+            .collect();
+        let expected: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
+        assert_eq!(listed, expected);
+        let mut out = Vec::new();
+        list(&queue, Format::Text, &mut out, &mut |w| panic!("{w}")).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text.matches(format::HEADING).count(), 1);
+        assert!(text.ends_with(&format::summary(ids.len() as u64, ids.len() as u64 * 1000)));
+    }
+
+    /// A writer that fails like a closed pipe after some bytes.
+    struct ClosedPipe(usize);
+
+    impl Write for ClosedPipe {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.0 == 0 {
+                return Err(io::ErrorKind::BrokenPipe.into());
+            }
+            let n = buf.len().min(self.0);
+            self.0 -= n;
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_closed_pipe_is_success() {
+        let tmp = tempfile::tempdir().unwrap();
+        fill(tmp.path(), CHUNK * 3);
+        let queue = Queue::new(tmp.path());
+        let got = list(&queue, Format::Text, &mut ClosedPipe(100), &mut |_| {});
+        assert!(got.is_ok());
+    }
+}

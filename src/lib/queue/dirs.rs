@@ -267,3 +267,55 @@ impl io::Read for ReadAt<'_> {
         Ok(n)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::{NewQueueFile, Recipient};
+    use std::io::Write;
+
+    fn message(queue: &Queue, to: QueueName) -> QueueId {
+        queue.ensure_dirs().unwrap();
+        let mut env = Envelope::new(QueueId::generate(), 0, 0, "s@x");
+        env.recipients.push(Recipient::new("r", "r@x"));
+        let mut file = NewQueueFile::create(&queue.dir(to), env).unwrap();
+        file.write_all(b"Subject: x\n\nbody\n").unwrap();
+        file.commit().unwrap()
+    }
+
+    #[test]
+    fn requeue_rewrites_the_id_record_and_moves_to_maildrop() {
+        let tmp = tempfile::tempdir().unwrap();
+        let queue = Queue::new(tmp.path());
+        let old = message(&queue, QueueName::Deferred);
+        let dirs = QueueDirs::open(&queue).unwrap();
+        let mut locked = dirs.try_lock(QueueName::Deferred, old).unwrap().unwrap();
+        assert!(dirs.try_lock(QueueName::Deferred, old).unwrap().is_none());
+        assert!(dirs.exists(QueueName::Deferred, old));
+        let new = dirs.requeue(&mut locked).unwrap();
+        assert_ne!(new, old);
+        assert!(!dirs.exists(QueueName::Deferred, old));
+        let env = queue.read_envelope(QueueName::Maildrop, new).unwrap();
+        assert_eq!(env.id, new);
+        let text = std::fs::read_to_string(queue.path(QueueName::Maildrop, new)).unwrap();
+        assert!(text.ends_with("\nSubject: x\n\nbody\n"));
+    }
+
+    #[test]
+    fn moves_keep_ids_and_removal_reports_gone_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let queue = Queue::new(tmp.path());
+        let id = message(&queue, QueueName::Maildrop);
+        let dirs = QueueDirs::open(&queue).unwrap();
+        let mut locked = dirs.try_lock(QueueName::Maildrop, id).unwrap().unwrap();
+        assert_eq!(dirs.move_to(&mut locked, QueueName::Hold).unwrap(), id);
+        assert!(dirs.remove(&locked).unwrap());
+        assert!(!dirs.remove(&locked).unwrap());
+        assert!(dirs.try_lock(QueueName::Hold, id).unwrap().is_none());
+        let mut buf = Vec::new();
+        assert!(matches!(
+            dirs.read_envelope(QueueName::Hold, id, &mut buf),
+            Err(ReadError::Missing)
+        ));
+    }
+}
