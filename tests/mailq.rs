@@ -1,12 +1,12 @@
 //! `mailq` against queues built through the library: Postfix's layout byte for byte.
 
-mod common;
+mod queue_world;
 
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 
-use common::{Msg, World, put, stderr, stdout};
 use mailroom::queue::QueueName;
+use queue_world::{Msg, World, put, stderr, stdout};
 
 const MAILQ: &str = env!("CARGO_BIN_EXE_mailq");
 const HEAD: &str = "-Queue ID-  --Size-- ----Arrival Time---- -Sender/Recipient-------\n";

@@ -1,14 +1,14 @@
 //! `postsuper` against queues built through the library: Postfix's messages and counts,
 //! queue restriction, stdin IDs, locking, repair and purge.
 
-mod common;
+mod queue_world;
 
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, SystemTime};
 
-use common::{Msg, World, file_names, put, stderr, stdout};
 use fs2::FileExt;
 use mailroom::queue::{QueueId, QueueName};
+use queue_world::{Msg, World, file_names, put, stderr, stdout};
 
 const POSTSUPER: &str = env!("CARGO_BIN_EXE_postsuper");
 const MAILQ: &str = env!("CARGO_BIN_EXE_mailq");
@@ -111,7 +111,7 @@ fn delete_all_and_by_queue() {
         "postsuper: Deleted: 0 messages\n"
     );
     assert_eq!(
-        common::stdout(&world.run(MAILQ, &[], "")),
+        queue_world::stdout(&world.run(MAILQ, &[], "")),
         "Mail queue is empty\n"
     );
 }

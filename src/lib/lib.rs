@@ -6,6 +6,7 @@
 //! codes.
 
 pub mod address;
+pub mod aliases;
 pub mod config;
 pub mod deliver;
 pub mod log;

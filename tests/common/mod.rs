@@ -1,146 +1,122 @@
-//! Shared by the queue tools' integration tests: a temporary `MAIL_CONFIG` whose
-//! `main.cf` points `queue_directory` (and `maillog_file`) into a temporary directory,
-//! and messages built through the library's `NewQueueFile`.
+//! Shared test fixture: a temporary mail system (config dir, queue, spool) that the real
+//! binaries are pointed at through `MAIL_CONFIG`.
 #![allow(dead_code)]
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use mailroom::queue::{Envelope, NewQueueFile, Queue, QueueId, QueueName, Recipient};
+use mailroom::queue::{Envelope, Queue, QueueId, QueueName};
 
-/// Tue Nov 24 22:56:57 2026 UTC, the arrival of the reference's examples.
-pub const ARRIVAL: u64 = 1_795_561_017_000_000;
-
-pub struct World {
-    pub tmp: tempfile::TempDir,
-    pub queue: Queue,
+pub struct MailSystem {
+    pub dir: tempfile::TempDir,
 }
 
-impl World {
-    pub fn new() -> World {
-        World::with_config("")
+impl MailSystem {
+    /// A mail system whose main.cf has `myhostname = vm`, `myorigin = mail.server.com`
+    /// (the reference machine's names) and everything in a temporary directory, plus
+    /// `extra` lines.
+    pub fn new(extra: &str) -> MailSystem {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("config")).unwrap();
+        std::fs::create_dir_all(root.join("spool")).unwrap();
+        let main_cf = format!(
+            "myhostname = vm\nmyorigin = mail.server.com\nmydestination = mail.server.com, $myhostname, localhost\n\
+             queue_directory = {root}/queue\nmail_spool_directory = {root}/spool\n\
+             maillog_file = {root}/maillog\nalias_maps = cdb:{root}/config/aliases\n\
+             alias_database = cdb:{root}/config/aliases\nsmtpd_port =\n{extra}\n",
+            root = root.display()
+        );
+        std::fs::write(root.join("config/main.cf"), main_cf).unwrap();
+        MailSystem { dir }
     }
 
-    /// `extra` is appended to `main.cf`.
-    pub fn with_config(extra: &str) -> World {
-        let tmp = tempfile::tempdir().unwrap();
-        // Readable by `nobody`, for the refusal tests.
-        std::fs::set_permissions(
-            tmp.path(),
-            std::os::unix::fs::PermissionsExt::from_mode(0o755),
-        )
-        .unwrap();
-        let config = tmp.path().join("config");
-        std::fs::create_dir(&config).unwrap();
-        let root = tmp.path().join("queue");
-        std::fs::write(
-            config.join("main.cf"),
-            format!(
-                "queue_directory = {}\nmaillog_file = {}\nmyhostname = vm.example.com\n{extra}\n",
-                root.display(),
-                tmp.path().join("maillog").display()
-            ),
-        )
-        .unwrap();
-        let queue = Queue::new(root);
-        queue.ensure_dirs().unwrap();
-        World { tmp, queue }
+    pub fn root(&self) -> &Path {
+        self.dir.path()
     }
 
     pub fn config_dir(&self) -> PathBuf {
-        self.tmp.path().join("config")
+        self.root().join("config")
     }
 
-    pub fn maillog(&self) -> String {
-        std::fs::read_to_string(self.tmp.path().join("maillog")).unwrap_or_default()
+    pub fn queue(&self) -> Queue {
+        Queue::new(self.root().join("queue"))
     }
 
-    /// A command for one of our binaries in this world, in UTC.
-    pub fn command(&self, exe: &str) -> Command {
-        let mut cmd = Command::new(exe);
+    pub fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new(program);
         cmd.env("MAIL_CONFIG", self.config_dir()).env("TZ", "UTC");
         cmd
     }
 
-    pub fn run(&self, exe: &str, args: &[&str], stdin: &str) -> Output {
+    /// Runs a binary with `args`, feeding `stdin`.
+    pub fn run(&self, program: &str, args: &[&str], stdin: &[u8]) -> Output {
         let mut child = self
-            .command(exe)
+            .command(program)
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
+            .expect("spawn");
+        let mut input = child.stdin.take().unwrap();
+        // The program may exit before reading everything (an error, a lone dot).
+        let _ = input.write_all(stdin);
+        drop(input);
+        child.wait_with_output().expect("wait")
     }
 
-    pub fn path(&self, queue: QueueName, id: QueueId) -> PathBuf {
-        self.queue.path(queue, id)
+    /// Every message in the given queue: its envelope and its message bytes.
+    pub fn messages(&self, queue: QueueName) -> Vec<(Envelope, Vec<u8>)> {
+        let q = self.queue();
+        let mut out = Vec::new();
+        for (id, name) in q.list(&[queue]).unwrap() {
+            out.push(self.message(name, id));
+        }
+        out
     }
 
-    pub fn exists(&self, queue: QueueName, id: QueueId) -> bool {
-        self.path(queue, id).exists()
+    pub fn message(&self, queue: QueueName, id: QueueId) -> (Envelope, Vec<u8>) {
+        let q = self.queue();
+        let env = q.read_envelope(queue, id).expect("envelope");
+        let bytes = std::fs::read(q.path(queue, id)).unwrap();
+        let message = bytes[env.message_offset as usize..].to_vec();
+        assert_eq!(message.len() as u64, env.size, "size record matches");
+        (env, message)
     }
-}
 
-/// What a test message looks like.
-pub struct Msg<'a> {
-    pub queue: QueueName,
-    pub sender: &'a str,
-    /// (address, deferral reason)
-    pub rcpts: &'a [(&'a str, &'a str)],
-    /// Message bytes after the `Received:` line.
-    pub body: &'a str,
-}
-
-impl Default for Msg<'_> {
-    fn default() -> Self {
-        Msg {
-            queue: QueueName::Maildrop,
-            sender: "root@vm.example.com",
-            rcpts: &[("alice@example.com", "")],
-            body: "Subject: test\n\nhello\n",
+    /// All files (temporary ones included) in a queue directory.
+    pub fn files_in(&self, queue: QueueName) -> Vec<String> {
+        match std::fs::read_dir(self.queue().dir(queue)) {
+            Ok(entries) => entries
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect(),
+            Err(_) => Vec::new(),
         }
     }
-}
-
-/// Queues a message; returns its ID and its size as `mailq` shows it.
-pub fn put(world: &World, msg: &Msg) -> (QueueId, u64) {
-    let mut env = Envelope::new(QueueId::generate(), ARRIVAL, 0, msg.sender);
-    for (addr, reason) in msg.rcpts {
-        let mut r = Recipient::new(addr, addr);
-        r.reason = reason.to_string();
-        env.recipients.push(r);
-    }
-    let mut file = NewQueueFile::create(&world.queue.dir(msg.queue), env).unwrap();
-    file.write_all(b"Received: id ").unwrap();
-    file.write_id().unwrap();
-    file.write_all(b"\n").unwrap();
-    file.write_all(msg.body.as_bytes()).unwrap();
-    let size = file.message_bytes();
-    (file.commit().unwrap(), size)
 }
 
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-pub fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-pub fn file_names(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
+/// Parses a message with Python's `email` package and returns what the script prints.
+pub fn python(script: &str, input: &[u8]) -> String {
+    let mut child = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "python failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
 }
