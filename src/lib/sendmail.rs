@@ -30,6 +30,7 @@ pub fn run(inv: &Invocation, stdin: impl BufRead, stdout: &mut dyn Write) -> Res
             Ok(())
         }
         Mode::Verify => verify(&config, inv, stdout),
+        Mode::ListQueue => crate::mailq::run_as(&config, "sendmail", false, stdout),
         Mode::Nothing => Ok(()),
         other => Err(Error::new(
             ExitCode::Unavailable,
