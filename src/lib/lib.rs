@@ -6,10 +6,13 @@
 //! codes.
 
 pub mod address;
+pub mod aliases;
 pub mod config;
 pub mod deliver;
 pub mod log;
+pub mod mailq;
 pub mod message;
+pub mod postsuper;
 pub mod queue;
 pub mod sendmail;
 pub mod sendmail_argv;

@@ -128,7 +128,7 @@ pub fn submit(
     }
 
     let mut reader = InputReader::new(input, request.dot_ends, settings.message_size_limit);
-    let head = read_header_block(&mut reader, settings, &tag)?;
+    let mut head = read_header_block(&mut reader, settings, &tag)?;
     if request.extract {
         let resent = head.fields.iter().any(|f| is_extract_header(f, true));
         for field in head.fields.iter().filter(|f| is_extract_header(f, resent)) {
@@ -140,6 +140,9 @@ pub fn submit(
             )));
         }
     }
+    // Qualify only after extraction, so recipients keep the form the sender wrote as
+    // their original address (X-Original-To:, orig_to=).
+    qualify_address_headers(&mut head.fields, settings);
 
     let now = Local::now();
     let arrival_micros = now.timestamp_micros().max(0) as u64;
@@ -278,6 +281,11 @@ impl Recipients {
                 "{tag}: malformed recipient address \"{shown}\": {why}"
             ))
         };
+        // A line break in an argument is never a legitimate address list; refuse it
+        // rather than guess what the caller meant.
+        if argv && text.iter().any(|&c| c == b'\n' || c == b'\r' || c == 0) {
+            return Err(bad("line break in address".into()));
+        }
         let found = address::parse_list(text).map_err(bad)?;
         if found.is_empty() && argv {
             return Err(bad("empty address".into()));
@@ -331,7 +339,10 @@ fn read_header_block<R: BufRead>(
         match reader.next_line(&mut line) {
             Ok(true) => {}
             Ok(false) => {
-                return Ok(finish_fields(fields, settings, None));
+                return Ok(HeaderBlock {
+                    fields,
+                    ended_by: None,
+                });
             }
             Err(e) => return Err(input_error(e, tag)),
         }
@@ -359,24 +370,24 @@ fn read_header_block<R: BufRead>(
         }
         match headers::start_field(&line) {
             Some(field) if within_limit => fields.push(field),
-            _ => return Ok(finish_fields(fields, settings, Some(line))),
+            _ => {
+                return Ok(HeaderBlock {
+                    fields,
+                    ended_by: Some(line),
+                });
+            }
         }
     }
 }
 
 /// Qualifies bare names in address headers.
-fn finish_fields(
-    mut fields: Vec<Field>,
-    settings: &Settings,
-    ended_by: Option<Vec<u8>>,
-) -> HeaderBlock {
+fn qualify_address_headers(fields: &mut [Field], settings: &Settings) {
     for field in fields.iter_mut().filter(|f| headers::is_address_header(f)) {
         let rewritten = address::qualify_header_value(field.value(), &settings.myorigin);
         if rewritten != field.value() {
             field.set_value(&rewritten);
         }
     }
-    HeaderBlock { fields, ended_by }
 }
 
 fn write_received(
