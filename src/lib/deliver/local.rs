@@ -46,7 +46,9 @@ use crate::deliver::{Outcome, Request, Status};
 use crate::queue::Queue;
 use crate::sysexits::{Error, Result, describe_io};
 
-pub use aliases::{AliasExpander, Delivery, Destination, Expansion, Failure, NoAliases};
+pub use aliases::{
+    AliasExpander, DatabaseAliases, Delivery, Destination, Expansion, Failure, NoAliases,
+};
 pub use privileges::Identity;
 
 use format::Style;
