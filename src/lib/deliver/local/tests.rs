@@ -823,3 +823,43 @@ fn a_full_file_system_defers_and_truncates_back() {
     );
     assert_eq!(fs::read(s.spool(&name)).unwrap(), before);
 }
+
+/// `cargo test --release --lib measure_ -- --ignored --nocapture`: deliveries per second
+/// into one mbox and one Maildir (each with its fsync).
+#[test]
+#[ignore]
+fn measure_local_delivery_rate() {
+    let mut s = Setup::plain();
+    let name = me().name;
+    let body = [MESSAGE, &b"line of text\n".repeat(200)[..]].concat();
+    let q = s.queue(&name, &name, &body);
+    let n = 2000;
+    for home_mailbox in ["", "Maildir/"] {
+        s.ctx.home_mailbox = home_mailbox.into();
+        let mut user = me();
+        user.home = s.dir.path().join("home");
+        fs::create_dir_all(&user.home).unwrap();
+        let req = q.request(0);
+        let job = Job {
+            ctx: &s.ctx,
+            req: &req,
+            address: &req.recipient.address,
+        };
+        let started = Instant::now();
+        for _ in 0..n {
+            let out = job.deliver_mailbox(&user, &name, "sender@example.com");
+            assert_eq!(out.status, Status::Sent);
+        }
+        let secs = started.elapsed().as_secs_f64();
+        eprintln!(
+            "{}: {n} deliveries of {} bytes in {secs:.2}s = {:.0}/s",
+            if home_mailbox.is_empty() {
+                "mbox"
+            } else {
+                "maildir"
+            },
+            body.len(),
+            n as f64 / secs
+        );
+    }
+}
