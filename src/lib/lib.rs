@@ -10,6 +10,7 @@ pub mod aliases;
 pub mod config;
 pub mod deliver;
 pub mod log;
+pub mod mail;
 pub mod mailbox;
 pub mod message;
 pub mod queue;
