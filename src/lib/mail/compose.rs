@@ -7,8 +7,10 @@
 
 use std::path::{Path, PathBuf};
 
-use lettre::message::header::{self, ContentType, Header as _, HeaderName, HeaderValue, Headers};
-use lettre::message::{Attachment, Mailboxes, MultiPart, SinglePart};
+use lettre::message::header::{
+    self, ContentTransferEncoding, ContentType, Header as _, HeaderName, HeaderValue, Headers,
+};
+use lettre::message::{Attachment, Body, Mailboxes, MultiPart, SinglePart};
 
 use crate::address;
 use crate::sysexits::{Error, ExitCode, Result};
@@ -177,7 +179,7 @@ fn text_part(body: &[u8]) -> SinglePart {
     match std::str::from_utf8(body) {
         Ok(text) if !text.contains('\r') => SinglePart::builder()
             .header(ContentType::TEXT_PLAIN)
-            .body(text.to_string()),
+            .body(text_body(text)),
         _ => SinglePart::builder()
             .header(content_type("text/plain; charset=unknown-8bit"))
             .body(body.to_vec()),
@@ -207,10 +209,24 @@ fn attachment(path: &Path) -> Result<SinglePart> {
     Ok(match std::str::from_utf8(&bytes) {
         Ok(text) if guessed.type_() == mime_guess::mime::TEXT && !text.contains('\r') => {
             let kind = format!("{}; charset=utf-8", guessed.essence_str());
-            part.body(text.to_string(), content_type(&kind))
+            part.body(text_body(text), content_type(&kind))
         }
         _ => part.body(bytes, content_type(guessed.essence_str())),
     })
+}
+
+/// A text body in 7bit when it can be, else quoted-printable. lettre would pick base64
+/// for text with much non-ASCII, but it encodes text with CRLF line ends, and base64 keeps
+/// those CRs in the decoded text where readers (Python's `email`, for one) leave them;
+/// quoted-printable line breaks decode to the reader's own line ends.
+fn text_body(text: &str) -> Body {
+    let body = Body::new(text.to_string());
+    if body.encoding() == ContentTransferEncoding::Base64 {
+        Body::new_with_encoding(text.to_string(), ContentTransferEncoding::QuotedPrintable)
+            .unwrap_or(body)
+    } else {
+        body
+    }
 }
 
 fn content_type(text: &str) -> ContentType {
