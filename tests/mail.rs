@@ -678,3 +678,23 @@ fn maildir_is_read_and_marked() {
     assert_eq!(names, ["1.a.host:2,S"]);
     assert_eq!(std::fs::read_dir(maildir.join("new")).unwrap().count(), 0);
 }
+
+#[test]
+fn sending_from_a_terminal_asks_for_the_subject_and_ends_at_a_dot() {
+    let fake = Fake::new();
+    let steps = serde_json::json!([
+        ["expect", "Subject: "],
+        ["send", "typed subject\n"],
+        ["send", "first line\n.\n"],
+        ["expect", "EOT"]
+    ]);
+    let transcript = drive(&fake, &fake.path("unused"), &["someone@example.com"], steps);
+    assert!(transcript.ends_with("EXIT 0\n"), "{transcript}");
+    assert_eq!(fake.calls(), 1);
+    let described = python(DESCRIBE, &fake.stdin(0));
+    assert!(
+        described.contains("Subject: typed subject\n"),
+        "{described}"
+    );
+    assert!(described.contains("text first line|\n"), "{described}");
+}
