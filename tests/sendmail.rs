@@ -532,3 +532,61 @@ fn concurrent_submitters_get_distinct_parseable_files() {
             .all(|n| !n.starts_with('.'))
     );
 }
+
+#[test]
+fn bi_compiles_aliases_and_bv_reports_where_mail_goes() {
+    let sys = MailSystem::new("");
+    std::fs::write(
+        sys.config_dir().join("aliases"),
+        "postmaster: root\nrootalias: root\nteam: root, |/usr/bin/true, bob@example.org\n",
+    )
+    .unwrap();
+    let out = sys.run(SENDMAIL, &["-bi"], b"");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(sys.config_dir().join("aliases.cdb").exists());
+
+    let out = sys.run(
+        SENDMAIL,
+        &["-bv", "rootalias", "team", "bob@example.org"],
+        b"",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(report.contains("rootalias: expands to root"), "{report}");
+    assert!(report.contains("(command, runs as nobody)"), "{report}");
+    assert!(
+        report.contains("bob@example.org: relays to remote host"),
+        "{report}"
+    );
+    assert!(
+        sys.files_in(QueueName::Maildrop).is_empty(),
+        "-bv delivers nothing"
+    );
+
+    let out = sys.run(SENDMAIL, &["-bv", "nosuchuser_mr"], b"");
+    assert_eq!(out.status.code(), Some(67));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("unknown user: \"nosuchuser_mr\""));
+}
+
+#[test]
+fn bp_prints_the_same_bytes_as_mailq() {
+    let sys = MailSystem::new("");
+    let empty = sys.run(SENDMAIL, &["-bp"], b"");
+    assert_eq!(
+        String::from_utf8_lossy(&empty.stdout),
+        "Mail queue is empty\n"
+    );
+    for i in 0..3 {
+        let out = submit(
+            &sys,
+            &["-f", "sender@example.org", "alice", "bob@example.org"],
+            format!("Subject: {i}\n\nx\n").as_bytes(),
+        );
+        assert!(out.status.success());
+    }
+    let bp = sys.run(SENDMAIL, &["-bp"], b"");
+    let mailq = sys.run(env!("CARGO_BIN_EXE_mailq"), &[], b"");
+    assert!(bp.status.success() && mailq.status.success());
+    assert_eq!(bp.stdout, mailq.stdout);
+    assert!(String::from_utf8_lossy(&bp.stdout).ends_with("in 3 Requests.\n"));
+}

@@ -1,8 +1,9 @@
 //! The `sendmail` command: dispatches the mode chosen on the command line. Submission is
 //! the common case and the one that must be fast: one config read, one durable write.
 
-use std::io::BufRead;
+use std::io::{BufRead, Write};
 
+use crate::aliases;
 use crate::config::Config;
 use crate::log::Log;
 use crate::queue::Queue;
@@ -10,8 +11,9 @@ use crate::sendmail_argv::{Invocation, Mode};
 use crate::submit::{self, Invoker, Settings};
 use crate::sysexits::{Error, ExitCode, Result};
 
-/// Runs sendmail as `inv` asks, reading a message from `stdin` when submitting.
-pub fn run(inv: &Invocation, stdin: impl BufRead) -> Result<()> {
+/// Runs sendmail as `inv` asks, reading a message from `stdin` when submitting and
+/// writing reports (`-bv`, `-bp`) to `stdout`. Warnings go to stderr.
+pub fn run(inv: &Invocation, stdin: impl BufRead, stdout: &mut dyn Write) -> Result<()> {
     let config = Config::load(inv.config_dir.as_deref())?;
     match inv.mode {
         Mode::Submit => {
@@ -23,6 +25,12 @@ pub fn run(inv: &Invocation, stdin: impl BufRead) -> Result<()> {
             }
             queued.map(drop)
         }
+        Mode::Newaliases => {
+            aliases::rebuild_all(&config, &mut |w| eprintln!("sendmail: warning: {w}"))?;
+            Ok(())
+        }
+        Mode::Verify => verify(&config, inv, stdout),
+        Mode::ListQueue => crate::mailq::run_as(&config, "sendmail", false, stdout),
         Mode::Nothing => Ok(()),
         other => Err(Error::new(
             ExitCode::Unavailable,
@@ -44,6 +52,28 @@ fn submit_message(config: &Config, inv: &Invocation, stdin: impl BufRead) -> Res
     let queue = Queue::new(config.queue_directory()?);
     submit::submit(&queue, &settings, &Invoker::current(), &inv.request, stdin)?;
     Ok(())
+}
+
+/// `-bv`: one line per address on stdout. Unlike Postfix, which mails the report and
+/// always exits 0, the exit status says whether every address is deliverable.
+fn verify(config: &Config, inv: &Invocation, stdout: &mut dyn Write) -> Result<()> {
+    if inv.request.recipients.is_empty() {
+        return Err(Error::usage("-bv requires at least one address"));
+    }
+    let verdicts = aliases::verify(config, &inv.request.recipients, &mut |w| {
+        eprintln!("sendmail: warning: {w}")
+    })?;
+    for verdict in &verdicts {
+        writeln!(stdout, "{verdict}").map_err(|e| Error::io("write", &e))?;
+    }
+    let failed = verdicts.iter().filter(|v| !v.deliverable).count();
+    if failed == 0 {
+        return Ok(());
+    }
+    Err(Error::new(
+        ExitCode::NoUser,
+        format!("{failed} of {} addresses not deliverable", verdicts.len()),
+    ))
 }
 
 fn mode_flag(mode: Mode) -> &'static str {

@@ -125,7 +125,9 @@ static PARAMETERS: &[ParamInfo] = &[
     p("default_privs", "nobody", Text,
       "The user whose rights deliveries to commands and files from root-owned aliases run with."),
     p("command_time_limit", "1000s", Time('s'),
-      "The longest time a |command delivery may run."),
+      "The longest time a |command delivery may run; then its process group is killed and the message bounces."),
+    p("bounce_size_limit", "50000", Number,
+      "The largest original message a bounce returns whole, in bytes; a larger one is returned as its header only (text/rfc822-headers). 0 means no limit."),
     // Queue.
     p("queue_directory", "/var/spool/mailroom", Text,
       "The queue's top directory (Postfix: /var/spool/postfix)."),
