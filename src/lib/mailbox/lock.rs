@@ -6,11 +6,16 @@
 //!
 //! 1. a dot-lock `MAILBOX.lock` beside the mailbox, created with `O_CREAT|O_EXCL`; one
 //!    older than [`Policy::stale_after`] is taken to be left over from a crash and removed;
-//! 2. then an `fcntl` write lock (`F_SETLK`) on the whole mailbox file.
+//! 2. then an `fcntl` write lock on the whole mailbox file, as an open-file-description
+//!    lock (`F_OFD_SETLK`): it conflicts with the classic POSIX locks other programs take,
+//!    and is not dropped when some other descriptor of the file is closed.
 //!
+//! This is the protocol local delivery follows (`deliver::local::lock`, which also
+//! switches file-system identity, so it keeps its own code): same names, same order, same
+//! five-minute staleness (mutt's and procmail's; Postfix's `stale_lock_time` is 500s).
 //! Each step is tried [`Policy::attempts`] times, [`Policy::delay`] apart (Postfix's
-//! `deliver_lock_attempts = 20`, `deliver_lock_delay = 1s`, `stale_lock_time = 500s`), so a
-//! stuck holder gives a clear "mailbox is busy" error instead of a hang.
+//! `deliver_lock_attempts = 20`, `deliver_lock_delay = 1s`), so a stuck holder gives a
+//! clear "mailbox is locked" error instead of a hang.
 //!
 //! A reader that may not create files in the spool directory (Debian's `/var/mail` is
 //! `root:mail 2775`, and `mail` is not set-gid) cannot make a dot-lock; with
@@ -39,7 +44,7 @@ impl Default for Policy {
         Policy {
             attempts: 20,
             delay: Duration::from_secs(1),
-            stale_after: Duration::from_secs(500),
+            stale_after: Duration::from_secs(300),
             dotlock_optional: false,
         }
     }
@@ -54,9 +59,6 @@ pub fn dotlock_path(mailbox: &Path) -> PathBuf {
 
 /// A mailbox held under both locks. Dropping it releases them in reverse order: the
 /// `fcntl` lock, then the dot-lock.
-///
-/// It owns the only descriptor this process has on the mailbox, because closing *any*
-/// descriptor of a file drops the process's `fcntl` locks on it.
 #[derive(Debug)]
 pub struct Locked {
     file: File,
@@ -147,12 +149,13 @@ fn is_busy(e: &io::Error) -> bool {
 
 fn fcntl_lock(file: &File, kind: libc::c_short) -> io::Result<()> {
     // SAFETY: a zeroed flock is a valid "whole file from offset 0" request once l_type and
-    // l_whence are set; fcntl only reads it.
+    // l_whence are set (l_pid must be 0 for open-file-description locks); fcntl only
+    // reads it.
     let mut request: libc::flock = unsafe { std::mem::zeroed() };
     request.l_type = kind;
     request.l_whence = libc::SEEK_SET as libc::c_short;
-    // SAFETY: F_SETLK with a pointer to a live flock struct on a descriptor we own.
-    let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLK, &request) };
+    // SAFETY: F_OFD_SETLK with a pointer to a live flock struct on a descriptor we own.
+    let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &request) };
     if rc == -1 {
         return Err(io::Error::last_os_error());
     }
@@ -227,6 +230,16 @@ mod tests {
         assert!(dir.path().join("alice.lock").exists());
         // A second taker gives up with a clear error while the first holds it.
         let err = lock(&mbox, &quick(), || open_existing(&mbox)).unwrap_err();
+        assert!(err.to_string().contains("locked"), "{err}");
+        // The fcntl lock alone excludes too, even within one process.
+        let other = Policy {
+            dotlock_optional: true,
+            ..quick()
+        };
+        let err = lock(&dir.path().join("elsewhere"), &other, || {
+            open_existing(&mbox)
+        })
+        .unwrap_err();
         assert!(err.to_string().contains("locked"), "{err}");
         drop(held);
         assert!(!dir.path().join("alice.lock").exists());
