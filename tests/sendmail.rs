@@ -567,3 +567,26 @@ fn bi_compiles_aliases_and_bv_reports_where_mail_goes() {
     assert_eq!(out.status.code(), Some(67));
     assert!(String::from_utf8_lossy(&out.stdout).contains("unknown user: \"nosuchuser_mr\""));
 }
+
+#[test]
+fn bp_prints_the_same_bytes_as_mailq() {
+    let sys = MailSystem::new("");
+    let empty = sys.run(SENDMAIL, &["-bp"], b"");
+    assert_eq!(
+        String::from_utf8_lossy(&empty.stdout),
+        "Mail queue is empty\n"
+    );
+    for i in 0..3 {
+        let out = submit(
+            &sys,
+            &["-f", "sender@example.org", "alice", "bob@example.org"],
+            format!("Subject: {i}\n\nx\n").as_bytes(),
+        );
+        assert!(out.status.success());
+    }
+    let bp = sys.run(SENDMAIL, &["-bp"], b"");
+    let mailq = sys.run(env!("CARGO_BIN_EXE_mailq"), &[], b"");
+    assert!(bp.status.success() && mailq.status.success());
+    assert_eq!(bp.stdout, mailq.stdout);
+    assert!(String::from_utf8_lossy(&bp.stdout).ends_with("in 3 Requests.\n"));
+}

@@ -528,9 +528,8 @@ fn one_rejected_recipient_bounces_and_the_other_is_sent() {
     );
     let remote = outcomes[0].remote.clone().unwrap();
     assert_eq!(remote.mta, "127.0.0.1");
-    assert_eq!(remote.diagnostic_type, "smtp");
     assert_eq!(
-        remote.diagnostic,
+        remote.reply,
         "550 5.1.1 <bad@example.net>: Recipient address rejected: no such user"
     );
     assert_eq!(outcomes[1].status, Status::Sent);

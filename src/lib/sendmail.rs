@@ -30,6 +30,8 @@ pub fn run(inv: &Invocation, stdin: impl BufRead, stdout: &mut dyn Write) -> Res
             Ok(())
         }
         Mode::Verify => verify(&config, inv, stdout),
+        Mode::Smtp => crate::smtpd::run_stdio(&config, Invoker::current().uid, stdin, stdout),
+        Mode::ListQueue => crate::mailq::run_as(&config, "sendmail", false, stdout),
         Mode::Nothing => Ok(()),
         other => Err(Error::new(
             ExitCode::Unavailable,

@@ -8,7 +8,11 @@ use std::os::unix::fs::FileExt;
 
 use crate::queue::{Envelope, QueueId, Recipient};
 
+pub mod bounce;
+pub mod local;
 pub mod smtp;
+#[cfg(test)]
+pub(crate) mod testutil;
 
 /// The fate of one delivery attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,27 +34,30 @@ pub struct Outcome {
     pub text: String,
     /// `relay=` in the log: `local`, `host[ip]:port`, `none`.
     pub relay: String,
-    /// For a bounce's `message/delivery-status` part: which remote server was involved and
-    /// what it said. `None` for local deliveries and for failures that never reached a
-    /// server (DNS).
-    pub remote: Option<RemoteDetail>,
+    /// Set when a remote server gave the verdict: a bounce then reports it as
+    /// `Remote-MTA:` and `Diagnostic-Code: smtp; REPLY` instead of our own wording.
+    pub remote: Option<RemoteReply>,
 }
 
-/// What a DSN says about a remote delivery (RFC 3464 `Remote-MTA` and `Diagnostic-Code`).
+/// A remote server's verdict on a recipient, as a DSN reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RemoteDetail {
-    /// The server's name as found in DNS (or the relayhost as written):
-    /// `Remote-MTA: dns; NAME`.
+pub struct RemoteReply {
+    /// The server's name (`mx.example.net` or `127.0.0.1`).
     pub mta: String,
-    /// `smtp` when the text is the server's own reply, `X-Postfix` when it is our finding
-    /// (lost connection, TLS required...), as Postfix labels them.
-    pub diagnostic_type: String,
-    /// `Diagnostic-Code: TYPE; TEXT`: the server's reply (`550 5.1.1 <bad@example.net>:
-    /// no such user`, lines of a multi-line reply joined by spaces) or our finding.
-    pub diagnostic: String,
+    /// Its reply, code first: `550 5.1.1 <bad@example.net>: no such user`.
+    pub reply: String,
 }
 
 impl Outcome {
+    /// The same outcome, marked as the verdict of remote server `mta` that replied `reply`.
+    pub fn with_remote(mut self, mta: &str, reply: &str) -> Outcome {
+        self.remote = Some(RemoteReply {
+            mta: mta.into(),
+            reply: reply.into(),
+        });
+        self
+    }
+
     pub fn sent(relay: &str, text: impl Into<String>) -> Outcome {
         Outcome {
             status: Status::Sent,
@@ -79,12 +86,6 @@ impl Outcome {
             relay: relay.into(),
             remote: None,
         }
-    }
-
-    /// The same outcome with the remote server's details for the DSN.
-    pub fn with_remote(mut self, remote: RemoteDetail) -> Outcome {
-        self.remote = Some(remote);
-        self
     }
 }
 

@@ -21,7 +21,7 @@ use super::body::{self, BodyError};
 use super::reply::{Failure, MAX_LINE, MAX_REPLY_LINES, Peer, Reply, Stage, push_line};
 use super::route::Target;
 use super::tls::{HandshakeError, Level};
-use crate::deliver::{MessageSource, Outcome, RemoteDetail};
+use crate::deliver::{MessageSource, Outcome};
 use crate::queue::Recipient;
 
 /// What one session is asked to deliver.
@@ -396,11 +396,7 @@ fn transaction(
         for &i in &accepted {
             let mut sent = Outcome::sent(&peer.relay(), text.clone());
             sent.dsn = reply.dsn();
-            results[i] = Some(sent.with_remote(RemoteDetail {
-                mta: peer.host.clone(),
-                diagnostic_type: "smtp".into(),
-                diagnostic: text.clone(),
-            }));
+            results[i] = Some(sent.with_remote(&peer.host, &text));
         }
     } else {
         let failure = Failure::Said(reply, Stage::EndOfData);

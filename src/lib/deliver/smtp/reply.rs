@@ -12,7 +12,7 @@
 use std::io;
 use std::net::IpAddr;
 
-use crate::deliver::{Outcome, RemoteDetail};
+use crate::deliver::Outcome;
 
 /// One server reply, possibly of several lines.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -165,14 +165,6 @@ impl Peer {
     pub fn relay(&self) -> String {
         format!("{}[{}]:{}", self.host, self.ip, self.port)
     }
-
-    fn remote(&self, diagnostic_type: &str, diagnostic: String) -> RemoteDetail {
-        RemoteDetail {
-            mta: self.host.clone(),
-            diagnostic_type: diagnostic_type.into(),
-            diagnostic,
-        }
-    }
 }
 
 /// Why a conversation (or one command of it) did not succeed.
@@ -217,34 +209,35 @@ impl Failure {
         }
     }
 
-    /// The outcome for each recipient this failure applies to.
+    /// The outcome for each recipient this failure applies to. When the server itself
+    /// gave the verdict, the outcome carries its reply for the DSN (`Remote-MTA`,
+    /// `Diagnostic-Code: smtp; ...`); our own findings carry none.
     pub fn outcome(&self, peer: &Peer) -> Outcome {
         let name = peer.name();
         let relay = peer.relay();
-        let (dsn, text, remote) = match self {
-            Failure::Connect(err) => {
-                let text = format!("connect to {relay}: {}", describe_connect(err));
-                (
-                    "4.4.1".to_string(),
-                    text.clone(),
-                    peer.remote("X-Postfix", text),
-                )
-            }
-            Failure::Lost(stage) => {
-                let text = format!("lost connection with {name} while {}", stage.activity());
-                ("4.4.2".into(), text.clone(), peer.remote("X-Postfix", text))
-            }
-            Failure::Timeout(stage) => {
-                let text = format!(
+        let (dsn, text, reply) = match self {
+            Failure::Connect(err) => (
+                "4.4.1".to_string(),
+                format!("connect to {relay}: {}", describe_connect(err)),
+                None,
+            ),
+            Failure::Lost(stage) => (
+                "4.4.2".into(),
+                format!("lost connection with {name} while {}", stage.activity()),
+                None,
+            ),
+            Failure::Timeout(stage) => (
+                "4.4.2".into(),
+                format!(
                     "conversation with {name} timed out while {}",
                     stage.activity()
-                );
-                ("4.4.2".into(), text.clone(), peer.remote("X-Postfix", text))
-            }
+                ),
+                None,
+            ),
             Failure::Refused(reply) => (
                 reply.dsn(),
                 format!("host {name} refused to talk to me: {}", reply.text()),
-                peer.remote("smtp", reply.text()),
+                Some(reply.text()),
             ),
             Failure::Said(reply, stage) => (
                 reply.dsn(),
@@ -253,27 +246,27 @@ impl Failure {
                     reply.text(),
                     stage.command()
                 ),
-                peer.remote("smtp", reply.text()),
+                Some(reply.text()),
             ),
-            Failure::Local { dsn, text, .. } => (
-                dsn.clone(),
-                text.clone(),
-                peer.remote("X-Postfix", text.clone()),
-            ),
-            Failure::TlsHandshake { verify } => {
-                let text = match verify {
+            Failure::Local { dsn, text, .. } => (dsn.clone(), text.clone(), None),
+            Failure::TlsHandshake { verify } => (
+                "4.7.5".into(),
+                match verify {
                     true => format!("Server certificate not verified: {name}"),
                     false => format!("Cannot start TLS: handshake failure with {name}"),
-                };
-                ("4.7.5".into(), text.clone(), peer.remote("X-Postfix", text))
-            }
+                },
+                None,
+            ),
         };
         let outcome = if self.is_permanent() {
             Outcome::bounced(&relay, &dsn, text)
         } else {
             Outcome::deferred(&relay, &soften(&dsn), text)
         };
-        outcome.with_remote(remote)
+        match reply {
+            Some(reply) => outcome.with_remote(&peer.host, &reply),
+            None => outcome,
+        }
     }
 }
 
@@ -373,8 +366,7 @@ mod tests {
         assert_eq!(o.relay, "127.0.0.1[127.0.0.1]:43349");
         let remote = o.remote.unwrap();
         assert_eq!(remote.mta, "127.0.0.1");
-        assert_eq!(remote.diagnostic_type, "smtp");
-        assert_eq!(remote.diagnostic, "451 4.3.0 try later");
+        assert_eq!(remote.reply, "451 4.3.0 try later");
 
         let o = Failure::Refused(reply(&["421 4.3.2 test server busy, closing"])).outcome(&p);
         assert_eq!(
@@ -388,6 +380,7 @@ mod tests {
             "connect to 127.0.0.1[127.0.0.1]:43349: Connection refused"
         );
         assert_eq!(o.dsn, "4.4.1");
+        assert!(o.remote.is_none(), "our own finding, not the server's");
         let o = Failure::Lost(Stage::Body).outcome(&p);
         assert_eq!(
             o.text,
