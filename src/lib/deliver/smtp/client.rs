@@ -126,6 +126,7 @@ fn converse(
     // One limit for the TCP connection, the greeting and EHLO: lettre sets no other.
     let mut conn = SmtpConnection::connect(addr, limit(t.connect.min(t.helo)), &id, None, None)
         .map_err(|err| refused(&err))?;
+    set_nodelay(addr);
     let result = session(&mut conn, ctx, peer, job, try_tls, &id, results);
     // A session that ends by our choice (TLS missing, message too large, AUTH failed)
     // or normally says goodbye; one that broke has nobody left to tell, and one that
@@ -138,6 +139,39 @@ fn converse(
         let _ = conn.quit();
     }
     result
+}
+
+/// lettre writes the message and its final `CRLF . CRLF` in two writes and leaves
+/// Nagle's algorithm on, so the final dot waits for the server's delayed ACK of the
+/// message: 40 ms per message on Linux, up to 200 ms elsewhere (measured: 44 ms instead
+/// of 2.5 ms for a small message on 127.0.0.1). lettre gives no access to its socket, so
+/// this finds it among the process's descriptors by its peer address and sets
+/// `TCP_NODELAY` (commands are written whole, so nothing is gained by Nagle). Best
+/// effort: another socket connected to the same address is another SMTP client
+/// connection of ours, for which the option is as right; without `/proc`, nothing
+/// happens.
+fn set_nodelay(peer: SocketAddr) {
+    use std::os::fd::{BorrowedFd, RawFd};
+    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Some(fd) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<RawFd>().ok())
+        else {
+            continue;
+        };
+        // SAFETY: the descriptor was open a moment ago and is only queried and given a
+        // socket option here; if another thread closed it since, the calls fail with
+        // EBADF, and if the number was reused, the option does no harm.
+        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+        let socket = socket2::SockRef::from(&fd);
+        if socket.peer_addr().ok().and_then(|a| a.as_socket()) == Some(peer) {
+            let _ = socket.set_tcp_nodelay(true);
+        }
+    }
 }
 
 /// Why `connect` failed: no TCP connection, a refused greeting or EHLO, or a greeting
@@ -555,6 +589,16 @@ mod tests {
         );
         let reply: Response = "250-mx.example\r\n250 SIZE\r\n".parse().unwrap();
         assert_eq!(Features::from_ehlo(&reply).size, Some(0));
+    }
+
+    #[test]
+    fn nodelay_is_set_on_the_connection_to_the_peer() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let peer = listener.local_addr().unwrap();
+        let stream = std::net::TcpStream::connect(peer).unwrap();
+        assert!(!stream.nodelay().unwrap());
+        set_nodelay(peer);
+        assert!(stream.nodelay().unwrap());
     }
 
     #[test]
