@@ -354,6 +354,8 @@ fn authenticate(
     let credentials = Credentials::new(credentials.user, credentials.password);
     match conn.auth(&mechanisms, &credentials) {
         Ok(_) => Ok(()),
+        // A LOGIN prompt lettre does not recognise, or too many challenges.
+        Err(err) if err.is_client() || err.is_response() => Err(failed(&err.to_string())),
         Err(err) => match Failure::from_lettre(&err, Stage::Auth) {
             Failure::Said(reply, _) => Err(Failure::Local {
                 dsn: reply.dsn(),
@@ -364,8 +366,6 @@ fn authenticate(
                 ),
                 permanent: false,
             }),
-            // A LOGIN prompt lettre does not recognise, or too many challenges.
-            Failure::Malformed(_) => Err(failed(&err.to_string())),
             other => Err(other),
         },
     }
