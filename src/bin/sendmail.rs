@@ -29,7 +29,7 @@ fn main() -> ExitCode {
     for warning in &inv.warnings {
         eprintln!("sendmail: warning: {warning}");
     }
-    match sendmail::run(&inv, io::stdin().lock()) {
+    match sendmail::run(&inv, io::stdin().lock(), &mut io::stdout().lock()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("sendmail: fatal: {e}");

@@ -6,13 +6,19 @@
 //! codes.
 
 pub mod address;
+pub mod aliases;
 pub mod config;
 pub mod daemon;
 pub mod deliver;
 pub mod log;
+pub mod mail;
+pub mod mailbox;
+pub mod mailq;
 pub mod message;
+pub mod postsuper;
 pub mod queue;
 pub mod sendmail;
 pub mod sendmail_argv;
+pub mod smtpd;
 pub mod submit;
 pub mod sysexits;

@@ -2,8 +2,9 @@
 //! the common case and the one that must be fast: one config read, one durable write.
 
 use std::fs::File;
-use std::io::BufRead;
+use std::io::{BufRead, Write};
 
+use crate::aliases;
 use crate::config::Config;
 use crate::daemon;
 use crate::log::Log;
@@ -12,8 +13,9 @@ use crate::sendmail_argv::{DeliveryMode, Invocation, Mode};
 use crate::submit::{self, Invoker, Settings};
 use crate::sysexits::{Error, ExitCode, Result};
 
-/// Runs sendmail as `inv` asks, reading a message from `stdin` when submitting.
-pub fn run(inv: &Invocation, stdin: impl BufRead) -> Result<()> {
+/// Runs sendmail as `inv` asks, reading a message from `stdin` when submitting and
+/// writing reports (`-bv`, `-bp`) to `stdout`. Warnings go to stderr.
+pub fn run(inv: &Invocation, stdin: impl BufRead, stdout: &mut dyn Write) -> Result<()> {
     let config = Config::load(inv.config_dir.as_deref())?;
     match inv.mode {
         Mode::Submit => {
@@ -26,17 +28,17 @@ pub fn run(inv: &Invocation, stdin: impl BufRead) -> Result<()> {
             let (id, locked) = queued?;
             daemon::modes::after_submit(&config, inv.delivery, id, locked)
         }
+        Mode::Newaliases => {
+            aliases::rebuild_all(&config, &mut |w| eprintln!("sendmail: warning: {w}"))?;
+            Ok(())
+        }
+        Mode::Verify => verify(&config, inv, stdout),
+        Mode::Smtp => crate::smtpd::run_stdio(&config, Invoker::current().uid, stdin, stdout),
+        Mode::ListQueue => crate::mailq::run_as(&config, "sendmail", false, stdout),
         Mode::Nothing => Ok(()),
         Mode::DaemonForeground => daemon::modes::foreground(&config, inv.queue_interval.as_deref()),
         Mode::Daemon => daemon::modes::background(&config, inv.queue_interval.as_deref()),
         Mode::RunQueue => daemon::modes::run_queue(&config, inv.queue_id.as_deref()),
-        other => Err(Error::new(
-            ExitCode::Unavailable,
-            format!(
-                "{} is not supported by this version of mailroom",
-                mode_flag(other)
-            ),
-        )),
     }
 }
 
@@ -63,16 +65,24 @@ fn submit_message(
     Ok((queued.id, None))
 }
 
-fn mode_flag(mode: Mode) -> &'static str {
-    match mode {
-        Mode::Submit => "-bm",
-        Mode::ListQueue => "-bp",
-        Mode::Newaliases => "-bi",
-        Mode::Verify => "-bv",
-        Mode::Smtp => "-bs",
-        Mode::Daemon => "-bd",
-        Mode::DaemonForeground => "-bD",
-        Mode::RunQueue => "-q",
-        Mode::Nothing => "-bh",
+/// `-bv`: one line per address on stdout. Unlike Postfix, which mails the report and
+/// always exits 0, the exit status says whether every address is deliverable.
+fn verify(config: &Config, inv: &Invocation, stdout: &mut dyn Write) -> Result<()> {
+    if inv.request.recipients.is_empty() {
+        return Err(Error::usage("-bv requires at least one address"));
     }
+    let verdicts = aliases::verify(config, &inv.request.recipients, &mut |w| {
+        eprintln!("sendmail: warning: {w}")
+    })?;
+    for verdict in &verdicts {
+        writeln!(stdout, "{verdict}").map_err(|e| Error::io("write", &e))?;
+    }
+    let failed = verdicts.iter().filter(|v| !v.deliverable).count();
+    if failed == 0 {
+        return Ok(());
+    }
+    Err(Error::new(
+        ExitCode::NoUser,
+        format!("{failed} of {} addresses not deliverable", verdicts.len()),
+    ))
 }

@@ -608,4 +608,19 @@ mod tests {
         assert_eq!(inv.request.recipients, ["alice"]);
         assert_eq!(inv.request.sender.as_deref(), Some("bob"));
     }
+
+    #[test]
+    fn man_page_documents_every_flag() {
+        let page = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/man/sendmail.8"));
+        for flag in FLAGS {
+            let plain = format!("\n.B \\-{}\n", flag.letter);
+            let with_value = format!("\n.BI \\-{} ", flag.letter);
+            let optional = format!("\n.BR \\-{}", flag.letter);
+            assert!(
+                page.contains(&plain) || page.contains(&with_value) || page.contains(&optional),
+                "man/sendmail.8 does not document -{}",
+                flag.letter
+            );
+        }
+    }
 }

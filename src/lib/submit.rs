@@ -106,6 +106,78 @@ pub struct Queued {
     pub size: u64,
 }
 
+/// How a message reached us; it becomes the message's `Received:` header.
+#[derive(Debug, Clone)]
+pub enum Trace {
+    /// Piped into `sendmail` by this uid.
+    Local { uid: u32 },
+    /// Taken over SMTP (`sendmail -bs` or the listener).
+    Smtp(SmtpTrace),
+}
+
+/// The facts an SMTP `Received:` header records (RFC 5321 section 4.4).
+#[derive(Debug, Clone)]
+pub struct SmtpTrace {
+    /// What the client said in HELO/EHLO, or its name when it said nothing.
+    pub helo: String,
+    /// The client's name (`unknown` without a reverse lookup).
+    pub client_name: String,
+    pub client_addr: String,
+    /// `SMTP`, `ESMTP` or `ESMTPS` (RFC 3848).
+    pub protocol: &'static str,
+    /// The recipient, named only when there is exactly one (as Postfix does), so that
+    /// Bcc recipients of a multi-recipient message stay hidden.
+    pub for_rcpt: Option<String>,
+}
+
+/// Everything about a message but its text: what its envelope and trace header say.
+#[derive(Debug, Clone)]
+pub struct Draft {
+    /// Qualified; empty for the null sender.
+    pub sender: String,
+    pub full_name: String,
+    pub uid: u32,
+    pub recipients: Vec<Recipient>,
+    pub ret: String,
+    pub envid: String,
+    pub trace: Trace,
+    /// Qualify bare names in address headers with `$myorigin`: for local submissions
+    /// only, as Postfix's `local_header_rewrite_clients` does; mail from elsewhere keeps
+    /// its headers as the sender wrote them.
+    pub qualify_headers: bool,
+}
+
+/// Why a message was not queued. Nothing is left in the queue in any case.
+#[derive(Debug)]
+pub enum QueueError {
+    /// The message exceeds `message_size_limit`.
+    TooBig { limit: u64 },
+    /// Reading the message failed (the client went away, a timeout).
+    Input(std::io::Error),
+    /// Writing the queue file failed.
+    Queue(Error),
+}
+
+impl QueueError {
+    /// The error `sendmail` reports, naming the caller as `tag`.
+    pub fn into_error(self, tag: &str) -> Error {
+        match self {
+            QueueError::TooBig { limit } => too_big(limit, tag),
+            QueueError::Input(e) => Error::io(format!("{tag}: error reading input"), &e),
+            QueueError::Queue(e) => e,
+        }
+    }
+}
+
+impl From<InputError> for QueueError {
+    fn from(e: InputError) -> Self {
+        match e {
+            InputError::TooBig { limit } => QueueError::TooBig { limit },
+            InputError::Io(e) => QueueError::Input(e),
+        }
+    }
+}
+
 /// Reads the message from `input` and queues it in `maildrop/`. Returns only after the
 /// file is durable; on any error nothing is left in the queue.
 pub fn submit(
@@ -154,7 +226,7 @@ fn submit_inner(
     }
 
     let mut reader = InputReader::new(input, request.dot_ends, settings.message_size_limit);
-    let head = read_header_block(&mut reader, settings, &tag)?;
+    let head = read_headers(&mut reader, settings).map_err(|e| e.into_error(&tag))?;
     if request.extract {
         let resent = head.fields.iter().any(|f| is_extract_header(f, true));
         for field in head.fields.iter().filter(|f| is_extract_header(f, resent)) {
@@ -166,37 +238,93 @@ fn submit_inner(
             )));
         }
     }
+    let draft = Draft {
+        sender,
+        full_name: request
+            .full_name
+            .clone()
+            .or_else(|| invoker.gecos_name.clone())
+            .map(|n| sanitize_line(&n))
+            .unwrap_or_default(),
+        uid: invoker.uid,
+        recipients: recipients
+            .list
+            .iter()
+            .map(|(original, address)| {
+                let mut rcpt = Recipient::new(original, address);
+                rcpt.notify = request.notify.clone();
+                rcpt
+            })
+            .collect(),
+        ret: request.ret.clone(),
+        envid: request.envid.clone(),
+        trace: Trace::Local { uid: invoker.uid },
+        qualify_headers: true,
+    };
+    write_queue_file(queue, settings, &tag, draft, head, &mut reader, lock)
+        .map_err(|e| e.into_error(&tag))
+}
 
+/// Writes one queue file in `maildrop/`: the envelope from `draft`, a `Received:` header,
+/// the caller's headers (`head`, Bcc removed, completed with `Message-Id:`, `Date:` and
+/// `From:` as Postfix's cleanup does), then the rest of `reader`, streamed. Returns only
+/// after the file is durable. Both `sendmail` and the SMTP server come through here, so
+/// both give the same guarantees. `tag` names the caller in error messages.
+pub fn write_message<R: BufRead>(
+    queue: &Queue,
+    settings: &Settings,
+    tag: &str,
+    draft: Draft,
+    head: HeaderBlock,
+    reader: &mut InputReader<R>,
+) -> std::result::Result<Queued, QueueError> {
+    write_queue_file(queue, settings, tag, draft, head, reader, false).map(|(queued, _)| queued)
+}
+
+/// [`write_message`], optionally returning the queue file locked (see [`submit_locked`]).
+fn write_queue_file<R: BufRead>(
+    queue: &Queue,
+    settings: &Settings,
+    tag: &str,
+    draft: Draft,
+    mut head: HeaderBlock,
+    reader: &mut InputReader<R>,
+    lock: bool,
+) -> std::result::Result<(Queued, Option<std::fs::File>), QueueError> {
+    // Qualify only now, after any -t extraction, so recipients keep the form the sender
+    // wrote as their original address (X-Original-To:, orig_to=).
+    if draft.qualify_headers {
+        qualify_address_headers(&mut head.fields, settings);
+    }
     let now = Local::now();
     let arrival_micros = now.timestamp_micros().max(0) as u64;
-    let mut envelope = Envelope::new(QueueId::generate(), arrival_micros, invoker.uid, &sender);
-    envelope.full_name = request
-        .full_name
-        .clone()
-        .or_else(|| invoker.gecos_name.clone())
-        .map(|n| sanitize_line(&n))
-        .unwrap_or_default();
-    envelope.ret = request.ret.clone();
-    envelope.envid = request.envid.clone();
-    for (original, address) in &recipients.list {
-        let mut rcpt = Recipient::new(original, address);
-        rcpt.notify = request.notify.clone();
-        envelope.recipients.push(rcpt);
-    }
+    let sender = draft.sender;
+    let mut envelope = Envelope::new(QueueId::generate(), arrival_micros, draft.uid, &sender);
+    envelope.full_name = draft.full_name;
+    envelope.ret = draft.ret;
+    envelope.envid = draft.envid;
+    envelope.recipients = draft.recipients;
     let rcpt_count = envelope.recipients.len();
     let full_name = envelope.full_name.clone();
 
-    let maildrop = queue.maildrop().map_err(|e| {
-        Error::io(
-            format!("{tag}: queue directory {}", queue.root().display()),
-            &e,
-        )
-    })?;
+    let queue_err = |e: Error| QueueError::Queue(e);
+    let maildrop = queue
+        .maildrop()
+        .map_err(|e| {
+            Error::io(
+                format!("{tag}: queue directory {}", queue.root().display()),
+                &e,
+            )
+        })
+        .map_err(queue_err)?;
     let mut file = NewQueueFile::create(&maildrop, envelope)
-        .map_err(|e| Error::io(format!("{tag}: create file in {}", maildrop.display()), &e))?;
-    let write_err = |e: std::io::Error| Error::io(format!("{tag}: error writing queue file"), &e);
+        .map_err(|e| Error::io(format!("{tag}: create file in {}", maildrop.display()), &e))
+        .map_err(queue_err)?;
+    let write_err = |e: std::io::Error| {
+        QueueError::Queue(Error::io(format!("{tag}: error writing queue file"), &e))
+    };
 
-    write_received(&mut file, settings, invoker.uid, &now).map_err(write_err)?;
+    write_received(&mut file, settings, &draft.trace, &now).map_err(write_err)?;
     for field in &head.fields {
         if field.is("Bcc") || field.is("Resent-Bcc") {
             continue;
@@ -225,19 +353,16 @@ fn submit_inner(
         }
         file.write_all(&first).map_err(write_err)?;
     }
+    let limit = settings.message_size_limit;
     let mut line = Vec::with_capacity(1024);
-    loop {
-        match reader.next_line(&mut line) {
-            Ok(true) => file.write_all(&line).map_err(write_err)?,
-            Ok(false) => break,
-            Err(e) => return Err(input_error(e, &tag)),
-        }
-        if settings.message_size_limit > 0 && file.message_bytes() > settings.message_size_limit {
-            return Err(too_big(settings.message_size_limit, &tag));
+    while reader.next_line(&mut line)? {
+        file.write_all(&line).map_err(write_err)?;
+        if limit > 0 && file.message_bytes() > limit {
+            return Err(QueueError::TooBig { limit });
         }
     }
-    if settings.message_size_limit > 0 && file.message_bytes() > settings.message_size_limit {
-        return Err(too_big(settings.message_size_limit, &tag));
+    if limit > 0 && file.message_bytes() > limit {
+        return Err(QueueError::TooBig { limit });
     }
     let size = file.message_bytes();
     let (id, locked) = if lock {
@@ -310,6 +435,11 @@ impl Recipients {
                 "{tag}: malformed recipient address \"{shown}\": {why}"
             ))
         };
+        // A line break in an argument is never a legitimate address list; refuse it
+        // rather than guess what the caller meant.
+        if argv && text.iter().any(|&c| c == b'\n' || c == b'\r' || c == 0) {
+            return Err(bad("line break in address".into()));
+        }
         let found = address::parse_list(text).map_err(bad)?;
         if found.is_empty() && argv {
             return Err(bad("empty address".into()));
@@ -337,7 +467,8 @@ fn is_extract_header(field: &Field, resent: bool) -> bool {
     }
 }
 
-struct HeaderBlock {
+/// The header block of a message as read, before completion.
+pub struct HeaderBlock {
     fields: Vec<Field>,
     /// The line that ended the block (the empty line, or the first body line), or `None`
     /// when the input ended inside the headers.
@@ -350,11 +481,12 @@ impl HeaderBlock {
     }
 }
 
-fn read_header_block<R: BufRead>(
+/// Reads the header block: up to the empty line, or the first line that is not a header
+/// field, or `header_size_limit`; what ended it is kept for the body.
+pub fn read_headers<R: BufRead>(
     reader: &mut InputReader<R>,
     settings: &Settings,
-    tag: &str,
-) -> Result<HeaderBlock> {
+) -> std::result::Result<HeaderBlock, QueueError> {
     let mut fields: Vec<Field> = Vec::new();
     let mut line = Vec::with_capacity(256);
     let mut header_bytes = 0u64;
@@ -363,9 +495,12 @@ fn read_header_block<R: BufRead>(
         match reader.next_line(&mut line) {
             Ok(true) => {}
             Ok(false) => {
-                return Ok(finish_fields(fields, settings, None));
+                return Ok(HeaderBlock {
+                    fields,
+                    ended_by: None,
+                });
             }
-            Err(e) => return Err(input_error(e, tag)),
+            Err(e) => return Err(e.into()),
         }
         // A leading mbox "From " line (or ">From ") is an artefact of the caller's
         // mailbox, not a header: Postfix drops it too.
@@ -391,38 +526,54 @@ fn read_header_block<R: BufRead>(
         }
         match headers::start_field(&line) {
             Some(field) if within_limit => fields.push(field),
-            _ => return Ok(finish_fields(fields, settings, Some(line))),
+            _ => {
+                return Ok(HeaderBlock {
+                    fields,
+                    ended_by: Some(line),
+                });
+            }
         }
     }
 }
 
 /// Qualifies bare names in address headers.
-fn finish_fields(
-    mut fields: Vec<Field>,
-    settings: &Settings,
-    ended_by: Option<Vec<u8>>,
-) -> HeaderBlock {
+fn qualify_address_headers(fields: &mut [Field], settings: &Settings) {
     for field in fields.iter_mut().filter(|f| headers::is_address_header(f)) {
         let rewritten = address::qualify_header_value(field.value(), &settings.myorigin);
         if rewritten != field.value() {
             field.set_value(&rewritten);
         }
     }
-    HeaderBlock { fields, ended_by }
 }
 
 fn write_received(
     file: &mut NewQueueFile,
     settings: &Settings,
-    uid: u32,
+    trace: &Trace,
     now: &DateTime<Local>,
 ) -> std::io::Result<()> {
-    write!(
-        file,
-        "Received: by {} (mailroom, from userid {uid})\n\tid ",
-        settings.myhostname
-    )?;
-    file.write_id()?;
+    match trace {
+        Trace::Local { uid } => {
+            write!(
+                file,
+                "Received: by {} (mailroom, from userid {uid})\n\tid ",
+                settings.myhostname
+            )?;
+            file.write_id()?;
+        }
+        Trace::Smtp(smtp) => {
+            // Postfix's layout: from-part, by-part, for-part on their own folded lines.
+            write!(
+                file,
+                "Received: from {} ({} [{}])\n\tby {} (mailroom) with {} id ",
+                smtp.helo, smtp.client_name, smtp.client_addr, settings.myhostname, smtp.protocol
+            )?;
+            file.write_id()?;
+            if let Some(rcpt) = &smtp.for_rcpt {
+                write!(file, "\n\tfor <{rcpt}>")?;
+            }
+        }
+    }
     writeln!(file, "; {}", rfc2822_date(now))
 }
 
@@ -497,13 +648,6 @@ fn sanitize_line(text: &str) -> String {
         .collect::<String>()
         .trim()
         .to_string()
-}
-
-fn input_error(e: InputError, tag: &str) -> Error {
-    match e {
-        InputError::TooBig { limit } => too_big(limit, tag),
-        InputError::Io(e) => Error::io(format!("{tag}: error reading input"), &e),
-    }
 }
 
 fn too_big(limit: u64, tag: &str) -> Error {

@@ -20,14 +20,19 @@ pub mod scheduler;
 pub mod signals;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::config::Config;
+use crate::deliver::bounce::BounceSettings;
+use crate::deliver::local::LocalContext;
+use crate::deliver::local::aliases::DatabaseAliases;
+use crate::deliver::smtp::SmtpContext;
 use crate::log::{Log, Sink};
 use crate::queue::Queue;
 use crate::sysexits::Result;
 
 pub use agent::{Agent, Router};
-pub use bounce::{Bouncer, Failed};
+pub use bounce::Bouncer;
 pub use retry::RetryPolicy;
 
 /// The log of each program the daemon speaks for, as Postfix's separate processes would
@@ -102,21 +107,56 @@ pub const MAX_WORKERS: usize = 8;
 impl Runtime {
     /// The runtime for `config`, with the agents of this version.
     pub fn from_config(config: &Config, log_fallback: Sink) -> Result<Runtime> {
-        let myhostname = config.myhostname()?;
+        let logs = Logs::from_config(config, log_fallback);
+        let queue = Queue::new(config.queue_directory()?);
         let limit = config.number("default_process_limit")?;
+        let local_log = Arc::new(Log::new(
+            &config
+                .get("syslog_name")
+                .unwrap_or_else(|_| "mailroom".into()),
+            "local",
+            &config.myhostname()?,
+            logs.local.sink().clone(),
+        ));
+        let warn_log = Arc::clone(&local_log);
+        let aliases = DatabaseAliases::from_config(config, &mut |w| logs.local.warning(w))?;
+        let local = LocalContext::from_config(
+            config,
+            queue.clone(),
+            Arc::new(aliases),
+            Arc::new(move |w: &str| warn_log.warning(w)),
+        )?;
+        let remote: Box<dyn Agent> = match SmtpContext::from_config(config) {
+            Ok(ctx) => {
+                let smtp_log = Arc::new(Log::new(
+                    &config
+                        .get("syslog_name")
+                        .unwrap_or_else(|_| "mailroom".into()),
+                    "smtp",
+                    &config.myhostname()?,
+                    logs.smtp.sink().clone(),
+                ));
+                Box::new(agent::Smtp(ctx.with_log(smtp_log)))
+            }
+            Err(e) => {
+                // Local mail must not stop because remote settings are wrong.
+                logs.smtp.warning(&format!(
+                    "remote delivery disabled, remote mail is deferred: {e}"
+                ));
+                Box::new(agent::remote_unavailable)
+            }
+        };
         let router = Router {
             mydestination: config.mydestination()?,
-            local: Box::new(agent::SpoolMbox {
-                spool: PathBuf::from(config.get("mail_spool_directory")?),
-            }),
-            remote: Box::new(agent::remote_unavailable),
+            local: Box::new(agent::Local(Arc::new(local))),
+            remote,
         };
         Ok(Runtime {
-            queue: Queue::new(config.queue_directory()?),
+            queue,
             policy: RetryPolicy::from_config(config)?,
             router,
-            bouncer: Box::new(bounce::SimpleDsn { myhostname }),
-            logs: Logs::from_config(config, log_fallback),
+            bouncer: Box::new(bounce::Dsn(BounceSettings::from_config(config)?)),
+            logs,
             workers: worker_count(limit),
             queue_run_delay: config.time("queue_run_delay")?,
         })

@@ -13,9 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::deliver::{MessageSource, Outcome, Request, Status};
-use crate::queue::{LockedFile, QueueName, RcptState, ReadError, read_envelope_from};
+use crate::queue::{LockedFile, QueueName, RcptState, ReadError, Recipient, read_envelope_from};
 
-use super::bounce::Failed;
 use super::logline::{self, Delays};
 use super::{Runtime, pickup};
 
@@ -146,33 +145,23 @@ pub fn process(rt: &Runtime, mut locked: LockedFile, stop: &AtomicBool) -> Repor
     }
 
     if !bounced.is_empty() {
-        let notified = if env.sender.is_empty() {
-            // A bounce never bounces: the undeliverable notification is dropped.
-            rt.logs.bounce.info(&format!(
-                "{id}: undeliverable delivery status notification discarded (null sender)"
-            ));
-            true
-        } else {
-            let failed: Vec<Failed> = bounced
-                .iter()
-                .map(|(i, o)| Failed {
-                    recipient: &env.recipients[*i],
-                    dsn: o.dsn.clone(),
-                    text: o.text.clone(),
-                })
-                .collect();
-            let message = MessageSource::for_envelope(&locked.file, &env);
-            match rt.bouncer.bounce(queue, &env, message, &failed) {
-                Ok(bounce_id) => {
-                    rt.logs.bounce.info(&logline::bounce_sent(id, bounce_id));
-                    true
-                }
-                Err(e) => {
-                    rt.logs.bounce.warning(&format!(
-                        "{id}: cannot queue the non-delivery notification: {e}"
-                    ));
-                    false
-                }
+        let failed: Vec<(Recipient, Outcome)> = bounced
+            .iter()
+            .map(|(i, o)| (env.recipients[*i].clone(), o.clone()))
+            .collect();
+        let message = MessageSource::for_envelope(&locked.file, &env);
+        let notified = match rt.bouncer.bounce(queue, &env, message, &failed) {
+            Ok(Some(bounce_id)) => {
+                rt.logs.bounce.info(&logline::bounce_sent(id, bounce_id));
+                true
+            }
+            // A bounce never bounces; NOTIFY=NEVER asked for silence.
+            Ok(None) => true,
+            Err(e) => {
+                rt.logs.bounce.warning(&format!(
+                    "{id}: cannot queue the non-delivery notification: {e}"
+                ));
+                false
             }
         };
         if notified {

@@ -8,6 +8,12 @@ use std::os::unix::fs::FileExt;
 
 use crate::queue::{Envelope, QueueId, Recipient};
 
+pub mod bounce;
+pub mod local;
+pub mod smtp;
+#[cfg(test)]
+pub(crate) mod testutil;
+
 /// The fate of one delivery attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
@@ -28,15 +34,37 @@ pub struct Outcome {
     pub text: String,
     /// `relay=` in the log: `local`, `host[ip]:port`, `none`.
     pub relay: String,
+    /// Set when a remote server gave the verdict: a bounce then reports it as
+    /// `Remote-MTA:` and `Diagnostic-Code: smtp; REPLY` instead of our own wording.
+    pub remote: Option<RemoteReply>,
+}
+
+/// A remote server's verdict on a recipient, as a DSN reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteReply {
+    /// The server's name (`mx.example.net` or `127.0.0.1`).
+    pub mta: String,
+    /// Its reply, code first: `550 5.1.1 <bad@example.net>: no such user`.
+    pub reply: String,
 }
 
 impl Outcome {
+    /// The same outcome, marked as the verdict of remote server `mta` that replied `reply`.
+    pub fn with_remote(mut self, mta: &str, reply: &str) -> Outcome {
+        self.remote = Some(RemoteReply {
+            mta: mta.into(),
+            reply: reply.into(),
+        });
+        self
+    }
+
     pub fn sent(relay: &str, text: impl Into<String>) -> Outcome {
         Outcome {
             status: Status::Sent,
             dsn: "2.0.0".into(),
             text: text.into(),
             relay: relay.into(),
+            remote: None,
         }
     }
 
@@ -46,6 +74,7 @@ impl Outcome {
             dsn: dsn.into(),
             text: text.into(),
             relay: relay.into(),
+            remote: None,
         }
     }
 
@@ -55,6 +84,7 @@ impl Outcome {
             dsn: dsn.into(),
             text: text.into(),
             relay: relay.into(),
+            remote: None,
         }
     }
 }

@@ -369,7 +369,18 @@ pub fn decode(value: &str) -> Option<String> {
 /// Reads just the envelope from the start of a queue file: a few kilobytes at most for
 /// ordinary mail, never the message. Returns the envelope bytes including the empty line.
 pub fn read_envelope_bytes(file: &mut impl Read) -> io::Result<Vec<u8>> {
-    let mut buf = vec![0u8; 4096];
+    let mut buf = Vec::new();
+    read_envelope_into(file, &mut buf)?;
+    Ok(buf)
+}
+
+/// Like [`read_envelope_bytes`], but into a buffer the caller reuses, so that listing a
+/// large queue does not allocate a fresh buffer per message. On success `buf` holds the
+/// envelope including the empty line.
+pub fn read_envelope_into(file: &mut impl Read, buf: &mut Vec<u8>) -> io::Result<()> {
+    if buf.len() < 4096 {
+        buf.resize(4096, 0);
+    }
     let mut filled = 0;
     let mut searched: usize = 0;
     loop {
@@ -385,7 +396,7 @@ pub fn read_envelope_bytes(file: &mut impl Read) -> io::Result<Vec<u8>> {
         let from = searched.saturating_sub(1);
         if let Some(pos) = find_blank_line(&buf[from..filled]) {
             buf.truncate(from + pos + 2);
-            return Ok(buf);
+            return Ok(());
         }
         searched = filled;
         if filled == buf.len() {

@@ -16,6 +16,8 @@
 //! A file's name is its queue ID; its format is in [`envelope`] and
 //! `man/mailroom-queue.5`.
 
+pub mod check;
+pub mod dirs;
 pub mod envelope;
 pub mod id;
 mod rewrite;
@@ -30,6 +32,7 @@ use fs2::FileExt;
 use nix::errno::Errno;
 use nix::fcntl::{RenameFlags, renameat2};
 
+pub use dirs::QueueDirs;
 pub use envelope::{Envelope, RcptState, Recipient};
 pub use id::QueueId;
 pub use store::NewQueueFile;

@@ -1,0 +1,62 @@
+//! `mailq`: list the mail queue in Postfix's format (`-j`/`--json`: one JSON object per
+//! message, as `postqueue -j`). Parses argv, calls `mailroom::mailq`, maps errors to
+//! sysexits codes.
+
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use mailroom::config::Config;
+use mailroom::sysexits::{Error, ExitCode as Sysexit};
+
+/// List the mail queue.
+#[derive(Parser)]
+#[command(name = "mailq", version, disable_help_flag = false)]
+struct Args {
+    /// Configuration directory (default: $MAIL_CONFIG, else /etc/mailroom).
+    #[arg(short = 'C', value_name = "DIR")]
+    config_dir: Option<PathBuf>,
+    /// One JSON object per message, as `postqueue -j`.
+    #[arg(short = 'j', long = "json")]
+    json: bool,
+    /// Accepted for compatibility; changes nothing.
+    #[arg(short = 'v', action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+fn main() -> ExitCode {
+    let args = match Args::try_parse() {
+        Ok(args) => args,
+        Err(e) if !e.use_stderr() => {
+            // --help, --version
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(Sysexit::Usage.as_i32() as u8);
+        }
+    };
+    match try_main(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mailq: fatal: {e}");
+            ExitCode::from(e.code() as u8)
+        }
+    }
+}
+
+fn try_main(args: &Args) -> Result<(), Error> {
+    let config = Config::load(args.config_dir.as_deref())?;
+    for warning in config.warnings() {
+        eprintln!("mailq: warning: {warning}");
+    }
+    // A large buffer: a 50,000-message listing is several megabytes.
+    let stdout = io::stdout();
+    let mut out = io::BufWriter::with_capacity(256 * 1024, stdout.lock());
+    mailroom::mailq::run(&config, args.json, &mut out)?;
+    // `run` flushed; a failure here is a closed pipe after the fact.
+    let _ = out.flush();
+    Ok(())
+}

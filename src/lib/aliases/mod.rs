@@ -1,0 +1,23 @@
+//! `aliases(5)`: parse the source file, compile it into a CDB database, look names up and
+//! expand a local recipient into its final destinations.
+//!
+//! - [`parse`]: the source syntax, exactly as Postfix's `postalias` reads it.
+//! - [`cdb`]: the database file format (D. J. Bernstein's CDB).
+//! - [`database`]: compile `SOURCE` into `SOURCE.cdb` atomically; open and re-open it.
+//! - [`expand`]: a local recipient → mailboxes, forwards, commands and files.
+//! - [`rebuild`] and [`verify`]: `newaliases`/`sendmail -bi` and `sendmail -bv`.
+
+pub mod cdb;
+pub mod database;
+pub mod expand;
+pub mod parse;
+pub mod rebuild;
+pub mod verify;
+
+pub use database::{AliasDb, Compiled, Privileges, compile, database_path};
+pub use expand::{
+    AliasMaps, AliasSource, AliasValue, Delivery, Destination, ExpandOptions, Expansion, Failure,
+    MemoryAliases, expand,
+};
+pub use rebuild::rebuild_all;
+pub use verify::{Verdict, verify};

@@ -1,0 +1,208 @@
+//! The seam between local delivery and alias expansion. Delivery only needs "what does
+//! this local part expand to"; the `aliases` module (databases, `:include:`, owners,
+//! loops) answers through [`AliasExpander`]. The types mirror that module's expansion
+//! result, so an adapter is a field-for-field copy.
+
+/// A final destination of a recipient after alias expansion.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Destination {
+    /// The mailbox of a local user (not yet checked to exist).
+    Mailbox { user: String },
+    /// An address with a domain, local or remote: delivered by re-submission.
+    Forward { address: String },
+    /// `|command`, run as `uid`/`gid` (`default_privs` for root-owned tables).
+    Command { command: String, uid: u32, gid: u32 },
+    /// `/path`, appended to as `uid`/`gid`.
+    File { path: String, uid: u32, gid: u32 },
+}
+
+/// A destination with how it was reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub destination: Destination,
+    /// The aliases (and `:include:PATH`s) expanded on the way, outermost first; empty
+    /// when the recipient is no alias.
+    pub chain: Vec<String>,
+    /// `owner-NAME@ORIGIN` when an alias on the way has an owner: the envelope sender of
+    /// what is sent on, so that errors go to the list owner.
+    pub sender: Option<String>,
+}
+
+/// A target that cannot be delivered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub target: String,
+    pub reason: String,
+    /// `5.x.x` bounces, `4.x.x` defers.
+    pub dsn: String,
+}
+
+/// Everything one recipient expands to.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Expansion {
+    pub deliveries: Vec<Delivery>,
+    pub failures: Vec<Failure>,
+}
+
+/// Alias expansion as delivery sees it. Implementations are shared by the daemon's
+/// delivery threads, so they take `&self` (and lock inside if they must).
+pub trait AliasExpander: Send + Sync {
+    /// Expands a local part (as in the recipient address; case-insensitive). A name that
+    /// is no alias expands to its own mailbox, with an empty chain.
+    fn expand(&self, local_part: &str) -> Expansion;
+}
+
+/// No alias tables (`alias_maps =`): every name is its own mailbox.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoAliases;
+
+impl AliasExpander for NoAliases {
+    fn expand(&self, local_part: &str) -> Expansion {
+        Expansion {
+            deliveries: vec![Delivery {
+                destination: Destination::Mailbox {
+                    user: local_part.to_lowercase(),
+                },
+                chain: Vec::new(),
+                sender: None,
+            }],
+            failures: Vec::new(),
+        }
+    }
+}
+
+/// The `alias_maps` databases, shared by all delivery threads (lookups are in-memory CDB
+/// reads, so one lock costs little). A database that cannot be opened does not stop the
+/// daemon: each expansion tries again and, while it fails, defers the recipient (4.3.0),
+/// so mail waits in the queue until `newaliases` has been run.
+pub struct DatabaseAliases {
+    files: Vec<std::path::PathBuf>,
+    options: crate::aliases::ExpandOptions,
+    maps: std::sync::Mutex<Option<crate::aliases::AliasMaps>>,
+}
+
+impl DatabaseAliases {
+    /// The tables of `alias_maps`; tables that are not local files are reported to `warn`
+    /// and left out, as `newaliases` does.
+    pub fn from_config(
+        config: &crate::config::Config,
+        warn: &mut dyn FnMut(&str),
+    ) -> crate::sysexits::Result<DatabaseAliases> {
+        let tables = config.tables("alias_maps")?;
+        let files = crate::aliases::rebuild::local_files(&tables, warn);
+        let options = crate::aliases::ExpandOptions::from_config(config)?;
+        let maps = crate::aliases::AliasMaps::open(&files).ok();
+        Ok(DatabaseAliases {
+            files,
+            options,
+            maps: std::sync::Mutex::new(maps),
+        })
+    }
+}
+
+impl AliasExpander for DatabaseAliases {
+    fn expand(&self, local_part: &str) -> Expansion {
+        let mut maps = self.maps.lock().unwrap_or_else(|e| e.into_inner());
+        if maps.is_none() {
+            match crate::aliases::AliasMaps::open(&self.files) {
+                Ok(opened) => *maps = Some(opened),
+                Err(e) => {
+                    return Expansion {
+                        deliveries: Vec::new(),
+                        failures: vec![Failure {
+                            target: local_part.to_string(),
+                            reason: format!("alias database unavailable: {}", e.message),
+                            dsn: "4.3.0".into(),
+                        }],
+                    };
+                }
+            }
+        }
+        let Some(source) = maps.as_mut() else {
+            return Expansion::default();
+        };
+        Expansion::from(crate::aliases::expand(source, local_part, &self.options))
+    }
+}
+
+impl From<crate::aliases::Expansion> for Expansion {
+    fn from(e: crate::aliases::Expansion) -> Expansion {
+        use crate::aliases::Destination as D;
+        Expansion {
+            deliveries: e
+                .deliveries
+                .into_iter()
+                .map(|d| Delivery {
+                    destination: match d.destination {
+                        D::Mailbox { user } => Destination::Mailbox { user },
+                        D::Forward { address } => Destination::Forward { address },
+                        D::Command { command, uid, gid } => {
+                            Destination::Command { command, uid, gid }
+                        }
+                        D::File { path, uid, gid } => Destination::File { path, uid, gid },
+                    },
+                    chain: d.chain,
+                    sender: d.sender,
+                })
+                .collect(),
+            failures: e
+                .failures
+                .into_iter()
+                .map(|f| Failure {
+                    target: f.target,
+                    reason: f.reason,
+                    dsn: f.dsn.to_string(),
+                })
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_real_expander_plugs_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("aliases");
+        std::fs::write(
+            &source,
+            "team: alice, bob@example.org, |/bin/cat\nowner-team: dave\n",
+        )
+        .unwrap();
+        let main_cf = dir.path().join("main.cf");
+        let config = crate::config::Config::from_text(
+            &format!(
+                "alias_maps = hash:{}\nmyorigin = example.com\n",
+                source.display()
+            ),
+            &main_cf,
+        );
+        let mut warnings = Vec::new();
+        let aliases =
+            DatabaseAliases::from_config(&config, &mut |w| warnings.push(w.to_string())).unwrap();
+        // Not compiled yet: deferred, not fatal.
+        let e = aliases.expand("team");
+        assert_eq!(e.failures[0].dsn, "4.3.0", "{e:?}");
+        crate::aliases::compile(&source, &mut |_| {}).unwrap();
+        let e = aliases.expand("TEAM");
+        assert!(e.failures.is_empty(), "{e:?}");
+        assert_eq!(e.deliveries.len(), 3);
+        assert_eq!(
+            e.deliveries[0].destination,
+            Destination::Mailbox {
+                user: "alice".into()
+            }
+        );
+        assert_eq!(
+            e.deliveries[0].sender.as_deref(),
+            Some("owner-team@example.com")
+        );
+        assert_eq!(e.deliveries[0].chain, vec!["team".to_string()]);
+        assert_eq!(
+            aliases.expand("carol").deliveries[0].chain,
+            Vec::<String>::new()
+        );
+    }
+}

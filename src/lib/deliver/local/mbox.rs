@@ -1,0 +1,203 @@
+//! Appending to an mbox file safely: the mailbox in the spool, a mailbox file in the home
+//! directory, and `/file` targets all come through here.
+//!
+//! Safety rules, after Postfix's `mbox_open()` and `safe_open()`:
+//! - the file is opened with `O_NOFOLLOW` and checked with `fstat` on the open descriptor
+//!   (never `stat` on the name, which could be swapped between check and use): a symbolic
+//!   link, anything but a regular file, a file with more than one hard link, and (for
+//!   mailboxes) a file not owned by the recipient are refused;
+//! - an existing file is opened with the recipient's rights, so what the recipient may not
+//!   write cannot be written for them;
+//! - a missing mailbox in a spool the users cannot write (`/var/mail` is `root:mail 2775`
+//!   on Debian) is created with the spool's rights, `O_EXCL`, and then given to the user;
+//! - both locks are held while writing (see `lock`); the message is written, flushed and
+//!   `fsync`ed, and on any error the file is cut back to its old size so that no half
+//!   message is left for a mail reader to choke on.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use super::format::Limited;
+use super::lock::{dotlock, fcntl_lock};
+use super::privileges::{Identity, as_identity};
+use crate::sysexits::describe_io;
+
+/// Where and how to append.
+pub struct Target<'a> {
+    pub path: &'a Path,
+    /// The rights the file is opened and written with.
+    pub user: &'a Identity,
+    /// The rights a missing file and the dot-lock are created with (the spool's for the
+    /// mailbox in `mail_spool_directory`, else the user's).
+    pub creator: &'a Identity,
+    /// Give a file made by `creator` to `user`.
+    pub chown_new: bool,
+    /// Refuse a file that does not belong to `user` (mailboxes; not `/file` targets).
+    pub require_owner: bool,
+    /// Go on without a dot-lock when its directory may not be written.
+    pub dotlock_may_fail: bool,
+    /// Refuse executable files (`/file` targets, as Postfix does).
+    pub refuse_executable: bool,
+    /// The largest the file may grow to, 0 for no limit.
+    pub size_limit: u64,
+    /// How long to wait for the locks.
+    pub lock_wait: Duration,
+}
+
+/// Why an append failed: the text after Postfix's `cannot update mailbox ... for user X.`
+/// and the enhanced status code (4.x.x defers, 5.x.x bounces).
+#[derive(Debug)]
+pub struct Failure {
+    pub text: String,
+    pub dsn: &'static str,
+}
+
+impl Failure {
+    fn new(text: impl Into<String>, dsn: &'static str) -> Failure {
+        Failure {
+            text: text.into(),
+            dsn,
+        }
+    }
+
+    fn io(what: &str, err: &io::Error, default: &'static str) -> Failure {
+        Failure::new(
+            format!("{what}: {}", describe_io(err)),
+            dsn_for(err, default),
+        )
+    }
+}
+
+/// Postfix's `mbox_dsn()`: errors that may pass are temporary, a file that outgrew its
+/// limit is permanent, anything else takes the caller's default.
+pub fn dsn_for(err: &io::Error, default: &'static str) -> &'static str {
+    match err.raw_os_error() {
+        Some(libc::EAGAIN) => "4.2.0",
+        Some(libc::ENOSPC) => "4.3.0",
+        Some(libc::EDQUOT) => "4.2.2",
+        Some(libc::EFBIG) => "5.2.2",
+        _ => default,
+    }
+}
+
+/// Appends one message written by `write` to the target. Returns the bytes appended.
+pub fn append(
+    target: &Target,
+    write: impl FnOnce(&mut dyn Write) -> io::Result<u64>,
+) -> Result<u64, Failure> {
+    let deadline = Instant::now() + target.lock_wait;
+    let _dotlock = dotlock(
+        target.path,
+        target.creator,
+        deadline,
+        target.dotlock_may_fail,
+    )
+    .map_err(|e| Failure::io(&e.text, &e.error, "4.2.0"))?;
+    let file = open(target)?;
+    check(target, &file)?;
+    fcntl_lock(&file, deadline).map_err(|e| Failure::io(&e.text, &e.error, "4.2.0"))?;
+    let old_size = file
+        .metadata()
+        .map_err(|e| Failure::io("cannot stat file", &e, "4.3.0"))?
+        .len();
+    let room = match target.size_limit {
+        0 => None,
+        limit => Some(limit.saturating_sub(old_size)),
+    };
+    let mut out = BufWriter::with_capacity(64 * 1024, Limited { inner: &file, room });
+    let result = write(&mut out)
+        .and_then(|n| out.flush().map(|()| n))
+        .and_then(|n| file.sync_data().map(|()| n));
+    match result {
+        Ok(n) => Ok(n),
+        Err(err) => {
+            // Throw away what is still buffered rather than let a drop flush it after
+            // the truncation.
+            let _ = out.into_parts();
+            let _ = file.set_len(old_size);
+            let _ = file.sync_data();
+            Err(Failure::io("error writing message", &err, "4.3.0"))
+        }
+    }
+}
+
+fn open(target: &Target) -> Result<File, Failure> {
+    let flags = libc::O_NOFOLLOW | libc::O_NOCTTY | libc::O_NONBLOCK;
+    // Two rounds: open, or create when missing; if someone else creates it in between,
+    // open what they made (and check it like any other).
+    for _ in 0..2 {
+        let opened = as_identity(target.user, || {
+            OpenOptions::new()
+                .append(true)
+                .custom_flags(flags)
+                .open(target.path)
+        })
+        .map_err(|e| Failure::io("cannot open file", &e, "4.3.0"))?;
+        match opened {
+            Ok(file) => return Ok(file),
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                return Err(Failure::new("file is a symbolic link", "5.2.0"));
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Failure::io("cannot open file", &e, "5.2.0")),
+        }
+        let created = as_identity(target.creator, || {
+            OpenOptions::new()
+                .append(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(flags)
+                .open(target.path)
+        })
+        .map_err(|e| Failure::io("cannot create file", &e, "4.3.0"))?;
+        match created {
+            Ok(file) => {
+                if target.chown_new && target.creator.uid != target.user.uid {
+                    give_to_user(&file, target)?;
+                }
+                return Ok(file);
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(Failure::io("cannot create file", &e, "5.2.0")),
+        }
+    }
+    Err(Failure::new("file changed while being opened", "4.2.0"))
+}
+
+/// Gives a new file to the user. The group stays the directory's when the directory is
+/// set-group-ID (the spool's `mail` group, as on Debian), else becomes the user's.
+fn give_to_user(file: &File, target: &Target) -> Result<(), Failure> {
+    let setgid_dir = target
+        .path
+        .parent()
+        .and_then(|d| std::fs::metadata(d).ok())
+        .is_some_and(|m| m.mode() & 0o2000 != 0);
+    let gid = (!setgid_dir).then_some(target.user.gid);
+    std::os::unix::fs::fchown(file, Some(target.user.uid), gid)
+        .map_err(|e| Failure::io("cannot set owner of new file", &e, "4.3.0"))
+}
+
+fn check(target: &Target, file: &File) -> Result<(), Failure> {
+    let meta = file
+        .metadata()
+        .map_err(|e| Failure::io("cannot stat file", &e, "4.3.0"))?;
+    if !meta.file_type().is_file() {
+        return Err(Failure::new("file is not a regular file", "5.2.0"));
+    }
+    if meta.nlink() != 1 {
+        return Err(Failure::new(
+            format!("file has {} hard links", meta.nlink()),
+            "5.2.0",
+        ));
+    }
+    if target.require_owner && meta.uid() != target.user.uid {
+        return Err(Failure::new("file has wrong owner", "5.2.0"));
+    }
+    if target.refuse_executable && meta.mode() & 0o111 != 0 {
+        return Err(Failure::new("file is executable", "5.7.1"));
+    }
+    Ok(())
+}

@@ -1,0 +1,155 @@
+//! STARTTLS policy (`smtp_tls_security_level`), turned into lettre's [`TlsParameters`]
+//! for each server.
+//!
+//! | level | STARTTLS | certificate |
+//! |---|---|---|
+//! | empty, `none` | never | — |
+//! | `may` | when offered; a failed handshake is retried in plain text | not checked |
+//! | `encrypt` | required, else the mail waits | not checked |
+//! | `verify`, `secure`, `dane-only` | required | checked against the trusted roots and the server's name |
+//! | `dane` | as `may` | not checked |
+//!
+//! `dane` is what Postfix does for a destination without DNSSEC-signed TLSA records
+//! (opportunistic TLS); mailroom cannot validate DNSSEC, so it always takes that path.
+//! Treating it as `verify` would make mail to any server with a self-signed certificate
+//! bounce after `maximal_queue_lifetime`, which Postfix does not do.
+
+use std::net::IpAddr;
+
+use lettre::transport::smtp::client::{
+    Certificate, CertificateStore, TlsParameters, TlsParametersBuilder,
+};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+
+/// What `smtp_tls_security_level` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    None,
+    May,
+    Encrypt,
+    Verify,
+}
+
+impl Level {
+    pub fn parse(value: &str) -> Result<Level, String> {
+        match value.to_ascii_lowercase().as_str() {
+            "" | "none" => Ok(Level::None),
+            "may" | "dane" => Ok(Level::May),
+            "encrypt" => Ok(Level::Encrypt),
+            "verify" | "secure" | "dane-only" => Ok(Level::Verify),
+            other => Err(format!("invalid TLS security level \"{other}\"")),
+        }
+    }
+
+    /// Whether mail must not go out unencrypted.
+    pub fn required(self) -> bool {
+        matches!(self, Level::Encrypt | Level::Verify)
+    }
+}
+
+/// The policy, with the CA certificates `verify` trusts.
+#[derive(Clone)]
+pub struct TlsPolicy {
+    pub level: Level,
+    /// `smtp_tls_CAfile`, read once; `None` means lettre's built-in Mozilla roots
+    /// (webpki-roots, with the `rustls-tls` feature).
+    ca: Option<Certificate>,
+}
+
+impl std::fmt::Debug for TlsPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsPolicy")
+            .field("level", &self.level)
+            .field("ca_file", &self.ca.is_some())
+            .finish()
+    }
+}
+
+impl TlsPolicy {
+    /// `ca_file`: `smtp_tls_CAfile`, the PEM certificates trusted by `verify`; empty means
+    /// the built-in Mozilla root store. As Postfix's default `tls_append_default_CA = no`,
+    /// a CA file replaces the built-in roots rather than adding to them. Only `verify`
+    /// reads it (the other levels check no certificate); for it, a file that cannot be
+    /// read or holds no certificate is an error.
+    pub fn new(level: Level, ca_file: &str) -> Result<TlsPolicy, String> {
+        let ca = match (level, ca_file) {
+            (Level::Verify, path) if !path.is_empty() => Some(read_ca_file(path)?),
+            _ => None,
+        };
+        Ok(TlsPolicy { level, ca })
+    }
+
+    /// lettre's TLS parameters for server `host`, connected at `ip`: certificates
+    /// unchecked for `may`/`encrypt` (name included: an MX host's certificate rarely
+    /// names it), checked against the roots and the name for `verify`.
+    pub fn parameters(&self, host: &str, ip: IpAddr) -> Result<TlsParameters, String> {
+        // Verify against the name we looked up; lettre takes an address literal (or a
+        // name rustls cannot use) as an IP address.
+        let name = match ServerName::try_from(host) {
+            Ok(_) => host.to_string(),
+            Err(_) => ip.to_string(),
+        };
+        let mut builder = TlsParametersBuilder::new(name);
+        builder = match self.level {
+            Level::None | Level::May | Level::Encrypt => builder
+                .dangerous_accept_invalid_certs(true)
+                .dangerous_accept_invalid_hostnames(true),
+            Level::Verify => match &self.ca {
+                Some(ca) => builder
+                    .certificate_store(CertificateStore::None)
+                    .add_root_certificate(ca.clone()),
+                None => builder.certificate_store(CertificateStore::Default),
+            },
+        };
+        builder.build().map_err(|e| format!("TLS setup: {e}"))
+    }
+}
+
+fn read_ca_file(path: &str) -> Result<Certificate, String> {
+    let bad = |e: &dyn std::fmt::Display| format!("smtp_tls_CAfile {path}: {e}");
+    let pem = std::fs::read(path).map_err(|e| bad(&crate::sysexits::describe_io(&e)))?;
+    let mut count = 0;
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        cert.map_err(|e| bad(&e))?;
+        count += 1;
+    }
+    if count == 0 {
+        return Err(bad(&"no certificates"));
+    }
+    Certificate::from_pem(&pem).map_err(|e| bad(&e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn levels_as_postfix_names_them() {
+        assert_eq!(Level::parse("").unwrap(), Level::None);
+        assert_eq!(Level::parse("none").unwrap(), Level::None);
+        assert_eq!(Level::parse("MAY").unwrap(), Level::May);
+        assert_eq!(Level::parse("dane").unwrap(), Level::May);
+        assert_eq!(Level::parse("encrypt").unwrap(), Level::Encrypt);
+        assert_eq!(Level::parse("secure").unwrap(), Level::Verify);
+        assert_eq!(Level::parse("verify").unwrap(), Level::Verify);
+        assert!(Level::parse("sometimes").is_err());
+        assert!(Level::Encrypt.required() && !Level::May.required());
+    }
+
+    #[test]
+    fn policies_build() {
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        for level in [Level::May, Level::Encrypt, Level::Verify] {
+            let policy = TlsPolicy::new(level, "").unwrap();
+            let params = policy.parameters("mx.example.net", ip).unwrap();
+            assert_eq!(params.domain(), "mx.example.net");
+            let params = policy.parameters("not a name", ip).unwrap();
+            assert_eq!(params.domain(), "192.0.2.1");
+        }
+        assert!(TlsPolicy::new(Level::Verify, "/nonexistent/ca.pem").is_err());
+        let empty = tempfile::NamedTempFile::new().unwrap();
+        let path = empty.path().to_str().unwrap();
+        assert!(TlsPolicy::new(Level::Verify, path).is_err());
+    }
+}

@@ -1,0 +1,243 @@
+//! The client connection: buffered input read in bounded chunks, replies collected and
+//! written in one go, and the STARTTLS upgrade (RFC 3207).
+//!
+//! Replies are written only when the server is about to wait for input it does not have
+//! yet. That is what makes PIPELINING (RFC 2920) cheap: a client that sends ten commands
+//! in one packet gets ten replies in one packet, in order, and a client that sends one
+//! at a time still gets each reply at once.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+
+use rustls::{ServerConfig, ServerConnection, StreamOwned};
+
+/// Input buffer size: also the most we read from the client in one go.
+const BUFFER: usize = 16 * 1024;
+
+/// What the session talks over.
+pub enum Transport<'a> {
+    Tcp(TcpStream),
+    Tls(Box<StreamOwned<ServerConnection, TcpStream>>),
+    /// `sendmail -bs`: stdin and stdout.
+    Pipe {
+        input: Box<dyn Read + 'a>,
+        output: Box<dyn Write + 'a>,
+    },
+    /// Between giving up one transport and getting the next (STARTTLS).
+    Closed,
+}
+
+impl Read for Transport<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Transport::Tcp(s) => s.read(buf),
+            Transport::Tls(s) => s.read(buf),
+            Transport::Pipe { input, .. } => input.read(buf),
+            Transport::Closed => Ok(0),
+        }
+    }
+}
+
+impl Write for Transport<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Transport::Tcp(s) => s.write(buf),
+            Transport::Tls(s) => s.write(buf),
+            Transport::Pipe { output, .. } => output.write(buf),
+            Transport::Closed => Err(io::ErrorKind::NotConnected.into()),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Transport::Tcp(s) => s.flush(),
+            Transport::Tls(s) => s.flush(),
+            Transport::Pipe { output, .. } => output.flush(),
+            Transport::Closed => Ok(()),
+        }
+    }
+}
+
+/// One line read by [`Connection::read_line`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Line {
+    /// A line, its CRLF or LF removed, in the caller's buffer.
+    Complete,
+    /// A line longer than the limit: read to its end and thrown away.
+    TooLong,
+    /// The client closed the connection (a partial last line is dropped).
+    Eof,
+}
+
+pub struct Connection<'a> {
+    input: BufReader<Transport<'a>>,
+    out: Vec<u8>,
+}
+
+impl<'a> Connection<'a> {
+    pub fn new(transport: Transport<'a>) -> Connection<'a> {
+        Connection {
+            input: BufReader::with_capacity(BUFFER, transport),
+            out: Vec::with_capacity(1024),
+        }
+    }
+
+    pub fn is_tls(&self) -> bool {
+        matches!(self.input.get_ref(), Transport::Tls(_))
+    }
+
+    /// Queues a reply; it is written before the next wait for input, or by `flush`.
+    pub fn send(&mut self, reply: &super::reply::Reply) {
+        self.out.extend_from_slice(&reply.to_wire());
+    }
+
+    pub fn flush(&mut self) -> io::Result<()> {
+        if !self.out.is_empty() {
+            let out = std::mem::take(&mut self.out);
+            let result = self.input.get_mut().write_all(&out);
+            self.out = out;
+            self.out.clear();
+            result?;
+        }
+        self.input.get_mut().flush()
+    }
+
+    /// Reads one line of at most `max` bytes (not counting its line ending) into `line`.
+    /// Never holds more than `max` plus one buffer of input, however long the line.
+    pub fn read_line(&mut self, line: &mut Vec<u8>, max: usize) -> io::Result<Line> {
+        line.clear();
+        let mut too_long = false;
+        loop {
+            let chunk = self.fill_buf()?;
+            if chunk.is_empty() {
+                return Ok(Line::Eof);
+            }
+            let (take, complete) = match chunk.iter().position(|&c| c == b'\n') {
+                Some(pos) => (pos + 1, true),
+                None => (chunk.len(), false),
+            };
+            if !too_long {
+                // +2: room for the CRLF that is removed below.
+                if line.len() + take > max + 2 {
+                    too_long = true;
+                    line.clear();
+                } else {
+                    line.extend_from_slice(&chunk[..take]);
+                }
+            }
+            self.consume(take);
+            if complete {
+                if too_long {
+                    return Ok(Line::TooLong);
+                }
+                line.pop();
+                if line.last() == Some(&b'\r') {
+                    line.pop();
+                }
+                return Ok(Line::Complete);
+            }
+        }
+    }
+
+    /// Bytes the client has sent that are not read yet.
+    pub fn pending_input(&self) -> usize {
+        self.input.buffer().len()
+    }
+
+    /// Switches to TLS after the `220 Ready to start TLS` reply has been flushed, and
+    /// completes the handshake. Anything the client sent after `STARTTLS` in plain text
+    /// is thrown away, never read as if it had come over TLS (the CVE-2011-0411 command
+    /// injection).
+    pub fn start_tls(&mut self, config: Arc<ServerConfig>) -> io::Result<()> {
+        let old = std::mem::replace(
+            &mut self.input,
+            BufReader::with_capacity(BUFFER, Transport::Closed),
+        );
+        let Transport::Tcp(tcp) = old.into_inner() else {
+            return Err(io::Error::other("STARTTLS needs a plain TCP connection"));
+        };
+        let server = ServerConnection::new(config).map_err(io::Error::other)?;
+        let mut tls = StreamOwned::new(server, tcp);
+        while tls.conn.is_handshaking() {
+            tls.conn.complete_io(&mut tls.sock)?;
+        }
+        self.input = BufReader::with_capacity(BUFFER, Transport::Tls(Box::new(tls)));
+        Ok(())
+    }
+
+    /// Writes what is pending and ends TLS politely; errors no longer matter here.
+    pub fn close(&mut self) {
+        let _ = self.flush();
+        if let Transport::Tls(tls) = self.input.get_mut() {
+            tls.conn.send_close_notify();
+            let _ = tls.conn.complete_io(&mut tls.sock);
+        }
+    }
+}
+
+impl Read for Connection<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let chunk = self.fill_buf()?;
+        let n = chunk.len().min(buf.len());
+        buf[..n].copy_from_slice(&chunk[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl BufRead for Connection<'_> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        if self.input.buffer().is_empty() {
+            // About to wait for the client: it must have our replies first.
+            self.flush()?;
+        }
+        self.input.fill_buf()
+    }
+
+    fn consume(&mut self, amount: usize) {
+        self.input.consume(amount);
+    }
+}
+
+/// A read that ran into the socket's timeout.
+pub fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pipe(input: &'static [u8]) -> Connection<'static> {
+        Connection::new(Transport::Pipe {
+            input: Box::new(input),
+            output: Box::new(io::sink()),
+        })
+    }
+
+    #[test]
+    fn lines_are_bounded() {
+        let mut conn = pipe(b"NOOP\r\nshort\n");
+        let mut line = Vec::new();
+        assert_eq!(conn.read_line(&mut line, 10).unwrap(), Line::Complete);
+        assert_eq!(line, b"NOOP");
+        assert_eq!(conn.read_line(&mut line, 10).unwrap(), Line::Complete);
+        assert_eq!(line, b"short");
+        assert_eq!(conn.read_line(&mut line, 10).unwrap(), Line::Eof);
+
+        let long: &'static [u8] = Box::leak(
+            [vec![b'x'; 100_000], b"\r\nQUIT\r\n".to_vec()]
+                .concat()
+                .into_boxed_slice(),
+        );
+        let mut conn = pipe(long);
+        assert_eq!(conn.read_line(&mut line, 2048).unwrap(), Line::TooLong);
+        assert!(line.capacity() < 8192, "the long line was not kept");
+        assert_eq!(conn.read_line(&mut line, 2048).unwrap(), Line::Complete);
+        assert_eq!(line, b"QUIT");
+    }
+}

@@ -1,0 +1,296 @@
+//! The network listener: sockets for `inet_interfaces` × `inet_protocols` on
+//! `smtpd_port`, one accept thread per socket, one thread per session, at most
+//! `smtpd_process_limit` sessions at once (the rest are told `421` and closed).
+//!
+//! A socket that cannot be bound is a logged warning, not a failure: the daemon's
+//! pickup and delivery must go on when port 25 is taken.
+
+use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::connection::{Connection, Transport};
+use super::relay;
+use super::reply;
+use super::session::{self, Client, Server};
+
+/// How often accept threads look at the stop flag.
+const POLL_INTERVAL_MS: u16 = 250;
+/// How long a stopping listener waits for sessions in progress to finish.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// The addresses to listen on, from `inet_interfaces` and `inet_protocols`. Names other
+/// than `all`, `loopback-only` and `localhost` are not looked up (no DNS); they are
+/// returned as warnings.
+pub fn bind_addresses(
+    interfaces: &[String],
+    protocols: &[String],
+    port: u16,
+) -> (Vec<SocketAddr>, Vec<String>) {
+    let (ipv4, ipv6) = relay::protocols(protocols);
+    let mut addrs: Vec<IpAddr> = Vec::new();
+    let mut warnings = Vec::new();
+    let add = |ip: IpAddr, addrs: &mut Vec<IpAddr>| {
+        if !addrs.contains(&ip) {
+            addrs.push(ip);
+        }
+    };
+    for item in interfaces {
+        match item.to_ascii_lowercase().as_str() {
+            "all" => {
+                add(IpAddr::V4(Ipv4Addr::UNSPECIFIED), &mut addrs);
+                add(IpAddr::V6(Ipv6Addr::UNSPECIFIED), &mut addrs);
+            }
+            "loopback-only" | "localhost" => {
+                add(IpAddr::V4(Ipv4Addr::LOCALHOST), &mut addrs);
+                add(IpAddr::V6(Ipv6Addr::LOCALHOST), &mut addrs);
+            }
+            other => {
+                let bare = other
+                    .strip_prefix('[')
+                    .and_then(|s| s.strip_suffix(']'))
+                    .unwrap_or(other);
+                match bare.parse::<IpAddr>() {
+                    Ok(ip) => add(ip.to_canonical(), &mut addrs),
+                    Err(_) => warnings.push(format!(
+                        "inet_interfaces: \"{item}\" is not an IP address; host names are not looked up"
+                    )),
+                }
+            }
+        }
+    }
+    let wanted = |ip: &IpAddr| if ip.is_ipv4() { ipv4 } else { ipv6 };
+    let list = addrs
+        .into_iter()
+        .filter(wanted)
+        .map(|ip| SocketAddr::new(ip, port))
+        .collect();
+    (list, warnings)
+}
+
+/// Bound listening sockets, ready to serve.
+pub struct Listeners {
+    sockets: Vec<TcpListener>,
+    server: Arc<Server>,
+    process_limit: usize,
+}
+
+impl Listeners {
+    /// Binds what `config` asks for. Sockets that cannot be bound are logged and left
+    /// out; an empty `smtpd_port` gives no sockets at all.
+    pub fn bind(
+        config: &crate::config::Config,
+        queue: crate::queue::Queue,
+        log: Arc<crate::log::Log>,
+    ) -> crate::sysexits::Result<Listeners> {
+        let server = super::server_from_config(config, queue, log.clone(), true)?;
+        let process_limit = config.number("smtpd_process_limit")?.max(1) as usize;
+        let port_text = config.get("smtpd_port")?;
+        let port_text = port_text.trim();
+        let mut sockets = Vec::new();
+        if !port_text.is_empty() {
+            let Ok(port) = port_text.parse::<u16>() else {
+                return Err(crate::sysexits::Error::config(format!(
+                    "parameter smtpd_port: not a port number: \"{port_text}\""
+                )));
+            };
+            let (addrs, warnings) = bind_addresses(
+                &config.list("inet_interfaces")?,
+                &config.list("inet_protocols")?,
+                port,
+            );
+            for w in warnings {
+                log.warning(&w);
+            }
+            for addr in addrs {
+                match bind(addr) {
+                    Ok(socket) => sockets.push(socket),
+                    Err(e) => log.warning(&format!(
+                        "cannot listen on {addr}: {}; SMTP service there is off",
+                        crate::sysexits::describe_io(&e)
+                    )),
+                }
+            }
+        }
+        Ok(Listeners {
+            sockets,
+            server: Arc::new(server),
+            process_limit,
+        })
+    }
+
+    /// The addresses actually bound (with the port the system chose for port 0).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.sockets
+            .iter()
+            .filter_map(|s| s.local_addr().ok())
+            .collect()
+    }
+
+    /// Starts one accept thread per socket. Each returns once `stop` is set, after the
+    /// sessions in progress have finished (or a grace period has passed).
+    pub fn spawn(self, stop: Arc<AtomicBool>) -> Vec<JoinHandle<()>> {
+        let active = Arc::new(AtomicUsize::new(0));
+        let mut handles = Vec::new();
+        for socket in self.sockets {
+            let server = self.server.clone();
+            let stop = stop.clone();
+            let active = active.clone();
+            let limit = self.process_limit;
+            let spawned = std::thread::Builder::new()
+                .name("smtpd-accept".into())
+                .spawn(move || accept_loop(socket, server, limit, active, stop));
+            match spawned {
+                Ok(h) => handles.push(h),
+                Err(e) => self
+                    .server
+                    .log
+                    .warning(&format!("cannot start SMTP listener thread: {e}")),
+            }
+        }
+        handles
+    }
+}
+
+/// Binds a listening socket; an IPv6 socket takes IPv6 only, so that `all` can bind
+/// `0.0.0.0` and `[::]` side by side.
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use nix::sys::socket::{
+        AddressFamily, Backlog, SockFlag, SockType, SockaddrStorage, bind, listen, setsockopt,
+        socket, sockopt,
+    };
+    use std::os::fd::AsRawFd;
+    let family = if addr.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
+    let fd = socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
+    setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    if addr.is_ipv6() {
+        setsockopt(&fd, sockopt::Ipv6V6Only, &true)?;
+    }
+    bind(fd.as_raw_fd(), &SockaddrStorage::from(addr))?;
+    listen(&fd, Backlog::new(128).unwrap_or(Backlog::MAXCONN))?;
+    Ok(TcpListener::from(fd))
+}
+
+/// Decrements the session count however the session thread ends.
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn accept_loop(
+    socket: TcpListener,
+    server: Arc<Server>,
+    limit: usize,
+    active: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+) {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    while !stop.load(Ordering::SeqCst) {
+        let mut fds = [PollFd::new(socket.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(POLL_INTERVAL_MS)) {
+            Ok(0) => continue,
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => {
+                server.log.warning(&format!("poll on SMTP listener: {e}"));
+                std::thread::sleep(Duration::from_millis(POLL_INTERVAL_MS.into()));
+                continue;
+            }
+        }
+        let (stream, peer) = match socket.accept() {
+            Ok(pair) => pair,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                server.log.warning(&format!("accept: {e}"));
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let _ = stream.set_read_timeout(Some(server.timeout));
+        let _ = stream.set_write_timeout(Some(server.timeout));
+        if active.fetch_add(1, Ordering::SeqCst) >= limit {
+            active.fetch_sub(1, Ordering::SeqCst);
+            refuse(stream, &server, peer);
+            continue;
+        }
+        let slot = Slot(active.clone());
+        let session_server = server.clone();
+        let spawned = std::thread::Builder::new()
+            .name("smtpd".into())
+            .spawn(move || {
+                let _slot = slot;
+                serve(stream, &session_server, peer.ip());
+            });
+        if let Err(e) = spawned {
+            server
+                .log
+                .warning(&format!("cannot start session thread: {e}"));
+        }
+    }
+    let deadline = Instant::now() + STOP_GRACE;
+    while active.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn serve(stream: TcpStream, server: &Server, ip: IpAddr) {
+    let client = Client::network(ip, &server.relay);
+    let mut conn = Connection::new(Transport::Tcp(stream));
+    session::run(server, client, &mut conn);
+}
+
+fn refuse(mut stream: TcpStream, server: &Server, peer: SocketAddr) {
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(2)));
+    let _ = stream.write_all(&reply::too_many_connections().to_wire());
+    server.log.warning(&format!(
+        "too many connections: refusing unknown[{}]",
+        peer.ip().to_canonical()
+    ));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    fn shown(addrs: &[SocketAddr]) -> Vec<String> {
+        addrs.iter().map(|a| a.to_string()).collect()
+    }
+
+    #[test]
+    fn interfaces_and_protocols() {
+        let (a, w) = bind_addresses(&s(&["loopback-only"]), &s(&["all"]), 25);
+        assert_eq!(shown(&a), ["127.0.0.1:25", "[::1]:25"]);
+        assert!(w.is_empty());
+        let (a, _) = bind_addresses(&s(&["all"]), &s(&["ipv4"]), 2525);
+        assert_eq!(shown(&a), ["0.0.0.0:2525"]);
+        let (a, _) = bind_addresses(&s(&["all"]), &s(&["ipv6"]), 25);
+        assert_eq!(shown(&a), ["[::]:25"]);
+        let (a, _) = bind_addresses(&s(&["localhost"]), &s(&["ipv4", "ipv6"]), 25);
+        assert_eq!(shown(&a), ["127.0.0.1:25", "[::1]:25"]);
+        let (a, w) = bind_addresses(
+            &s(&["192.0.2.1", "[2001:db8::1]", "mail.example.com"]),
+            &s(&["all"]),
+            25,
+        );
+        assert_eq!(shown(&a), ["192.0.2.1:25", "[2001:db8::1]:25"]);
+        assert_eq!(w.len(), 1);
+        let (a, _) = bind_addresses(&s(&["192.0.2.1", "2001:db8::1"]), &s(&["ipv6"]), 25);
+        assert_eq!(shown(&a), ["[2001:db8::1]:25"]);
+    }
+}

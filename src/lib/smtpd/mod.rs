@@ -1,0 +1,156 @@
+//! The SMTP server side (RFC 5321): `sendmail -bs` on stdin/stdout, and the listener the
+//! daemon runs on `smtpd_port`. Split by the nouns of the RFC, as lettre's client is:
+//!
+//! | module | its job |
+//! |---|---|
+//! | [`command`] | parse command lines and their ESMTP parameters |
+//! | [`reply`] | the replies, worded as Postfix's smtpd words them |
+//! | [`session`] | the state machine of one session, limits, logging |
+//! | [`data`] | the DATA section: final dot, dot-unstuffing, streaming |
+//! | [`connection`] | buffered input, batched replies (PIPELINING), STARTTLS |
+//! | [`relay`] | who may send where: `mydestination`, `relay_domains`, `mynetworks` |
+//! | [`listener`] | sockets, accept threads, the session cap |
+//! | [`tls`] | the server certificate |
+//!
+//! Accepted mail is written by [`crate::submit::write_message`], the same path a
+//! `sendmail` submission takes, into `maildrop/`.
+
+pub mod command;
+pub mod connection;
+pub mod data;
+pub mod listener;
+pub mod relay;
+pub mod reply;
+pub mod session;
+pub mod tls;
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::thread::JoinHandle;
+
+use crate::config::Config;
+use crate::log::Log;
+use crate::queue::Queue;
+use crate::submit::Settings;
+use crate::sysexits::Result;
+use connection::{Connection, Transport};
+pub use listener::Listeners;
+use relay::RelayPolicy;
+use session::{Client, Server};
+
+/// `sendmail -bs`: one SMTP session on `input`/`output` as the invoking user `uid`, who
+/// may send to any domain (a local submission is trusted, as in Postfix). Returns after
+/// QUIT or the end of input; protocol errors are answered, not returned.
+pub fn run_stdio(config: &Config, uid: u32, input: impl Read, output: impl Write) -> Result<()> {
+    let queue = Queue::new(config.queue_directory()?);
+    let log = Arc::new(Log::from_config(config, "smtpd"));
+    let server = server_from_config(config, queue, log, false)?;
+    let mut conn = Connection::new(Transport::Pipe {
+        input: Box::new(input),
+        output: Box::new(output),
+    });
+    session::run(&server, Client::local_user(uid), &mut conn);
+    Ok(())
+}
+
+/// Starts the SMTP listener as `config` asks (`smtpd_port`, `inet_interfaces`,
+/// `inet_protocols`; empty `smtpd_port` = none): one accept thread per bound address,
+/// returned so the caller can join them after setting `stop`. Addresses that cannot be
+/// bound are logged to `log` as warnings and skipped; errors are only for a
+/// configuration that cannot be used at all (a bad parameter value).
+pub fn spawn_listeners(
+    config: &Config,
+    queue: Queue,
+    log: Arc<Log>,
+    stop: Arc<AtomicBool>,
+) -> Result<Vec<JoinHandle<()>>> {
+    Ok(Listeners::bind(config, queue, log)?.spawn(stop))
+}
+
+/// Reads everything a session needs from `main.cf` once. `network`: TLS is set up
+/// (STARTTLS is for the listener only).
+fn server_from_config(
+    config: &Config,
+    queue: Queue,
+    log: Arc<Log>,
+    network: bool,
+) -> Result<Server> {
+    let settings = Settings {
+        myhostname: config.myhostname()?,
+        myorigin: config.myorigin()?,
+        message_size_limit: config.message_size_limit()?,
+        header_size_limit: config.number("header_size_limit")?,
+    };
+    let relay = RelayPolicy::from_config(config, &mut |w| log.warning(&w))?;
+    let (tls, tls_required) = if network {
+        tls_from_config(config, &log)?
+    } else {
+        (None, false)
+    };
+    let count = |name: &str| -> Result<usize> {
+        Ok(usize::try_from(config.number(name)?).unwrap_or(usize::MAX))
+    };
+    Ok(Server {
+        banner: config.get("smtpd_banner")?,
+        recipient_limit: count("smtpd_recipient_limit")?.max(1),
+        recipient_overshoot_limit: count("smtpd_recipient_overshoot_limit")?,
+        hard_error_limit: count("smtpd_hard_error_limit")?.max(1),
+        line_length_limit: count("line_length_limit")?.max(512),
+        timeout: config
+            .time("smtpd_timeout")?
+            .max(std::time::Duration::from_secs(1)),
+        settings,
+        relay,
+        tls,
+        tls_required,
+        queue,
+        log,
+    })
+}
+
+/// `smtpd_tls_security_level`: `none` is off; `may` and `encrypt` need the certificate.
+/// Empty means `may` when a certificate is configured: whoever sets
+/// `smtpd_tls_cert_file` wants STARTTLS (Postfix would also need the level set).
+/// A certificate that does not load is a warning; with `encrypt`, mail is then refused
+/// rather than taken in plain text.
+fn tls_from_config(
+    config: &Config,
+    log: &Log,
+) -> Result<(Option<Arc<rustls::ServerConfig>>, bool)> {
+    let level = config.get("smtpd_tls_security_level")?.to_ascii_lowercase();
+    let cert = config.get("smtpd_tls_cert_file")?;
+    let key = config.get("smtpd_tls_key_file")?;
+    let (wanted, required) = match level.as_str() {
+        "" => (!cert.is_empty(), false),
+        "none" => (false, false),
+        "may" => (true, false),
+        "encrypt" => (true, true),
+        other => {
+            log.warning(&format!(
+                "smtpd_tls_security_level: unknown level \"{other}\", STARTTLS is off"
+            ));
+            (false, false)
+        }
+    };
+    if !wanted {
+        return Ok((None, false));
+    }
+    if cert.is_empty() {
+        log.warning(
+            "smtpd_tls_security_level is set but smtpd_tls_cert_file is empty: STARTTLS is off",
+        );
+        return Ok((None, required));
+    }
+    let key = if key.is_empty() { cert.clone() } else { key };
+    match tls::load(Path::new(&cert), Path::new(&key)) {
+        Ok(tls) => Ok((Some(tls), required)),
+        Err(why) => {
+            log.warning(&format!(
+                "cannot load TLS certificate: {why}; STARTTLS is off"
+            ));
+            Ok((None, required))
+        }
+    }
+}

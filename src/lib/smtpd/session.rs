@@ -1,0 +1,555 @@
+//! One SMTP session (RFC 5321 section 4.1.4 ordering): greeting, HELO/EHLO, then
+//! transactions of MAIL, RCPT and DATA until QUIT, end of input, a timeout or too many
+//! errors. Accepted messages go through the same queue-writing path as `sendmail`
+//! ([`crate::submit::write_message`]), so `250 Ok: queued` is sent only after the queue
+//! file is durable.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::ServerConfig;
+
+use super::command::{self, Body, Command};
+use super::connection::{Connection, Line, is_timeout};
+use super::data::DataReader;
+use super::relay::RelayPolicy;
+use super::reply::{self, Reply};
+use crate::address;
+use crate::log::Log;
+use crate::message::input::InputReader;
+use crate::queue::{Queue, Recipient};
+use crate::submit::{self, Draft, QueueError, Settings, SmtpTrace, Trace};
+
+/// What every session of one server shares: settings read once from `main.cf`.
+pub struct Server {
+    pub settings: Settings,
+    /// The text after `220 `.
+    pub banner: String,
+    pub recipient_limit: usize,
+    /// RCPTs over the limit that are answered 452 before they count as errors.
+    pub recipient_overshoot_limit: usize,
+    pub hard_error_limit: usize,
+    /// The longest command line (RFC 5321 allows 512; Postfix's limit is 2048).
+    pub line_length_limit: usize,
+    pub timeout: Duration,
+    pub relay: RelayPolicy,
+    /// STARTTLS is offered when this is set (the listener only).
+    pub tls: Option<Arc<ServerConfig>>,
+    /// `smtpd_tls_security_level = encrypt`: no mail before STARTTLS.
+    pub tls_required: bool,
+    pub queue: Queue,
+    pub log: Arc<Log>,
+}
+
+/// Who is on the other side.
+#[derive(Debug, Clone)]
+pub struct Client {
+    /// `unknown` (we make no DNS lookups), `localhost` for `sendmail -bs`.
+    pub name: String,
+    pub addr: String,
+    /// May send mail to any domain: in `mynetworks`, or a local user (`-bs`).
+    pub may_relay: bool,
+    /// Headers are qualified with `$myorigin` for local clients only.
+    pub local: bool,
+    /// The uid recorded in the queue file.
+    pub uid: u32,
+    /// `sendmail -bs`: stdin/stdout, lenient line endings in DATA.
+    pub pipe: bool,
+}
+
+impl Client {
+    /// A client connected over the network from `ip`.
+    pub fn network(ip: IpAddr, relay: &RelayPolicy) -> Client {
+        let ip = ip.to_canonical();
+        Client {
+            name: "unknown".into(),
+            addr: ip.to_string(),
+            may_relay: relay.in_mynetworks(ip),
+            local: ip.is_loopback(),
+            uid: nix::unistd::getuid().as_raw(),
+            pipe: false,
+        }
+    }
+
+    /// A local user speaking SMTP on stdin (`sendmail -bs`): trusted as a local
+    /// submission is, and recorded as Postfix records it.
+    pub fn local_user(uid: u32) -> Client {
+        Client {
+            name: "localhost".into(),
+            addr: "127.0.0.1".into(),
+            may_relay: true,
+            local: true,
+            uid,
+            pipe: true,
+        }
+    }
+}
+
+impl std::fmt::Display for Client {
+    /// `unknown[192.0.2.1]`, as Postfix names clients in log lines.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}[{}]", self.name, self.addr)
+    }
+}
+
+struct Transaction {
+    sender: String,
+    /// (as given, qualified)
+    recipients: Vec<(String, String)>,
+    /// RCPTs refused for being over the limit.
+    overshoot: usize,
+}
+
+/// Commands counted for the `disconnect` log line, in Postfix's order.
+const STAT_ORDER: [&str; 12] = [
+    "helo", "ehlo", "starttls", "mail", "rcpt", "data", "rset", "noop", "vrfy", "help", "quit",
+    "unknown",
+];
+
+struct Stats {
+    /// (accepted, total) per entry of `STAT_ORDER`.
+    counts: [(u32, u32); 12],
+}
+
+impl Stats {
+    fn record(&mut self, name: &str, ok: bool) {
+        if let Some(i) = STAT_ORDER.iter().position(|n| *n == name) {
+            self.counts[i].1 += 1;
+            if ok {
+                self.counts[i].0 += 1;
+            }
+        }
+    }
+
+    /// ` ehlo=1 mail=1 rcpt=0/1 quit=1 commands=3/4`
+    fn summary(&self) -> String {
+        let show = |(ok, total): (u32, u32)| {
+            if ok == total {
+                format!("{total}")
+            } else {
+                format!("{ok}/{total}")
+            }
+        };
+        let mut out = String::new();
+        let mut all = (0, 0);
+        for (name, &(ok, total)) in STAT_ORDER.iter().zip(&self.counts) {
+            if total > 0 {
+                out.push_str(&format!(" {name}={}", show((ok, total))));
+                all = (all.0 + ok, all.1 + total);
+            }
+        }
+        out.push_str(&format!(" commands={}", show(all)));
+        out
+    }
+}
+
+/// How a session ended, for the log.
+enum End {
+    Quit,
+    Lost,
+    Timeout,
+    TooManyErrors,
+    TlsFailed(String),
+}
+
+struct Session<'s> {
+    server: &'s Server,
+    client: Client,
+    helo: Option<String>,
+    esmtp: bool,
+    tx: Option<Transaction>,
+    errors: usize,
+    stats: Stats,
+    /// The last command, for `lost connection after DATA` lines.
+    last: &'static str,
+}
+
+/// Runs one session to its end. Never fails: a broken connection ends the session, and
+/// what happened is logged.
+pub fn run(server: &Server, client: Client, conn: &mut Connection<'_>) {
+    let log = &server.log;
+    log.info(&format!("connect from {client}"));
+    let mut session = Session {
+        server,
+        client,
+        helo: None,
+        esmtp: false,
+        tx: None,
+        errors: 0,
+        stats: Stats {
+            counts: [(0, 0); 12],
+        },
+        last: "CONNECT",
+    };
+    conn.send(&Reply::new(220, server.banner.clone()));
+    let end = session.serve(conn);
+    let client = &session.client;
+    match end {
+        End::Quit => {}
+        End::Lost => log.info(&format!(
+            "lost connection after {} from {client}",
+            session.last
+        )),
+        End::Timeout => {
+            conn.send(&reply::timeout(&server.settings.myhostname));
+            log.info(&format!("timeout after {} from {client}", session.last));
+        }
+        End::TooManyErrors => {
+            conn.send(&reply::too_many_errors(&server.settings.myhostname));
+            log.info(&format!(
+                "too many errors after {} from {client}",
+                session.last
+            ));
+        }
+        End::TlsFailed(why) => {
+            log.warning(&format!("TLS handshake failed from {client}: {why}"));
+        }
+    }
+    conn.close();
+    log.info(&format!(
+        "disconnect from {client}{}",
+        session.stats.summary()
+    ));
+}
+
+impl Session<'_> {
+    fn serve(&mut self, conn: &mut Connection<'_>) -> End {
+        let mut line = Vec::with_capacity(512);
+        loop {
+            match conn.read_line(&mut line, self.server.line_length_limit) {
+                Ok(Line::Complete) => {}
+                Ok(Line::TooLong) => {
+                    self.stats.record("unknown", false);
+                    if let Some(end) = self.answer(conn, reply::line_too_long()) {
+                        return end;
+                    }
+                    continue;
+                }
+                Ok(Line::Eof) => return End::Lost,
+                Err(e) if is_timeout(&e) => return End::Timeout,
+                Err(_) => return End::Lost,
+            }
+            let name = command::stat_name(&line);
+            let parsed = command::parse(&line);
+            self.last = verb_for_log(name);
+            let outcome = match parsed {
+                Ok(cmd) => self.execute(cmd, conn),
+                Err(reply) => Step::Reply(reply),
+            };
+            let reply = match outcome {
+                Step::Reply(r) => r,
+                Step::Exempt(r) => {
+                    self.stats.record(name, false);
+                    conn.send(&r);
+                    continue;
+                }
+                Step::Nothing => continue,
+                Step::End(end) => {
+                    self.stats.record(name, matches!(end, End::Quit));
+                    return end;
+                }
+            };
+            self.stats.record(name, !reply.is_error());
+            if let Some(end) = self.answer(conn, reply) {
+                return end;
+            }
+        }
+    }
+
+    /// Sends a reply, counting errors; `Some` when the client has had too many.
+    fn answer(&mut self, conn: &mut Connection<'_>, reply: Reply) -> Option<End> {
+        if reply.is_error() {
+            self.errors += 1;
+        }
+        conn.send(&reply);
+        (self.errors >= self.server.hard_error_limit).then_some(End::TooManyErrors)
+    }
+
+    fn protocol(&self, tls: bool) -> &'static str {
+        match (self.esmtp, tls) {
+            (true, true) => "ESMTPS",
+            (true, false) => "ESMTP",
+            (false, true) => "SMTPS",
+            (false, false) => "SMTP",
+        }
+    }
+
+    fn execute(&mut self, cmd: Command, conn: &mut Connection<'_>) -> Step {
+        let server = self.server;
+        let tls_pending = server.tls_required && !conn.is_tls();
+        match cmd {
+            Command::Ehlo(name) => {
+                self.helo = Some(name);
+                self.esmtp = true;
+                self.tx = None;
+                Step::Reply(self.ehlo_reply(conn.is_tls()))
+            }
+            Command::Helo(name) => {
+                self.helo = Some(name);
+                self.esmtp = false;
+                self.tx = None;
+                Step::Reply(Reply::new(250, server.settings.myhostname.clone()))
+            }
+            Command::StartTls => self.start_tls(conn),
+            Command::Mail { .. } | Command::Rcpt { .. } | Command::Data if tls_pending => {
+                Step::Reply(reply::tls_required())
+            }
+            Command::Mail { sender, size, body } => self.mail(sender, size, body, conn),
+            Command::Rcpt { recipient } => self.rcpt(recipient, conn),
+            Command::Data => self.data(conn),
+            Command::Rset => {
+                self.tx = None;
+                Step::Reply(reply::ok())
+            }
+            Command::Noop => Step::Reply(reply::ok()),
+            Command::Vrfy(what) => Step::Reply(reply::vrfy(&what)),
+            Command::Help => Step::Reply(reply::help()),
+            Command::Quit => {
+                conn.send(&reply::bye());
+                Step::End(End::Quit)
+            }
+        }
+    }
+
+    fn ehlo_reply(&self, tls: bool) -> Reply {
+        let limit = self.server.settings.message_size_limit;
+        let mut lines = vec![self.server.settings.myhostname.clone(), "PIPELINING".into()];
+        lines.push(if limit > 0 {
+            format!("SIZE {limit}")
+        } else {
+            "SIZE".into()
+        });
+        lines.push("VRFY".into());
+        if self.server.tls.is_some() && !tls {
+            lines.push("STARTTLS".into());
+        }
+        lines.push("ENHANCEDSTATUSCODES".into());
+        lines.push("8BITMIME".into());
+        Reply::multi(250, lines)
+    }
+
+    fn start_tls(&mut self, conn: &mut Connection<'_>) -> Step {
+        let Some(config) = self.server.tls.clone() else {
+            return Step::Reply(if self.server.tls_required {
+                reply::tls_unavailable()
+            } else {
+                reply::not_implemented()
+            });
+        };
+        if conn.is_tls() {
+            return Step::Reply(reply::tls_already_active());
+        }
+        if self.tx.is_some() {
+            return Step::Reply(Reply::new(503, "5.5.1 Error: MAIL transaction in progress"));
+        }
+        conn.send(&reply::ready_for_tls());
+        if conn.flush().is_err() {
+            return Step::End(End::Lost);
+        }
+        if conn.pending_input() > 0 {
+            self.server.log.warning(&format!(
+                "{}: discarding plain-text input sent after STARTTLS",
+                self.client
+            ));
+        }
+        if let Err(e) = conn.start_tls(config) {
+            return Step::End(End::TlsFailed(e.to_string()));
+        }
+        // RFC 3207 section 4.2: forget everything learned before TLS.
+        self.helo = None;
+        self.esmtp = false;
+        self.tx = None;
+        self.stats.record("starttls", true);
+        self.last = "STARTTLS";
+        Step::Nothing
+    }
+
+    fn mail(
+        &mut self,
+        sender: String,
+        size: Option<u64>,
+        _body: Body,
+        conn: &mut Connection<'_>,
+    ) -> Step {
+        if self.tx.is_some() {
+            return Step::Reply(reply::nested_mail());
+        }
+        let limit = self.server.settings.message_size_limit;
+        if limit > 0 && size.is_some_and(|s| s > limit) {
+            let r = reply::size_exceeds_limit();
+            self.reject_log("MAIL", &r, &sender, None, conn.is_tls());
+            return Step::Reply(r);
+        }
+        let sender = address::qualify(&sender, &self.server.settings.myorigin);
+        self.tx = Some(Transaction {
+            sender,
+            recipients: Vec::new(),
+            overshoot: 0,
+        });
+        Step::Reply(reply::sender_ok())
+    }
+
+    fn rcpt(&mut self, recipient: String, conn: &mut Connection<'_>) -> Step {
+        let server = self.server;
+        let Some(tx) = self.tx.as_mut() else {
+            return Step::Reply(reply::need_mail());
+        };
+        if tx.recipients.len() >= server.recipient_limit {
+            tx.overshoot += 1;
+            // Postfix's smtpd_recipient_overshoot_limit: a client that pipelines too many
+            // recipients is told 452 for each extra one without being cut off at once.
+            if tx.overshoot <= server.recipient_overshoot_limit {
+                return Step::Exempt(reply::too_many_recipients());
+            }
+            return Step::Reply(reply::too_many_recipients());
+        }
+        if !self.client.may_relay && !server.relay.is_our_destination(&recipient) {
+            let r = reply::relay_denied(&recipient);
+            let sender = tx.sender.clone();
+            self.reject_log("RCPT", &r, &sender, Some(&recipient), conn.is_tls());
+            return Step::Reply(r);
+        }
+        let qualified = address::qualify(&recipient, &server.settings.myorigin);
+        let (local, domain) = address::split(&qualified);
+        let key = format!("{local}@{}", domain.unwrap_or("").to_ascii_lowercase());
+        let seen = tx.recipients.iter().any(|(_, q)| {
+            let (l, d) = address::split(q);
+            format!("{l}@{}", d.unwrap_or("").to_ascii_lowercase()) == key
+        });
+        if !seen {
+            tx.recipients.push((recipient, qualified));
+        }
+        Step::Reply(reply::recipient_ok())
+    }
+
+    fn data(&mut self, conn: &mut Connection<'_>) -> Step {
+        let server = self.server;
+        // As Postfix: outside a transaction "need RCPT"; inside one without an accepted
+        // recipient (none given, or all refused) "no valid recipients".
+        let tx = match self.tx.take() {
+            Some(tx) if !tx.recipients.is_empty() => tx,
+            Some(tx) => {
+                self.tx = Some(tx);
+                return Step::Reply(reply::no_valid_recipients());
+            }
+            None => return Step::Reply(reply::need_rcpt()),
+        };
+        conn.send(&reply::start_data());
+        let tls = conn.is_tls();
+        let trace = SmtpTrace {
+            helo: self
+                .helo
+                .clone()
+                .unwrap_or_else(|| self.client.name.clone()),
+            client_name: self.client.name.clone(),
+            client_addr: self.client.addr.clone(),
+            protocol: self.protocol(tls),
+            for_rcpt: (tx.recipients.len() == 1).then(|| tx.recipients[0].0.clone()),
+        };
+        let draft = Draft {
+            sender: tx.sender.clone(),
+            full_name: String::new(),
+            uid: self.client.uid,
+            recipients: tx
+                .recipients
+                .iter()
+                .map(|(original, address)| Recipient::new(original, address))
+                .collect(),
+            ret: String::new(),
+            envid: String::new(),
+            trace: Trace::Smtp(trace),
+            qualify_headers: self.client.local,
+        };
+        let mut data = DataReader::new(conn, !self.client.pipe);
+        let result = {
+            let mut reader = InputReader::new(&mut data, false, server.settings.message_size_limit);
+            let tag = "smtpd";
+            submit::read_headers(&mut reader, &server.settings).and_then(|head| {
+                submit::write_message(
+                    &server.queue,
+                    &server.settings,
+                    tag,
+                    draft,
+                    head,
+                    &mut reader,
+                )
+            })
+        };
+        self.last = "END-OF-MESSAGE";
+        let refused = match result {
+            Ok(queued) => {
+                let id = queued.id.to_string();
+                // The from=/size= line is the daemon's to write when it takes the
+                // message in, as Postfix's qmgr does; pflogsumm counts that one.
+                server.log.info(&format!("{id}: client={}", self.client));
+                return Step::Reply(reply::queued(&id));
+            }
+            Err(QueueError::TooBig { .. }) => reply::message_too_big(),
+            Err(QueueError::Queue(e)) => {
+                server.log.warning(&format!(
+                    "{}: queue file write error: {}",
+                    self.client, e.message
+                ));
+                reply::queue_write_error()
+            }
+            Err(QueueError::Input(e)) => {
+                self.last = "DATA";
+                return Step::End(if is_timeout(&e) {
+                    End::Timeout
+                } else {
+                    End::Lost
+                });
+            }
+        };
+        // Answer only after the final dot: until then the client is still sending.
+        match data.drain() {
+            Ok(()) => Step::Reply(refused),
+            Err(e) if is_timeout(&e) => Step::End(End::Timeout),
+            Err(_) => Step::End(End::Lost),
+        }
+    }
+
+    /// `NOQUEUE: reject: RCPT from unknown[192.0.2.1]: 554 5.7.1 <x>: Relay access
+    /// denied; from=<s> to=<x> proto=ESMTP helo=<h>`
+    fn reject_log(&self, stage: &str, r: &Reply, sender: &str, rcpt: Option<&str>, tls: bool) {
+        let mut line = format!(
+            "NOQUEUE: reject: {stage} from {}: {r}; from=<{sender}>",
+            self.client
+        );
+        if let Some(rcpt) = rcpt {
+            line.push_str(&format!(" to=<{rcpt}>"));
+        }
+        line.push_str(&format!(" proto={}", self.protocol(tls)));
+        if let Some(helo) = &self.helo {
+            line.push_str(&format!(" helo=<{helo}>"));
+        }
+        self.server.log.info(&line);
+    }
+}
+
+/// What a command led to.
+enum Step {
+    Reply(Reply),
+    /// A reply that does not count against the error limit.
+    Exempt(Reply),
+    End(End),
+    Nothing,
+}
+
+fn verb_for_log(stat: &'static str) -> &'static str {
+    match stat {
+        "helo" => "HELO",
+        "ehlo" => "EHLO",
+        "mail" => "MAIL",
+        "rcpt" => "RCPT",
+        "data" => "DATA",
+        "rset" => "RSET",
+        "noop" => "NOOP",
+        "quit" => "QUIT",
+        "vrfy" => "VRFY",
+        "help" => "HELP",
+        "starttls" => "STARTTLS",
+        _ => "UNKNOWN",
+    }
+}
