@@ -18,12 +18,14 @@ mydomain = localdomain
 mydestination = \$myhostname, localhost.\$mydomain, localhost
 queue_directory = $T/queue
 mail_spool_directory = $T/spool
-alias_maps =
-alias_database =
+alias_maps = cdb:$T/config/aliases
+alias_database = cdb:$T/config/aliases
 maillog_file = $T/maillog
 smtpd_port =
 CF
 export MAIL_CONFIG=$T/config
+echo "postmaster: root" > "$T/config/aliases"
+"$BIN/sendmail" -bi >/dev/null   # aliases consulted on every delivery, as in compare.sh
 DAEMON=""
 stop() { [ -n "$DAEMON" ] && { kill -TERM "$DAEMON" 2>/dev/null; wait "$DAEMON" 2>/dev/null || true; DAEMON=""; }; }
 trap 'stop; rm -rf "$T"' EXIT
