@@ -62,18 +62,18 @@ impl World {
         child.wait_with_output().unwrap()
     }
 
-    fn daemon(&self) -> Child {
+    fn daemon(&self) -> Daemon {
         let child = self
             .cmd(&["-bD"])
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stderr(Stdio::null())
             .spawn()
             .unwrap();
         self.wait_for(
             || self.path("queue/pid/master.pid").exists(),
             "daemon start",
         );
-        child
+        Daemon(Some(child))
     }
 
     fn wait_for(&self, mut cond: impl FnMut() -> bool, what: &str) {
@@ -120,7 +120,29 @@ impl World {
     }
 }
 
-fn stop(mut child: Child) -> std::process::ExitStatus {
+/// A daemon started by a test; killed if the test fails before stopping it, so that no
+/// daemon outlives its test.
+struct Daemon(Option<Child>);
+
+impl Daemon {
+    fn id(&self) -> u32 {
+        self.0.as_ref().map_or(0, Child::id)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn stop(mut daemon: Daemon) -> std::process::ExitStatus {
+    let Some(mut child) = daemon.0.take() else {
+        panic!("daemon already stopped");
+    };
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
     child.wait().unwrap()
