@@ -486,3 +486,46 @@ fn pflogsumm_reads_the_log() {
     assert_eq!(count("bounced"), Some(1), "{text}");
     assert!(Path::new(&w.path("maillog")).exists());
 }
+
+/// A free TCP port on 127.0.0.1 (bound and released; the daemon binds it right after).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn the_daemon_listens_for_smtp_and_delivers_what_it_accepts() {
+    let port = free_port();
+    let w = World::with(&format!(
+        "smtpd_port = {port}\ninet_interfaces = 127.0.0.1\ninet_protocols = ipv4\n"
+    ));
+    let daemon = w.daemon();
+    let script = format!(
+        "import smtplib\n\
+         s = smtplib.SMTP('127.0.0.1', {port}, timeout=20)\n\
+         s.sendmail('sender@example.org', ['root@localhost'], 'Subject: over smtp\\r\\n\\r\\nhello\\r\\n')\n\
+         s.quit()\n"
+    );
+    // Give the accept thread a moment: the pid file is written before it binds.
+    let mut out = None;
+    for _ in 0..50 {
+        let o = Command::new("python3")
+            .arg("-c")
+            .arg(&script)
+            .output()
+            .unwrap();
+        if o.status.success() {
+            out = Some(o);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    out.expect("SMTP session with the daemon's listener");
+    w.wait_for(|| w.messages("root") == 1, "delivery of the SMTP message");
+    assert!(w.mbox("root").contains("Subject: over smtp"));
+    assert!(w.log().contains("mailroom/smtpd["), "{}", w.log());
+    assert!(stop(daemon).success());
+}

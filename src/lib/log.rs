@@ -130,16 +130,28 @@ impl Log {
     /// The log a program should use under this configuration: `maillog_file` when set,
     /// else syslog, tagged `$syslog_name/program`.
     pub fn from_config(config: &crate::config::Config, program: &str) -> Log {
-        let name = config
-            .get("syslog_name")
-            .unwrap_or_else(|_| "mailroom".into());
-        let host = config.myhostname().unwrap_or_else(|_| "localhost".into());
-        let sink = match config.get("maillog_file") {
-            Ok(path) if !path.is_empty() => Sink::File(path.into()),
-            _ => Sink::Syslog,
-        };
+        Log::from_config_or(config, program, Sink::Syslog)
+    }
+
+    /// Like [`Log::from_config`], with `fallback` where `maillog_file` is not set (stderr
+    /// for a daemon in the foreground).
+    pub fn from_config_or(config: &crate::config::Config, program: &str, fallback: Sink) -> Log {
+        let (name, host, sink) = settings(config, fallback);
         Log::new(&name, program, &host, sink)
     }
+}
+
+/// `syslog_name`, `myhostname` and the sink `maillog_file` (else `fallback`) asks for.
+pub fn settings(config: &crate::config::Config, fallback: Sink) -> (String, String, Sink) {
+    let name = config
+        .get("syslog_name")
+        .unwrap_or_else(|_| "mailroom".into());
+    let host = config.myhostname().unwrap_or_else(|_| "localhost".into());
+    let sink = match config.get("maillog_file") {
+        Ok(path) if !path.is_empty() => Sink::File(path.into()),
+        _ => fallback,
+    };
+    (name, host, sink)
 }
 
 #[cfg(test)]

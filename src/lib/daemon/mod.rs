@@ -19,7 +19,6 @@ pub mod retry;
 pub mod scheduler;
 pub mod signals;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::config::Config;
@@ -61,14 +60,7 @@ impl Logs {
 
     /// `maillog_file` when set, else `fallback` (stderr for `-bD`, syslog otherwise).
     pub fn from_config(config: &Config, fallback: Sink) -> Logs {
-        let name = config
-            .get("syslog_name")
-            .unwrap_or_else(|_| "mailroom".into());
-        let host = config.myhostname().unwrap_or_else(|_| "localhost".into());
-        let sink = match config.get("maillog_file") {
-            Ok(path) if !path.is_empty() => Sink::File(PathBuf::from(path)),
-            _ => fallback,
-        };
+        let (name, host, sink) = crate::log::settings(config, fallback);
         Logs::new(&name, &host, sink)
     }
 

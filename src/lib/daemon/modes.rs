@@ -4,6 +4,7 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
@@ -42,7 +43,18 @@ pub fn foreground(config: &Config, interval: Option<&str>) -> Result<()> {
             detach::report_ready(pid);
         }
     };
-    scheduler::run_daemon(load, interval, &dir.display().to_string(), ready)
+    // The SMTP listener (smtpd_port; empty = none). Ports that cannot be bound are
+    // logged and skipped: pickup and delivery go on regardless.
+    let listen = |stop: Arc<AtomicBool>| {
+        let log = Arc::new(crate::log::Log::from_config_or(
+            config,
+            "smtpd",
+            fallback.clone(),
+        ));
+        let queue = Queue::new(config.queue_directory()?);
+        crate::smtpd::spawn_listeners(config, queue, log, stop)
+    };
+    scheduler::run_daemon(load, interval, &dir.display().to_string(), ready, listen)
 }
 
 /// `sendmail -bd`: starts the daemon in the background; returns once it runs.

@@ -207,12 +207,16 @@ const RUNNABLE: [QueueName; 4] = [
 /// Runs the daemon until SIGTERM or SIGINT: takes the single-instance lock, calls
 /// `ready` once it holds it, recovers what a crash left in `incoming/` and `active/`, then
 /// picks up and delivers. `load` builds the runtime from `main.cf`, at start and on
-/// SIGHUP. `interval` is `-q`'s, else `queue_run_delay`.
+/// SIGHUP. `interval` is `-q`'s, else `queue_run_delay`. `services` starts what else runs
+/// beside delivery (the SMTP listener) once the lock is held, so a second daemon never
+/// gets as far as binding ports; its threads are told to stop through the flag it is
+/// given and are joined on the way out.
 pub fn run_daemon(
     load: impl Fn() -> Result<Runtime>,
     interval: Option<Duration>,
     config_name: &str,
     ready: impl FnOnce(u32),
+    services: impl FnOnce(Arc<AtomicBool>) -> Result<Vec<JoinHandle<()>>>,
 ) -> Result<()> {
     // Before any thread exists, so that every thread inherits the mask.
     signals::block().map_err(|e| Error::new(ExitCode::OsErr, format!("sigprocmask: {e}")))?;
@@ -239,6 +243,8 @@ pub fn run_daemon(
         "daemon started -- version {}, configuration {config_name}",
         env!("CARGO_PKG_VERSION")
     ));
+    let stop_services = Arc::new(AtomicBool::new(false));
+    let service_threads = services(Arc::clone(&stop_services))?;
     ready(std::process::id());
 
     let (tx, rx) = mpsc::channel::<Event>();
@@ -303,7 +309,11 @@ pub fn run_daemon(
         }
     };
     drop(watcher);
+    stop_services.store(true, Ordering::SeqCst);
     d.pool.shutdown(false);
+    for thread in service_threads {
+        let _ = thread.join();
+    }
     rt.logs
         .master
         .info(&format!("terminating on signal {stopped_by}"));
