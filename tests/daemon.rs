@@ -529,3 +529,93 @@ fn the_daemon_listens_for_smtp_and_delivers_what_it_accepts() {
     assert!(w.log().contains("mailroom/smtpd["), "{}", w.log());
     assert!(stop(daemon).success());
 }
+
+/// Python's aiosmtpd on 127.0.0.1: saves each transaction's envelope and data.
+const AIOSMTPD: &str = r#"
+import json, os, sys
+from aiosmtpd.controller import Controller
+port, out = int(sys.argv[1]), sys.argv[2]
+class Saver:
+    async def handle_DATA(self, server, session, envelope):
+        n = len([f for f in os.listdir(out) if f.endswith(".json")])
+        with open(os.path.join(out, f"{n}.eml"), "wb") as f:
+            f.write(envelope.original_content)
+        tmp = os.path.join(out, f"{n}.tmp")
+        with open(tmp, "w") as f:
+            json.dump({"mail_from": envelope.mail_from, "rcpt_tos": envelope.rcpt_tos}, f)
+        os.rename(tmp, os.path.join(out, f"{n}.json"))
+        return "250 2.0.0 Ok: queued as PY1"
+controller = Controller(Saver(), hostname="127.0.0.1", port=port)
+controller.start()
+print("ready", flush=True)
+sys.stdin.read()
+controller.stop()
+"#;
+
+#[test]
+fn remote_recipients_leave_in_one_transaction_through_the_relayhost() {
+    let port = free_port();
+    let out_dir = tempfile::tempdir().unwrap();
+    let mut server = Command::new("python3")
+        .arg("-c")
+        .arg(AIOSMTPD)
+        .arg(port.to_string())
+        .arg(out_dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(server.stdout.take().unwrap()),
+        &mut ready,
+    )
+    .unwrap();
+    assert_eq!(ready.trim(), "ready", "aiosmtpd did not start");
+
+    let w = World::with(&format!("relayhost = [127.0.0.1]:{port}\n"));
+    let daemon = w.daemon();
+    let body = "Subject: leaving\n\nline one\n.dot line\nFrom the middle\n";
+    let out = w.send(
+        &[
+            "-i",
+            "-f",
+            "sender@example.org",
+            "a@example.net",
+            "b@example.net",
+            "c@other.example",
+        ],
+        body,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    w.wait_for(|| w.queue_empty(), "remote delivery");
+    assert!(stop(daemon).success());
+    let _ = server.kill();
+    let _ = server.wait();
+
+    let envelope = std::fs::read_to_string(out_dir.path().join("0.json")).unwrap();
+    assert!(
+        !out_dir.path().join("1.json").exists(),
+        "one transaction only"
+    );
+    let envelope: serde_json::Value = serde_json::from_str(&envelope).unwrap();
+    assert_eq!(envelope["mail_from"], "sender@example.org");
+    assert_eq!(
+        envelope["rcpt_tos"],
+        serde_json::json!(["a@example.net", "b@example.net", "c@other.example"])
+    );
+    let data = std::fs::read(out_dir.path().join("0.eml")).unwrap();
+    let data = String::from_utf8_lossy(&data).replace("\r\n", "\n");
+    assert!(
+        data.ends_with("\nline one\n.dot line\nFrom the middle\n"),
+        "{data}"
+    );
+    let log = w.log();
+    assert_eq!(
+        log.matches(&format!("relay=127.0.0.1[127.0.0.1]:{port}"))
+            .count(),
+        3,
+        "{log}"
+    );
+    assert_eq!(log.matches("status=sent").count(), 3, "{log}");
+}

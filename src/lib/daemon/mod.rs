@@ -118,7 +118,7 @@ impl Runtime {
             Arc::new(aliases),
             Arc::new(move |w: &str| warn_log.warning(w)),
         )?;
-        let remote: Box<dyn Agent> = match SmtpContext::from_config(config) {
+        let remote: Box<dyn agent::Remote> = match SmtpContext::from_config(config) {
             Ok(ctx) => {
                 let smtp_log = Arc::new(Log::new(
                     &config
@@ -135,7 +135,7 @@ impl Runtime {
                 logs.smtp.warning(&format!(
                     "remote delivery disabled, remote mail is deferred: {e}"
                 ));
-                Box::new(agent::remote_unavailable)
+                Box::new(agent::RemoteUnavailable)
             }
         };
         let router = Router {

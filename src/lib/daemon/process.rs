@@ -12,7 +12,7 @@ use std::io::{Seek, SeekFrom};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::deliver::{MessageSource, Outcome, Request, Status};
+use crate::deliver::{MessageSource, Outcome, Status};
 use crate::queue::{LockedFile, QueueName, RcptState, ReadError, Recipient, read_envelope_from};
 
 use super::logline::{self, Delays};
@@ -84,50 +84,46 @@ pub fn process(rt: &Runtime, mut locked: LockedFile, stop: &AtomicBool) -> Repor
     let pending: Vec<usize> = (0..env.recipients.len())
         .filter(|&i| !env.recipients[i].state.is_done())
         .collect();
-    for i in pending {
+    let message = MessageSource::for_envelope(&locked.file, &env);
+    let batches = rt.router.plan(&env, &pending);
+    for batch in batches {
         if stop.load(Ordering::Relaxed) {
             report.interrupted = true;
             break;
         }
         let started = Instant::now();
-        let (program, outcome) = {
-            let req = Request {
-                queue_id: id,
-                envelope: &env,
-                recipient: &env.recipients[i],
-                message: MessageSource::for_envelope(&locked.file, &env),
-            };
-            rt.router.deliver(&req)
-        };
+        let outcomes = rt.router.deliver(id, &env, message, &batch);
         let delays = Delays {
             before_active,
             in_qmgr: started.duration_since(activated),
             setup: Duration::ZERO,
             transmission: started.elapsed(),
         };
-        rt.logs.agent(program).info(&logline::delivery(
-            id,
-            &env.recipients[i],
-            &outcome,
-            &delays,
-        ));
-        report
-            .outcomes
-            .push((env.recipients[i].address.clone(), outcome.clone()));
-        match outcome.status {
-            Status::Sent => {
-                if let Err(e) = queue.mark(&locked, &env.recipients[i], RcptState::Delivered) {
-                    // The rewrite below records it instead; if that fails too, the file
-                    // stays queued and the recipient may get a second copy.
-                    rt.logs
-                        .qmgr
-                        .warning(&format!("{id}: cannot record delivery: {e}"));
-                    unrecorded = true;
+        for (&i, outcome) in batch.recipients.iter().zip(outcomes) {
+            rt.logs.agent(batch.program).info(&logline::delivery(
+                id,
+                &env.recipients[i],
+                &outcome,
+                &delays,
+            ));
+            report
+                .outcomes
+                .push((env.recipients[i].address.clone(), outcome.clone()));
+            match outcome.status {
+                Status::Sent => {
+                    if let Err(e) = queue.mark(&locked, &env.recipients[i], RcptState::Delivered) {
+                        // The rewrite below records it instead; if that fails too, the
+                        // file stays queued and the recipient may get a second copy.
+                        rt.logs
+                            .qmgr
+                            .warning(&format!("{id}: cannot record delivery: {e}"));
+                        unrecorded = true;
+                    }
+                    env.recipients[i].state = RcptState::Delivered;
                 }
-                env.recipients[i].state = RcptState::Delivered;
+                Status::Deferred => deferred.push((i, outcome)),
+                Status::Bounced => bounced.push((i, outcome)),
             }
-            Status::Deferred => deferred.push((i, outcome)),
-            Status::Bounced => bounced.push((i, outcome)),
         }
     }
 
