@@ -12,6 +12,7 @@ pub mod deliver;
 pub mod log;
 pub mod mailq;
 pub mod message;
+pub mod operator;
 pub mod postsuper;
 pub mod queue;
 pub mod sendmail;
