@@ -245,6 +245,10 @@ fn locked_files_are_left_alone() {
     );
     assert!(world.exists(QueueName::Active, busy));
     assert!(world.exists(QueueName::Hold, other));
+    // Unlock explicitly: a child forked by a concurrent test may briefly share this open
+    // file description (until its exec closes it), and dropping our descriptor alone
+    // would leave the lock held through that copy.
+    fs2::FileExt::unlock(&file).unwrap();
     drop(file);
     assert_eq!(
         postsuper(&world, &["-d", "ALL"]).0,

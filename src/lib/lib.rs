@@ -10,6 +10,8 @@ pub mod aliases;
 pub mod config;
 pub mod deliver;
 pub mod log;
+pub mod mail;
+pub mod mailbox;
 pub mod mailq;
 pub mod message;
 pub mod operator;

@@ -10,6 +10,7 @@ use crate::queue::{Envelope, QueueId, Recipient};
 
 pub mod bounce;
 pub mod local;
+pub mod smtp;
 #[cfg(test)]
 pub(crate) mod testutil;
 

@@ -1,0 +1,78 @@
+//! The real [`Resolver`]: hickory-resolver with the system's `/etc/resolv.conf`, driven
+//! from synchronous code by a small runtime of its own.
+
+use std::net::IpAddr;
+use std::sync::OnceLock;
+
+use hickory_resolver::config::LookupIpStrategy;
+use hickory_resolver::{ResolveError, TokioResolver};
+
+use super::route::{DnsError, Resolver};
+
+/// Looks names up through the system's name servers. The resolver is built on first use,
+/// so a machine with a broken resolv.conf still loads its configuration (and only remote
+/// mail waits).
+#[derive(Default)]
+pub struct SystemResolver {
+    inner: OnceLock<Result<(tokio::runtime::Runtime, TokioResolver), String>>,
+}
+
+impl SystemResolver {
+    pub fn new() -> SystemResolver {
+        SystemResolver::default()
+    }
+
+    fn get(&self) -> Result<&(tokio::runtime::Runtime, TokioResolver), DnsError> {
+        let built = self.inner.get_or_init(|| {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| format!("cannot start the resolver: {e}"))?;
+            let mut builder = TokioResolver::builder_tokio()
+                .map_err(|e| format!("cannot read the resolver configuration: {e}"))?;
+            builder.options_mut().ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
+            Ok((runtime, builder.build()))
+        });
+        built.as_ref().map_err(|e| DnsError::Temporary(e.clone()))
+    }
+}
+
+/// Names are looked up as absolute names: the search list of resolv.conf must never turn
+/// `example.com` into `example.com.corp.example`.
+fn absolute(name: &str) -> String {
+    format!("{}.", name.trim_end_matches('.'))
+}
+
+fn classify(err: ResolveError) -> Result<(), DnsError> {
+    if err.is_nx_domain() {
+        Err(DnsError::NotFound)
+    } else if err.is_no_records_found() {
+        // The name exists but has no record of this type.
+        Ok(())
+    } else {
+        Err(DnsError::Temporary(err.to_string()))
+    }
+}
+
+impl Resolver for SystemResolver {
+    fn mx(&self, domain: &str) -> Result<Vec<(u16, String)>, DnsError> {
+        let (runtime, resolver) = self.get()?;
+        let name = absolute(domain);
+        match runtime.block_on(resolver.mx_lookup(name.as_str())) {
+            Ok(lookup) => Ok(lookup
+                .iter()
+                .map(|mx| (mx.preference(), mx.exchange().to_utf8()))
+                .collect()),
+            Err(err) => classify(err).map(|()| Vec::new()),
+        }
+    }
+
+    fn addresses(&self, host: &str) -> Result<Vec<IpAddr>, DnsError> {
+        let (runtime, resolver) = self.get()?;
+        let name = absolute(host);
+        match runtime.block_on(resolver.lookup_ip(name.as_str())) {
+            Ok(lookup) => Ok(lookup.iter().collect()),
+            Err(err) => classify(err).map(|()| Vec::new()),
+        }
+    }
+}

@@ -1,0 +1,418 @@
+//! SMTP replies, and every way a conversation can fail, turned into [`Outcome`]s worded
+//! as Postfix's smtp(8) words them, since `mailq`, bounces and log tools show that text:
+//!
+//! ```text
+//! host 127.0.0.1[127.0.0.1] said: 451 4.3.0 try later (in reply to RCPT TO command)
+//! host 127.0.0.1[127.0.0.1] refused to talk to me: 421 4.3.2 test server busy, closing
+//! connect to 127.0.0.1[127.0.0.1]:43349: Connection refused
+//! lost connection with 127.0.0.1[127.0.0.1] while sending message body
+//! conversation with 127.0.0.1[127.0.0.1] timed out while receiving the initial server greeting
+//! ```
+
+use std::io;
+use std::net::IpAddr;
+
+use crate::deliver::Outcome;
+
+/// One server reply, possibly of several lines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// The code of the last line; 0 when the server sent something that is not a reply.
+    pub code: u16,
+    /// Each line as received, code included, without the line ending.
+    pub lines: Vec<String>,
+}
+
+impl Reply {
+    /// A permanent refusal (5xx); everything else that is not positive is temporary,
+    /// including garbage (code 0), as Postfix treats a protocol error.
+    pub fn is_permanent(&self) -> bool {
+        (500..600).contains(&self.code)
+    }
+
+    /// The reply on one line, as Postfix logs it: the lines joined by spaces, codes kept.
+    pub fn text(&self) -> String {
+        self.lines.join(" ")
+    }
+
+    /// The enhanced status code (RFC 3463) of the first line, when it has one of the same
+    /// class as the reply code; else `4.0.0` / `5.0.0` from the reply code, as Postfix
+    /// derives it.
+    pub fn dsn(&self) -> String {
+        let class = match self.code / 100 {
+            2 => '2',
+            5 => '5',
+            _ => '4',
+        };
+        let first = self.lines.first().map(String::as_str).unwrap_or("");
+        match enhanced_code(first) {
+            Some(code) if code.starts_with(class) => code.to_string(),
+            _ => format!("{class}.0.0"),
+        }
+    }
+
+    /// The extension keywords of an EHLO reply (upper case), each with its parameters:
+    /// every line but the first (which greets).
+    pub fn ehlo_keywords(&self) -> Vec<(String, String)> {
+        self.lines
+            .iter()
+            .skip(1)
+            .filter_map(|line| line.get(4..))
+            .map(|rest| {
+                let (keyword, params) = rest.split_once([' ', '=']).unwrap_or((rest, ""));
+                (keyword.to_ascii_uppercase(), params.trim().to_string())
+            })
+            .collect()
+    }
+}
+
+/// `5.1.1` at the start of a reply line's text (`550 5.1.1 <x>: no such user`).
+fn enhanced_code(line: &str) -> Option<&str> {
+    let text = line.get(4..)?;
+    let code = text.split(' ').next()?;
+    let parts: Vec<&str> = code.split('.').collect();
+    let ok = parts.len() == 3
+        && matches!(parts[0], "2" | "4" | "5")
+        && parts[1..]
+            .iter()
+            .all(|p| (1..=3).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()));
+    ok.then_some(code)
+}
+
+/// Reads replies line by line. Lines longer than this are cut (Postfix's
+/// `line_length_limit`), and a reply of more lines than [`MAX_REPLY_LINES`] is an error,
+/// so a hostile server cannot make us hold unbounded text.
+pub const MAX_LINE: usize = 2048;
+pub const MAX_REPLY_LINES: usize = 500;
+
+/// Adds one received line to a reply being read; returns true when it was the last.
+/// A line that does not start with three digits ends the reply with code 0: a protocol
+/// error, never a panic.
+pub fn push_line(reply: &mut Reply, line: &str) -> bool {
+    let bytes = line.as_bytes();
+    let has_code = bytes.len() >= 3 && bytes[..3].iter().all(u8::is_ascii_digit);
+    reply.lines.push(line.to_string());
+    if !has_code {
+        reply.code = 0;
+        return true;
+    }
+    reply.code = line[..3].parse().unwrap_or(0);
+    bytes.get(3) != Some(&b'-')
+}
+
+/// The step of the conversation, for "in reply to X command" and "while X".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Greeting,
+    Ehlo,
+    Helo,
+    Starttls,
+    Auth,
+    Mail,
+    Rcpt,
+    Data,
+    Body,
+    EndOfData,
+}
+
+impl Stage {
+    /// What Postfix says after "in reply to".
+    fn command(self) -> &'static str {
+        match self {
+            Stage::Greeting => "initial greeting",
+            Stage::Ehlo => "EHLO command",
+            Stage::Helo => "HELO command",
+            Stage::Starttls => "STARTTLS command",
+            Stage::Auth => "AUTH command",
+            Stage::Mail => "MAIL FROM command",
+            Stage::Rcpt => "RCPT TO command",
+            Stage::Data => "DATA command",
+            Stage::Body | Stage::EndOfData => "end of DATA command",
+        }
+    }
+
+    /// What Postfix says after "while" for a lost connection or a time-out.
+    fn activity(self) -> &'static str {
+        match self {
+            Stage::Greeting => "receiving the initial server greeting",
+            Stage::Ehlo => "performing the EHLO handshake",
+            Stage::Helo => "performing the HELO handshake",
+            Stage::Starttls => "sending STARTTLS",
+            Stage::Auth => "performing SASL authentication",
+            Stage::Mail => "sending MAIL FROM",
+            Stage::Rcpt => "sending RCPT TO",
+            Stage::Data => "sending DATA command",
+            Stage::Body => "sending message body",
+            Stage::EndOfData => "sending end of data -- message may be sent more than once",
+        }
+    }
+}
+
+/// The server we talk to, as Postfix names it: `host[ip]`, and `host[ip]:port` for
+/// `relay=`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    pub host: String,
+    pub ip: IpAddr,
+    pub port: u16,
+}
+
+impl Peer {
+    pub fn name(&self) -> String {
+        format!("{}[{}]", self.host, self.ip)
+    }
+
+    pub fn relay(&self) -> String {
+        format!("{}[{}]:{}", self.host, self.ip, self.port)
+    }
+}
+
+/// Why a conversation (or one command of it) did not succeed.
+#[derive(Debug)]
+pub enum Failure {
+    /// The TCP connection could not be made.
+    Connect(io::Error),
+    /// The connection closed or broke.
+    Lost(Stage),
+    /// The server did not answer, or did not read, in time.
+    Timeout(Stage),
+    /// The greeting, EHLO or HELO was refused: the server will not talk to us.
+    Refused(Reply),
+    /// A command was refused.
+    Said(Reply, Stage),
+    /// Something we decided ourselves, already worded (TLS required, message too large,
+    /// authentication failed). `permanent` bounces, else defers.
+    Local {
+        dsn: String,
+        text: String,
+        permanent: bool,
+    },
+    /// The TLS handshake failed; `verify` says whether a certificate check failed.
+    TlsHandshake { verify: bool },
+}
+
+impl Failure {
+    /// An I/O error while talking at `stage`: a time-out or a lost connection.
+    pub fn io(err: &io::Error, stage: Stage) -> Failure {
+        match err.kind() {
+            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => Failure::Timeout(stage),
+            _ => Failure::Lost(stage),
+        }
+    }
+
+    /// Whether the recipients should bounce rather than wait for another try.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            Failure::Refused(reply) | Failure::Said(reply, _) => reply.is_permanent(),
+            Failure::Local { permanent, .. } => *permanent,
+            _ => false,
+        }
+    }
+
+    /// The outcome for each recipient this failure applies to. When the server itself
+    /// gave the verdict, the outcome carries its reply for the DSN (`Remote-MTA`,
+    /// `Diagnostic-Code: smtp; ...`); our own findings carry none.
+    pub fn outcome(&self, peer: &Peer) -> Outcome {
+        let name = peer.name();
+        let relay = peer.relay();
+        let (dsn, text, reply) = match self {
+            Failure::Connect(err) => (
+                "4.4.1".to_string(),
+                format!("connect to {relay}: {}", describe_connect(err)),
+                None,
+            ),
+            Failure::Lost(stage) => (
+                "4.4.2".into(),
+                format!("lost connection with {name} while {}", stage.activity()),
+                None,
+            ),
+            Failure::Timeout(stage) => (
+                "4.4.2".into(),
+                format!(
+                    "conversation with {name} timed out while {}",
+                    stage.activity()
+                ),
+                None,
+            ),
+            Failure::Refused(reply) => (
+                reply.dsn(),
+                format!("host {name} refused to talk to me: {}", reply.text()),
+                Some(reply.text()),
+            ),
+            Failure::Said(reply, stage) => (
+                reply.dsn(),
+                format!(
+                    "host {name} said: {} (in reply to {})",
+                    reply.text(),
+                    stage.command()
+                ),
+                Some(reply.text()),
+            ),
+            Failure::Local { dsn, text, .. } => (dsn.clone(), text.clone(), None),
+            Failure::TlsHandshake { verify } => (
+                "4.7.5".into(),
+                match verify {
+                    true => format!("Server certificate not verified: {name}"),
+                    false => format!("Cannot start TLS: handshake failure with {name}"),
+                },
+                None,
+            ),
+        };
+        let outcome = if self.is_permanent() {
+            Outcome::bounced(&relay, &dsn, text)
+        } else {
+            Outcome::deferred(&relay, &soften(&dsn), text)
+        };
+        match reply {
+            Some(reply) => outcome.with_remote(&peer.host, &reply),
+            None => outcome,
+        }
+    }
+}
+
+/// A deferral never carries a 5.x.x code (a 5xx refusal during authentication is
+/// deferred, as Postfix's `smtp_sasl_auth_soft_bounce` does).
+fn soften(dsn: &str) -> String {
+    match dsn.strip_prefix('5') {
+        Some(rest) => format!("4{rest}"),
+        None => dsn.to_string(),
+    }
+}
+
+/// The reason a connection failed, worded as strerror(3) does, as Postfix logs it.
+fn describe_connect(err: &io::Error) -> String {
+    match err.kind() {
+        io::ErrorKind::ConnectionRefused => "Connection refused".into(),
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => "Connection timed out".into(),
+        _ => crate::sysexits::describe_io(err),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::deliver::Status;
+
+    fn reply(lines: &[&str]) -> Reply {
+        let mut r = Reply {
+            code: 0,
+            lines: Vec::new(),
+        };
+        for line in lines {
+            push_line(&mut r, line);
+        }
+        r
+    }
+
+    fn peer() -> Peer {
+        Peer {
+            host: "127.0.0.1".into(),
+            ip: "127.0.0.1".parse().unwrap(),
+            port: 43349,
+        }
+    }
+
+    #[test]
+    fn multi_line_replies_end_at_the_line_without_a_hyphen() {
+        let mut r = Reply {
+            code: 0,
+            lines: Vec::new(),
+        };
+        assert!(!push_line(&mut r, "250-mx.example.net"));
+        assert!(!push_line(&mut r, "250-SIZE 1000"));
+        assert!(push_line(&mut r, "250 8BITMIME"));
+        assert_eq!(r.code, 250);
+        assert_eq!(
+            r.ehlo_keywords(),
+            [
+                ("SIZE".to_string(), "1000".to_string()),
+                ("8BITMIME".to_string(), String::new())
+            ]
+        );
+        assert!(push_line(&mut r, "220"));
+    }
+
+    #[test]
+    fn garbage_is_a_temporary_protocol_error() {
+        let r = reply(&["hello there"]);
+        assert_eq!(r.code, 0);
+        assert!(!r.is_permanent());
+        assert_eq!(r.dsn(), "4.0.0");
+        let r = reply(&["2"]);
+        assert_eq!(r.code, 0);
+    }
+
+    #[test]
+    fn dsn_comes_from_the_enhanced_code_of_the_same_class() {
+        assert_eq!(reply(&["550 5.1.1 <x>: no such user"]).dsn(), "5.1.1");
+        assert_eq!(reply(&["451 4.3.0 try later"]).dsn(), "4.3.0");
+        assert_eq!(reply(&["550 no such user"]).dsn(), "5.0.0");
+        assert_eq!(reply(&["421 busy"]).dsn(), "4.0.0");
+        assert_eq!(reply(&["550 4.1.1 mixed up"]).dsn(), "5.0.0");
+        assert_eq!(reply(&["550 5.1.1234 too long"]).dsn(), "5.0.0");
+        assert_eq!(reply(&["250 2.0.0 Ok"]).dsn(), "2.0.0");
+    }
+
+    #[test]
+    fn wording_is_postfixs() {
+        let p = peer();
+        let o = Failure::Said(reply(&["451 4.3.0 try later"]), Stage::Rcpt).outcome(&p);
+        assert_eq!(o.status, Status::Deferred);
+        assert_eq!(o.dsn, "4.3.0");
+        assert_eq!(
+            o.text,
+            "host 127.0.0.1[127.0.0.1] said: 451 4.3.0 try later (in reply to RCPT TO command)"
+        );
+        assert_eq!(o.relay, "127.0.0.1[127.0.0.1]:43349");
+        let remote = o.remote.unwrap();
+        assert_eq!(remote.mta, "127.0.0.1");
+        assert_eq!(remote.reply, "451 4.3.0 try later");
+
+        let o = Failure::Refused(reply(&["421 4.3.2 test server busy, closing"])).outcome(&p);
+        assert_eq!(
+            o.text,
+            "host 127.0.0.1[127.0.0.1] refused to talk to me: 421 4.3.2 test server busy, closing"
+        );
+        let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
+        let o = Failure::Connect(refused).outcome(&p);
+        assert_eq!(
+            o.text,
+            "connect to 127.0.0.1[127.0.0.1]:43349: Connection refused"
+        );
+        assert_eq!(o.dsn, "4.4.1");
+        assert!(o.remote.is_none(), "our own finding, not the server's");
+        let o = Failure::Lost(Stage::Body).outcome(&p);
+        assert_eq!(
+            o.text,
+            "lost connection with 127.0.0.1[127.0.0.1] while sending message body"
+        );
+        let o = Failure::Timeout(Stage::Greeting).outcome(&p);
+        assert_eq!(
+            o.text,
+            "conversation with 127.0.0.1[127.0.0.1] timed out while receiving the initial server greeting"
+        );
+        let o = Failure::Said(
+            reply(&["550-5.1.1 first line", "550 5.1.1 second line"]),
+            Stage::EndOfData,
+        )
+        .outcome(&p);
+        assert_eq!(o.status, Status::Bounced);
+        assert_eq!(o.dsn, "5.1.1");
+        assert_eq!(
+            o.text,
+            "host 127.0.0.1[127.0.0.1] said: 550-5.1.1 first line 550 5.1.1 second line (in reply to end of DATA command)"
+        );
+    }
+
+    #[test]
+    fn deferrals_never_carry_a_permanent_code() {
+        let o = Failure::Local {
+            dsn: "5.7.8".into(),
+            text: "SASL authentication failed".into(),
+            permanent: false,
+        }
+        .outcome(&peer());
+        assert_eq!(o.status, Status::Deferred);
+        assert_eq!(o.dsn, "4.7.8");
+    }
+}
