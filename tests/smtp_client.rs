@@ -293,12 +293,24 @@ fn accept_all(rcpts: usize) -> Vec<Step> {
     steps
 }
 
-fn greet() -> Vec<Step> {
+/// The greeting and lettre's EHLO (`SmtpConnection::connect`), nothing more.
+fn greet_once() -> Vec<Step> {
     vec![
         Say("220 test.example ESMTP"),
         Expect("EHLO me.example"),
         Say("250-test.example\r\n250 8BITMIME"),
     ]
+}
+
+/// A second EHLO with the same answer. lettre keeps no EHLO reply and knows neither SIZE
+/// nor DSN, so the client asks again once TLS is settled (see client.rs): every session
+/// that gets past STARTTLS shows two EHLOs, where Postfix sends one.
+fn ehlo_again(reply: &'static str) -> Vec<Step> {
+    vec![Expect("EHLO me.example"), Say(reply)]
+}
+
+fn greet() -> Vec<Step> {
+    script(&[greet_once(), ehlo_again("250-test.example\r\n250 8BITMIME")])
 }
 
 fn script(parts: &[Vec<Step>]) -> Vec<Step> {
@@ -700,28 +712,41 @@ fn unknown_domains_bounce_without_a_connection() {
     );
 }
 
+/// Changed by the port to lettre, which has no HELO fallback: Postfix (and mailroom
+/// before) said HELO after a refused EHLO and delivered. Now the mail waits, with the
+/// server's reply, instead of bouncing for the client's limitation; no HELO is sent.
 #[test]
-fn a_server_refusing_ehlo_gets_helo() {
-    let server = Scripted::start(vec![script(&[
-        vec![
-            Say("220 old.example SMTP"),
-            Expect("EHLO me.example"),
-            Say("502 5.5.2 command not recognized"),
-            Expect("HELO me.example"),
-            Say("250 old.example"),
-        ],
-        accept_all(1),
-    ])]);
+fn a_server_refusing_ehlo_defers_without_helo() {
+    let server = Scripted::start(vec![vec![
+        Say("220 old.example SMTP"),
+        Expect("EHLO me.example"),
+        Say("502 5.5.2 command not recognized"),
+        Expect("HELO me.example"),
+        Say("250 old.example"),
+    ]]);
     let ctx = relay_context(server.port, "");
     let o = &send(&ctx, &message("a@example.com", &["b@example.net"], BODY))[0];
-    assert_eq!(o.status, Status::Sent, "{o:?}");
-    server.finish();
+    assert_eq!(o.status, Status::Deferred, "{o:?}");
+    assert_eq!(o.dsn, "4.5.2");
+    assert_eq!(
+        o.text,
+        format!(
+            "host {LOCALHOST} said: 502 5.5.2 command not recognized (in reply to EHLO command)"
+        )
+    );
+    let transcript = server.finish();
+    assert!(
+        !transcript.iter().any(|l| l.starts_with("HELO")),
+        "{transcript:?}"
+    );
 }
 
 #[test]
 fn a_message_larger_than_the_servers_size_bounces() {
     let server = Scripted::start(vec![vec![
         Say("220 small.example ESMTP"),
+        Expect("EHLO"),
+        Say("250-small.example\r\n250 SIZE 10"),
         Expect("EHLO"),
         Say("250-small.example\r\n250 SIZE 10"),
         Expect("QUIT"),
@@ -738,6 +763,84 @@ fn a_message_larger_than_the_servers_size_bounces() {
             BODY.len()
         )
     );
+}
+
+#[test]
+fn dsn_parameters_go_to_a_server_that_offers_dsn() {
+    let ehlo = "250-dsn.example\r\n250 DSN";
+    let server = Scripted::start(vec![script(&[
+        vec![
+            Say("220 dsn.example ESMTP"),
+            Expect("EHLO me.example"),
+            Say(ehlo),
+        ],
+        ehlo_again(ehlo),
+        accept_all(1),
+    ])]);
+    let ctx = relay_context(server.port, "");
+    let mut m = message("a@example.com", &["b@example.net"], BODY);
+    m.envelope.ret = "hdrs".into();
+    m.envelope.envid = "id+1 x".into();
+    m.recipients[0].notify = "success,failure".into();
+    m.recipients[0].original = "B@example.net".into();
+    assert_eq!(send(&ctx, &m)[0].status, Status::Sent);
+    let transcript = server.finish();
+    assert!(
+        transcript.contains(&"MAIL FROM:<a@example.com> RET=HDRS ENVID=id+2B1+20x".to_string()),
+        "{transcript:?}"
+    );
+    assert!(
+        transcript.contains(
+            &"RCPT TO:<b@example.net> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;B@example.net"
+                .to_string()
+        ),
+        "{transcript:?}"
+    );
+}
+
+/// Changed by the port to lettre, which keeps only the code and the text of a negative
+/// reply: a refusal of several lines reads as one line, its enhanced status code once.
+#[test]
+fn a_refusal_of_several_lines_reads_as_one() {
+    let server = Scripted::start(vec![script(&[
+        greet(),
+        vec![
+            Expect("MAIL FROM:"),
+            Say("250 Ok"),
+            Expect("RCPT TO:"),
+            Say("550-5.7.1 first line\r\n550 5.7.1 second line"),
+            Expect("QUIT"),
+            Say("221 Bye"),
+        ],
+    ])]);
+    let ctx = relay_context(server.port, "");
+    let o = &send(&ctx, &message("a@example.com", &["b@example.net"], BODY))[0];
+    assert_eq!(o.status, Status::Bounced);
+    assert_eq!(o.dsn, "5.7.1");
+    assert_eq!(
+        o.text,
+        format!(
+            "host {LOCALHOST} said: 550 5.7.1 first line second line (in reply to RCPT TO command)"
+        )
+    );
+    server.finish();
+}
+
+#[test]
+fn a_reply_that_is_not_smtp_defers() {
+    let server = Scripted::start(vec![script(&[
+        greet(),
+        vec![Expect("MAIL FROM:"), Say("hello there")],
+    ])]);
+    let ctx = relay_context(server.port, "");
+    let o = &send(&ctx, &message("a@example.com", &["b@example.net"], BODY))[0];
+    assert_eq!(o.status, Status::Deferred);
+    assert_eq!(o.dsn, "4.5.0");
+    assert_eq!(
+        o.text,
+        format!("host {LOCALHOST} sent a malformed reply (in reply to MAIL FROM command)")
+    );
+    server.finish();
 }
 
 // ---------------------------------------------------------------------------------------
@@ -861,6 +964,8 @@ fn starttls_offer() -> Vec<Step> {
         Tls,
         Expect("EHLO me.example"),
         Say("250-tls.example\r\n250-AUTH PLAIN LOGIN\r\n250 8BITMIME"),
+        Expect("EHLO me.example"),
+        Say("250-tls.example\r\n250-AUTH PLAIN LOGIN\r\n250 8BITMIME"),
     ]
 }
 
@@ -919,7 +1024,7 @@ fn verify_accepts_a_certificate_from_smtp_tls_cafile() {
 #[test]
 fn encrypt_defers_when_starttls_is_not_offered() {
     let server = Scripted::start(vec![script(&[
-        greet(),
+        greet_once(),
         vec![Expect("QUIT"), Say("221 Bye")],
     ])]);
     let ctx = relay_context(server.port, "smtp_tls_security_level = encrypt");
@@ -956,12 +1061,70 @@ fn may_retries_in_plain_text_when_the_handshake_fails() {
                 Expect("EHLO me.example"),
                 Say("250-tls.example\r\n250 STARTTLS"),
             ],
+            ehlo_again("250-tls.example\r\n250 STARTTLS"),
             accept_all(1),
         ]),
     ]);
     let ctx = relay_context(server.port, "smtp_tls_security_level = may");
     let o = &send(&ctx, &message("a@example.com", &["b@example.net"], BODY))[0];
     assert_eq!(o.status, Status::Sent, "{o:?}");
+    server.finish();
+}
+
+/// lettre closes the connection when STARTTLS is refused, so `may` goes on in plain text
+/// over a new one (the old client stayed on the same connection).
+#[test]
+fn may_retries_in_plain_text_when_starttls_is_refused() {
+    let offer = "250-tls.example\r\n250 STARTTLS";
+    let server = Scripted::start(vec![
+        vec![
+            Say("220 tls.example ESMTP"),
+            Expect("EHLO me.example"),
+            Say(offer),
+            Expect("STARTTLS"),
+            Say("454 4.7.0 TLS not available"),
+            Expect("QUIT"),
+        ],
+        script(&[
+            vec![
+                Say("220 tls.example ESMTP"),
+                Expect("EHLO me.example"),
+                Say(offer),
+            ],
+            ehlo_again(offer),
+            accept_all(1),
+        ]),
+    ]);
+    let ctx = relay_context(server.port, "smtp_tls_security_level = may");
+    let o = &send(&ctx, &message("a@example.com", &["b@example.net"], BODY))[0];
+    assert_eq!(o.status, Status::Sent, "{o:?}");
+    let transcript = server.finish();
+    assert_eq!(
+        transcript.iter().filter(|l| *l == "STARTTLS").count(),
+        1,
+        "{transcript:?}"
+    );
+}
+
+#[test]
+fn encrypt_defers_when_starttls_is_refused() {
+    let server = Scripted::start(vec![vec![
+        Say("220 tls.example ESMTP"),
+        Expect("EHLO me.example"),
+        Say("250-tls.example\r\n250 STARTTLS"),
+        Expect("STARTTLS"),
+        Say("454 4.7.0 TLS not available"),
+    ]]);
+    let ctx = relay_context(server.port, "smtp_tls_security_level = encrypt");
+    let o = &send(&ctx, &message("a@example.com", &["b@example.net"], BODY))[0];
+    assert_eq!(o.status, Status::Deferred);
+    assert_eq!(o.dsn, "4.7.4");
+    assert_eq!(
+        o.text,
+        format!(
+            "TLS is required, but host {LOCALHOST} refused to start TLS: 454 4.7.0 TLS not available"
+        )
+    );
     server.finish();
 }
 
@@ -979,6 +1142,8 @@ fn password_file(dir: &Path, line: &str) -> PathBuf {
 fn auth_offer() -> Vec<Step> {
     vec![
         Say("220 relay.example ESMTP"),
+        Expect("EHLO me.example"),
+        Say("250-relay.example\r\n250-AUTH LOGIN PLAIN\r\n250 8BITMIME"),
         Expect("EHLO me.example"),
         Say("250-relay.example\r\n250-AUTH LOGIN PLAIN\r\n250 8BITMIME"),
     ]

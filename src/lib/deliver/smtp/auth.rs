@@ -1,5 +1,5 @@
-//! SMTP AUTH credentials from `smtp_sasl_password_maps`, and the two mechanisms that
-//! carry them (PLAIN, LOGIN).
+//! SMTP AUTH credentials from `smtp_sasl_password_maps`. lettre encodes them for the
+//! mechanism (PLAIN, LOGIN).
 //!
 //! Postfix's tables are compiled (`postmap hash:/etc/postfix/sasl_passwd` makes
 //! `sasl_passwd.db`); mailroom reads the source text file itself, so the same main.cf
@@ -135,38 +135,6 @@ fn parse_value(value: &str) -> Option<Credentials> {
     })
 }
 
-/// The `AUTH PLAIN` initial response (RFC 4616): base64 of `\0user\0password`.
-pub fn plain(credentials: &Credentials) -> String {
-    let mut raw = Vec::new();
-    raw.push(0);
-    raw.extend_from_slice(credentials.user.as_bytes());
-    raw.push(0);
-    raw.extend_from_slice(credentials.password.as_bytes());
-    base64(&raw)
-}
-
-/// Standard base64 with padding (RFC 4648), as SASL wants it.
-pub fn base64(data: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i)) as usize & 63] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,20 +146,6 @@ mod tests {
             kind: kind.into(),
             path: PathBuf::from(path),
         }
-    }
-
-    #[test]
-    fn base64_matches_rfc_4648_vectors() {
-        assert_eq!(base64(b""), "");
-        assert_eq!(base64(b"f"), "Zg==");
-        assert_eq!(base64(b"fo"), "Zm8=");
-        assert_eq!(base64(b"foo"), "Zm9v");
-        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
-        let c = Credentials {
-            user: "tim".into(),
-            password: "tanstaaftanstaaf".into(),
-        };
-        assert_eq!(plain(&c), "AHRpbQB0YW5zdGFhZnRhbnN0YWFm");
     }
 
     #[test]

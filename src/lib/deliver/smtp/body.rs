@@ -1,93 +1,51 @@
-//! The message as it goes over the wire after DATA: the queue keeps LF line endings, SMTP
-//! wants CRLF, and a line starting with `.` gets a second one (RFC 5321 section 4.5.2).
-//! Written in large chunks: one small write per line would stall on delayed ACKs.
+//! The message as lettre's `SmtpConnection::message` wants it: the queue keeps LF line
+//! endings, SMTP wants CRLF. lettre does the rest of RFC 5321 section 4.5.2 itself: it
+//! doubles a `.` at the start of a line and appends `CRLF . CRLF`.
+//!
+//! The whole message is read into memory first (lettre takes a byte slice): a queue file
+//! that cannot be read then defers the mail before any connection, and never leaves a
+//! partial message inside DATA.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 
 use crate::deliver::MessageSource;
 
-/// Bytes gathered before each write.
-const CHUNK: usize = 64 * 1024;
-
-/// Whether the message has any byte with the high bit set (then `BODY=8BITMIME`).
-pub fn has_8bit(message: &MessageSource) -> io::Result<bool> {
-    let mut reader = message.reader();
-    let mut buf = vec![0; CHUNK];
-    loop {
-        let n = reader.read(&mut buf)?;
-        if n == 0 {
-            return Ok(false);
-        }
-        if buf[..n].iter().any(|&b| b >= 0x80) {
-            return Ok(true);
-        }
-    }
+/// The message with CRLF line endings, ready for `message()`, and whether it has any
+/// byte with the high bit set (then `BODY=8BITMIME`).
+pub struct Body {
+    pub wire: Vec<u8>,
+    pub eight_bit: bool,
 }
 
-/// Why sending the body stopped.
-#[derive(Debug)]
-pub enum BodyError {
-    /// The queue file could not be read: the final `.` must not be sent.
-    Read(io::Error),
-    /// The connection failed.
-    Write(io::Error),
-}
-
-/// Writes the message, dot-stuffed with CRLF line endings, then the terminating
-/// `.` line. A message that does not end in a line break gets one first.
-pub fn send(message: &MessageSource, out: &mut impl Write) -> Result<(), BodyError> {
-    let mut reader = message.reader();
-    let mut input = vec![0; CHUNK];
-    let mut output = Vec::with_capacity(CHUNK * 2 + 8);
-    let mut state = LineState {
-        at_line_start: true,
-        after_cr: false,
-    };
-    loop {
-        let n = reader.read(&mut input).map_err(BodyError::Read)?;
-        if n == 0 {
-            break;
-        }
-        encode(&input[..n], &mut state, &mut output);
-        if output.len() >= CHUNK {
-            out.write_all(&output).map_err(BodyError::Write)?;
-            output.clear();
-        }
-    }
-    if !state.at_line_start {
-        output.extend_from_slice(b"\r\n");
-    }
-    output.extend_from_slice(b".\r\n");
-    out.write_all(&output).map_err(BodyError::Write)?;
-    out.flush().map_err(BodyError::Write)
-}
-
-/// Where the encoder stands between chunks.
-struct LineState {
-    at_line_start: bool,
-    after_cr: bool,
-}
-
-fn encode(input: &[u8], state: &mut LineState, output: &mut Vec<u8>) {
-    for &b in input {
-        if state.at_line_start && b == b'.' {
-            output.push(b'.');
-        }
+/// Reads the message and converts it. Its final line break is left out, because the
+/// `CRLF . CRLF` lettre appends supplies it; a message that does not end in a line break
+/// thus gets one, as SMTP requires.
+pub fn load(message: &MessageSource) -> io::Result<Body> {
+    let mut raw = Vec::with_capacity(message.size as usize);
+    message.reader().read_to_end(&mut raw)?;
+    let eight_bit = raw.iter().any(|&b| b >= 0x80);
+    let mut wire = Vec::with_capacity(raw.len() + raw.len() / 32 + 2);
+    let mut after_cr = false;
+    for &b in &raw {
         // A CR already in front of the LF (a stored CRLF) is not doubled.
-        if b == b'\n' && !state.after_cr {
-            output.push(b'\r');
+        if b == b'\n' && !after_cr {
+            wire.push(b'\r');
         }
-        output.push(b);
-        state.after_cr = b == b'\r';
-        state.at_line_start = b == b'\n';
+        wire.push(b);
+        after_cr = b == b'\r';
     }
+    if wire.ends_with(b"\r\n") {
+        wire.truncate(wire.len() - 2);
+    }
+    Ok(Body { wire, eight_bit })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
 
-    fn wire(message: &[u8]) -> Vec<u8> {
+    fn load_bytes(message: &[u8]) -> Body {
         let mut file = tempfile::tempfile().unwrap();
         file.write_all(message).unwrap();
         let source = MessageSource {
@@ -95,34 +53,20 @@ mod tests {
             offset: 0,
             size: message.len() as u64,
         };
-        let mut out = Vec::new();
-        send(&source, &mut out).unwrap();
-        out
+        load(&source).unwrap()
     }
 
     #[test]
-    fn crlf_and_dot_stuffing() {
+    fn crlf_without_the_final_line_break() {
+        // Dots are left alone: lettre stuffs them.
         assert_eq!(
-            wire(b"Subject: x\n\n.hidden\n..two\nend.\n.\n"),
-            b"Subject: x\r\n\r\n..hidden\r\n...two\r\nend.\r\n..\r\n.\r\n"
+            load_bytes(b"Subject: x\n\n.hidden\nend.\n.\n").wire,
+            b"Subject: x\r\n\r\n.hidden\r\nend.\r\n."
         );
-        assert_eq!(wire(b"no newline"), b"no newline\r\n.\r\n");
-        assert_eq!(wire(b""), b".\r\n");
-        assert_eq!(wire(b"crlf\r\nkept\n"), b"crlf\r\nkept\r\n.\r\n");
-    }
-
-    #[test]
-    fn large_messages_cross_chunks_intact() {
-        let mut message = Vec::new();
-        while message.len() < 3 * CHUNK {
-            message.extend_from_slice(b".line of text\n");
-        }
-        let out = wire(&message);
-        let expected: Vec<u8> = String::from_utf8(message)
-            .unwrap()
-            .replace(".line of text\n", "..line of text\r\n")
-            .into_bytes();
-        assert_eq!(&out[..out.len() - 3], &expected[..]);
+        assert_eq!(load_bytes(b"no newline").wire, b"no newline");
+        assert_eq!(load_bytes(b"").wire, b"");
+        assert_eq!(load_bytes(b"crlf\r\nkept\n").wire, b"crlf\r\nkept");
+        assert_eq!(load_bytes(b"two\n\n").wire, b"two\r\n");
     }
 
     #[test]
@@ -134,8 +78,8 @@ mod tests {
             offset: 0,
             size: 6,
         };
-        assert!(!has_8bit(&ascii).unwrap());
+        assert!(!load(&ascii).unwrap().eight_bit);
         let all = MessageSource { size: 15, ..ascii };
-        assert!(has_8bit(&all).unwrap());
+        assert!(load(&all).unwrap().eight_bit);
     }
 }

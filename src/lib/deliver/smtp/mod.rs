@@ -24,8 +24,9 @@
 //! ```
 //!
 //! Jobs: `route` (relayhost, MX, addresses), `dns` (the real resolver), `client` (the SMTP
-//! conversation), `tls` (STARTTLS policy), `auth` (password maps, AUTH encoding), `body`
-//! (the message on the wire), `reply` (replies and failures as Postfix words them).
+//! conversation, through lettre's `SmtpConnection`), `tls` (STARTTLS policy as lettre's
+//! TLS parameters), `auth` (password maps), `body` (the message as it goes to lettre),
+//! `reply` (replies and failures as Postfix words them).
 
 mod auth;
 mod body;
@@ -298,8 +299,8 @@ fn deliver_group(
             return;
         }
     };
-    let eight_bit = match body::has_8bit(message) {
-        Ok(found) => found,
+    let body = match body::load(message) {
+        Ok(body) => body,
         Err(err) => {
             let text = format!(
                 "error reading the queue file: {}",
@@ -330,8 +331,9 @@ fn deliver_group(
             ret: &envelope.ret,
             envid: &envelope.envid,
             recipients: pending.iter().map(|&i| recipients[i]).collect(),
-            message,
-            eight_bit,
+            wire: &body.wire,
+            size: message.size,
+            eight_bit: body.eight_bit,
             nexthop: &target.nexthop,
         };
         let mut session = client::attempt(ctx, target, &job, true);

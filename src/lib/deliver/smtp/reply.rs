@@ -9,23 +9,56 @@
 //! conversation with 127.0.0.1[127.0.0.1] timed out while receiving the initial server greeting
 //! ```
 
+use std::error::Error as _;
 use std::io;
 use std::net::IpAddr;
+
+use lettre::transport::smtp::Error as SmtpError;
+use lettre::transport::smtp::response::Response;
 
 use crate::deliver::Outcome;
 
 /// One server reply, possibly of several lines.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {
-    /// The code of the last line; 0 when the server sent something that is not a reply.
+    /// The reply code.
     pub code: u16,
     /// Each line as received, code included, without the line ending.
     pub lines: Vec<String>,
 }
 
 impl Reply {
-    /// A permanent refusal (5xx); everything else that is not positive is temporary,
-    /// including garbage (code 0), as Postfix treats a protocol error.
+    /// A positive reply as lettre parsed it, its lines rebuilt as they came
+    /// (`250-first`, `250 last`).
+    pub fn from_response(response: &Response) -> Reply {
+        let code = u16::from(response.code());
+        let texts: Vec<&str> = response.message().collect();
+        let last = texts.len().saturating_sub(1);
+        let lines = texts
+            .iter()
+            .enumerate()
+            .map(|(i, text)| {
+                let separator = if i < last { '-' } else { ' ' };
+                format!("{code}{separator}{text}")
+            })
+            .collect();
+        Reply { code, lines }
+    }
+
+    /// A negative reply, from the error lettre makes of it. lettre keeps only the code
+    /// and the text of the lines joined by spaces (an enhanced status code repeated on
+    /// every line kept once), so a reply of several lines comes back as one line:
+    /// `550 5.7.1 first line second line`.
+    fn from_error(code: u16, err: &SmtpError) -> Reply {
+        let text = err.source().map(|s| s.to_string()).unwrap_or_default();
+        let line = format!("{code} {text}").trim_end().to_string();
+        Reply {
+            code,
+            lines: vec![line],
+        }
+    }
+
+    /// A permanent refusal (5xx); everything else that is not positive is temporary.
     pub fn is_permanent(&self) -> bool {
         (500..600).contains(&self.code)
     }
@@ -50,20 +83,6 @@ impl Reply {
             _ => format!("{class}.0.0"),
         }
     }
-
-    /// The extension keywords of an EHLO reply (upper case), each with its parameters:
-    /// every line but the first (which greets).
-    pub fn ehlo_keywords(&self) -> Vec<(String, String)> {
-        self.lines
-            .iter()
-            .skip(1)
-            .filter_map(|line| line.get(4..))
-            .map(|rest| {
-                let (keyword, params) = rest.split_once([' ', '=']).unwrap_or((rest, ""));
-                (keyword.to_ascii_uppercase(), params.trim().to_string())
-            })
-            .collect()
-    }
 }
 
 /// `5.1.1` at the start of a reply line's text (`550 5.1.1 <x>: no such user`).
@@ -79,33 +98,11 @@ fn enhanced_code(line: &str) -> Option<&str> {
     ok.then_some(code)
 }
 
-/// Reads replies line by line. Lines longer than this are cut (Postfix's
-/// `line_length_limit`), and a reply of more lines than [`MAX_REPLY_LINES`] is an error,
-/// so a hostile server cannot make us hold unbounded text.
-pub const MAX_LINE: usize = 2048;
-pub const MAX_REPLY_LINES: usize = 500;
-
-/// Adds one received line to a reply being read; returns true when it was the last.
-/// A line that does not start with three digits ends the reply with code 0: a protocol
-/// error, never a panic.
-pub fn push_line(reply: &mut Reply, line: &str) -> bool {
-    let bytes = line.as_bytes();
-    let has_code = bytes.len() >= 3 && bytes[..3].iter().all(u8::is_ascii_digit);
-    reply.lines.push(line.to_string());
-    if !has_code {
-        reply.code = 0;
-        return true;
-    }
-    reply.code = line[..3].parse().unwrap_or(0);
-    bytes.get(3) != Some(&b'-')
-}
-
 /// The step of the conversation, for "in reply to X command" and "while X".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
     Greeting,
     Ehlo,
-    Helo,
     Starttls,
     Auth,
     Mail,
@@ -121,7 +118,6 @@ impl Stage {
         match self {
             Stage::Greeting => "initial greeting",
             Stage::Ehlo => "EHLO command",
-            Stage::Helo => "HELO command",
             Stage::Starttls => "STARTTLS command",
             Stage::Auth => "AUTH command",
             Stage::Mail => "MAIL FROM command",
@@ -136,7 +132,6 @@ impl Stage {
         match self {
             Stage::Greeting => "receiving the initial server greeting",
             Stage::Ehlo => "performing the EHLO handshake",
-            Stage::Helo => "performing the HELO handshake",
             Stage::Starttls => "sending STARTTLS",
             Stage::Auth => "performing SASL authentication",
             Stage::Mail => "sending MAIL FROM",
@@ -176,8 +171,13 @@ pub enum Failure {
     Lost(Stage),
     /// The server did not answer, or did not read, in time.
     Timeout(Stage),
-    /// The greeting, EHLO or HELO was refused: the server will not talk to us.
+    /// The greeting or EHLO was refused: the server will not talk to us.
     Refused(Reply),
+    /// EHLO was refused as not understood (500, 501, 502, 504). Postfix would say HELO
+    /// instead; lettre cannot, so the mail waits rather than bounce for our limitation.
+    EhloRefused(Reply),
+    /// The server's answer was not an SMTP reply (lettre could not parse it).
+    Malformed(Stage),
     /// A command was refused.
     Said(Reply, Stage),
     /// Something we decided ourselves, already worded (TLS required, message too large,
@@ -198,6 +198,25 @@ impl Failure {
             io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => Failure::Timeout(stage),
             _ => Failure::Lost(stage),
         }
+    }
+
+    /// What lettre's error means at `stage`: the server's refusal, a time-out, a lost
+    /// connection, or an answer that is not a reply.
+    pub fn from_lettre(err: &SmtpError, stage: Stage) -> Failure {
+        if let Some(code) = err.status() {
+            return Failure::Said(Reply::from_error(u16::from(code), err), stage);
+        }
+        if let Some(io) = io_source(err) {
+            return Failure::io(io, stage);
+        }
+        // lettre's words for a connection closed before the reply was complete.
+        let closed = err
+            .source()
+            .is_some_and(|s| s.to_string() == "incomplete response");
+        if err.is_response() && !closed {
+            return Failure::Malformed(stage);
+        }
+        Failure::Lost(stage)
     }
 
     /// Whether the recipients should bounce rather than wait for another try.
@@ -239,6 +258,23 @@ impl Failure {
                 format!("host {name} refused to talk to me: {}", reply.text()),
                 Some(reply.text()),
             ),
+            Failure::EhloRefused(reply) => (
+                reply.dsn(),
+                format!(
+                    "host {name} said: {} (in reply to {})",
+                    reply.text(),
+                    Stage::Ehlo.command()
+                ),
+                Some(reply.text()),
+            ),
+            Failure::Malformed(stage) => (
+                "4.5.0".into(),
+                format!(
+                    "host {name} sent a malformed reply (in reply to {})",
+                    stage.command()
+                ),
+                None,
+            ),
             Failure::Said(reply, stage) => (
                 reply.dsn(),
                 format!(
@@ -270,6 +306,18 @@ impl Failure {
     }
 }
 
+/// The I/O error under a lettre error, if there is one.
+pub fn io_source(err: &SmtpError) -> Option<&io::Error> {
+    let mut source = err.source();
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<io::Error>() {
+            return Some(io);
+        }
+        source = err.source();
+    }
+    None
+}
+
 /// A deferral never carries a 5.x.x code (a 5xx refusal during authentication is
 /// deferred, as Postfix's `smtp_sasl_auth_soft_bounce` does).
 fn soften(dsn: &str) -> String {
@@ -294,14 +342,10 @@ mod tests {
     use crate::deliver::Status;
 
     fn reply(lines: &[&str]) -> Reply {
-        let mut r = Reply {
-            code: 0,
-            lines: Vec::new(),
-        };
-        for line in lines {
-            push_line(&mut r, line);
+        Reply {
+            code: lines.last().unwrap()[..3].parse().unwrap(),
+            lines: lines.iter().map(|l| l.to_string()).collect(),
         }
-        r
     }
 
     fn peer() -> Peer {
@@ -313,33 +357,13 @@ mod tests {
     }
 
     #[test]
-    fn multi_line_replies_end_at_the_line_without_a_hyphen() {
-        let mut r = Reply {
-            code: 0,
-            lines: Vec::new(),
-        };
-        assert!(!push_line(&mut r, "250-mx.example.net"));
-        assert!(!push_line(&mut r, "250-SIZE 1000"));
-        assert!(push_line(&mut r, "250 8BITMIME"));
+    fn replies_from_lettre_keep_postfixs_form() {
+        let response: Response = "250-mx.example.net\r\n250 2.0.0 Ok\r\n".parse().unwrap();
+        let r = Reply::from_response(&response);
         assert_eq!(r.code, 250);
-        assert_eq!(
-            r.ehlo_keywords(),
-            [
-                ("SIZE".to_string(), "1000".to_string()),
-                ("8BITMIME".to_string(), String::new())
-            ]
-        );
-        assert!(push_line(&mut r, "220"));
-    }
-
-    #[test]
-    fn garbage_is_a_temporary_protocol_error() {
-        let r = reply(&["hello there"]);
-        assert_eq!(r.code, 0);
-        assert!(!r.is_permanent());
-        assert_eq!(r.dsn(), "4.0.0");
-        let r = reply(&["2"]);
-        assert_eq!(r.code, 0);
+        assert_eq!(r.text(), "250-mx.example.net 250 2.0.0 Ok");
+        let response: Response = "250 2.0.0 Ok: queued\r\n".parse().unwrap();
+        assert_eq!(Reply::from_response(&response).dsn(), "2.0.0");
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! STARTTLS policy (`smtp_tls_security_level`) and the rustls client configurations it
-//! needs.
+//! STARTTLS policy (`smtp_tls_security_level`), turned into lettre's [`TlsParameters`]
+//! for each server.
 //!
 //! | level | STARTTLS | certificate |
 //! |---|---|---|
@@ -14,18 +14,13 @@
 //! Treating it as `verify` would make mail to any server with a self-signed certificate
 //! bounce after `maximal_queue_lifetime`, which Postfix does not do.
 
-use std::io;
-use std::net::{IpAddr, TcpStream};
-use std::path::Path;
-use std::sync::Arc;
+use std::net::IpAddr;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{
-    ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore, SignatureScheme,
+use lettre::transport::smtp::client::{
+    Certificate, CertificateStore, TlsParameters, TlsParametersBuilder,
 };
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
 
 /// What `smtp_tls_security_level` asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,17 +48,20 @@ impl Level {
     }
 }
 
-/// The policy and the rustls configuration it uses.
+/// The policy, with the CA certificates `verify` trusts.
 #[derive(Clone)]
 pub struct TlsPolicy {
     pub level: Level,
-    config: Option<Arc<ClientConfig>>,
+    /// `smtp_tls_CAfile`, read once; `None` means lettre's built-in Mozilla roots
+    /// (webpki-roots, with the `rustls-tls` feature).
+    ca: Option<Certificate>,
 }
 
 impl std::fmt::Debug for TlsPolicy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TlsPolicy")
             .field("level", &self.level)
+            .field("ca_file", &self.ca.is_some())
             .finish()
     }
 }
@@ -71,156 +69,55 @@ impl std::fmt::Debug for TlsPolicy {
 impl TlsPolicy {
     /// `ca_file`: `smtp_tls_CAfile`, the PEM certificates trusted by `verify`; empty means
     /// the built-in Mozilla root store. As Postfix's default `tls_append_default_CA = no`,
-    /// a CA file replaces the built-in roots rather than adding to them.
+    /// a CA file replaces the built-in roots rather than adding to them. Only `verify`
+    /// reads it (the other levels check no certificate); for it, a file that cannot be
+    /// read or holds no certificate is an error.
     pub fn new(level: Level, ca_file: &str) -> Result<TlsPolicy, String> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = ClientConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| format!("TLS setup: {e}"))?;
-        let config = match level {
-            Level::None => None,
-            Level::May | Level::Encrypt => Some(
-                builder
-                    .dangerous()
-                    .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
-                    .with_no_client_auth(),
-            ),
-            Level::Verify => {
-                let roots = root_store(ca_file)?;
-                Some(builder.with_root_certificates(roots).with_no_client_auth())
-            }
+        let ca = match (level, ca_file) {
+            (Level::Verify, path) if !path.is_empty() => Some(read_ca_file(path)?),
+            _ => None,
         };
-        Ok(TlsPolicy {
-            level,
-            config: config.map(Arc::new),
-        })
+        Ok(TlsPolicy { level, ca })
     }
 
-    /// Runs the TLS handshake over `tcp` for server `host`, connected at `ip`.
-    pub fn handshake(
-        &self,
-        tcp: TcpStream,
-        host: &str,
-        ip: IpAddr,
-    ) -> Result<rustls::StreamOwned<ClientConnection, TcpStream>, HandshakeError> {
-        let config = self
-            .config
-            .clone()
-            .ok_or(HandshakeError::Other("TLS is disabled".into()))?;
-        // Verify against the name we looked up; an address literal has no name.
-        let name = match host.parse::<IpAddr>() {
-            Ok(_) => ServerName::IpAddress(ip.into()),
-            Err(_) => {
-                ServerName::try_from(host.to_string()).unwrap_or(ServerName::IpAddress(ip.into()))
-            }
+    /// lettre's TLS parameters for server `host`, connected at `ip`: certificates
+    /// unchecked for `may`/`encrypt` (name included: an MX host's certificate rarely
+    /// names it), checked against the roots and the name for `verify`.
+    pub fn parameters(&self, host: &str, ip: IpAddr) -> Result<TlsParameters, String> {
+        // Verify against the name we looked up; lettre takes an address literal (or a
+        // name rustls cannot use) as an IP address.
+        let name = match ServerName::try_from(host) {
+            Ok(_) => host.to_string(),
+            Err(_) => ip.to_string(),
         };
-        let conn = ClientConnection::new(config, name)
-            .map_err(|e| HandshakeError::Other(e.to_string()))?;
-        let mut stream = rustls::StreamOwned::new(conn, tcp);
-        while stream.conn.is_handshaking() {
-            if let Err(err) = stream.conn.complete_io(&mut stream.sock) {
-                return Err(HandshakeError::from_io(err));
-            }
-        }
-        Ok(stream)
+        let mut builder = TlsParametersBuilder::new(name);
+        builder = match self.level {
+            Level::None | Level::May | Level::Encrypt => builder
+                .dangerous_accept_invalid_certs(true)
+                .dangerous_accept_invalid_hostnames(true),
+            Level::Verify => match &self.ca {
+                Some(ca) => builder
+                    .certificate_store(CertificateStore::None)
+                    .add_root_certificate(ca.clone()),
+                None => builder.certificate_store(CertificateStore::Default),
+            },
+        };
+        builder.build().map_err(|e| format!("TLS setup: {e}"))
     }
 }
 
-/// Why a handshake failed.
-#[derive(Debug)]
-pub enum HandshakeError {
-    /// The server's certificate was not accepted (`verify`).
-    Certificate(String),
-    /// The connection broke or timed out during the handshake.
-    Io(io::Error),
-    /// Any other TLS failure (no common cipher, protocol error).
-    Other(String),
-}
-
-impl HandshakeError {
-    fn from_io(err: io::Error) -> HandshakeError {
-        let tls = err
-            .get_ref()
-            .and_then(|inner| inner.downcast_ref::<rustls::Error>());
-        match tls {
-            Some(rustls::Error::InvalidCertificate(reason)) => {
-                HandshakeError::Certificate(format!("{reason:?}"))
-            }
-            Some(other) => HandshakeError::Other(other.to_string()),
-            None => HandshakeError::Io(err),
-        }
+fn read_ca_file(path: &str) -> Result<Certificate, String> {
+    let bad = |e: &dyn std::fmt::Display| format!("smtp_tls_CAfile {path}: {e}");
+    let pem = std::fs::read(path).map_err(|e| bad(&crate::sysexits::describe_io(&e)))?;
+    let mut count = 0;
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        cert.map_err(|e| bad(&e))?;
+        count += 1;
     }
-}
-
-fn root_store(ca_file: &str) -> Result<RootCertStore, String> {
-    let mut roots = RootCertStore::empty();
-    if ca_file.is_empty() {
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        return Ok(roots);
+    if count == 0 {
+        return Err(bad(&"no certificates"));
     }
-    let certs = CertificateDer::pem_file_iter(Path::new(ca_file))
-        .map_err(|e| format!("smtp_tls_CAfile {ca_file}: {e}"))?;
-    for cert in certs {
-        let cert = cert.map_err(|e| format!("smtp_tls_CAfile {ca_file}: {e}"))?;
-        roots
-            .add(cert)
-            .map_err(|e| format!("smtp_tls_CAfile {ca_file}: {e}"))?;
-    }
-    if roots.is_empty() {
-        return Err(format!("smtp_tls_CAfile {ca_file}: no certificates"));
-    }
-    Ok(roots)
-}
-
-/// Accepts any certificate: opportunistic and `encrypt` TLS protect against passive
-/// listeners only, exactly as in Postfix, where only `verify`/`secure` check the server.
-/// Handshake signatures are still checked, so the session keys are the server's.
-#[derive(Debug)]
-struct AnyCertificate(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
+    Certificate::from_pem(&pem).map_err(|e| bad(&e))
 }
 
 #[cfg(test)]
@@ -242,9 +139,17 @@ mod tests {
 
     #[test]
     fn policies_build() {
-        assert!(TlsPolicy::new(Level::Verify, "").unwrap().config.is_some());
-        assert!(TlsPolicy::new(Level::May, "").unwrap().config.is_some());
-        assert!(TlsPolicy::new(Level::None, "").unwrap().config.is_none());
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        for level in [Level::May, Level::Encrypt, Level::Verify] {
+            let policy = TlsPolicy::new(level, "").unwrap();
+            let params = policy.parameters("mx.example.net", ip).unwrap();
+            assert_eq!(params.domain(), "mx.example.net");
+            let params = policy.parameters("not a name", ip).unwrap();
+            assert_eq!(params.domain(), "192.0.2.1");
+        }
         assert!(TlsPolicy::new(Level::Verify, "/nonexistent/ca.pem").is_err());
+        let empty = tempfile::NamedTempFile::new().unwrap();
+        let path = empty.path().to_str().unwrap();
+        assert!(TlsPolicy::new(Level::Verify, path).is_err());
     }
 }
