@@ -29,7 +29,7 @@ use parse::Setting;
 
 pub use dirs::{DEFAULT_DIR, DirSource, ProcessIds, choose_dir};
 pub use params::{COMPUTED, ParamInfo, ParamKind, known_parameters, man_section};
-pub use values::Table;
+pub use values::{Table, parse_time};
 
 /// The name of the file inside the configuration directory.
 pub const FILE_NAME: &str = "main.cf";

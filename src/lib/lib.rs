@@ -8,6 +8,7 @@
 pub mod address;
 pub mod aliases;
 pub mod config;
+pub mod daemon;
 pub mod deliver;
 pub mod log;
 pub mod mail;

@@ -1,13 +1,15 @@
 //! The `sendmail` command: dispatches the mode chosen on the command line. Submission is
 //! the common case and the one that must be fast: one config read, one durable write.
 
+use std::fs::File;
 use std::io::{BufRead, Write};
 
 use crate::aliases;
 use crate::config::Config;
+use crate::daemon;
 use crate::log::Log;
-use crate::queue::Queue;
-use crate::sendmail_argv::{Invocation, Mode};
+use crate::queue::{Queue, QueueId};
+use crate::sendmail_argv::{DeliveryMode, Invocation, Mode};
 use crate::submit::{self, Invoker, Settings};
 use crate::sysexits::{Error, ExitCode, Result};
 
@@ -23,7 +25,8 @@ pub fn run(inv: &Invocation, stdin: impl BufRead, stdout: &mut dyn Write) -> Res
                 // what callers were told.
                 Log::from_config(&config, "sendmail").fatal(&e.message);
             }
-            queued.map(drop)
+            let (id, locked) = queued?;
+            daemon::modes::after_submit(&config, inv.delivery, id, locked)
         }
         Mode::Newaliases => {
             aliases::rebuild_all(&config, &mut |w| eprintln!("sendmail: warning: {w}"))?;
@@ -33,17 +36,18 @@ pub fn run(inv: &Invocation, stdin: impl BufRead, stdout: &mut dyn Write) -> Res
         Mode::Smtp => crate::smtpd::run_stdio(&config, Invoker::current().uid, stdin, stdout),
         Mode::ListQueue => crate::mailq::run_as(&config, "sendmail", false, stdout),
         Mode::Nothing => Ok(()),
-        other => Err(Error::new(
-            ExitCode::Unavailable,
-            format!(
-                "{} is not supported by this version of mailroom",
-                mode_flag(other)
-            ),
-        )),
+        Mode::DaemonForeground => daemon::modes::foreground(&config, inv.queue_interval.as_deref()),
+        Mode::Daemon => daemon::modes::background(&config, inv.queue_interval.as_deref()),
+        Mode::RunQueue => daemon::modes::run_queue(&config, inv.queue_id.as_deref()),
     }
 }
 
-fn submit_message(config: &Config, inv: &Invocation, stdin: impl BufRead) -> Result<()> {
+/// Queues the message; returns its ID, and for `-odi` the queue file, still locked.
+fn submit_message(
+    config: &Config,
+    inv: &Invocation,
+    stdin: impl BufRead,
+) -> Result<(QueueId, Option<File>)> {
     let settings = Settings {
         myhostname: config.myhostname()?,
         myorigin: config.myorigin()?,
@@ -51,8 +55,14 @@ fn submit_message(config: &Config, inv: &Invocation, stdin: impl BufRead) -> Res
         header_size_limit: config.number("header_size_limit")?,
     };
     let queue = Queue::new(config.queue_directory()?);
-    submit::submit(&queue, &settings, &Invoker::current(), &inv.request, stdin)?;
-    Ok(())
+    let invoker = Invoker::current();
+    if inv.delivery == DeliveryMode::Interactive {
+        let (queued, file) =
+            submit::submit_locked(&queue, &settings, &invoker, &inv.request, stdin)?;
+        return Ok((queued.id, Some(file)));
+    }
+    let queued = submit::submit(&queue, &settings, &invoker, &inv.request, stdin)?;
+    Ok((queued.id, None))
 }
 
 /// `-bv`: one line per address on stdout. Unlike Postfix, which mails the report and
@@ -75,18 +85,4 @@ fn verify(config: &Config, inv: &Invocation, stdout: &mut dyn Write) -> Result<(
         ExitCode::NoUser,
         format!("{failed} of {} addresses not deliverable", verdicts.len()),
     ))
-}
-
-fn mode_flag(mode: Mode) -> &'static str {
-    match mode {
-        Mode::Submit => "-bm",
-        Mode::ListQueue => "-bp",
-        Mode::Newaliases => "-bi",
-        Mode::Verify => "-bv",
-        Mode::Smtp => "-bs",
-        Mode::Daemon => "-bd",
-        Mode::DaemonForeground => "-bD",
-        Mode::RunQueue => "-q",
-        Mode::Nothing => "-bh",
-    }
 }

@@ -138,7 +138,7 @@ pub const FLAGS: &[Flag] = &[
     Flag {
         letter: 'q',
         takes_value: true,
-        summary: "run the queue; -qINTERVAL with -bd/-bD",
+        summary: "run the queue; -qINTERVAL with -bd/-bD; -qIID runs only that message",
     },
     Flag {
         letter: 'r',
@@ -201,6 +201,9 @@ pub struct Invocation {
     pub config_dir: Option<PathBuf>,
     /// `-q30m`: the interval for periodic queue runs of a daemon.
     pub queue_interval: Option<String>,
+    /// `-qI<substr>`: run only the messages whose queue ID contains it (the classic
+    /// sendmail spelling; a background `-odb` delivery runs its one message this way).
+    pub queue_id: Option<String>,
     /// Sender, recipients and flags for a submission. `request.recipients` also holds the
     /// operands of other modes (`-bv ADDR...`).
     pub request: Request,
@@ -243,6 +246,7 @@ pub fn parse(program: &str, args: &[String]) -> Result<Invocation, ArgError> {
         delivery: DeliveryMode::default(),
         config_dir: None,
         queue_interval: None,
+        queue_id: None,
         request: Request {
             dot_ends: true,
             ..Request::default()
@@ -366,6 +370,9 @@ fn apply_value(inv: &mut Invocation, letter: char, value: &str) -> Result<(), Ar
         'q' => {
             if value.starts_with(|c: char| c.is_ascii_digit()) {
                 inv.queue_interval = Some(value.to_string());
+            } else if let Some(id) = value.strip_prefix('I').filter(|id| !id.is_empty()) {
+                inv.mode = Mode::RunQueue;
+                inv.queue_id = Some(id.to_string());
             } else {
                 let shown: String = value.chars().take(1).collect();
                 return Err(ArgError::fatal(format!("-q{shown} is not implemented")));
@@ -543,6 +550,9 @@ mod tests {
         assert_eq!(inv.mode, Mode::Daemon);
         assert_eq!(inv.queue_interval.as_deref(), Some("30m"));
         assert_eq!(p(&["-q"]).unwrap().mode, Mode::RunQueue);
+        let inv = p(&["-qI0cQ3x7Lk2a"]).unwrap();
+        assert_eq!(inv.mode, Mode::RunQueue);
+        assert_eq!(inv.queue_id.as_deref(), Some("0cQ3x7Lk2a"));
         assert_eq!(parse("mailq", &[]).unwrap().mode, Mode::ListQueue);
         assert_eq!(parse("newaliases", &[]).unwrap().mode, Mode::Newaliases);
         assert_eq!(p(&["-odq", "a"]).unwrap().delivery, DeliveryMode::QueueOnly);

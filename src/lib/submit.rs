@@ -187,6 +187,32 @@ pub fn submit(
     request: &Request,
     input: impl BufRead,
 ) -> Result<Queued> {
+    submit_inner(queue, settings, invoker, request, input, false).map(|(queued, _)| queued)
+}
+
+/// Like [`submit`], but the queue file is locked before it appears in `maildrop/` and
+/// stays locked while the returned descriptor is open (`sendmail -odi` delivers it
+/// itself, and a running daemon must leave it alone).
+pub fn submit_locked(
+    queue: &Queue,
+    settings: &Settings,
+    invoker: &Invoker,
+    request: &Request,
+    input: impl BufRead,
+) -> Result<(Queued, std::fs::File)> {
+    let (queued, file) = submit_inner(queue, settings, invoker, request, input, true)?;
+    let file = file.ok_or_else(|| Error::new(ExitCode::Software, "queue file was not locked"))?;
+    Ok((queued, file))
+}
+
+fn submit_inner(
+    queue: &Queue,
+    settings: &Settings,
+    invoker: &Invoker,
+    request: &Request,
+    input: impl BufRead,
+    lock: bool,
+) -> Result<(Queued, Option<std::fs::File>)> {
     let tag = invoker.tag();
     let sender = envelope_sender(request, invoker, settings, &tag)?;
     let mut recipients = Recipients::default();
@@ -235,7 +261,8 @@ pub fn submit(
         trace: Trace::Local { uid: invoker.uid },
         qualify_headers: true,
     };
-    write_message(queue, settings, &tag, draft, head, &mut reader).map_err(|e| e.into_error(&tag))
+    write_queue_file(queue, settings, &tag, draft, head, &mut reader, lock)
+        .map_err(|e| e.into_error(&tag))
 }
 
 /// Writes one queue file in `maildrop/`: the envelope from `draft`, a `Received:` header,
@@ -248,9 +275,22 @@ pub fn write_message<R: BufRead>(
     settings: &Settings,
     tag: &str,
     draft: Draft,
-    mut head: HeaderBlock,
+    head: HeaderBlock,
     reader: &mut InputReader<R>,
 ) -> std::result::Result<Queued, QueueError> {
+    write_queue_file(queue, settings, tag, draft, head, reader, false).map(|(queued, _)| queued)
+}
+
+/// [`write_message`], optionally returning the queue file locked (see [`submit_locked`]).
+fn write_queue_file<R: BufRead>(
+    queue: &Queue,
+    settings: &Settings,
+    tag: &str,
+    draft: Draft,
+    mut head: HeaderBlock,
+    reader: &mut InputReader<R>,
+    lock: bool,
+) -> std::result::Result<(Queued, Option<std::fs::File>), QueueError> {
     // Qualify only now, after any -t extraction, so recipients keep the form the sender
     // wrote as their original address (X-Original-To:, orig_to=).
     if draft.qualify_headers {
@@ -325,13 +365,19 @@ pub fn write_message<R: BufRead>(
         return Err(QueueError::TooBig { limit });
     }
     let size = file.message_bytes();
-    let id = file.commit().map_err(write_err)?;
-    Ok(Queued {
+    let (id, locked) = if lock {
+        let (id, f) = file.commit_locked().map_err(write_err)?;
+        (id, Some(f))
+    } else {
+        (file.commit().map_err(write_err)?, None)
+    };
+    let queued = Queued {
         id,
         sender,
         recipients: rcpt_count,
         size,
-    })
+    };
+    Ok((queued, locked))
 }
 
 fn envelope_sender(

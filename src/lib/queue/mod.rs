@@ -20,6 +20,7 @@ pub mod check;
 pub mod dirs;
 pub mod envelope;
 pub mod id;
+mod rewrite;
 pub mod store;
 
 use std::fs::{self, DirBuilder, File};

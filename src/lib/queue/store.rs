@@ -42,7 +42,9 @@ impl NewQueueFile {
                 envelope.id,
                 std::process::id()
             ));
+            // Readable too: `commit_locked` hands the descriptor on to a delivery.
             match OpenOptions::new()
+                .read(true)
                 .write(true)
                 .create_new(true)
                 .mode(0o600)
@@ -91,8 +93,24 @@ impl NewQueueFile {
 
     /// Makes the file durable and visible under its ID. Returns the ID it got (a new one
     /// if another process took the first in the same microsecond).
-    pub fn commit(mut self) -> io::Result<QueueId> {
+    pub fn commit(self) -> io::Result<QueueId> {
+        self.commit_inner(false).map(|(id, _)| id)
+    }
+
+    /// Like [`commit`](Self::commit), but the file is locked (flock, exclusive) before
+    /// it becomes visible and stays locked as long as the returned descriptor is open:
+    /// `sendmail -odi` delivers the message itself, and the daemon, woken by the new
+    /// name, must not grab it first.
+    pub fn commit_locked(self) -> io::Result<(QueueId, File)> {
+        let (id, file) = self.commit_inner(true)?;
+        Ok((id, file))
+    }
+
+    fn commit_inner(mut self, lock: bool) -> io::Result<(QueueId, File)> {
         self.file.flush()?;
+        if lock {
+            fs2::FileExt::lock_exclusive(self.file.get_ref())?;
+        }
         let file = self.file.get_ref();
         let size = format!("{:0width$}", self.message_bytes, width = SIZE_WIDTH);
         file.write_all_at(size.as_bytes(), self.envelope.size_offset)?;
@@ -135,7 +153,8 @@ impl NewQueueFile {
         }
         self.committed = true;
         sync_directory(&self.dir, file)?;
-        Ok(self.envelope.id)
+        let file = file.try_clone()?;
+        Ok((self.envelope.id, file))
     }
 }
 

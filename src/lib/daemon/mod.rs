@@ -1,0 +1,171 @@
+//! The delivery daemon and the one-shot deliveries that stand in for it: pickup from
+//! `maildrop/`, bounded parallel delivery, retries with backoff, bounces, the
+//! single-instance lock and signals. `man/mailroom-daemon.8` describes the behaviour.
+//!
+//! A message moves `maildrop/` → `incoming/` (picked up, checked) → `active/` (being
+//! delivered) → removed, or → `deferred/` (waiting for its next try) → `active/` ... Every
+//! step holds the file's flock, so the daemon, one-shot deliveries (`sendmail -odb`,
+//! `-odi`, `-q`) and `postsuper` never act on one file at once.
+
+pub mod agent;
+pub mod bounce;
+pub mod detach;
+pub mod lock;
+pub mod logline;
+pub mod modes;
+pub mod pickup;
+pub mod process;
+pub mod retry;
+pub mod scheduler;
+pub mod signals;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::deliver::bounce::BounceSettings;
+use crate::deliver::local::LocalContext;
+use crate::deliver::local::aliases::DatabaseAliases;
+use crate::deliver::smtp::SmtpContext;
+use crate::log::{Log, Sink};
+use crate::queue::Queue;
+use crate::sysexits::Result;
+
+pub use agent::{Agent, Router};
+pub use bounce::Bouncer;
+pub use retry::RetryPolicy;
+
+/// The log of each program the daemon speaks for, as Postfix's separate processes would
+/// (`mailroom/pickup`, `mailroom/qmgr`, `mailroom/local`...), all to one sink.
+pub struct Logs {
+    pub master: Log,
+    pub pickup: Log,
+    pub qmgr: Log,
+    pub local: Log,
+    pub smtp: Log,
+    pub bounce: Log,
+}
+
+impl Logs {
+    pub fn new(syslog_name: &str, host: &str, sink: Sink) -> Logs {
+        let log = |program| Log::new(syslog_name, program, host, sink.clone());
+        Logs {
+            master: log("master"),
+            pickup: log("pickup"),
+            qmgr: log("qmgr"),
+            local: log("local"),
+            smtp: log("smtp"),
+            bounce: log("bounce"),
+        }
+    }
+
+    /// `maillog_file` when set, else `fallback` (stderr for `-bD`, syslog otherwise).
+    pub fn from_config(config: &Config, fallback: Sink) -> Logs {
+        let name = config
+            .get("syslog_name")
+            .unwrap_or_else(|_| "mailroom".into());
+        let host = config.myhostname().unwrap_or_else(|_| "localhost".into());
+        let sink = match config.get("maillog_file") {
+            Ok(path) if !path.is_empty() => Sink::File(PathBuf::from(path)),
+            _ => fallback,
+        };
+        Logs::new(&name, &host, sink)
+    }
+
+    pub fn discard() -> Logs {
+        Logs::new("mailroom", "localhost", Sink::Discard)
+    }
+
+    /// The log of the agent program `name` (`local`, `smtp`).
+    pub fn agent(&self, name: &str) -> &Log {
+        match name {
+            "local" => &self.local,
+            _ => &self.smtp,
+        }
+    }
+}
+
+/// Everything a delivery needs, built from one reading of `main.cf`. SIGHUP builds a new
+/// one; work already started finishes with the one it started with.
+pub struct Runtime {
+    pub queue: Queue,
+    pub policy: RetryPolicy,
+    pub router: Router,
+    pub bouncer: Box<dyn Bouncer>,
+    pub logs: Logs,
+    /// Deliveries at once.
+    pub workers: usize,
+    /// How often deferred mail is looked at (`queue_run_delay`).
+    pub queue_run_delay: std::time::Duration,
+}
+
+/// At most this many deliveries at once, whatever `default_process_limit` says: delivery
+/// here is disk-bound (one fsync per mailbox write and per state record), and beyond a few
+/// writers per core more threads only queue on the journal.
+pub const MAX_WORKERS: usize = 8;
+
+impl Runtime {
+    /// The runtime for `config`, with the agents of this version.
+    pub fn from_config(config: &Config, log_fallback: Sink) -> Result<Runtime> {
+        let logs = Logs::from_config(config, log_fallback);
+        let queue = Queue::new(config.queue_directory()?);
+        let limit = config.number("default_process_limit")?;
+        let local_log = Arc::new(Log::new(
+            &config
+                .get("syslog_name")
+                .unwrap_or_else(|_| "mailroom".into()),
+            "local",
+            &config.myhostname()?,
+            logs.local.sink().clone(),
+        ));
+        let warn_log = Arc::clone(&local_log);
+        let aliases = DatabaseAliases::from_config(config, &mut |w| logs.local.warning(w))?;
+        let local = LocalContext::from_config(
+            config,
+            queue.clone(),
+            Arc::new(aliases),
+            Arc::new(move |w: &str| warn_log.warning(w)),
+        )?;
+        let remote: Box<dyn Agent> = match SmtpContext::from_config(config) {
+            Ok(ctx) => {
+                let smtp_log = Arc::new(Log::new(
+                    &config
+                        .get("syslog_name")
+                        .unwrap_or_else(|_| "mailroom".into()),
+                    "smtp",
+                    &config.myhostname()?,
+                    logs.smtp.sink().clone(),
+                ));
+                Box::new(agent::Smtp(ctx.with_log(smtp_log)))
+            }
+            Err(e) => {
+                // Local mail must not stop because remote settings are wrong.
+                logs.smtp.warning(&format!(
+                    "remote delivery disabled, remote mail is deferred: {e}"
+                ));
+                Box::new(agent::remote_unavailable)
+            }
+        };
+        let router = Router {
+            mydestination: config.mydestination()?,
+            local: Box::new(agent::Local(Arc::new(local))),
+            remote,
+        };
+        Ok(Runtime {
+            queue,
+            policy: RetryPolicy::from_config(config)?,
+            router,
+            bouncer: Box::new(bounce::Dsn(BounceSettings::from_config(config)?)),
+            logs,
+            workers: worker_count(limit),
+            queue_run_delay: config.time("queue_run_delay")?,
+        })
+    }
+}
+
+/// Threads for `default_process_limit`: at least one, at most [`MAX_WORKERS`], and no
+/// more than four per CPU.
+pub fn worker_count(process_limit: u64) -> usize {
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+    (process_limit as usize).clamp(1, MAX_WORKERS.min(4 * cpus))
+}

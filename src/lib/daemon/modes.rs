@@ -1,0 +1,144 @@
+//! What `sendmail`'s daemon and delivery modes do: `-bD` (daemon in the foreground), `-bd`
+//! (detached), `-q` (run the queue once), and after a submission `-odb` (background
+//! delivery, the default), `-odi` (deliver before exiting) and `-odq` (queue only).
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::deliver::Status;
+use crate::log::Sink;
+use crate::queue::{LockedFile, Queue, QueueId, QueueName};
+use crate::sendmail_argv::DeliveryMode;
+use crate::sysexits::{Error, ExitCode, Result};
+
+use super::process::{self, Report};
+use super::{Runtime, detach, lock, pickup, scheduler};
+
+/// The configuration directory as an absolute path, for processes that run elsewhere.
+fn absolute(dir: &Path) -> PathBuf {
+    std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf())
+}
+
+/// `-q30m`: a bare number is minutes, as in sendmail.
+pub fn parse_interval(text: &str) -> Result<Duration> {
+    crate::config::parse_time(text, 'm').map_err(|why| Error::usage(format!("-q{text}: {why}")))
+}
+
+/// `sendmail -bD` (and the process `-bd` starts): runs the daemon until SIGTERM.
+pub fn foreground(config: &Config, interval: Option<&str>) -> Result<()> {
+    let interval = interval.map(parse_interval).transpose()?;
+    let detached = std::env::var_os(detach::DETACHED_ENV).is_some();
+    let fallback = if detached { Sink::Syslog } else { Sink::Stderr };
+    let dir = absolute(config.dir());
+    let load = || {
+        let fresh = Config::load(Some(&dir))?;
+        Runtime::from_config(&fresh, fallback.clone())
+    };
+    let ready = |pid| {
+        if detached {
+            detach::report_ready(pid);
+        }
+    };
+    scheduler::run_daemon(load, interval, &dir.display().to_string(), ready)
+}
+
+/// `sendmail -bd`: starts the daemon in the background; returns once it runs.
+pub fn background(config: &Config, interval: Option<&str>) -> Result<()> {
+    if let Some(interval) = interval {
+        parse_interval(interval)?;
+    }
+    detach::start_daemon(&absolute(config.dir()), interval).map(drop)
+}
+
+/// `sendmail -q` / `-qI<ID>`: delivers what is queued now, in the foreground.
+pub fn run_queue(config: &Config, only: Option<&str>) -> Result<()> {
+    let rt = Runtime::from_config(config, Sink::Syslog)?;
+    scheduler::run_once(rt, only).map(drop)
+}
+
+/// What happens to a message `sendmail` has just queued. `locked` is the queue file,
+/// still locked, when the mode is `-odi`.
+pub fn after_submit(
+    config: &Config,
+    mode: DeliveryMode,
+    id: QueueId,
+    locked: Option<File>,
+) -> Result<()> {
+    match mode {
+        DeliveryMode::QueueOnly => Ok(()),
+        DeliveryMode::Background => {
+            let queue = Queue::new(config.queue_directory()?);
+            if lock::running(&queue).is_some() {
+                // The daemon's inotify watch has already seen the new name.
+                return Ok(());
+            }
+            // The message is safely queued; failing to start a delivery only delays it.
+            let _ = detach::spawn_delivery(&absolute(config.dir()), id.as_str());
+            Ok(())
+        }
+        DeliveryMode::Interactive => {
+            let rt = Runtime::from_config(config, Sink::Syslog)?;
+            let Some(file) = locked else {
+                return Ok(());
+            };
+            let locked = LockedFile {
+                file,
+                queue: QueueName::Maildrop,
+                id,
+            };
+            let Some(accepted) = pickup::accept(&rt, locked) else {
+                return Err(Error::temp(format!(
+                    "{id}: queued, but it could not be picked up; it will be delivered later"
+                )));
+            };
+            let report = process::process(&rt, accepted, &AtomicBool::new(false));
+            interactive_result(id, &report)
+        }
+    }
+}
+
+/// `-odi`'s exit status: 0 when every recipient was delivered; 67 (EX_NOUSER) when one
+/// bounced for an unknown address (5.1.x), 69 (EX_UNAVAILABLE) for another bounce; 75
+/// (EX_TEMPFAIL) when one was deferred. The message was accepted in every case: deferred
+/// recipients stay queued, bounced ones were reported to the sender.
+pub fn interactive_result(id: QueueId, report: &Report) -> Result<()> {
+    for (address, outcome) in &report.outcomes {
+        if outcome.status != Status::Sent {
+            eprintln!(
+                "sendmail: {id}: <{address}>: dsn={}, status={} ({})",
+                outcome.dsn,
+                super::logline::status_word(outcome.status),
+                outcome.text
+            );
+        }
+    }
+    let bounced: Vec<_> = report
+        .outcomes
+        .iter()
+        .filter(|(_, o)| o.status == Status::Bounced)
+        .collect();
+    if !bounced.is_empty() {
+        let code = if bounced.iter().any(|(_, o)| o.dsn.starts_with("5.1.")) {
+            ExitCode::NoUser
+        } else {
+            ExitCode::Unavailable
+        };
+        return Err(Error::new(
+            code,
+            format!(
+                "{id}: {} recipient(s) bounced; the sender gets a delivery status notification",
+                bounced.len()
+            ),
+        ));
+    }
+    let deferred = report.count(Status::Deferred);
+    if deferred > 0 || report.trouble.is_some() || report.interrupted {
+        return Err(Error::temp(format!(
+            "{id}: delivery deferred; the message stays queued and will be retried"
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,154 @@
+//! Pickup: take a new submission out of `maildrop/`, check it, and move it to
+//! `incoming/`. `maildrop/` is writable by every local user (through the setgid
+//! `sendmail`), so nothing in it is trusted: the entry must be a plain file with one link
+//! (not a symlink or a hard link to someone else's file), its envelope must parse and its
+//! size must match, and the submitter is the file's owner, whatever its `uid` record says.
+//! A file that fails goes to `corrupt/` with a log line; it never stops the daemon.
+
+use std::fs;
+use std::io::{Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
+
+use crate::queue::{LockedFile, QueueId, QueueName, ReadError, read_envelope_from};
+
+use super::Runtime;
+use super::logline;
+
+/// Picks up `maildrop/ID`. Returns the file, locked, in `incoming/`; `None` when it is
+/// gone, locked by another process (a `sendmail -odi` delivering it itself, postsuper),
+/// or was not acceptable (then it has been moved to `corrupt/`).
+pub fn pickup(rt: &Runtime, id: QueueId) -> Option<LockedFile> {
+    let queue = &rt.queue;
+    let path = queue.path(QueueName::Maildrop, id);
+    let meta = fs::symlink_metadata(&path).ok()?;
+    if !meta.file_type().is_file() || meta.nlink() != 1 {
+        // Renaming moves the entry itself, never what a symlink points to.
+        let why = if meta.file_type().is_symlink() {
+            "a symbolic link"
+        } else if meta.file_type().is_file() {
+            "a file with more than one link"
+        } else {
+            "not a regular file"
+        };
+        quarantine_entry(rt, id, why);
+        return None;
+    }
+    match queue.try_lock(QueueName::Maildrop, id) {
+        Ok(Some(locked)) => accept(rt, locked),
+        Ok(None) => None,
+        Err(e) => {
+            rt.logs
+                .pickup
+                .warning(&format!("maildrop/{id}: open: {}", describe(&e)));
+            None
+        }
+    }
+}
+
+/// Checks a locked maildrop file and moves it to `incoming/` (see [`pickup`]).
+pub fn accept(rt: &Runtime, mut locked: LockedFile) -> Option<LockedFile> {
+    let queue = &rt.queue;
+    let id = locked.id;
+    if let Err(e) = locked.file.seek(SeekFrom::Start(0)) {
+        rt.logs
+            .pickup
+            .warning(&format!("maildrop/{id}: seek: {}", describe(&e)));
+        return None;
+    }
+    let owner = match locked.file.metadata() {
+        Ok(m) => m.uid(),
+        Err(e) => {
+            rt.logs
+                .pickup
+                .warning(&format!("maildrop/{id}: stat: {}", describe(&e)));
+            return None;
+        }
+    };
+    let mut envelope = match read_envelope_from(&mut locked.file) {
+        Ok(env) => env,
+        Err(ReadError::Corrupt(why)) => {
+            quarantine(rt, locked, &why);
+            return None;
+        }
+        Err(ReadError::Missing) => return None,
+        Err(ReadError::Io(e)) => {
+            rt.logs
+                .pickup
+                .warning(&format!("maildrop/{id}: read: {}", describe(&e)));
+            return None;
+        }
+    };
+    let length = locked.file.metadata().map(|m| m.len()).unwrap_or(0);
+    if envelope.message_offset.checked_add(envelope.size) != Some(length) {
+        let why = format!(
+            "size record says {} message bytes, the file has {}",
+            envelope.size,
+            length.saturating_sub(envelope.message_offset)
+        );
+        quarantine(rt, locked, &why);
+        return None;
+    }
+    if envelope.uid != owner {
+        // The record is the submitter's word; the owner is the kernel's.
+        rt.logs.pickup.warning(&format!(
+            "maildrop/{id}: uid record {} differs from the file owner {owner}; using {owner}",
+            envelope.uid
+        ));
+        envelope.uid = owner;
+        if let Err(e) = queue.rewrite_envelope(&mut locked, &mut envelope) {
+            rt.logs
+                .pickup
+                .warning(&format!("maildrop/{id}: rewrite: {}", describe(&e)));
+            return None;
+        }
+    }
+    if let Err(e) = queue.relocate(&mut locked, QueueName::Incoming) {
+        rt.logs.pickup.warning(&format!(
+            "maildrop/{id}: move to incoming: {}",
+            describe(&e)
+        ));
+        return None;
+    }
+    let _ = locked.file.seek(SeekFrom::Start(0));
+    rt.logs
+        .pickup
+        .info(&logline::pickup(locked.id, owner, &envelope.sender));
+    Some(locked)
+}
+
+/// Moves a file that is not a valid queue file to `corrupt/` and says so.
+pub fn quarantine(rt: &Runtime, mut locked: LockedFile, why: &str) {
+    let from = locked.queue.as_str();
+    let id = locked.id;
+    match rt.queue.move_to(&mut locked, QueueName::Corrupt) {
+        Ok(_) => rt.logs.qmgr.warning(&format!(
+            "{from}/{id}: corrupt queue file: {why}; moved to corrupt"
+        )),
+        Err(e) => rt.logs.qmgr.warning(&format!(
+            "{from}/{id}: corrupt queue file: {why}; cannot move it to corrupt: {}",
+            describe(&e)
+        )),
+    }
+}
+
+fn quarantine_entry(rt: &Runtime, id: QueueId, why: &str) {
+    let queue = &rt.queue;
+    let to = queue.path(QueueName::Corrupt, id);
+    let moved = queue
+        .ensure_dirs()
+        .and_then(|()| fs::rename(queue.path(QueueName::Maildrop, id), &to));
+    match moved {
+        Ok(()) => rt
+            .logs
+            .pickup
+            .warning(&format!("maildrop/{id}: {why}; moved to corrupt")),
+        Err(e) => rt.logs.pickup.warning(&format!(
+            "maildrop/{id}: {why}; cannot move it to corrupt: {}",
+            describe(&e)
+        )),
+    }
+}
+
+fn describe(e: &std::io::Error) -> String {
+    crate::sysexits::describe_io(e)
+}

@@ -1,0 +1,225 @@
+//! One delivery attempt of one queued message: make it active, deliver each pending
+//! recipient, record each outcome, then remove the file, or defer it with its reasons and
+//! next try, and tell the sender about recipients that failed for good.
+//!
+//! Crash safety rests on the order of writes. A delivered recipient is recorded with a
+//! one-byte write and `fdatasync` right after its delivery, so a crash repeats at most the
+//! delivery in flight. A bounce notification is queued (durably) before its recipients
+//! are marked bounced, so a crash may send it twice but never loses it. The file is only
+//! removed once every recipient is recorded done.
+
+use std::io::{Seek, SeekFrom};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::deliver::{MessageSource, Outcome, Request, Status};
+use crate::queue::{LockedFile, QueueName, RcptState, ReadError, Recipient, read_envelope_from};
+
+use super::logline::{self, Delays};
+use super::{Runtime, pickup};
+
+/// What became of one attempt, for `sendmail -odi` and the tests.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Each recipient tried, with its outcome.
+    pub outcomes: Vec<(String, Outcome)>,
+    /// Stopped by shutdown before every recipient was tried; the file waits in `active/`.
+    pub interrupted: bool,
+    /// The file could not be read or recorded; it stays queued and a later run retries it.
+    pub trouble: Option<String>,
+}
+
+impl Report {
+    pub fn count(&self, status: Status) -> usize {
+        self.outcomes
+            .iter()
+            .filter(|(_, o)| o.status == status)
+            .count()
+    }
+}
+
+/// Delivers what is pending in `locked` (from any queue but `maildrop/`, which goes
+/// through pickup first). `stop` is checked between recipients.
+pub fn process(rt: &Runtime, mut locked: LockedFile, stop: &AtomicBool) -> Report {
+    let mut report = Report::default();
+    let queue = &rt.queue;
+    if locked.queue != QueueName::Active
+        && let Err(e) = queue.relocate(&mut locked, QueueName::Active)
+    {
+        return trouble(rt, &locked, report, "move to active", &e.to_string());
+    }
+    let id = locked.id;
+    let _ = locked.file.seek(SeekFrom::Start(0));
+    let mut env = match read_envelope_from(&mut locked.file) {
+        Ok(env) => env,
+        Err(ReadError::Corrupt(why)) => {
+            pickup::quarantine(rt, locked, &why);
+            report.trouble = Some("corrupt queue file".into());
+            return report;
+        }
+        Err(e) => return trouble(rt, &locked, report, "read", &e.to_string()),
+    };
+    let length = locked.file.metadata().map(|m| m.len()).unwrap_or(0);
+    if env.message_offset.checked_add(env.size) != Some(length) {
+        let why = format!("size record does not match the file ({length} bytes)");
+        pickup::quarantine(rt, locked, &why);
+        report.trouble = Some("corrupt queue file".into());
+        return report;
+    }
+
+    let activated = Instant::now();
+    let now = SystemTime::now();
+    let arrival = UNIX_EPOCH + Duration::from_micros(env.arrival_micros);
+    let before_active = now.duration_since(arrival).unwrap_or_default();
+    rt.logs.qmgr.info(&logline::active(
+        id,
+        &env.sender,
+        env.size,
+        env.recipients.len(),
+    ));
+
+    let mut deferred: Vec<(usize, Outcome)> = Vec::new();
+    let mut bounced: Vec<(usize, Outcome)> = Vec::new();
+    let mut unrecorded = false;
+    let pending: Vec<usize> = (0..env.recipients.len())
+        .filter(|&i| !env.recipients[i].state.is_done())
+        .collect();
+    for i in pending {
+        if stop.load(Ordering::Relaxed) {
+            report.interrupted = true;
+            break;
+        }
+        let started = Instant::now();
+        let (program, outcome) = {
+            let req = Request {
+                queue_id: id,
+                envelope: &env,
+                recipient: &env.recipients[i],
+                message: MessageSource::for_envelope(&locked.file, &env),
+            };
+            rt.router.deliver(&req)
+        };
+        let delays = Delays {
+            before_active,
+            in_qmgr: started.duration_since(activated),
+            setup: Duration::ZERO,
+            transmission: started.elapsed(),
+        };
+        rt.logs.agent(program).info(&logline::delivery(
+            id,
+            &env.recipients[i],
+            &outcome,
+            &delays,
+        ));
+        report
+            .outcomes
+            .push((env.recipients[i].address.clone(), outcome.clone()));
+        match outcome.status {
+            Status::Sent => {
+                if let Err(e) = queue.mark(&locked, &env.recipients[i], RcptState::Delivered) {
+                    // The rewrite below records it instead; if that fails too, the file
+                    // stays queued and the recipient may get a second copy.
+                    rt.logs
+                        .qmgr
+                        .warning(&format!("{id}: cannot record delivery: {e}"));
+                    unrecorded = true;
+                }
+                env.recipients[i].state = RcptState::Delivered;
+            }
+            Status::Deferred => deferred.push((i, outcome)),
+            Status::Bounced => bounced.push((i, outcome)),
+        }
+    }
+
+    let now_secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    if !deferred.is_empty()
+        && !report.interrupted
+        && rt
+            .policy
+            .expired(env.sender.is_empty(), env.arrival_secs(), now_secs as i64)
+    {
+        rt.logs.qmgr.info(&logline::expired(id, &env.sender));
+        bounced.append(&mut deferred);
+    }
+
+    if !bounced.is_empty() {
+        let failed: Vec<(Recipient, Outcome)> = bounced
+            .iter()
+            .map(|(i, o)| (env.recipients[*i].clone(), o.clone()))
+            .collect();
+        let message = MessageSource::for_envelope(&locked.file, &env);
+        let notified = match rt.bouncer.bounce(queue, &env, message, &failed) {
+            Ok(Some(bounce_id)) => {
+                rt.logs.bounce.info(&logline::bounce_sent(id, bounce_id));
+                true
+            }
+            // A bounce never bounces; NOTIFY=NEVER asked for silence.
+            Ok(None) => true,
+            Err(e) => {
+                rt.logs.bounce.warning(&format!(
+                    "{id}: cannot queue the non-delivery notification: {e}"
+                ));
+                false
+            }
+        };
+        if notified {
+            for (i, _) in &bounced {
+                if queue
+                    .mark(&locked, &env.recipients[*i], RcptState::Bounced)
+                    .is_err()
+                {
+                    unrecorded = true;
+                }
+                env.recipients[*i].state = RcptState::Bounced;
+            }
+        } else {
+            // Keep them for the next attempt, which bounces them again.
+            deferred.append(&mut bounced);
+        }
+    }
+
+    if report.interrupted {
+        // Left in active/: the next start (or scan) finishes it.
+        return report;
+    }
+    if deferred.is_empty() && !unrecorded {
+        match queue.remove(&locked) {
+            Ok(_) => rt.logs.qmgr.info(&logline::removed(id)),
+            Err(e) => {
+                rt.logs
+                    .qmgr
+                    .warning(&format!("{id}: cannot remove queue file: {e}"));
+            }
+        }
+        return report;
+    }
+    for (i, outcome) in &deferred {
+        env.recipients[*i].reason = outcome.text.clone();
+    }
+    if deferred.is_empty() {
+        // Everything is done but a state write failed: record it by rewriting, then go.
+        if queue.rewrite_envelope(&mut locked, &mut env).is_ok() {
+            let _ = queue.remove(&locked);
+            rt.logs.qmgr.info(&logline::removed(id));
+        }
+        return report;
+    }
+    env.attempts = env.attempts.saturating_add(1);
+    env.next_attempt = now_secs + rt.policy.backoff(env.attempts).as_secs();
+    if let Err(e) = queue.rewrite_envelope(&mut locked, &mut env) {
+        return trouble(rt, &locked, report, "record deferral", &e.to_string());
+    }
+    if let Err(e) = queue.relocate(&mut locked, QueueName::Deferred) {
+        return trouble(rt, &locked, report, "move to deferred", &e.to_string());
+    }
+    report
+}
+
+fn trouble(rt: &Runtime, locked: &LockedFile, mut report: Report, what: &str, why: &str) -> Report {
+    let text = format!("{}/{}: {what}: {why}", locked.queue.as_str(), locked.id);
+    rt.logs.qmgr.warning(&text);
+    report.trouble = Some(text);
+    report
+}

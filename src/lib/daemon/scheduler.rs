@@ -1,0 +1,440 @@
+//! The scheduler: which queued files to work on and when, and a small pool of threads that
+//! do the work. New mail is noticed through inotify on `maildrop/` within milliseconds;
+//! a periodic scan catches anything inotify missed (queue overflow, files another process
+//! left unlocked in `incoming/` or `active/`). Deferred mail is looked at every
+//! `queue_run_delay` (or the `-q` interval) and tried when its `next` time has passed.
+//!
+//! The main thread only decides; it never touches a message's bytes. It blocks on one
+//! channel that carries inotify wake-ups, finished jobs and signals, with a timeout for
+//! the next scan: no polling loop.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use notify::{EventKind, RecursiveMode, Watcher};
+
+use crate::queue::{QueueId, QueueName};
+use crate::sysexits::{Error, ExitCode, Result};
+
+use super::lock::{LockError, MasterLock};
+use super::process::{self, Report};
+use super::signals::{self, Sig};
+use super::{Runtime, pickup};
+
+/// How often `maildrop/`, `incoming/` and `active/` are scanned when inotify works (a
+/// safety net, so the cost hardly matters), and when it does not.
+const SCAN_WITH_INOTIFY: Duration = Duration::from_secs(10);
+const SCAN_WITHOUT_INOTIFY: Duration = Duration::from_secs(1);
+
+/// What wakes the main thread.
+pub enum Event {
+    /// A name appeared in `maildrop/`; `None`: look at the whole directory.
+    Maildrop(Option<QueueId>),
+    /// A job finished.
+    Done(QueueId, Option<Report>),
+    Signal(Sig),
+}
+
+struct Job {
+    id: QueueId,
+    queue: QueueName,
+    rt: Arc<Runtime>,
+}
+
+/// Worker threads taking jobs from one channel.
+struct Pool {
+    jobs: Option<Sender<Job>>,
+    threads: Vec<JoinHandle<()>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Pool {
+    fn new(size: usize, done: Sender<Event>) -> Result<Pool> {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::with_capacity(size);
+        for n in 0..size {
+            let rx = Arc::clone(&rx);
+            let done = done.clone();
+            let stop = Arc::clone(&stop);
+            let thread = std::thread::Builder::new()
+                .name(format!("delivery-{n}"))
+                .spawn(move || worker(&rx, &done, &stop))
+                .map_err(|e| Error::io("cannot start a delivery thread", &e))?;
+            threads.push(thread);
+        }
+        Ok(Pool {
+            jobs: Some(tx),
+            threads,
+            stop,
+        })
+    }
+
+    fn submit(&self, job: Job) {
+        if let Some(jobs) = &self.jobs {
+            let _ = jobs.send(job);
+        }
+    }
+
+    /// Stops taking new jobs (queued ones are dropped: their files stay where they are)
+    /// and waits for the deliveries in flight, which stop between recipients.
+    fn shutdown(mut self, finish_queued: bool) {
+        if !finish_queued {
+            self.stop.store(true, Ordering::Relaxed);
+        }
+        self.jobs = None;
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn worker(jobs: &Mutex<Receiver<Job>>, done: &Sender<Event>, stop: &AtomicBool) {
+    loop {
+        let job = {
+            let guard = match jobs.lock() {
+                Ok(g) => g,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            guard.recv()
+        };
+        let Ok(job) = job else { return };
+        let report = if stop.load(Ordering::Relaxed) {
+            None
+        } else {
+            run_job(&job, stop)
+        };
+        let _ = done.send(Event::Done(job.id, report));
+    }
+}
+
+/// One job: pick up (for `maildrop/`) or lock, then deliver. `None` when the file was not
+/// ours to take (gone, or locked by another process).
+fn run_job(job: &Job, stop: &AtomicBool) -> Option<Report> {
+    let rt = &job.rt;
+    let locked = match job.queue {
+        QueueName::Maildrop => pickup::pickup(rt, job.id)?,
+        queue => match rt.queue.try_lock(queue, job.id) {
+            Ok(locked) => locked?,
+            Err(e) => {
+                rt.logs.qmgr.warning(&format!(
+                    "{}/{}: open: {}",
+                    queue.as_str(),
+                    job.id,
+                    crate::sysexits::describe_io(&e)
+                ));
+                return None;
+            }
+        },
+    };
+    Some(process::process(rt, locked, stop))
+}
+
+/// Keeps each file to one job at a time.
+struct Dispatcher {
+    pool: Pool,
+    in_flight: HashSet<QueueId>,
+    rt: Arc<Runtime>,
+}
+
+impl Dispatcher {
+    fn dispatch(&mut self, id: QueueId, queue: QueueName) {
+        if self.in_flight.insert(id) {
+            self.pool.submit(Job {
+                id,
+                queue,
+                rt: Arc::clone(&self.rt),
+            });
+        }
+    }
+
+    /// Every file in `queues` that is not already being worked on. With `due_only`,
+    /// deferred files are taken only when their next try has come.
+    fn scan(&mut self, queues: &[QueueName], due_only: bool, filter: Option<&str>) {
+        let now = unix_now();
+        for &queue in queues {
+            let ids = match self.rt.queue.ids(queue) {
+                Ok(ids) => ids,
+                Err(e) => {
+                    self.rt.logs.qmgr.warning(&format!(
+                        "scan {}: {}",
+                        queue.as_str(),
+                        crate::sysexits::describe_io(&e)
+                    ));
+                    continue;
+                }
+            };
+            for id in ids {
+                if filter.is_some_and(|f| !id.as_str().contains(f)) || self.in_flight.contains(&id)
+                {
+                    continue;
+                }
+                if due_only && queue == QueueName::Deferred {
+                    // Only the envelope is read; a file that does not parse is taken so
+                    // that delivery moves it to corrupt/.
+                    if let Ok(env) = self.rt.queue.read_envelope(queue, id)
+                        && env.next_attempt > now
+                    {
+                        continue;
+                    }
+                }
+                self.dispatch(id, queue);
+            }
+        }
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The queues a start-up or one-shot run looks at, oldest stage first. `hold/` is never
+/// delivered from.
+const RUNNABLE: [QueueName; 4] = [
+    QueueName::Active,
+    QueueName::Incoming,
+    QueueName::Maildrop,
+    QueueName::Deferred,
+];
+
+/// Runs the daemon until SIGTERM or SIGINT: takes the single-instance lock, calls
+/// `ready` once it holds it, recovers what a crash left in `incoming/` and `active/`, then
+/// picks up and delivers. `load` builds the runtime from `main.cf`, at start and on
+/// SIGHUP. `interval` is `-q`'s, else `queue_run_delay`.
+pub fn run_daemon(
+    load: impl Fn() -> Result<Runtime>,
+    interval: Option<Duration>,
+    config_name: &str,
+    ready: impl FnOnce(u32),
+) -> Result<()> {
+    // Before any thread exists, so that every thread inherits the mask.
+    signals::block().map_err(|e| Error::new(ExitCode::OsErr, format!("sigprocmask: {e}")))?;
+    let mut rt = Arc::new(load()?);
+    rt.queue
+        .ensure_dirs()
+        .map_err(|e| Error::io(format!("queue directory {}", rt.queue.root().display()), &e))?;
+    let _lock = match MasterLock::acquire(&rt.queue) {
+        Ok(lock) => lock,
+        Err(LockError::Running(pid)) => {
+            let pid = pid.map_or(String::new(), |p| format!(" (pid {p})"));
+            return Err(Error::temp(format!(
+                "the mail system is already running{pid}"
+            )));
+        }
+        Err(LockError::Io(e)) => {
+            return Err(Error::io(
+                format!("lock {}", rt.queue.pid_dir().display()),
+                &e,
+            ));
+        }
+    };
+    rt.logs.master.info(&format!(
+        "daemon started -- version {}, configuration {config_name}",
+        env!("CARGO_PKG_VERSION")
+    ));
+    ready(std::process::id());
+
+    let (tx, rx) = mpsc::channel::<Event>();
+    signals::forward(tx.clone(), Event::Signal)
+        .map_err(|e| Error::io("cannot start the signal thread", &e))?;
+    let watcher = watch_maildrop(&rt, tx.clone());
+    let scan_every = if watcher.is_some() {
+        SCAN_WITH_INOTIFY
+    } else {
+        SCAN_WITHOUT_INOTIFY
+    };
+    let run_every = |rt_delay: Duration| interval.unwrap_or(rt_delay).max(Duration::from_secs(1));
+    let mut run_delay = run_every(rt.queue_run_delay);
+
+    let mut d = Dispatcher {
+        pool: Pool::new(rt.workers, tx.clone())?,
+        in_flight: HashSet::new(),
+        rt: Arc::clone(&rt),
+    };
+    // Recovery: whatever a crash left behind is simply work to do.
+    d.scan(&RUNNABLE, true, None);
+    let mut next_scan = Instant::now() + scan_every;
+    let mut next_run = Instant::now() + run_delay;
+
+    let stopped_by = loop {
+        let wait = next_scan
+            .min(next_run)
+            .saturating_duration_since(Instant::now());
+        match rx.recv_timeout(wait) {
+            Ok(Event::Maildrop(Some(id))) => d.dispatch(id, QueueName::Maildrop),
+            Ok(Event::Maildrop(None)) => d.scan(&[QueueName::Maildrop], true, None),
+            Ok(Event::Done(id, _)) => {
+                d.in_flight.remove(&id);
+            }
+            Ok(Event::Signal(Sig::Stop(sig))) => break sig,
+            Ok(Event::Signal(Sig::Reload)) => match load() {
+                Ok(fresh) => {
+                    rt = Arc::new(fresh);
+                    d.rt = Arc::clone(&rt);
+                    run_delay = run_every(rt.queue_run_delay);
+                    rt.logs.master.info("reload -- configuration re-read");
+                }
+                Err(e) => rt.logs.master.warning(&format!(
+                    "reload failed, keeping the old configuration: {e}"
+                )),
+            },
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break 0,
+        }
+        let now = Instant::now();
+        if now >= next_scan {
+            d.scan(
+                &[QueueName::Maildrop, QueueName::Incoming, QueueName::Active],
+                true,
+                None,
+            );
+            next_scan = now + scan_every;
+        }
+        if now >= next_run {
+            d.scan(&[QueueName::Deferred], true, None);
+            next_run = now + run_delay;
+        }
+    };
+    drop(watcher);
+    d.pool.shutdown(false);
+    rt.logs
+        .master
+        .info(&format!("terminating on signal {stopped_by}"));
+    Ok(())
+}
+
+fn watch_maildrop(rt: &Runtime, tx: Sender<Event>) -> Option<notify::RecommendedWatcher> {
+    let handler = move |res: notify::Result<notify::Event>| {
+        let Ok(event) = res else {
+            let _ = tx.send(Event::Maildrop(None));
+            return;
+        };
+        if event.need_rescan() {
+            let _ = tx.send(Event::Maildrop(None));
+            return;
+        }
+        use notify::event::{ModifyKind, RenameMode};
+        // New names only: a submission is renamed into place, `postsuper -r` moves a
+        // file in. Our own moves out of maildrop/ (the "from" side) are not news.
+        let path = match event.kind {
+            EventKind::Create(_) | EventKind::Modify(ModifyKind::Name(RenameMode::To)) => {
+                event.paths.first()
+            }
+            EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => event.paths.get(1),
+            EventKind::Modify(ModifyKind::Name(RenameMode::From))
+            | EventKind::Modify(_)
+            | EventKind::Remove(_)
+            | EventKind::Access(_) => None,
+            _ => {
+                let _ = tx.send(Event::Maildrop(None));
+                None
+            }
+        };
+        if let Some(id) = path
+            .and_then(|p| p.file_name())
+            .and_then(|n| n.to_str())
+            .and_then(QueueId::parse)
+        {
+            let _ = tx.send(Event::Maildrop(Some(id)));
+        }
+    };
+    let mut watcher = match notify::recommended_watcher(handler) {
+        Ok(w) => w,
+        Err(e) => {
+            rt.logs.pickup.warning(&format!(
+                "inotify unavailable, scanning maildrop every second: {e}"
+            ));
+            return None;
+        }
+    };
+    match watcher.watch(
+        &rt.queue.dir(QueueName::Maildrop),
+        RecursiveMode::NonRecursive,
+    ) {
+        Ok(()) => Some(watcher),
+        Err(e) => {
+            rt.logs.pickup.warning(&format!(
+                "cannot watch maildrop, scanning every second: {e}"
+            ));
+            None
+        }
+    }
+}
+
+/// What a one-shot run did.
+#[derive(Debug, Default)]
+pub struct RunSummary {
+    pub messages: usize,
+    pub reports: Vec<Report>,
+}
+
+/// Runs the queue once in the foreground (`sendmail -q`, and the background delivery
+/// `-odb` starts): everything in `maildrop/`, `incoming/`, `active/` and `deferred/`
+/// (deferred mail is tried now, whatever its next time), or only IDs containing `filter`.
+/// Files a running daemon is delivering are locked and skipped.
+pub fn run_once(rt: Runtime, filter: Option<&str>) -> Result<RunSummary> {
+    let rt = Arc::new(rt);
+    let (tx, rx) = mpsc::channel::<Event>();
+    let mut d = Dispatcher {
+        pool: Pool::new(rt.workers, tx)?,
+        in_flight: HashSet::new(),
+        rt: Arc::clone(&rt),
+    };
+    // A full ID is looked up directly: a non-root `sendmail -odb` may not list maildrop/.
+    match filter.and_then(QueueId::parse) {
+        Some(id) => {
+            if let Some(queue) = RUNNABLE
+                .iter()
+                .copied()
+                .find(|&q| rt.queue.path(q, id).symlink_metadata().is_ok())
+            {
+                d.dispatch(id, queue);
+            }
+        }
+        None => d.scan(&RUNNABLE, false, filter),
+    }
+    let mut summary = RunSummary::default();
+    let mut seen: HashSet<QueueId> = d.in_flight.clone();
+    loop {
+        while !d.in_flight.is_empty() {
+            match rx.recv() {
+                Ok(Event::Done(id, report)) => {
+                    d.in_flight.remove(&id);
+                    if let Some(report) = report {
+                        summary.messages += 1;
+                        summary.reports.push(report);
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        if filter.is_some() {
+            break;
+        }
+        // Mail this run created (bounce notifications) is part of "the whole queue";
+        // each file is taken once, so a file that cannot be handled ends the run.
+        let fresh: Vec<QueueId> = rt
+            .queue
+            .ids(QueueName::Maildrop)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|id| seen.insert(*id))
+            .collect();
+        if fresh.is_empty() {
+            break;
+        }
+        for id in fresh {
+            d.dispatch(id, QueueName::Maildrop);
+        }
+    }
+    d.pool.shutdown(true);
+    Ok(summary)
+}

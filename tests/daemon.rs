@@ -1,0 +1,488 @@
+//! The delivery daemon and sendmail's delivery modes, driven through the real `sendmail`
+//! binary against a private configuration (queue, spool and log in a temporary directory).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const SENDMAIL: &str = env!("CARGO_BIN_EXE_sendmail");
+
+struct World {
+    dir: tempfile::TempDir,
+}
+
+impl World {
+    fn new() -> World {
+        World::with("")
+    }
+
+    fn with(extra: &str) -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("config")).unwrap();
+        std::fs::create_dir_all(root.join("spool")).unwrap();
+        let cf = format!(
+            "myhostname = test.localdomain\nmydestination = $myhostname, localhost\n\
+             queue_directory = {q}\nmail_spool_directory = {s}\nmaillog_file = {l}\n\
+             alias_maps =\nsmtpd_port =\n\
+             relayhost = [127.0.0.1]:9\nsmtp_connect_timeout = 5s\n{extra}\n",
+            q = root.join("queue").display(),
+            s = root.join("spool").display(),
+            l = root.join("maillog").display(),
+        );
+        std::fs::write(root.join("config/main.cf"), cf).unwrap();
+        World { dir }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(SENDMAIL);
+        cmd.args(args).env("MAIL_CONFIG", self.path("config"));
+        cmd
+    }
+
+    fn send(&self, args: &[&str], body: &str) -> Output {
+        let mut child = self
+            .cmd(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(body.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    fn daemon(&self) -> Daemon {
+        let child = self
+            .cmd(&["-bD"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.wait_for(
+            || self.path("queue/pid/master.pid").exists(),
+            "daemon start",
+        );
+        Daemon(Some(child))
+    }
+
+    fn wait_for(&self, mut cond: impl FnMut() -> bool, what: &str) {
+        let start = Instant::now();
+        while !cond() {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "timed out waiting for {what}; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn mbox(&self, user: &str) -> String {
+        std::fs::read_to_string(self.path("spool").join(user)).unwrap_or_default()
+    }
+
+    fn messages(&self, user: &str) -> usize {
+        self.mbox(user)
+            .lines()
+            .filter(|l| l.starts_with("From "))
+            .count()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.path("maillog")).unwrap_or_default()
+    }
+
+    fn queued(&self, queue: &str) -> Vec<String> {
+        match std::fs::read_dir(self.path("queue").join(queue)) {
+            Ok(entries) => entries
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|n| !n.starts_with('.'))
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    fn queue_empty(&self) -> bool {
+        ["maildrop", "incoming", "active", "deferred"]
+            .iter()
+            .all(|q| self.queued(q).is_empty())
+    }
+}
+
+/// A daemon started by a test; killed if the test fails before stopping it, so that no
+/// daemon outlives its test.
+struct Daemon(Option<Child>);
+
+impl Daemon {
+    fn id(&self) -> u32 {
+        self.0.as_ref().map_or(0, Child::id)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn stop(mut daemon: Daemon) -> std::process::ExitStatus {
+    let Some(mut child) = daemon.0.take() else {
+        panic!("daemon already stopped");
+    };
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    child.wait().unwrap()
+}
+
+fn body(n: usize) -> String {
+    format!("Subject: test {n}\n\nmessage number {n}\nFrom the middle\n")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn two_daemons_cannot_share_a_queue() {
+    let w = World::new();
+    let first = w.daemon();
+    let second = w.cmd(&["-bD"]).output().unwrap();
+    assert_eq!(second.status.code(), Some(75), "{}", stderr(&second));
+    assert!(
+        stderr(&second).contains(&format!(
+            "fatal: the mail system is already running (pid {})",
+            first.id()
+        )),
+        "{}",
+        stderr(&second)
+    );
+    assert!(stop(first).success());
+    assert!(w.log().contains("terminating on signal 15"));
+    assert!(!w.path("queue/pid/master.pid").exists());
+}
+
+#[test]
+fn bd_detaches_and_refuses_a_second() {
+    let w = World::new();
+    let out = w.cmd(&["-bd", "-q1m"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let pid: i32 = std::fs::read_to_string(w.path("queue/pid/master.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let again = w.cmd(&["-bd"]).output().unwrap();
+    assert_eq!(again.status.code(), Some(75));
+    assert!(
+        stderr(&again).contains("already running"),
+        "{}",
+        stderr(&again)
+    );
+    // The detached daemon delivers.
+    assert!(w.send(&["-i", "root"], &body(1)).status.success());
+    w.wait_for(|| w.messages("root") == 1, "delivery by the -bd daemon");
+    let pid = nix::unistd::Pid::from_raw(pid);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    w.wait_for(|| !w.path("queue/pid/master.pid").exists(), "daemon exit");
+}
+
+#[test]
+fn daemon_delivers_new_mail_at_once_and_logs_like_postfix() {
+    let w = World::new();
+    let d = w.daemon();
+    let started = Instant::now();
+    let out = w.send(&["-i", "root"], &body(1));
+    assert!(out.status.success(), "{}", stderr(&out));
+    w.wait_for(|| w.messages("root") == 1 && w.queue_empty(), "delivery");
+    // inotify, not the 10-second scan.
+    assert!(started.elapsed() < Duration::from_secs(3));
+    let mbox = w.mbox("root");
+    assert!(mbox.contains("\n>From the middle\n"), "{mbox}");
+    assert!(mbox.contains("X-Original-To: root\n"));
+    assert!(stop(d).success());
+    let log = w.log();
+    for needle in [
+        "mailroom/pickup[",
+        ": uid=",
+        " from=<root@test.localdomain>",
+        "mailroom/qmgr[",
+        "nrcpt=1 (queue active)",
+        "mailroom/local[",
+        "to=<root@test.localdomain>, orig_to=<root>, relay=local, delay=",
+        "dsn=2.0.0, status=sent (delivered to mailbox)",
+        ": removed",
+    ] {
+        assert!(log.contains(needle), "missing {needle:?} in\n{log}");
+    }
+}
+
+#[test]
+fn files_left_in_active_and_incoming_are_recovered() {
+    let w = World::new();
+    for n in 0..3 {
+        assert!(w.send(&["-odq", "-i", "root"], &body(n)).status.success());
+    }
+    let ids = w.queued("maildrop");
+    assert_eq!(ids.len(), 3);
+    for (id, to) in ids.iter().zip(["active", "incoming", "maildrop"]) {
+        std::fs::create_dir_all(w.path("queue").join(to)).unwrap();
+        std::fs::rename(
+            w.path("queue/maildrop").join(id),
+            w.path("queue").join(to).join(id),
+        )
+        .unwrap();
+    }
+    let d = w.daemon();
+    w.wait_for(|| w.messages("root") == 3 && w.queue_empty(), "recovery");
+    assert!(stop(d).success());
+}
+
+#[test]
+fn odq_only_queues_and_q_delivers() {
+    let w = World::new();
+    let out = w.send(&["-odq", "-i", "root"], &body(1));
+    assert!(out.status.success());
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(w.queued("maildrop").len(), 1);
+    assert_eq!(w.messages("root"), 0);
+    let out = w.cmd(&["-q"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(w.messages("root"), 1);
+    assert!(w.queue_empty());
+}
+
+#[test]
+fn odq_with_a_daemon_is_delivered_by_the_daemon() {
+    // -odq means "do not deliver it yourself"; a running daemon still sees the file.
+    let w = World::new();
+    let d = w.daemon();
+    assert!(w.send(&["-odq", "-i", "root"], &body(1)).status.success());
+    w.wait_for(|| w.messages("root") == 1, "daemon delivery");
+    stop(d);
+}
+
+#[test]
+fn odb_without_a_daemon_delivers_in_the_background() {
+    let w = World::new();
+    let started = Instant::now();
+    let out = w.send(&["-i", "root"], &body(1));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(started.elapsed() < Duration::from_secs(2));
+    w.wait_for(
+        || w.messages("root") == 1 && w.queue_empty(),
+        "background delivery",
+    );
+    assert!(!w.path("queue/pid/master.pid").exists());
+}
+
+#[test]
+fn odi_reports_the_outcome() {
+    let w = World::new();
+    let out = w.send(&["-odi", "-i", "root"], &body(1));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(w.messages("root"), 1);
+    assert!(w.queue_empty());
+
+    let out = w.send(&["-odi", "-i", "nosuchuser"], &body(2));
+    assert_eq!(out.status.code(), Some(67), "{}", stderr(&out));
+    assert!(stderr(&out).contains("status=bounced (unknown user: \"nosuchuser\")"));
+
+    let out = w.send(&["-odi", "-i", "bob@example.org"], &body(3));
+    assert_eq!(out.status.code(), Some(75), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("Connection refused"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(w.queued("deferred").len(), 1);
+}
+
+#[test]
+fn odi_with_a_daemon_running_is_delivered_once() {
+    let w = World::new();
+    let d = w.daemon();
+    for n in 0..5 {
+        let out = w.send(&["-odi", "-i", "root"], &body(n));
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(w.messages("root"), 5);
+    stop(d);
+}
+
+#[test]
+fn deferred_state_survives_a_restart_and_expiry_bounces() {
+    let w = World::with("minimal_backoff_time = 1s\nmaximal_backoff_time = 2s");
+    assert!(
+        w.send(&["-odq", "-i", "bob@example.org"], &body(1))
+            .status
+            .success()
+    );
+    let d = w.daemon();
+    w.wait_for(|| w.queued("deferred").len() == 1, "deferral");
+    stop(d);
+    let id = w.queued("deferred").pop().unwrap();
+    let file = std::fs::read_to_string(w.path("queue/deferred").join(&id)).unwrap();
+    assert!(file.contains("\nattempts 1\n"), "{file}");
+    assert!(file.contains("Connection%20refused"), "{file}");
+    // A restarted daemon keeps it deferred; -q tries it now.
+    assert!(w.cmd(&["-q"]).status().unwrap().success());
+    let file = std::fs::read_to_string(w.path("queue/deferred").join(&id)).unwrap();
+    assert!(file.contains("\nattempts 2\n"), "{file}");
+
+    // Past its lifetime, the next attempt bounces it to the sender.
+    let mut cf = std::fs::read_to_string(w.path("config/main.cf")).unwrap();
+    cf.push_str("maximal_queue_lifetime = 0\n");
+    std::fs::write(w.path("config/main.cf"), cf).unwrap();
+    assert!(w.cmd(&["-q"]).status().unwrap().success());
+    assert!(w.queue_empty(), "{}", w.log());
+    let mbox = w.mbox("root");
+    assert!(
+        mbox.contains("Subject: Undelivered Mail Returned to Sender"),
+        "{mbox}"
+    );
+    assert!(mbox.contains("Final-Recipient: rfc822; bob@example.org"));
+    let log = w.log();
+    assert!(log.contains("status=expired, returned to sender"), "{log}");
+    assert!(log.contains(&format!("{id}: sender non-delivery notification: ")));
+}
+
+#[test]
+fn a_bad_maildrop_file_goes_to_corrupt() {
+    let w = World::new();
+    assert!(w.send(&["-odq", "-i", "root"], &body(1)).status.success());
+    std::fs::write(w.path("queue/maildrop/0000000bad"), b"garbage\n\nxx").unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", w.path("queue/maildrop/000000link")).unwrap();
+    assert!(w.cmd(&["-q"]).status().unwrap().success());
+    assert_eq!(w.messages("root"), 1);
+    let mut corrupt = w.queued("corrupt");
+    corrupt.sort();
+    assert_eq!(corrupt, vec!["0000000bad", "000000link"]);
+    assert!(
+        w.log().contains("0000000bad: corrupt queue file"),
+        "{}",
+        w.log()
+    );
+}
+
+#[test]
+fn sighup_rereads_main_cf() {
+    let w = World::new();
+    let d = w.daemon();
+    let mut cf = std::fs::read_to_string(w.path("config/main.cf")).unwrap();
+    cf = cf.replace(
+        "mydestination = $myhostname, localhost",
+        "mydestination = $myhostname, localhost, example.org",
+    );
+    std::fs::write(w.path("config/main.cf"), cf).unwrap();
+    let pid = nix::unistd::Pid::from_raw(d.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    w.wait_for(|| w.log().contains("reload"), "reload");
+    // example.org is local now: root@example.org goes to root's mailbox.
+    assert!(
+        w.send(&["-i", "root@example.org"], &body(1))
+            .status
+            .success()
+    );
+    w.wait_for(|| w.messages("root") == 1, "delivery after reload");
+    stop(d);
+}
+
+/// SIGKILL at random moments while 300 messages are delivered: after a restart every
+/// message is in the mailbox at least once, the mbox parses, nothing stays queued.
+#[test]
+fn sigkill_loses_nothing() {
+    let w = World::new();
+    const N: usize = 300;
+    for n in 0..N {
+        assert!(w.send(&["-odq", "-i", "root"], &body(n)).status.success());
+    }
+    let mut seed = std::process::id() as u64;
+    for _ in 0..6 {
+        let mut child = w
+            .cmd(&["-bD"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        std::thread::sleep(Duration::from_millis(20 + (seed >> 33) % 120));
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    // A kill inside a mailbox write leaves its dot-lock; local delivery (like Postfix)
+    // waits five minutes before calling it stale. An administrator would remove it.
+    let _ = std::fs::remove_file(w.path("spool/root.lock"));
+    let d = w.daemon();
+    w.wait_for(|| w.queue_empty(), "the queue to drain");
+    stop(d);
+    let script = format!(
+        "import mailbox,sys\nseen=set()\nfor m in mailbox.mbox(sys.argv[1]):\n    seen.add(m['Subject'])\n\
+         missing=[n for n in range({N}) if f'test {{n}}' not in seen]\nprint(len(seen), missing)\n\
+         sys.exit(1 if missing else 0)\n"
+    );
+    let out = Command::new("python3")
+        .args(["-c", &script])
+        .arg(w.path("spool/root"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// pflogsumm (Debian's package; .ci installs it) counts our log like Postfix's.
+#[test]
+fn pflogsumm_reads_the_log() {
+    if Command::new("pflogsumm").arg("--help").output().is_err() {
+        eprintln!("pflogsumm not installed; skipped");
+        return;
+    }
+    let w = World::new();
+    for n in 0..3 {
+        assert!(w.send(&["-odq", "-i", "root"], &body(n)).status.success());
+    }
+    assert!(
+        w.send(&["-odq", "-i", "nosuchuser"], &body(9))
+            .status
+            .success()
+    );
+    assert!(w.cmd(&["-q"]).status().unwrap().success());
+    assert!(w.cmd(&["-q"]).status().unwrap().success());
+    let out = Command::new("pflogsumm")
+        .args(["--syslog-name=mailroom"])
+        .arg(w.path("maillog"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let count = |label: &str| -> Option<u64> {
+        text.lines()
+            .find(|l| l.trim_end().ends_with(label) && l.trim_start().starts_with(char::is_numeric))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+    };
+    // 4 submitted + 1 bounce notification received; 3 + the bounce delivered.
+    assert_eq!(count("received"), Some(5), "{text}");
+    assert_eq!(count("delivered"), Some(4), "{text}");
+    assert_eq!(count("bounced"), Some(1), "{text}");
+    assert!(Path::new(&w.path("maillog")).exists());
+}
