@@ -665,3 +665,204 @@ fn writing_commands_refuse_non_root_with_77() {
     assert_eq!(code(&out), 77, "{}", stderr(&out));
     assert!(stderr(&out).contains("only root"));
 }
+
+// ---- the daemon: start, status, reload, flush, stop ---------------------------------
+
+/// Runs `mailroom ARGS` and gives up after `secs` seconds (a start that never returns
+/// must fail the test, not hang it).
+fn mailroom_within(sys: &MailSystem, args: &[&str], secs: u64) -> Output {
+    let mut child = sys
+        .command(MAILROOM)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("mailroom {args:?} did not return within {secs} s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// The pid in `status`'s first line, when it says the daemon runs.
+fn status_pid(sys: &MailSystem) -> Option<u32> {
+    let out = mailroom(sys, &["status"]);
+    let text = stdout(&out);
+    let pid = text
+        .lines()
+        .next()?
+        .strip_prefix("mailroom is running (pid ")?
+        .split(')')
+        .next()?
+        .parse()
+        .ok()?;
+    assert_eq!(code(&out), 0);
+    Some(pid)
+}
+
+/// Stops whatever daemon a test left running, even when the test failed.
+struct StopOnDrop<'a>(&'a MailSystem);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(pid) = status_pid(self.0) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+#[test]
+fn start_status_reload_flush_stop() {
+    if !is_root() {
+        eprintln!("skipped: starting the daemon needs root");
+        return;
+    }
+    let sys = ready_system("");
+    let _guard = StopOnDrop(&sys);
+
+    let out = mailroom(&sys, &["status"]);
+    assert_eq!(code(&out), 3);
+    assert!(stdout(&out).starts_with("mailroom is not running\n"));
+    assert!(stdout(&out).contains("listening: no SMTP listener (smtpd_port is empty)\n"));
+    assert!(stdout(&out).contains("queue: maildrop 0, incoming 0, active 0, deferred 0"));
+
+    let out = mailroom_within(&sys, &["start"], 20);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let pid = status_pid(&sys).expect("running after start");
+    assert_eq!(stdout(&out), format!("mailroom started (pid {pid})\n"));
+
+    let out = mailroom_within(&sys, &["start"], 20);
+    assert_eq!(code(&out), 1, "a second start is refused");
+    assert_eq!(
+        stderr(&out),
+        format!("mailroom: the mail system is already running (pid {pid})\n")
+    );
+    assert_eq!(status_pid(&sys), Some(pid));
+
+    let out = mailroom(&sys, &["reload"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(status_pid(&sys), Some(pid), "a reload keeps the daemon");
+
+    let out = mailroom(&sys, &["flush"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(stdout(&out), "0 deferred messages will be tried now\n");
+
+    let out = mailroom_within(&sys, &["stop"], 40);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(stdout(&out), format!("mailroom stopped (pid {pid})\n"));
+    assert_eq!(code(&mailroom(&sys, &["status"])), 3);
+    assert!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_err(),
+        "the process is gone"
+    );
+
+    let out = mailroom(&sys, &["stop"]);
+    assert_eq!(
+        (code(&out), stdout(&out).as_str()),
+        (0, "mailroom is not running\n")
+    );
+    let out = mailroom(&sys, &["reload"]);
+    assert_eq!(code(&out), 3);
+    assert!(stderr(&out).contains("not running"));
+}
+
+#[test]
+fn the_commands_act_on_a_daemon_started_by_sendmail_bd_foreground() {
+    if !is_root() {
+        return;
+    }
+    let sys = ready_system("");
+    let _guard = StopOnDrop(&sys);
+    // As a systemd unit runs it.
+    let mut daemon = sys
+        .command(env!("CARGO_BIN_EXE_sendmail"))
+        .arg("-bD")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while status_pid(&sys) != Some(daemon.id()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the daemon did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+
+    // A deferred message whose next try is far away: only flush brings it back now.
+    let id = {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
+        let mut env = Envelope::new(QueueId::generate(), now.as_micros() as u64, 0, "root");
+        env.recipients.push(Recipient::new(
+            "nobody@nowhere.invalid",
+            "nobody@nowhere.invalid",
+        ));
+        env.attempts = 1;
+        env.next_attempt = now.as_secs() + 86400;
+        let mut file = NewQueueFile::create(&sys.queue().dir(QueueName::Deferred), env).unwrap();
+        file.write_all(b"Subject: x\n\nbody\n").unwrap();
+        file.commit().unwrap()
+    };
+    let out = mailroom(&sys, &["flush"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(stdout(&out), "1 deferred message will be tried now\n");
+    // The daemon takes it within its scan interval: it is tried again (attempts grows)
+    // or leaves the queue.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let tried = QueueName::MAIL
+            .iter()
+            .all(|&q| match sys.queue().read_envelope(q, id) {
+                Ok(env) => q == QueueName::Deferred && env.attempts > 1,
+                Err(_) => true,
+            });
+        if tried {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the flushed message was not tried"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+
+    let out = mailroom(&sys, &["reload"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let out = mailroom_within(&sys, &["stop"], 40);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(daemon.wait().unwrap().success(), "SIGTERM is a clean exit");
+    assert_eq!(code(&mailroom(&sys, &["status"])), 3);
+}
+
+#[test]
+fn flush_without_a_daemon_runs_the_queue_in_the_foreground() {
+    if !is_root() {
+        return;
+    }
+    let sys = ready_system("");
+    queue_message(
+        &sys,
+        QueueName::Deferred,
+        1,
+        "root",
+        &["nobody@nowhere.invalid"],
+    );
+    let out = mailroom_within(&sys, &["flush"], 60);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).contains("not running; delivering the queue now"));
+}

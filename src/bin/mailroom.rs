@@ -1,6 +1,7 @@
-//! `mailroom`: the operator's command — inspect and edit `main.cf` (`config`, as
-//! `postconf`), check the configuration (`check`), and show the queue's shape (`queue`,
-//! as `qshape`). Parses argv and maps outcomes to exit codes; the work is in
+//! `mailroom`: the operator's command — start, stop, reload and look at the daemon
+//! (`start`, `stop`, `status`, `reload`, `flush`, as `postfix` does), inspect and edit
+//! `main.cf` (`config`, as `postconf`), check the configuration (`check`), and show the
+//! queue's shape (`queue`, as `qshape`). Parses argv and maps outcomes to exit codes; the work is in
 //! `mailroom::operator`.
 
 use std::io::{self, Write};
@@ -9,14 +10,14 @@ use std::process::ExitCode;
 
 use clap::{ArgAction, CommandFactory, Parser, Subcommand};
 use mailroom::config::Config;
-use mailroom::operator::{self, shape};
+use mailroom::operator::{self, control, shape};
 use mailroom::sysexits::Error;
 
 #[derive(Parser)]
 #[command(
     name = "mailroom",
     version,
-    about = "Operate the mailroom mail system: configuration, checks, queue shape"
+    about = "Operate the mailroom mail system: daemon, configuration, checks, queue shape"
 )]
 struct Cli {
     /// The configuration directory (default: $MAIL_CONFIG, else /etc/mailroom).
@@ -28,6 +29,21 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Start the delivery daemon in the background (as sendmail -bd).
+    Start,
+    /// Stop the daemon (SIGTERM) and wait until it has exited.
+    Stop {
+        /// Seconds to wait for the daemon to exit.
+        #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+        timeout: u64,
+    },
+    /// Say whether the daemon runs, where it listens and what the queues hold; exit 3 if
+    /// it is not running.
+    Status,
+    /// Make the daemon read main.cf again (SIGHUP).
+    Reload,
+    /// Try deferred mail now (postqueue -f).
+    Flush,
     /// Show parameters as postconf does, or change main.cf (set, unset).
     #[command(disable_help_flag = true, args_conflicts_with_subcommands = true)]
     Config(ConfigArgs),
@@ -130,6 +146,24 @@ fn try_main() -> Result<u8, Error> {
     let stdout = io::stdout();
     let mut out = stdout.lock();
     match cli.command {
+        Command::Start => {
+            operator::require_root("start")?;
+            control::start(&Config::load(dir)?, &mut out)
+        }
+        Command::Stop { timeout } => {
+            operator::require_root("stop")?;
+            let timeout = std::time::Duration::from_secs(timeout);
+            control::stop(&Config::load(dir)?, timeout, &mut out)
+        }
+        Command::Status => control::status(&Config::load(dir)?, &mut out),
+        Command::Reload => {
+            operator::require_root("reload")?;
+            control::reload(&Config::load(dir)?, &mut out)
+        }
+        Command::Flush => {
+            operator::require_root("flush")?;
+            control::flush(&Config::load(dir)?, &mut out)
+        }
         Command::Config(args) => match args.action {
             Some(ConfigAction::Set { assignments }) => {
                 operator::config_set(dir, &assignments).map(|_| 0)

@@ -7,6 +7,7 @@
 //! - [`shape`]: `mailroom queue`, the queue's shape as `qshape` prints it.
 
 pub mod check;
+pub mod control;
 pub mod edit;
 pub mod shape;
 pub mod show;
