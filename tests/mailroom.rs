@@ -762,9 +762,13 @@ fn start_status_reload_flush_stop() {
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(stdout(&out), format!("mailroom stopped (pid {pid})\n"));
     assert_eq!(code(&mailroom(&sys, &["status"])), 3);
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r.trim_start().chars().next());
     assert!(
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_err(),
-        "the process is gone"
+        matches!(state, None | Some(Some('Z' | 'X'))),
+        "the process is gone: {stat}"
     );
 
     let out = mailroom(&sys, &["stop"]);

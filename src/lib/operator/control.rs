@@ -104,7 +104,9 @@ pub fn stop(config: &Config, timeout: Duration, out: &mut dyn Write) -> Result<u
     };
     signal(pid, Signal::SIGTERM)?;
     let deadline = Instant::now() + timeout;
-    while lock::running(&queue).is_some() {
+    // The lock goes when the daemon has finished its work; the process itself ends
+    // just after. Both, so that a `stop; start` never overlaps two daemons.
+    while lock::running(&queue).is_some() || alive(pid) {
         if Instant::now() >= deadline {
             return Err(Error::temp(format!(
                 "the daemon (pid {pid}) did not stop within {} s; it is still running",
@@ -131,6 +133,21 @@ pub fn reload(config: &Config, out: &mut dyn Write) -> Result<u8> {
         format!("mailroom reloading its configuration (pid {pid})\n").as_bytes(),
     )?;
     Ok(0)
+}
+
+/// Whether process `pid` exists and is not a zombie (one that exited and waits for its
+/// parent to reap it has exited as far as we are concerned: a daemon run by a
+/// supervisor is reaped when the supervisor gets to it).
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name, which is in parentheses and may hold any
+        // character: look after the last ')'.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_none_or(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
 }
 
 fn signal(pid: u32, sig: Signal) -> Result<()> {
