@@ -1,6 +1,8 @@
 //! `mailroom`, the operator's command: what Postfix spreads over `postfix`, `postconf`
 //! and `qshape`. One module per job; `src/bin/mailroom.rs` only parses argv.
 //!
+//! - [`control`]: `start`, `stop`, `status`, `reload`, `flush`, over the daemon library's
+//!   lock and pid file;
 //! - [`show`] and [`edit`]: `mailroom config` (print) and `config set`/`unset` (edit
 //!   `main.cf` in place), with [`suggest`] for misspelled names;
 //! - [`check`]: `mailroom check`, the configuration checker;
