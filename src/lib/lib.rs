@@ -15,6 +15,7 @@ pub mod mail;
 pub mod mailbox;
 pub mod mailq;
 pub mod message;
+pub mod operator;
 pub mod postsuper;
 pub mod queue;
 pub mod sendmail;

@@ -15,6 +15,13 @@ use super::dirs::write_id_record;
 use super::store::TEMP_PREFIX;
 use super::{Queue, QueueDirs, QueueId, QueueName, make_dir, read_envelope_from};
 
+/// Whether a structure walk repairs what it finds or only reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Repair,
+    Inspect,
+}
+
 /// A temporary file untouched for this long is garbage whoever wrote it (Postfix's
 /// `MAX_TEMP_AGE`).
 pub const TEMP_MAX_AGE: Duration = Duration::from_secs(24 * 60 * 60);
@@ -27,56 +34,103 @@ impl Queue {
     /// `report`; returns how many there were. Files another process holds locked are
     /// being delivered and are left alone.
     pub fn check_structure(&self, report: &mut dyn FnMut(String)) -> io::Result<u64> {
-        let mut fixes = 0;
+        self.walk_structure(Mode::Repair, report)
+    }
+
+    /// The same check as [`check_structure`](Queue::check_structure), changing nothing
+    /// (`mailroom check`): each problem that `postsuper -s` would repair is described
+    /// through `report`; returns how many there were. Files are read without being
+    /// locked, so a file the daemon is rewriting at that moment may be reported as
+    /// corrupt once; a real repair locks and looks again.
+    pub fn inspect_structure(&self, report: &mut dyn FnMut(String)) -> io::Result<u64> {
+        self.walk_structure(Mode::Inspect, report)
+    }
+
+    fn walk_structure(&self, mode: Mode, report: &mut dyn FnMut(String)) -> io::Result<u64> {
+        let repair = mode == Mode::Repair;
+        let mut found = 0;
         let mut note = |text: String| {
-            fixes += 1;
+            found += 1;
             report(text);
         };
-        make_dir(self.root(), 0o755)?;
+        if repair {
+            make_dir(self.root(), 0o755)?;
+        } else if !self.root().is_dir() {
+            note(format!("{}: missing directory", self.root().display()));
+            return Ok(found);
+        }
         let mut wanted: Vec<(std::path::PathBuf, u32)> = QueueName::ALL
             .into_iter()
             .map(|q| (self.dir(q), q.mode()))
             .collect();
         wanted.push((self.pid_dir(), 0o755));
-        for (dir, mode) in wanted {
+        for (dir, want) in wanted {
             match fs::symlink_metadata(&dir) {
                 Ok(meta) if meta.is_dir() => {
                     let have = meta.permissions().mode() & 0o7777;
-                    if have != mode {
-                        fs::set_permissions(&dir, fs::Permissions::from_mode(mode))?;
+                    if have == want {
+                        continue;
+                    }
+                    if repair {
+                        fs::set_permissions(&dir, fs::Permissions::from_mode(want))?;
                         note(format!(
-                            "{}: fixed mode {have:04o} to {mode:04o}",
+                            "{}: fixed mode {have:04o} to {want:04o}",
+                            dir.display()
+                        ));
+                    } else {
+                        note(format!(
+                            "{}: mode {have:04o}, should be {want:04o}",
                             dir.display()
                         ));
                     }
                 }
-                Ok(_) => {
+                Ok(_) if repair => {
                     return Err(io::Error::new(
                         io::ErrorKind::AlreadyExists,
                         format!("{} is not a directory", dir.display()),
                     ));
                 }
+                Ok(_) => note(format!("{}: not a directory", dir.display())),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    make_dir(&dir, mode)?;
-                    note(format!("{}: created missing directory", dir.display()));
+                    if repair {
+                        make_dir(&dir, want)?;
+                        note(format!("{}: created missing directory", dir.display()));
+                    } else {
+                        note(format!("{}: missing directory", dir.display()));
+                    }
                 }
                 Err(e) => return Err(e),
             }
         }
         let dirs = QueueDirs::open(self)?;
-        let corrupt = fs::File::open(self.dir(QueueName::Corrupt))?;
+        let corrupt = match repair {
+            true => Some(fs::File::open(self.dir(QueueName::Corrupt))?),
+            false => None,
+        };
+        let mut buf = Vec::new();
         for queue in QueueName::MAIL {
+            let entries = match fs::read_dir(self.dir(queue)) {
+                Ok(entries) => entries,
+                // Reported above as missing; there is nothing in it to look at.
+                Err(e) if !repair && e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
             let from = fs::File::open(self.dir(queue))?;
-            for entry in fs::read_dir(self.dir(queue))? {
+            for entry in entries {
                 let entry = entry?;
                 let name = entry.file_name();
                 let Some(name) = name.to_str() else {
                     let shown = name.to_string_lossy().into_owned();
-                    let to = move_aside(&from, name.as_os_str(), &corrupt, "badname")?;
-                    note(format!(
-                        "{}/{shown}: not a queue file name; moved to corrupt/{to}",
-                        queue.as_str()
-                    ));
+                    match &corrupt {
+                        Some(corrupt) => {
+                            let to = move_aside(&from, name.as_os_str(), corrupt, "badname")?;
+                            note(format!(
+                                "{}/{shown}: not a queue file name; moved to corrupt/{to}",
+                                queue.as_str()
+                            ));
+                        }
+                        None => note(format!("{}/{shown}: not a queue file name", queue.as_str())),
+                    }
                     continue;
                 };
                 if name.starts_with(TEMP_PREFIX) {
@@ -87,6 +141,21 @@ impl Queue {
                 let why = match id {
                     None => Some("not a queue file name".to_string()),
                     Some(_) if !kind.is_file() => Some("not a regular file".to_string()),
+                    Some(id) if !repair => match dirs.read_envelope(queue, id, &mut buf) {
+                        Ok(env) if env.id != id => {
+                            note(format!(
+                                "{}/{id}: id record says {}",
+                                queue.as_str(),
+                                env.id
+                            ));
+                            None
+                        }
+                        Ok(_) | Err(super::ReadError::Missing) => None,
+                        Err(super::ReadError::Io(e)) => return Err(e),
+                        Err(super::ReadError::Corrupt(why)) => {
+                            Some(format!("corrupt queue file ({why})"))
+                        }
+                    },
                     Some(id) => match dirs.try_lock(queue, id)? {
                         None => None, // being delivered, or gone meanwhile
                         Some(mut locked) => match read_envelope_from(&mut locked.file) {
@@ -110,17 +179,26 @@ impl Queue {
                     },
                 };
                 if let Some(why) = why {
-                    let to = move_aside(&from, name, &corrupt, name)?;
-                    note(format!(
-                        "{}/{name}: {why}; moved to corrupt/{to}",
-                        queue.as_str()
-                    ));
+                    match &corrupt {
+                        Some(corrupt) => {
+                            let to = move_aside(&from, name, corrupt, name)?;
+                            note(format!(
+                                "{}/{name}: {why}; moved to corrupt/{to}",
+                                queue.as_str()
+                            ));
+                        }
+                        None => note(format!("{}/{name}: {why}", queue.as_str())),
+                    }
                 }
             }
-            from.sync_all()?;
+            if repair {
+                from.sync_all()?;
+            }
         }
-        corrupt.sync_all()?;
-        Ok(fixes)
+        if let Some(corrupt) = corrupt {
+            corrupt.sync_all()?;
+        }
+        Ok(found)
     }
 
     /// Removes temporary files left behind by crashed writers (`postsuper -p`): those
@@ -222,4 +300,50 @@ fn move_aside(
         }
     }
     Err(io::Error::other("no free name in corrupt/"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inspection_reports_what_repair_fixes_and_changes_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let queue = Queue::new(tmp.path().join("q"));
+        let mut seen = Vec::new();
+        assert_eq!(queue.inspect_structure(&mut |t| seen.push(t)).unwrap(), 1);
+        assert!(seen[0].ends_with("q: missing directory"), "{seen:?}");
+        assert!(!queue.root().exists());
+
+        queue.ensure_dirs().unwrap();
+        fs::set_permissions(
+            queue.dir(QueueName::Deferred),
+            fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        fs::remove_dir(queue.dir(QueueName::Hold)).unwrap();
+        fs::write(queue.dir(QueueName::Active).join("junk"), b"x").unwrap();
+        let id = QueueId::generate();
+        fs::write(queue.path(QueueName::Deferred, id), b"not a queue file").unwrap();
+        let mut seen = Vec::new();
+        let found = queue.inspect_structure(&mut |t| seen.push(t)).unwrap();
+        assert_eq!(found, 4, "{seen:?}");
+        assert!(
+            seen.iter()
+                .any(|t| t.ends_with("deferred: mode 0755, should be 0700"))
+        );
+        assert!(seen.iter().any(|t| t.ends_with("hold: missing directory")));
+        assert!(seen.contains(&"active/junk: not a queue file name".to_string()));
+        assert!(
+            seen.iter()
+                .any(|t| t.starts_with(&format!("deferred/{id}: corrupt")))
+        );
+        // Nothing was touched.
+        assert!(queue.dir(QueueName::Active).join("junk").exists());
+        assert!(!queue.dir(QueueName::Hold).exists());
+
+        let mut fixed = Vec::new();
+        assert_eq!(queue.check_structure(&mut |t| fixed.push(t)).unwrap(), 4);
+        assert_eq!(queue.inspect_structure(&mut |_| {}).unwrap(), 0);
+    }
 }

@@ -1,0 +1,214 @@
+//! `mailroom`: the operator's command — start, stop, reload and look at the daemon
+//! (`start`, `stop`, `status`, `reload`, `flush`, as `postfix` does), inspect and edit
+//! `main.cf` (`config`, as `postconf`), check the configuration (`check`), and show the
+//! queue's shape (`queue`, as `qshape`). Parses argv and maps outcomes to exit codes; the work is in
+//! `mailroom::operator`.
+
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{ArgAction, CommandFactory, Parser, Subcommand};
+use mailroom::config::Config;
+use mailroom::operator::{self, control, shape};
+use mailroom::sysexits::Error;
+
+#[derive(Parser)]
+#[command(
+    name = "mailroom",
+    version,
+    about = "Operate the mailroom mail system: daemon, configuration, checks, queue shape"
+)]
+struct Cli {
+    /// The configuration directory (default: $MAIL_CONFIG, else /etc/mailroom).
+    #[arg(short = 'c', long = "config-dir", value_name = "DIR", global = true)]
+    config_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the delivery daemon in the background (as sendmail -bd).
+    Start,
+    /// Stop the daemon (SIGTERM) and wait until it has exited.
+    Stop {
+        /// Seconds to wait for the daemon to exit.
+        #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+        timeout: u64,
+    },
+    /// Say whether the daemon runs, where it listens and what the queues hold; exit 3 if
+    /// it is not running.
+    Status,
+    /// Make the daemon read main.cf again (SIGHUP).
+    Reload,
+    /// Try deferred mail now (postqueue -f).
+    Flush,
+    /// Show parameters as postconf does, or change main.cf (set, unset).
+    #[command(disable_help_flag = true, args_conflicts_with_subcommands = true)]
+    Config(ConfigArgs),
+    /// Check the configuration and the files it names; exit 1 if anything is wrong.
+    Check {
+        /// Print a JSON array of problems.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the queue's shape as qshape does: domains against message age.
+    Queue(QueueArgs),
+    /// Print shell completions (bash, zsh, fish, elvish, powershell).
+    #[command(hide = true)]
+    Completions { shell: clap_complete::Shell },
+}
+
+#[derive(clap::Args)]
+struct ConfigArgs {
+    #[command(subcommand)]
+    action: Option<ConfigAction>,
+    /// Only the parameters set in main.cf.
+    #[arg(short = 'n')]
+    only_set: bool,
+    /// The default values.
+    #[arg(short = 'd')]
+    defaults: bool,
+    /// Expand $name references.
+    #[arg(short = 'x')]
+    expand: bool,
+    /// Print values only, without "name = ".
+    #[arg(short = 'h')]
+    values_only: bool,
+    /// Print help.
+    #[arg(long, action = ArgAction::Help)]
+    help: Option<bool>,
+    /// Parameters to show (default: all).
+    names: Vec<String>,
+}
+
+#[derive(Subcommand)]
+enum ConfigAction {
+    /// Set parameters in main.cf in place (postconf -e).
+    Set {
+        #[arg(required = true, value_name = "NAME=VALUE")]
+        assignments: Vec<String>,
+    },
+    /// Remove parameters from main.cf (postconf -X).
+    Unset {
+        #[arg(required = true, value_name = "NAME")]
+        names: Vec<String>,
+    },
+}
+
+#[derive(clap::Args)]
+struct QueueArgs {
+    /// Count sender domains instead of recipient domains.
+    #[arg(short = 's')]
+    senders: bool,
+    /// Show at most N domains.
+    #[arg(short = 'n', value_name = "N")]
+    limit: Option<usize>,
+    /// Width of the first age bucket, in minutes.
+    #[arg(short = 't', value_name = "MINUTES", default_value_t = shape::DEFAULT_BUCKET_MINUTES,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    bucket_minutes: u64,
+    /// Number of age buckets, the last one open-ended.
+    #[arg(short = 'b', value_name = "COUNT", default_value_t = shape::DEFAULT_BUCKETS,
+          value_parser = parse_buckets)]
+    buckets: usize,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+    /// A queue to look at (repeatable); default: maildrop incoming active.
+    #[arg(long = "queue", short = 'q', value_name = "QUEUE")]
+    queue_opts: Vec<String>,
+    /// Queues to look at, as qshape takes them.
+    queues: Vec<String>,
+}
+
+fn parse_buckets(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if (2..=40).contains(&n) => Ok(n),
+        _ => Err("expected a number from 2 to 40".into()),
+    }
+}
+
+fn main() -> ExitCode {
+    match try_main() {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            let _ = writeln!(io::stderr(), "mailroom: fatal: {e}");
+            ExitCode::from(e.code() as u8)
+        }
+    }
+}
+
+fn try_main() -> Result<u8, Error> {
+    let cli = Cli::parse();
+    let dir = cli.config_dir.as_deref();
+    let stdout = io::stdout();
+    let mut out = stdout.lock();
+    match cli.command {
+        Command::Start => {
+            operator::require_root("start")?;
+            control::start(&Config::load(dir)?, &mut out)
+        }
+        Command::Stop { timeout } => {
+            operator::require_root("stop")?;
+            let timeout = std::time::Duration::from_secs(timeout);
+            control::stop(&Config::load(dir)?, timeout, &mut out)
+        }
+        Command::Status => control::status(&Config::load(dir)?, &mut out),
+        Command::Reload => {
+            operator::require_root("reload")?;
+            control::reload(&Config::load(dir)?, &mut out)
+        }
+        Command::Flush => {
+            operator::require_root("flush")?;
+            control::flush(&Config::load(dir)?, &mut out)
+        }
+        Command::Config(args) => match args.action {
+            Some(ConfigAction::Set { assignments }) => {
+                operator::config_set(dir, &assignments).map(|_| 0)
+            }
+            Some(ConfigAction::Unset { names }) => operator::config_unset(dir, &names).map(|_| 0),
+            None => {
+                let config = Config::load(dir)?;
+                let show = operator::show::Show {
+                    names: args.names,
+                    only_set: args.only_set,
+                    defaults: args.defaults,
+                    expand: args.expand,
+                    values_only: args.values_only,
+                };
+                operator::show::print(&config, &show, &mut out).map(|()| 0)
+            }
+        },
+        Command::Check { json } => {
+            let config = Config::load(dir)?;
+            let failed = operator::run_check(&config, json, &mut out)?;
+            Ok(u8::from(failed))
+        }
+        Command::Queue(args) => {
+            let config = Config::load(dir)?;
+            let names: Vec<&String> = args.queue_opts.iter().chain(&args.queues).collect();
+            let queues = if names.is_empty() {
+                shape::DEFAULT_QUEUES.to_vec()
+            } else {
+                names
+                    .into_iter()
+                    .map(|n| operator::parse_queue_name(n))
+                    .collect::<Result<Vec<_>, _>>()?
+            };
+            let options = shape::Options {
+                queues,
+                senders: args.senders,
+                bucket_minutes: args.bucket_minutes,
+                buckets: args.buckets,
+            };
+            operator::run_queue(&config, &options, args.limit, args.json, &mut out).map(|()| 0)
+        }
+        Command::Completions { shell } => {
+            let mut buf = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "mailroom", &mut buf);
+            operator::write_out(&mut out, &buf).map(|()| 0)
+        }
+    }
+}

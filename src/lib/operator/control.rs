@@ -1,0 +1,315 @@
+//! `mailroom start`, `stop`, `status`, `reload` and `flush`: the daemon seen from
+//! outside. Whoever started it — `mailroom start`, `sendmail -bd`, or a systemd unit
+//! running `sendmail -bD` — it holds the same lock (`pid/master.lock`) and writes the same
+//! pid file, so these commands find it through [`daemon::lock::running`] and act on it
+//! with signals (SIGTERM stops it, SIGHUP makes it read `main.cf` again). Nothing here
+//! runs the daemon: `start` asks `sendmail -bd`, beside this program, to do it.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use crate::config::Config;
+use crate::daemon::{self, lock};
+use crate::queue::{Queue, QueueDirs, QueueName};
+use crate::smtpd::listener::bind_addresses;
+use crate::sysexits::{Error, ExitCode, Result, describe_io};
+
+use super::{NOT_RUNNING, write_out};
+
+/// How long `stop` waits by default for the daemon to finish its deliveries in flight.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The running daemon, if any: its pid (0 when the lock is held but the pid file cannot be
+/// read) and when it started (the pid file's time: written once, at start).
+pub fn running(queue: &Queue) -> Option<(u32, Option<SystemTime>)> {
+    let pid = lock::running(queue)?;
+    let since = std::fs::metadata(queue.pid_dir().join(lock::PID_FILE))
+        .and_then(|m| m.modified())
+        .ok();
+    Some((pid, since))
+}
+
+fn queue_of(config: &Config) -> Result<Queue> {
+    Ok(Queue::new(config.queue_directory()?))
+}
+
+/// `sendmail` in the directory of this program: the two are installed side by side, and
+/// a test build finds its own.
+fn sendmail_beside_us() -> Result<PathBuf> {
+    let me = std::env::current_exe().map_err(|e| Error::io("cannot find this program", &e))?;
+    let path = me
+        .parent()
+        .map(|dir| dir.join("sendmail"))
+        .ok_or_else(|| Error::software("cannot find this program's directory"))?;
+    if !path.is_file() {
+        return Err(Error::software(format!(
+            "{} not found: mailroom starts the daemon through the sendmail installed beside it",
+            path.display()
+        )));
+    }
+    Ok(path)
+}
+
+/// `mailroom start`: the daemon, detached (`sendmail -bd -C DIR`). Returns the exit
+/// status: 0 started, 1 when one is running already (as `postfix start`).
+pub fn start(config: &Config, out: &mut dyn Write) -> Result<u8> {
+    let queue = queue_of(config)?;
+    if let Some((pid, _)) = running(&queue) {
+        eprintln!("mailroom: the mail system is already running (pid {pid})");
+        return Ok(1);
+    }
+    let dir = std::path::absolute(config.dir()).unwrap_or_else(|_| config.dir().to_path_buf());
+    let result = Command::new(sendmail_beside_us()?)
+        .arg("-bd")
+        .arg("-C")
+        .arg(&dir)
+        .output()
+        .map_err(|e| Error::io("cannot run sendmail -bd", &e))?;
+    if !result.status.success() {
+        let said = String::from_utf8_lossy(&result.stderr);
+        let message = said
+            .lines()
+            .map(|l| l.strip_prefix("sendmail: fatal: ").unwrap_or(l))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let code = match result.status.code() {
+            Some(75) => ExitCode::TempFail,
+            Some(78) => ExitCode::Config,
+            Some(77) => ExitCode::NoPerm,
+            _ => ExitCode::Software,
+        };
+        return Err(Error::new(
+            code,
+            format!("the daemon did not start: {message}"),
+        ));
+    }
+    let pid = lock::running(&queue).unwrap_or(0);
+    write_out(out, format!("mailroom started (pid {pid})\n").as_bytes())?;
+    Ok(0)
+}
+
+/// `mailroom stop`: SIGTERM, then waits up to `timeout` for the daemon to let go of its
+/// lock (it finishes the delivery in flight of each thread first). Nothing running is
+/// not an error — the system is in the state asked for — and exits 0.
+pub fn stop(config: &Config, timeout: Duration, out: &mut dyn Write) -> Result<u8> {
+    let queue = queue_of(config)?;
+    let Some((pid, _)) = running(&queue) else {
+        write_out(out, b"mailroom is not running\n")?;
+        return Ok(0);
+    };
+    signal(pid, Signal::SIGTERM)?;
+    let deadline = Instant::now() + timeout;
+    // The lock goes when the daemon has finished its work; the process itself ends
+    // just after. Both, so that a `stop; start` never overlaps two daemons.
+    while lock::running(&queue).is_some() || alive(pid) {
+        if Instant::now() >= deadline {
+            return Err(Error::temp(format!(
+                "the daemon (pid {pid}) did not stop within {} s; it is still running",
+                timeout.as_secs()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    write_out(out, format!("mailroom stopped (pid {pid})\n").as_bytes())?;
+    Ok(0)
+}
+
+/// `mailroom reload`: SIGHUP; the daemon reads `main.cf` again (keeping the old settings,
+/// with a logged warning, when the new ones do not load). Exit 3 when nothing runs.
+pub fn reload(config: &Config, out: &mut dyn Write) -> Result<u8> {
+    let queue = queue_of(config)?;
+    let Some((pid, _)) = running(&queue) else {
+        eprintln!("mailroom: the mail system is not running");
+        return Ok(NOT_RUNNING);
+    };
+    signal(pid, Signal::SIGHUP)?;
+    write_out(
+        out,
+        format!("mailroom reloading its configuration (pid {pid})\n").as_bytes(),
+    )?;
+    Ok(0)
+}
+
+/// Whether process `pid` exists and is not a zombie (one that exited and waits for its
+/// parent to reap it has exited as far as we are concerned: a daemon run by a
+/// supervisor is reaped when the supervisor gets to it).
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name, which is in parentheses and may hold any
+        // character: look after the last ')'.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_none_or(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
+fn signal(pid: u32, sig: Signal) -> Result<()> {
+    let Some(pid) = i32::try_from(pid).ok().filter(|&p| p > 0) else {
+        return Err(Error::software(
+            "the daemon holds its lock but its pid file cannot be read",
+        ));
+    };
+    kill(Pid::from_raw(pid), sig)
+        .map_err(|e| Error::new(ExitCode::OsErr, format!("kill {pid} {sig}: {e}")))
+}
+
+/// `mailroom status`: running or not, pid and uptime, the listener's addresses from
+/// the configuration, and how many messages each queue holds. Exit 0 running, 3 not
+/// (as `systemctl is-active`).
+pub fn status(config: &Config, out: &mut dyn Write) -> Result<u8> {
+    let queue = queue_of(config)?;
+    let state = running(&queue);
+    let mut text = match state {
+        Some((pid, since)) => {
+            let up = since
+                .and_then(|s| SystemTime::now().duration_since(s).ok())
+                .map(|d| format!(", up {}", uptime(d)))
+                .unwrap_or_default();
+            let started = since
+                .map(|s| {
+                    let local: chrono::DateTime<chrono::Local> = s.into();
+                    format!(" since {}", local.format("%Y-%m-%d %H:%M:%S"))
+                })
+                .unwrap_or_default();
+            format!("mailroom is running (pid {pid}){up}{started}\n")
+        }
+        None => "mailroom is not running\n".to_string(),
+    };
+    text.push_str(&format!("listening: {}\n", listeners(config)));
+    text.push_str(&format!("queue: {}\n", queue_counts(&queue)));
+    write_out(out, text.as_bytes())?;
+    Ok(if state.is_some() { 0 } else { NOT_RUNNING })
+}
+
+/// `1d 2h 3m`, `5m 7s`: the two largest units.
+fn uptime(d: Duration) -> String {
+    let s = d.as_secs();
+    let parts = [
+        (s / 86400, "d"),
+        (s / 3600 % 24, "h"),
+        (s / 60 % 60, "m"),
+        (s % 60, "s"),
+    ];
+    let first = parts.iter().position(|(n, _)| *n > 0).unwrap_or(3);
+    parts[first..]
+        .iter()
+        .take(2)
+        .map(|(n, unit)| format!("{n}{unit}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The addresses the SMTP listener is configured for.
+fn listeners(config: &Config) -> String {
+    let port = match config.get("smtpd_port") {
+        Ok(p) if p.trim().is_empty() => return "no SMTP listener (smtpd_port is empty)".into(),
+        Ok(p) => p,
+        Err(e) => return format!("unknown ({e})"),
+    };
+    let Ok(port) = port.trim().parse::<u16>() else {
+        return format!("unknown (smtpd_port = {port} is not a port)");
+    };
+    let (Ok(interfaces), Ok(protocols)) = (
+        config.list("inet_interfaces"),
+        config.list("inet_protocols"),
+    ) else {
+        return "unknown (inet_interfaces or inet_protocols cannot be read)".into();
+    };
+    let addrs = bind_addresses(&interfaces, &protocols, port).0;
+    if addrs.is_empty() {
+        return "no SMTP listener (no usable address in inet_interfaces)".into();
+    }
+    addrs
+        .iter()
+        .map(|a| a.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `maildrop 0, incoming 0, ...`; a queue that cannot be read shows its error.
+fn queue_counts(queue: &Queue) -> String {
+    QueueName::ALL
+        .iter()
+        .map(|&q| match queue.ids(q) {
+            Ok(ids) => format!("{} {}", q.as_str(), ids.len()),
+            Err(e) => format!("{} ? ({})", q.as_str(), describe_io(&e)),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `mailroom flush` (`postqueue -f`): deferred mail is tried now. With the daemon
+/// running, each deferred file is moved (locked, under its own ID) to `incoming/`, which
+/// the daemon takes whatever a file's next-try time says, at its next scan (within ten
+/// seconds); a file being delivered at that moment is left alone. With no daemon, the
+/// queue is run once in the foreground, as `sendmail -q` does, rather than refused as
+/// Postfix refuses: the mail goes out either way.
+pub fn flush(config: &Config, out: &mut dyn Write) -> Result<u8> {
+    let queue = queue_of(config)?;
+    if running(&queue).is_none() {
+        write_out(
+            out,
+            b"mailroom is not running; delivering the queue now (sendmail -q)\n",
+        )?;
+        daemon::modes::run_queue(config, None)?;
+        return Ok(0);
+    }
+    let moved = requeue_deferred(&queue)?;
+    let text = match moved {
+        1 => "1 deferred message will be tried now\n".to_string(),
+        n => format!("{n} deferred messages will be tried now\n"),
+    };
+    write_out(out, text.as_bytes())?;
+    Ok(0)
+}
+
+/// Moves every unlocked file of `deferred/` to `incoming/`; returns how many.
+fn requeue_deferred(queue: &Queue) -> Result<usize> {
+    let root = queue.root().display();
+    let ids = queue
+        .ids(QueueName::Deferred)
+        .map_err(|e| Error::io(format!("scan {root}/deferred"), &e))?;
+    let mut dirs =
+        QueueDirs::open(queue).map_err(|e| Error::io(format!("open queue {root}"), &e))?;
+    dirs.ensure(queue, QueueName::Incoming)
+        .map_err(|e| Error::io(format!("{root}/incoming"), &e))?;
+    let mut moved = 0;
+    for id in ids {
+        let Some(mut locked) = dirs
+            .try_lock(QueueName::Deferred, id)
+            .map_err(|e| Error::io(format!("deferred/{id}"), &e))?
+        else {
+            continue; // being delivered, or gone
+        };
+        dirs.move_to(&mut locked, QueueName::Incoming)
+            .map_err(|e| Error::io(format!("move deferred/{id} to incoming"), &e))?;
+        moved += 1;
+    }
+    // One sync per directory for the whole batch: a rename not yet on disk leaves the
+    // file in deferred/ after a crash, never nowhere.
+    for q in [QueueName::Incoming, QueueName::Deferred] {
+        dirs.sync(q)
+            .map_err(|e| Error::io(format!("sync {root}/{}", q.as_str()), &e))?;
+    }
+    Ok(moved)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uptimes() {
+        assert_eq!(uptime(Duration::from_secs(0)), "0s");
+        assert_eq!(uptime(Duration::from_secs(65)), "1m 5s");
+        assert_eq!(uptime(Duration::from_secs(3 * 3600 + 7)), "3h 0m");
+        assert_eq!(uptime(Duration::from_secs(2 * 86400 + 5 * 3600)), "2d 5h");
+    }
+}
