@@ -26,6 +26,8 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    // Installed set-gid (to read the queue's envelopes): trust none of the environment.
+    mailroom::privilege::sanitize_environment();
     let args = match Args::try_parse() {
         Ok(args) => args,
         Err(e) if !e.use_stderr() => {

@@ -8,6 +8,8 @@ use mailroom::sendmail;
 use mailroom::sendmail_argv;
 
 fn main() -> ExitCode {
+    // Installed set-gid: nothing of the caller's environment but the locale is trusted.
+    mailroom::privilege::sanitize_environment();
     let mut args = std::env::args_os();
     let program = args
         .next()

@@ -55,7 +55,13 @@ impl Config {
     /// named directory is an error of code 78.
     pub fn load(explicit_dir: Option<&Path>) -> Result<Config> {
         let env = std::env::var_os("MAIL_CONFIG");
-        let (dir, source) = choose_dir(explicit_dir, env.as_deref(), ProcessIds::current());
+        // `privilege` remembers a set-id start even after the group is given up: the
+        // caller must not regain the choice by then.
+        let (dir, source) = if crate::privilege::distrusts_caller() {
+            (PathBuf::from(DEFAULT_DIR), DirSource::Default)
+        } else {
+            choose_dir(explicit_dir, env.as_deref(), ProcessIds::current())
+        };
         Config::load_dir(dir, source)
     }
 

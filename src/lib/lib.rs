@@ -17,6 +17,7 @@ pub mod mailq;
 pub mod message;
 pub mod operator;
 pub mod postsuper;
+pub mod privilege;
 pub mod queue;
 pub mod sendmail;
 pub mod sendmail_argv;

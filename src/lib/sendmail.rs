@@ -8,6 +8,7 @@ use crate::aliases;
 use crate::config::Config;
 use crate::daemon;
 use crate::log::Log;
+use crate::privilege;
 use crate::queue::{Queue, QueueId};
 use crate::sendmail_argv::{DeliveryMode, Invocation, Mode};
 use crate::submit::{self, Invoker, Settings};
@@ -15,17 +16,41 @@ use crate::sysexits::{Error, ExitCode, Result};
 
 /// Runs sendmail as `inv` asks, reading a message from `stdin` when submitting and
 /// writing reports (`-bv`, `-bp`) to `stdout`. Warnings go to stderr.
+///
+/// Installed set-gid and run by someone other than root (see [`privilege`]), it submits
+/// (`-bm`, `-t`, `-bs`), lists the queue as `authorized_mailq_users` allows (`-bp`) and
+/// verifies (`-bv`, without the group); `-bi`, `-q`, `-bd` and `-bD` are root's and exit
+/// 77, as Postfix's are. The message is left to the daemon: `-odb` and `-odi` only queue.
 pub fn run(inv: &Invocation, stdin: impl BufRead, stdout: &mut dyn Write) -> Result<()> {
+    let distrusted = privilege::distrusts_caller();
     let config = Config::load(inv.config_dir.as_deref())?;
+    if distrusted {
+        match inv.mode {
+            Mode::Newaliases => privilege::require_root("sendmail -bi (newaliases)")?,
+            Mode::RunQueue => privilege::require_root("sendmail -q (running the queue)")?,
+            Mode::Daemon | Mode::DaemonForeground => {
+                privilege::require_root("sendmail -bd/-bD (the daemon)")?
+            }
+            Mode::Verify | Mode::Nothing => privilege::drop_group()?,
+            Mode::Submit | Mode::Smtp | Mode::ListQueue => {}
+        }
+    }
     match inv.mode {
         Mode::Submit => {
             let queued = submit_message(&config, inv, stdin);
+            // The file is in place: the set-gid group has done its job.
+            privilege::drop_group()?;
             if let Err(e) = &queued {
                 // Postfix logs sendmail's fatal errors too, so the administrator sees
                 // what callers were told.
                 Log::from_config(&config, "sendmail").fatal(&e.message);
             }
             let (id, locked) = queued?;
+            if distrusted {
+                // Only root can move mail out of maildrop/; the daemon, woken by the new
+                // name, delivers it (Postfix's sendmail never delivers by itself either).
+                return Ok(());
+            }
             daemon::modes::after_submit(&config, inv.delivery, id, locked)
         }
         Mode::Newaliases => {

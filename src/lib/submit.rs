@@ -320,6 +320,10 @@ fn write_queue_file<R: BufRead>(
     let mut file = NewQueueFile::create(&maildrop, envelope)
         .map_err(|e| Error::io(format!("{tag}: create file in {}", maildrop.display()), &e))
         .map_err(queue_err)?;
+    // Set-gid: the group is needed again only to rename the file into place (or to
+    // remove it on failure: this guard is dropped before `file`, so its group comes back
+    // first). See `privilege`.
+    let suspended = crate::privilege::suspend_group();
     let write_err = |e: std::io::Error| {
         QueueError::Queue(Error::io(format!("{tag}: error writing queue file"), &e))
     };
@@ -365,6 +369,7 @@ fn write_queue_file<R: BufRead>(
         return Err(QueueError::TooBig { limit });
     }
     let size = file.message_bytes();
+    drop(suspended);
     let (id, locked) = if lock {
         let (id, f) = file.commit_locked().map_err(write_err)?;
         (id, Some(f))

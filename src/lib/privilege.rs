@@ -1,0 +1,185 @@
+//! Running set-gid for a caller who is not root: `sendmail` and `mailq` are installed
+//! setgid `mailroom` (the `setgid_group` parameter), like Postfix's `postdrop` and
+//! `postqueue` are setgid `postdrop`. The group lets them do exactly two things: create
+//! and rename files in `maildrop/` (mode 1730), and read envelopes in the other queue
+//! directories (mode 0750, files 0640, group `mailroom`) for `mailq`.
+//!
+//! What a set-gid program does with it, in order:
+//!
+//! 1. At start, before anything reads the environment: [`sanitize_environment`] clears it
+//!    but for the locale and time zone, and sets a fixed `PATH`. `MAIL_CONFIG` and `-C`
+//!    are ignored for such a caller (`config::dirs`), so the queue is always the real one.
+//! 2. Submission: the group is effective while the temporary file is created in
+//!    `maildrop/`, then [`suspend_group`]ed (effective gid = real gid; the saved gid keeps
+//!    it) while the message is read from the caller and written through the already open
+//!    descriptor, and resumed only for the rename into place (a rename in `maildrop/`
+//!    needs write and search permission on it, which only the group has) or for removing
+//!    the temporary file on failure. Right after the rename, `sendmail` drops the group
+//!    for good ([`drop_group`]: real, effective and saved gid = the real gid), before any
+//!    other work (waking the daemon, reporting).
+//! 3. Modes that need no group (`-bv`) drop it before they start; modes reserved to root
+//!    (`-bi`, `-q`, `-bd`, `-bD`) refuse a caller who is not root with exit 77.
+//!
+//! Everything here is a no-op in a process that is not set-id, so the same code runs
+//! unprivileged in tests and for root.
+
+use std::ffi::OsStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use nix::unistd::{Gid, getresgid, setegid, setresgid};
+
+use crate::config::ProcessIds;
+use crate::sysexits::{Error, ExitCode, Result};
+
+/// The `PATH` a set-id program runs with, whatever its caller's was.
+pub const SAFE_PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Whether a variable of the caller's environment survives in a set-id program: the time
+/// zone and locale only (they change how dates and messages are written, nothing else).
+pub fn is_safe_variable(name: &OsStr) -> bool {
+    let Some(name) = name.to_str() else {
+        return false;
+    };
+    matches!(name, "TZ" | "LANG" | "LANGUAGE") || name.starts_with("LC_")
+}
+
+/// Set once a process has been seen to run set-id for an ordinary caller: giving up the
+/// group later must not make the caller trusted again (and `-C` honoured).
+static DISTRUSTED: AtomicBool = AtomicBool::new(false);
+
+/// Whether this process runs (or ran, before [`drop_group`]) with privileges its caller
+/// does not have (set-gid or set-uid, called by someone other than root).
+pub fn distrusts_caller() -> bool {
+    if DISTRUSTED.load(Ordering::Relaxed) {
+        return true;
+    }
+    let now = ProcessIds::current().distrusts_caller();
+    if now {
+        DISTRUSTED.store(true, Ordering::Relaxed);
+    }
+    now
+}
+
+/// Clears the environment of a set-id program run by a caller who is not root, but for
+/// [`is_safe_variable`]s, and sets `PATH` to [`SAFE_PATH`]. Call first thing in `main`,
+/// before any thread starts. Returns whether it did anything.
+pub fn sanitize_environment() -> bool {
+    if !distrusts_caller() {
+        return false;
+    }
+    let unsafe_names: Vec<_> = std::env::vars_os()
+        .map(|(name, _)| name)
+        .filter(|name| !is_safe_variable(name))
+        .collect();
+    for name in unsafe_names {
+        // SAFETY: called at the start of main, before any other thread exists, so no one
+        // reads the environment concurrently.
+        unsafe { std::env::remove_var(name) };
+    }
+    // SAFETY: as above.
+    unsafe { std::env::set_var("PATH", SAFE_PATH) };
+    true
+}
+
+/// While alive, the set-gid group is not effective (it stays the saved gid); dropping
+/// the guard makes it effective again. See the module documentation for when.
+pub struct SuspendedGroup {
+    group: Option<Gid>,
+}
+
+/// Makes the real gid the effective one, keeping the set-gid group as the saved gid so
+/// that it can come back. A no-op (the guard does nothing) when effective = real.
+pub fn suspend_group() -> SuspendedGroup {
+    let Ok(ids) = getresgid() else {
+        return SuspendedGroup { group: None };
+    };
+    if ids.effective == ids.real || setegid(ids.real).is_err() {
+        return SuspendedGroup { group: None };
+    }
+    SuspendedGroup {
+        group: Some(ids.effective),
+    }
+}
+
+impl Drop for SuspendedGroup {
+    fn drop(&mut self) {
+        if let Some(group) = self.group {
+            // Cannot fail: the group is our saved gid. If it did, the rename that follows
+            // fails with EACCES and the caller is told; nothing is lost.
+            let _ = setegid(group);
+        }
+    }
+}
+
+/// Gives up the set-gid group for good: real, effective and saved gid all become the real
+/// gid, and this is checked. A no-op when the process is not set-gid.
+pub fn drop_group() -> Result<()> {
+    // Remember that the caller is not trusted before the evidence goes.
+    distrusts_caller();
+    let ids = getresgid().map_err(|e| Error::new(ExitCode::OsErr, format!("getresgid: {e}")))?;
+    if ids.real == ids.effective && ids.real == ids.saved {
+        return Ok(());
+    }
+    let fail = |e: nix::Error| Error::new(ExitCode::OsErr, format!("setresgid: {e}"));
+    setresgid(ids.real, ids.real, ids.real).map_err(fail)?;
+    let now = getresgid().map_err(fail)?;
+    if now.effective != ids.real || now.saved != ids.real {
+        return Err(Error::new(
+            ExitCode::OsErr,
+            "could not give up the set-gid group",
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses, with exit 77 (EX_NOPERM), a mode reserved to root when a set-id program is
+/// run by someone else. `what` says what was refused (`-bi`, `-q` ...).
+pub fn require_root(what: &str) -> Result<()> {
+    if distrusts_caller() {
+        let uid = nix::unistd::getuid();
+        return Err(Error::perm(format!(
+            "{what} is for the super-user only (you are uid {uid})"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_locale_and_time_zone_survive() {
+        for safe in ["TZ", "LANG", "LANGUAGE", "LC_ALL", "LC_TIME"] {
+            assert!(is_safe_variable(OsStr::new(safe)), "{safe}");
+        }
+        for unsafe_name in [
+            "PATH",
+            "MAIL_CONFIG",
+            "LD_PRELOAD",
+            "HOME",
+            "IFS",
+            "MAILROOM_DETACHED",
+            "TZDIR",
+            "lc_all",
+        ] {
+            assert!(!is_safe_variable(OsStr::new(unsafe_name)), "{unsafe_name}");
+        }
+    }
+
+    #[test]
+    fn nothing_happens_in_a_process_that_is_not_set_id() {
+        // Tests do not run set-gid: the guard and the drop leave the ids alone.
+        let before = getresgid().unwrap();
+        {
+            let _suspended = suspend_group();
+            assert_eq!(getresgid().unwrap().effective, before.effective);
+        }
+        drop_group().unwrap();
+        let after = getresgid().unwrap();
+        assert_eq!(
+            (after.real, after.effective, after.saved),
+            (before.real, before.effective, before.saved)
+        );
+    }
+}

@@ -1,0 +1,118 @@
+//! The set-gid `sendmail` run by an ordinary user: a copy of the built binary, made
+//! set-gid to a group of its own (mode 2755), run through `setpriv` as a throwaway uid.
+//! Needs root (to chown and switch users) and `setpriv`; skipped otherwise. Nothing here
+//! touches the real queue: every mode tried either stops before it or is refused.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// A uid and gid no account uses; setpriv needs no passwd entry for them.
+const USER: u32 = 47_311;
+const GROUP: u32 = 47_312;
+
+struct SetgidCopy {
+    _dir: tempfile::TempDir,
+    program: PathBuf,
+}
+
+fn setgid_sendmail() -> Option<SetgidCopy> {
+    if !nix::unistd::geteuid().is_root() || which("setpriv").is_none() {
+        eprintln!("skipped: needs root and setpriv");
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let program = dir.path().join("sendmail");
+    std::fs::copy(env!("CARGO_BIN_EXE_sendmail"), &program).unwrap();
+    nix::unistd::chown(&program, Some(0.into()), Some(GROUP.into())).unwrap();
+    // chown clears the set-id bits: set the mode afterwards.
+    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o2755)).unwrap();
+    Some(SetgidCopy { _dir: dir, program })
+}
+
+fn which(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join(program))
+        .find(|p| p.is_file())
+}
+
+fn as_user(program: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new("setpriv");
+    cmd.arg(format!("--reuid={USER}"))
+        .arg(format!("--regid={USER}"))
+        .arg("--clear-groups")
+        .arg(program)
+        .args(args)
+        .stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn modes_reserved_to_root_exit_77() {
+    let Some(copy) = setgid_sendmail() else {
+        return;
+    };
+    for (args, what) in [
+        (&["-bi"][..], "-bi"),
+        (&["-q"][..], "-q"),
+        (&["-bd"][..], "-bd"),
+        (&["-bD"][..], "-bD"),
+    ] {
+        let out = as_user(&copy.program, args, &[]);
+        assert_eq!(out.status.code(), Some(77), "{args:?}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains(what) && err.contains("super-user"),
+            "{args:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn mail_config_is_ignored_for_an_ordinary_caller() {
+    let Some(copy) = setgid_sendmail() else {
+        return;
+    };
+    let env = [("MAIL_CONFIG", "/nonexistent/mailroom")];
+    // Not set-gid, the named directory is used, and it has no main.cf: 78.
+    let plain = as_user(
+        Path::new(env!("CARGO_BIN_EXE_sendmail")),
+        &["-bv", "x"],
+        &env,
+    );
+    assert_eq!(plain.status.code(), Some(78), "{}", stderr(&plain));
+    // Set-gid, it is ignored (and so is -C): whatever -bv says, it is not a
+    // configuration error about the named directory.
+    for args in [
+        &["-bv", "root"][..],
+        &["-C", "/nonexistent/mailroom", "-bv", "root"],
+    ] {
+        let out = as_user(&copy.program, args, &env);
+        assert_ne!(out.status.code(), Some(78), "{args:?}: {}", stderr(&out));
+        assert!(!stderr(&out).contains("/nonexistent"), "{}", stderr(&out));
+    }
+}
+
+#[test]
+fn root_may_still_use_every_mode_of_the_set_gid_copy() {
+    let Some(copy) = setgid_sendmail() else {
+        return;
+    };
+    // Root is trusted: MAIL_CONFIG is honoured (and so the missing main.cf is an error).
+    let out = Command::new(&copy.program)
+        .args(["-bi"])
+        .env("MAIL_CONFIG", "/nonexistent/mailroom")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+}
