@@ -79,7 +79,7 @@ fn submit_message(
         message_size_limit: config.message_size_limit()?,
         header_size_limit: config.number("header_size_limit")?,
     };
-    let queue = Queue::new(config.queue_directory()?);
+    let queue = Queue::from_config(config)?;
     let invoker = Invoker::current();
     if inv.delivery == DeliveryMode::Interactive {
         let (queued, file) =

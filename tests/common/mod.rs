@@ -25,7 +25,8 @@ impl MailSystem {
             "myhostname = vm\nmyorigin = mail.server.com\nmydestination = mail.server.com, $myhostname, localhost\n\
              queue_directory = {root}/queue\nmail_spool_directory = {root}/spool\n\
              maillog_file = {root}/maillog\nalias_maps = cdb:{root}/config/aliases\n\
-             alias_database = cdb:{root}/config/aliases\nsmtpd_port =\n{extra}\n",
+             alias_database = cdb:{root}/config/aliases\nsmtpd_port =\n\
+             setgid_group =\n{extra}\n",
             root = root.display()
         );
         std::fs::write(root.join("config/main.cf"), main_cf).unwrap();

@@ -147,6 +147,8 @@ static PARAMETERS: &[ParamInfo] = &[
       "How often the daemon scans the deferred queue."),
     p("default_process_limit", "100", Number,
       "The most deliveries the daemon runs at once."),
+    p("setgid_group", "mailroom", Text,
+      "The group the installed sendmail and mailq run set-gid as (Postfix: setgid_group = postdrop). It owns maildrop/ (mode 1730: submissions only) and may read the other queue directories (mode 0750) and their files (mode 0640, set by the daemon at pickup), so that mailq works for the users authorized_mailq_users names. postsuper -s sets these modes and groups. When no such group exists, the queue stays root's alone (0700, 0600)."),
     p("authorized_mailq_users", "static:anyone", List,
       "Who may list the queue: static:anyone, or a list of user names."),
     // Logging.
@@ -233,7 +235,6 @@ static PARAMETERS: &[ParamInfo] = &[
     inert("sendmail_path", "/usr/sbin/sendmail", Text, "Postfix's sendmail path."),
     inert("newaliases_path", "/usr/bin/newaliases", Text, "Postfix's newaliases path."),
     inert("mailq_path", "/usr/bin/mailq", Text, "Postfix's mailq path."),
-    inert("setgid_group", "postdrop", Text, "Postfix's group for queue submission."),
     inert("mail_owner", "postfix", Text, "Postfix's queue owner."),
     inert("default_transport", "smtp", Text,
       "Postfix's delivery transport for remote mail (error in a local-only setup)."),

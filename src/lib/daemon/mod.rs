@@ -100,7 +100,7 @@ impl Runtime {
     /// The runtime for `config`, with the agents of this version.
     pub fn from_config(config: &Config, log_fallback: Sink) -> Result<Runtime> {
         let logs = Logs::from_config(config, log_fallback);
-        let queue = Queue::new(config.queue_directory()?);
+        let queue = Queue::from_config(config)?;
         let limit = config.number("default_process_limit")?;
         let local_log = Arc::new(Log::new(
             &config

@@ -51,7 +51,7 @@ pub fn foreground(config: &Config, interval: Option<&str>) -> Result<()> {
             "smtpd",
             fallback.clone(),
         ));
-        let queue = Queue::new(config.queue_directory()?);
+        let queue = Queue::from_config(config)?;
         crate::smtpd::spawn_listeners(config, queue, log, stop)
     };
     scheduler::run_daemon(load, interval, &dir.display().to_string(), ready, listen)
@@ -82,7 +82,7 @@ pub fn after_submit(
     match mode {
         DeliveryMode::QueueOnly => Ok(()),
         DeliveryMode::Background => {
-            let queue = Queue::new(config.queue_directory()?);
+            let queue = Queue::from_config(config)?;
             if lock::running(&queue).is_some() {
                 // The daemon's inotify watch has already seen the new name.
                 return Ok(());

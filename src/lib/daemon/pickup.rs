@@ -88,7 +88,9 @@ pub fn accept(rt: &Runtime, mut locked: LockedFile) -> Option<LockedFile> {
         quarantine(rt, locked, &why);
         return None;
     }
-    if envelope.uid != owner {
+    // A file of root's was put here by root (`postsuper -r` requeueing a message that
+    // pickup had given to root): its record stands.
+    if envelope.uid != owner && owner != 0 {
         // The record is the submitter's word; the owner is the kernel's.
         rt.logs.pickup.warning(&format!(
             "maildrop/{id}: uid record {} differs from the file owner {owner}; using {owner}",
@@ -109,6 +111,8 @@ pub fn accept(rt: &Runtime, mut locked: LockedFile) -> Option<LockedFile> {
         ));
         return None;
     }
+    // Out of the submitter's hands: root's, and readable by mailq's group.
+    queue.share_with_group(&locked.file);
     let _ = locked.file.seek(SeekFrom::Start(0));
     rt.logs
         .pickup

@@ -241,7 +241,7 @@ pub fn run_as(config: &Config, program: &str, json: bool, out: &mut dyn Write) -
             name.as_deref().unwrap_or("unknown")
         )));
     }
-    let queue = Queue::new(config.queue_directory()?);
+    let queue = Queue::from_config(config)?;
     let format = if json { Format::Json } else { Format::Text };
     let stderr = io::stderr();
     let mut warn = |text: &str| {

@@ -35,7 +35,7 @@ pub fn running(queue: &Queue) -> Option<(u32, Option<SystemTime>)> {
 }
 
 fn queue_of(config: &Config) -> Result<Queue> {
-    Ok(Queue::new(config.queue_directory()?))
+    Queue::from_config(config)
 }
 
 /// `sendmail` in the directory of this program: the two are installed side by side, and

@@ -148,7 +148,7 @@ pub fn run_queue(
     json: bool,
     out: &mut dyn Write,
 ) -> Result<()> {
-    let queue = Queue::new(config.queue_directory()?);
+    let queue = Queue::from_config(config)?;
     let mut warn = |w: &str| eprintln!("mailroom: warning: {w}");
     let measured = shape::measure(&queue, options, shape::now(), &mut warn)?;
     let text = if json {

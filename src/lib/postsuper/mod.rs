@@ -168,7 +168,7 @@ pub fn run_command(
     for warning in config.warnings() {
         let _ = err.write_all(format!("postsuper: warning: {warning}\n").as_bytes());
     }
-    let queue = Queue::new(config.queue_directory()?);
+    let queue = Queue::from_config(&config)?;
     let log = Log::from_config(&config, "postsuper");
     let mut report = Reporter {
         err,

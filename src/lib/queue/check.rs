@@ -4,12 +4,13 @@
 
 use std::fs;
 use std::io;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use nix::errno::Errno;
 use nix::fcntl::{RenameFlags, renameat2};
+use nix::unistd::Gid;
 
 use super::dirs::write_id_record;
 use super::store::TEMP_PREFIX;
@@ -59,14 +60,33 @@ impl Queue {
             note(format!("{}: missing directory", self.root().display()));
             return Ok(found);
         }
-        let mut wanted: Vec<(std::path::PathBuf, u32)> = QueueName::ALL
+        let mut wanted: Vec<(std::path::PathBuf, u32, Option<u32>)> = QueueName::ALL
             .into_iter()
-            .map(|q| (self.dir(q), q.mode()))
+            .map(|q| (self.dir(q), self.dir_mode(q), self.group()))
             .collect();
-        wanted.push((self.pid_dir(), 0o755));
-        for (dir, want) in wanted {
+        wanted.push((self.pid_dir(), 0o755, None));
+        for (dir, want, group) in wanted {
             match fs::symlink_metadata(&dir) {
                 Ok(meta) if meta.is_dir() => {
+                    if let Some(gid) = group
+                        && meta.gid() != gid
+                    {
+                        if repair {
+                            // Before the mode: chown may clear set-id bits.
+                            nix::unistd::chown(&dir, None, Some(Gid::from_raw(gid)))?;
+                            note(format!(
+                                "{}: fixed group {} to {gid}",
+                                dir.display(),
+                                meta.gid()
+                            ));
+                        } else {
+                            note(format!(
+                                "{}: group {}, should be {gid}",
+                                dir.display(),
+                                meta.gid()
+                            ));
+                        }
+                    }
                     let have = meta.permissions().mode() & 0o7777;
                     if have == want {
                         continue;
@@ -94,6 +114,9 @@ impl Queue {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     if repair {
                         make_dir(&dir, want)?;
+                        if let Some(gid) = group {
+                            nix::unistd::chown(&dir, None, Some(Gid::from_raw(gid)))?;
+                        }
                         note(format!("{}: created missing directory", dir.display()));
                     } else {
                         note(format!("{}: missing directory", dir.display()));
@@ -159,6 +182,26 @@ impl Queue {
                     Some(id) => match dirs.try_lock(queue, id)? {
                         None => None, // being delivered, or gone meanwhile
                         Some(mut locked) => match read_envelope_from(&mut locked.file) {
+                            Ok(env)
+                                if queue != QueueName::Maildrop
+                                    && self.group().is_some()
+                                    && !shared_with_group(&locked.file, self.group())? =>
+                            {
+                                // Picked up before the group existed, or changed by hand:
+                                // mailq could not read it.
+                                self.share_with_group(&locked.file);
+                                note(format!(
+                                    "{}/{id}: fixed owner and mode to root, group {}, {:04o}",
+                                    queue.as_str(),
+                                    self.group().unwrap_or(0),
+                                    super::FILE_MODE_GROUP
+                                ));
+                                if env.id != id {
+                                    write_id_record(&locked.file, id)?;
+                                    locked.file.sync_data()?;
+                                }
+                                None
+                            }
                             Ok(env) if env.id != id => {
                                 write_id_record(&locked.file, id)?;
                                 locked.file.sync_data()?;
@@ -302,9 +345,62 @@ fn move_aside(
     Err(io::Error::other("no free name in corrupt/"))
 }
 
+/// Whether a queue file outside `maildrop/` is root's, of the queue's group, mode 0640.
+fn shared_with_group(file: &fs::File, group: Option<u32>) -> io::Result<bool> {
+    let meta = file.metadata()?;
+    Ok(meta.uid() == 0
+        && Some(meta.gid()) == group
+        && meta.mode() & 0o7777 == super::FILE_MODE_GROUP)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repair_gives_the_directories_and_files_to_the_set_gid_group() {
+        if !nix::unistd::geteuid().is_root() {
+            return; // chown needs root
+        }
+        const GID: u32 = 47_313;
+        let tmp = tempfile::tempdir().unwrap();
+        let queue = Queue::new(tmp.path().join("q"));
+        queue.ensure_dirs().unwrap();
+        let id = {
+            let mut env = crate::queue::Envelope::new(QueueId::generate(), 0, 0, "s@x");
+            env.recipients
+                .push(crate::queue::Recipient::new("r", "r@x"));
+            let mut f =
+                crate::queue::NewQueueFile::create(&queue.dir(QueueName::Hold), env).unwrap();
+            std::io::Write::write_all(&mut f, b"Subject: x\n\nbody\n").unwrap();
+            f.commit().unwrap()
+        };
+        let queue = queue.with_group(Some(GID));
+        let mut seen = Vec::new();
+        queue.check_structure(&mut |t| seen.push(t)).unwrap();
+        for name in QueueName::ALL {
+            let meta = fs::metadata(queue.dir(name)).unwrap();
+            let want = if name == QueueName::Maildrop {
+                0o1730
+            } else {
+                0o750
+            };
+            assert_eq!((meta.gid(), meta.mode() & 0o7777), (GID, want), "{name:?}");
+        }
+        let meta = fs::metadata(queue.path(QueueName::Hold, id)).unwrap();
+        assert_eq!(
+            (meta.uid(), meta.gid(), meta.mode() & 0o7777),
+            (0, GID, 0o640)
+        );
+        assert!(seen.iter().any(|t| t.contains("fixed group")), "{seen:?}");
+        // Twice changes nothing.
+        let mut again = Vec::new();
+        assert_eq!(
+            queue.check_structure(&mut |t| again.push(t)).unwrap(),
+            0,
+            "{again:?}"
+        );
+    }
 
     #[test]
     fn inspection_reports_what_repair_fixes_and_changes_nothing() {

@@ -239,6 +239,10 @@ fn open_dir(queue: &Queue, name: QueueName) -> io::Result<Option<OwnedFd>> {
     match File::open(queue.dir(name)) {
         Ok(f) => Ok(Some(OwnedFd::from(f))),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        // Not listable by the set-gid group (mode 1730): see `Queue::list`.
+        Err(e) if name == QueueName::Maildrop && e.kind() == io::ErrorKind::PermissionDenied => {
+            Ok(None)
+        }
         Err(e) => Err(e),
     }
 }

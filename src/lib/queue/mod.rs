@@ -84,11 +84,13 @@ impl QueueName {
     }
 
     /// The directory mode: maildrop takes submissions from the setgid group (write and
-    /// search, no listing, sticky so nobody removes another's file); the rest is private.
-    fn mode(self) -> u32 {
-        match self {
-            QueueName::Maildrop => 0o1730,
-            _ => 0o700,
+    /// search, no listing, sticky so nobody removes another's file); the rest can be read
+    /// by that group (`mailq`), or by root alone when there is no such group.
+    fn mode(self, group: Option<u32>) -> u32 {
+        match (self, group) {
+            (QueueName::Maildrop, _) => 0o1730,
+            (_, Some(_)) => 0o750,
+            (_, None) => 0o700,
         }
     }
 }
@@ -130,11 +132,67 @@ impl Drop for LockedFile {
 #[derive(Debug, Clone)]
 pub struct Queue {
     root: PathBuf,
+    /// The gid of `setgid_group`, when that group exists: the group of the queue
+    /// directories and (outside `maildrop/`) of the queue files.
+    group: Option<u32>,
 }
 
+/// The mode of a queue file outside `maildrop/` when the queue has a group: readable by
+/// it, for `mailq`.
+pub const FILE_MODE_GROUP: u32 = 0o640;
+
 impl Queue {
+    /// The queue at `root`, owned by root alone (no `setgid_group`).
     pub fn new(root: impl Into<PathBuf>) -> Queue {
-        Queue { root: root.into() }
+        Queue {
+            root: root.into(),
+            group: None,
+        }
+    }
+
+    /// The queue `config` names, with the gid of its `setgid_group` if that group exists.
+    pub fn from_config(config: &crate::config::Config) -> crate::sysexits::Result<Queue> {
+        let name = config.get("setgid_group")?;
+        let group = match name.is_empty() {
+            true => None,
+            false => nix::unistd::Group::from_name(&name)
+                .ok()
+                .flatten()
+                .map(|g| g.gid.as_raw()),
+        };
+        Ok(Queue::new(config.queue_directory()?).with_group(group))
+    }
+
+    /// The same queue with `group` as its set-gid group.
+    pub fn with_group(mut self, group: Option<u32>) -> Queue {
+        self.group = group;
+        self
+    }
+
+    /// The set-gid group's gid, if the queue has one.
+    pub fn group(&self) -> Option<u32> {
+        self.group
+    }
+
+    /// The mode a queue directory should have.
+    pub fn dir_mode(&self, queue: QueueName) -> u32 {
+        queue.mode(self.group)
+    }
+
+    /// Gives a queue file that has left `maildrop/` (and so its submitter's ownership)
+    /// to root and the queue's group, mode 0640, so that `mailq` can read its envelope.
+    /// Does nothing when the queue has no group; best effort when not run as root.
+    pub fn share_with_group(&self, file: &File) {
+        use std::os::fd::AsFd;
+        let Some(gid) = self.group else {
+            return;
+        };
+        let _ = nix::unistd::fchown(
+            file.as_fd(),
+            Some(nix::unistd::Uid::from_raw(0)),
+            Some(nix::unistd::Gid::from_raw(gid)),
+        );
+        let _ = file.set_permissions(fs::Permissions::from_mode(FILE_MODE_GROUP));
     }
 
     pub fn root(&self) -> &Path {
@@ -160,9 +218,25 @@ impl Queue {
     pub fn ensure_dirs(&self) -> io::Result<()> {
         make_dir(&self.root, 0o755)?;
         for queue in QueueName::ALL {
-            make_dir(&self.dir(queue), queue.mode())?;
+            self.make_queue_dir(queue)?;
         }
         make_dir(&self.pid_dir(), 0o755)
+    }
+
+    /// Creates one queue directory if missing, with its mode and (when the queue has one)
+    /// owned by root and its group.
+    fn make_queue_dir(&self, queue: QueueName) -> io::Result<()> {
+        let dir = self.dir(queue);
+        if dir.is_dir() {
+            return Ok(());
+        }
+        make_dir(&dir, self.dir_mode(queue))?;
+        if let Some(gid) = self.group {
+            // chown clears no bits of a directory, but a failed one (not root) leaves the
+            // group's access out, never in.
+            let _ = nix::unistd::chown(&dir, None, Some(nix::unistd::Gid::from_raw(gid)));
+        }
+        Ok(())
     }
 
     /// The directory a submission goes into, created if needed.
@@ -197,7 +271,19 @@ impl Queue {
     pub fn list(&self, queues: &[QueueName]) -> io::Result<Vec<(QueueId, QueueName)>> {
         let mut all = Vec::new();
         for &queue in queues {
-            all.extend(self.ids(queue)?.into_iter().map(|id| (id, queue)));
+            let ids = match self.ids(queue) {
+                // The set-gid group may write maildrop/ but not list it (mode 1730), so
+                // an ordinary user's mailq sees mail from the moment the daemon picks it
+                // up (within a second while it runs).
+                Err(e)
+                    if queue == QueueName::Maildrop
+                        && e.kind() == io::ErrorKind::PermissionDenied =>
+                {
+                    continue;
+                }
+                ids => ids?,
+            };
+            all.extend(ids.into_iter().map(|id| (id, queue)));
         }
         all.sort_unstable();
         Ok(all)

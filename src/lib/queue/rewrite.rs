@@ -67,6 +67,18 @@ impl Queue {
             .mode(0o600)
             .open(&temp)?;
         let result = (|| {
+            // The copy keeps the owner, group and mode the original had (root's and the
+            // group's outside maildrop/, the submitter's in it).
+            if let Ok(meta) = locked.file.metadata() {
+                use std::os::fd::AsFd;
+                use std::os::unix::fs::{MetadataExt, PermissionsExt};
+                let _ = nix::unistd::fchown(
+                    out.as_fd(),
+                    Some(meta.uid().into()),
+                    Some(meta.gid().into()),
+                );
+                out.set_permissions(std::fs::Permissions::from_mode(meta.mode() & 0o777))?;
+            }
             out.try_lock_exclusive()?;
             out.write_all(&header)?;
             copy_range(&locked.file, old_offset, size, &mut out)?;

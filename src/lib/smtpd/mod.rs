@@ -44,7 +44,7 @@ use session::{Client, Server};
 /// may send to any domain (a local submission is trusted, as in Postfix). Returns after
 /// QUIT or the end of input; protocol errors are answered, not returned.
 pub fn run_stdio(config: &Config, uid: u32, input: impl Read, output: impl Write) -> Result<()> {
-    let queue = Queue::new(config.queue_directory()?);
+    let queue = Queue::from_config(config)?;
     let log = Arc::new(Log::from_config(config, "smtpd"));
     let server = server_from_config(config, queue, log, false)?;
     let mut conn = Connection::new(Transport::Pipe {

@@ -35,7 +35,8 @@ fn queue(config: &Config, found: &mut Vec<Problem>) {
     let Ok(root) = config.queue_directory() else {
         return; // reported with the parameters
     };
-    let queue = Queue::new(&root);
+    let queue =
+        Queue::new(&root).with_group(Queue::from_config(config).ok().and_then(|q| q.group()));
     let result = queue.inspect_structure(&mut |text| {
         // Directory problems name an absolute path; file problems `queue/ID: ...`.
         let (place, what) = text.split_once(": ").unwrap_or(("", text.as_str()));
