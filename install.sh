@@ -1,0 +1,237 @@
+#!/bin/sh
+# Install (or uninstall) mailroom as the machine's MTA.
+#
+#   ./install.sh [install] [--prefix DIR] [--destdir DIR] [--bin-dir DIR] [--no-start]
+#   ./install.sh uninstall [--prefix DIR] [--destdir DIR] [--purge]
+#
+# install (the default) builds the release binaries (cargo build --release --locked)
+# unless --bin-dir names a directory that already holds them, then installs:
+#   $PREFIX/sbin/sendmail      2755 root:mailroom  (set-gid: writes maildrop/)
+#   $PREFIX/bin/mailq          2755 root:mailroom  (set-gid: reads the queue's envelopes)
+#   $PREFIX/sbin/postsuper, $PREFIX/sbin/mailroom, $PREFIX/bin/newaliases,
+#   $PREFIX/bin/mail           0755 root:root
+#   $PREFIX/lib/sendmail -> ../sbin/sendmail
+#   man pages in $PREFIX/share/man/man{1,5,8}, shell completions for mailroom,
+#   /etc/mailroom/main.cf      the defaults, commented out (only when absent)
+#   $PREFIX/lib/systemd/system/mailroom.service
+#   the group mailroom (groupadd --system) and the queue /var/spool/mailroom, made and
+#   checked by `postsuper -s` (modes: maildrop 1730, the rest 0750, group mailroom)
+# and, when systemd runs, enables and starts mailroom.service (not with --no-start).
+#
+# Running it twice changes nothing the second time. uninstall stops the daemon and
+# removes what install put there, but keeps /etc/mailroom/main.cf if it was changed and
+# the queue (mail may still be in it) unless --purge is given; --purge also removes the
+# group. DESTDIR and PREFIX may also be given in the environment. With a DESTDIR nothing
+# outside it is touched (no group, no systemd), for packaging and tests.
+set -eu
+
+action=install
+PREFIX=${PREFIX:-/usr}
+DESTDIR=${DESTDIR:-}
+bin_dir=
+start=yes
+purge=no
+group=mailroom
+
+while [ $# -gt 0 ]; do
+  case $1 in
+    install|uninstall) action=$1 ;;
+    --prefix) PREFIX=$2; shift ;;
+    --prefix=*) PREFIX=${1#*=} ;;
+    --destdir) DESTDIR=$2; shift ;;
+    --destdir=*) DESTDIR=${1#*=} ;;
+    --bin-dir) bin_dir=$2; shift ;;
+    --bin-dir=*) bin_dir=${1#*=} ;;
+    --no-start) start=no ;;
+    --purge) purge=yes ;;
+    -h|--help) sed -n '2,/^set -eu/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) echo "install.sh: unknown argument: $1 (try --help)" >&2; exit 64 ;;
+  esac
+  shift
+done
+
+here=$(cd "$(dirname "$0")" && pwd)
+D=$DESTDIR
+sbin=$PREFIX/sbin
+bin=$PREFIX/bin
+man=$PREFIX/share/man
+unit=$PREFIX/lib/systemd/system/mailroom.service
+etc=/etc/mailroom
+spool=/var/spool/mailroom
+bash_completion=$PREFIX/share/bash-completion/completions/mailroom
+zsh_completion=$PREFIX/share/zsh/vendor-completions/_mailroom
+fish_completion=$PREFIX/share/fish/vendor_completions.d/mailroom.fish
+real=no
+[ -z "$D" ] && real=yes
+
+say() { echo "install.sh: $*"; }
+die() { echo "install.sh: fatal: $*" >&2; exit 1; }
+
+if [ "$real" = yes ] && [ "$(id -u)" != 0 ]; then
+  die "run as root (or give --destdir to install into a staging directory)"
+fi
+
+systemd_running() { [ "$real" = yes ] && [ -d /run/systemd/system ] && command -v systemctl >/dev/null; }
+
+# put SRC DEST MODE: copy only when the content differs, then set the mode, so that a
+# second run leaves every file as it was.
+put() {
+  mkdir -p "$(dirname "$2")"
+  if ! cmp -s "$1" "$2" 2>/dev/null; then
+    cp "$1" "$2.mailroom-new" && mv -f "$2.mailroom-new" "$2"
+    say "installed $2"
+  fi
+  chmod "$3" "$2"
+}
+
+# setgid_file FILE: root:mailroom 2755. chgrp clears the set-gid bit, so it comes first,
+# and only when the group is wrong (a no-op chown would still clear the bit).
+setgid_file() {
+  if [ "$real" = yes ] || getent group "$group" >/dev/null 2>&1; then
+    if [ "$(stat -c %G "$1")" != "$group" ] || [ "$(stat -c %U "$1")" != root ]; then
+      chown "root:$group" "$1"
+    fi
+    chmod 2755 "$1"
+  else
+    # A staging directory on a machine without the group: the packager sets it.
+    chmod 0755 "$1"
+  fi
+}
+
+default_main_cf() {
+  echo "# /etc/mailroom/main.cf: mailroom's configuration (Postfix's main.cf syntax)."
+  echo "# Every parameter is shown with its default, commented out. Uncomment and change"
+  echo "# what you need, or use: mailroom config set name=value. See mailroom.cf(5)."
+  echo "#"
+  "$1" config -d | sed 's/^/#/'
+}
+
+binaries="sendmail mailq postsuper newaliases mail mailroom"
+
+find_binaries() {
+  if [ -z "$bin_dir" ]; then
+    command -v cargo >/dev/null || die "cargo not found: build first, or give --bin-dir"
+    (cd "$here" && cargo build --release --locked --quiet) || die "cargo build failed"
+    bin_dir=$here/target/release
+  fi
+  for b in $binaries; do
+    [ -x "$bin_dir/$b" ] || die "$bin_dir/$b is missing"
+  done
+}
+
+do_install() {
+  find_binaries
+  if [ "$real" = yes ] && ! getent group "$group" >/dev/null; then
+    groupadd --system "$group"
+    say "created group $group"
+  fi
+  put "$bin_dir/sendmail" "$D$sbin/sendmail" 0755
+  setgid_file "$D$sbin/sendmail"
+  put "$bin_dir/mailq" "$D$bin/mailq" 0755
+  setgid_file "$D$bin/mailq"
+  put "$bin_dir/postsuper" "$D$sbin/postsuper" 0755
+  put "$bin_dir/mailroom" "$D$sbin/mailroom" 0755
+  put "$bin_dir/newaliases" "$D$bin/newaliases" 0755
+  put "$bin_dir/mail" "$D$bin/mail" 0755
+  mkdir -p "$D$PREFIX/lib"
+  if [ "$(readlink "$D$PREFIX/lib/sendmail" 2>/dev/null)" != ../sbin/sendmail ]; then
+    ln -sfn ../sbin/sendmail "$D$PREFIX/lib/sendmail"
+    say "linked $PREFIX/lib/sendmail"
+  fi
+  for page in "$here"/man/*.[158]; do
+    section=${page##*.}
+    put "$page" "$D$man/man$section/$(basename "$page")" 0644
+  done
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' EXIT
+  "$bin_dir/mailroom" completions bash >"$tmp/bash"
+  "$bin_dir/mailroom" completions zsh >"$tmp/zsh"
+  "$bin_dir/mailroom" completions fish >"$tmp/fish"
+  put "$tmp/bash" "$D$bash_completion" 0644
+  put "$tmp/zsh" "$D$zsh_completion" 0644
+  put "$tmp/fish" "$D$fish_completion" 0644
+  put "$here/debian/mailroom.service" "$D$unit" 0644
+  mkdir -p "$D$etc"
+  if [ ! -e "$D$etc/main.cf" ]; then
+    default_main_cf "$bin_dir/mailroom" >"$tmp/main.cf"
+    put "$tmp/main.cf" "$D$etc/main.cf" 0644
+  fi
+  # The queue, made and checked by the same code as `postsuper -s`.
+  mkdir -p "$D$(dirname "$spool")"
+  if [ "$real" = yes ]; then
+    "$D$sbin/postsuper" -s
+  else
+    mkdir -p "$tmp/cf"
+    sg=
+    getent group "$group" >/dev/null 2>&1 && sg=$group
+    printf 'queue_directory = %s\nsetgid_group = %s\n' "$D$spool" "$sg" >"$tmp/cf/main.cf"
+    "$bin_dir/postsuper" -c "$tmp/cf" -s
+  fi
+  if systemd_running; then
+    systemctl daemon-reload
+    if [ "$start" = yes ]; then
+      systemctl enable --now mailroom.service >/dev/null 2>&1 || say "could not start mailroom.service: see systemctl status mailroom"
+    fi
+  fi
+  say "done"
+}
+
+remove() {
+  for f in "$@"; do
+    if [ -e "$f" ] || [ -L "$f" ]; then
+      rm -f "$f"
+      say "removed $f"
+    fi
+  done
+}
+
+do_uninstall() {
+  if systemd_running && [ -e "$unit" ]; then
+    systemctl disable --now mailroom.service >/dev/null 2>&1 || true
+  elif [ "$real" = yes ] && [ -x "$sbin/mailroom" ]; then
+    "$sbin/mailroom" stop >/dev/null 2>&1 || true
+  fi
+  # main.cf goes only if it is still what install wrote (or --purge).
+  if [ -e "$D$etc/main.cf" ] && [ "$purge" = yes ]; then
+    remove "$D$etc/main.cf"
+  elif [ -e "$D$etc/main.cf" ] && [ -x "$D$sbin/mailroom" ]; then
+    tmp=$(mktemp)
+    default_main_cf "$D$sbin/mailroom" >"$tmp"
+    if cmp -s "$tmp" "$D$etc/main.cf"; then
+      remove "$D$etc/main.cf"
+    else
+      say "kept $etc/main.cf (changed since install)"
+    fi
+    rm -f "$tmp"
+  fi
+  if [ "$(readlink "$D$PREFIX/lib/sendmail" 2>/dev/null)" = ../sbin/sendmail ]; then
+    remove "$D$PREFIX/lib/sendmail"
+  fi
+  remove "$D$sbin/sendmail" "$D$bin/mailq" "$D$sbin/postsuper" "$D$sbin/mailroom" \
+    "$D$bin/newaliases" "$D$bin/mail" "$D$unit" \
+    "$D$bash_completion" "$D$zsh_completion" "$D$fish_completion"
+  for page in "$here"/man/*.[158]; do
+    section=${page##*.}
+    remove "$D$man/man$section/$(basename "$page")"
+  done
+  systemd_running && systemctl daemon-reload
+  if [ "$purge" = yes ]; then
+    if [ -d "$D$spool" ]; then
+      rm -rf "$D$spool"
+      say "removed $spool"
+    fi
+    [ -d "$D$etc" ] && rmdir "$D$etc" 2>/dev/null || true
+    if [ "$real" = yes ] && getent group "$group" >/dev/null; then
+      groupdel "$group" && say "removed group $group"
+    fi
+  else
+    [ -d "$D$spool" ] && say "kept the queue $spool (remove it with --purge)"
+  fi
+  rmdir "$D$etc" 2>/dev/null || true
+  say "done"
+}
+
+case $action in
+  install) do_install ;;
+  uninstall) do_uninstall ;;
+esac
