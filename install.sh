@@ -9,7 +9,7 @@
 #   $PREFIX/sbin/sendmail      2755 root:mailroom  (set-gid: writes maildrop/)
 #   $PREFIX/bin/mailq          2755 root:mailroom  (set-gid: reads the queue's envelopes)
 #   $PREFIX/sbin/postsuper, $PREFIX/sbin/mailroom, $PREFIX/bin/newaliases,
-#   $PREFIX/bin/mail           0755 root:root
+#   $PREFIX/bin/mail.mailroom  0755 root:root (and $PREFIX/bin/mail, as an alternative)
 #   $PREFIX/lib/sendmail -> ../sbin/sendmail
 #   man pages in $PREFIX/share/man/man{1,5,8}, shell completions for mailroom,
 #   /etc/mailroom/main.cf      the defaults, commented out (only when absent)
@@ -132,7 +132,15 @@ do_install() {
   put "$bin_dir/postsuper" "$D$sbin/postsuper" 0755
   put "$bin_dir/mailroom" "$D$sbin/mailroom" 0755
   put "$bin_dir/newaliases" "$D$bin/newaliases" 0755
-  put "$bin_dir/mail" "$D$bin/mail" 0755
+  # mail is an alternative on Debian (bsd-mailx, mailutils, s-nail): register ours, or
+  # link it where nothing else provides one.
+  put "$bin_dir/mail" "$D$bin/mail.mailroom" 0755
+  if [ "$real" = yes ] && command -v update-alternatives >/dev/null; then
+    update-alternatives --query mail 2>/dev/null | grep -q "^Alternative: $bin/mail.mailroom\$" ||
+      update-alternatives --install "$bin/mail" mail "$bin/mail.mailroom" 30
+  elif [ ! -e "$D$bin/mail" ] && [ ! -L "$D$bin/mail" ]; then
+    ln -s mail.mailroom "$D$bin/mail"
+  fi
   mkdir -p "$D$PREFIX/lib"
   if [ "$(readlink "$D$PREFIX/lib/sendmail" 2>/dev/null)" != ../sbin/sendmail ]; then
     ln -sfn ../sbin/sendmail "$D$PREFIX/lib/sendmail"
@@ -207,8 +215,14 @@ do_uninstall() {
   if [ "$(readlink "$D$PREFIX/lib/sendmail" 2>/dev/null)" = ../sbin/sendmail ]; then
     remove "$D$PREFIX/lib/sendmail"
   fi
+  if [ "$real" = yes ] && command -v update-alternatives >/dev/null; then
+    update-alternatives --remove mail "$bin/mail.mailroom" >/dev/null 2>&1 || true
+  fi
+  if [ "$(readlink "$D$bin/mail" 2>/dev/null)" = mail.mailroom ]; then
+    remove "$D$bin/mail"
+  fi
   remove "$D$sbin/sendmail" "$D$bin/mailq" "$D$sbin/postsuper" "$D$sbin/mailroom" \
-    "$D$bin/newaliases" "$D$bin/mail" "$D$unit" \
+    "$D$bin/newaliases" "$D$bin/mail.mailroom" "$D$unit" \
     "$D$bash_completion" "$D$zsh_completion" "$D$fish_completion"
   for page in "$here"/man/*.[158]; do
     section=${page##*.}
