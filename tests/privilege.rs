@@ -116,3 +116,61 @@ fn root_may_still_use_every_mode_of_the_set_gid_copy() {
         .unwrap();
     assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
 }
+
+/// The set-gid submitter's view of `maildrop/` (mode 1730 root:GROUP: write and search,
+/// no read), reproduced without set-id (so that a temporary queue can be named): `nobody`
+/// with GROUP as its group submits, and the file lands, the caller's, mode 0600.
+#[test]
+fn a_group_that_may_not_read_maildrop_still_submits() {
+    if !nix::unistd::geteuid().is_root() || which("setpriv").is_none() {
+        return;
+    }
+    let Ok(Some(nobody)) = nix::unistd::User::from_name("nobody") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let queue = dir.path().join("queue");
+    std::fs::write(
+        dir.path().join("main.cf"),
+        format!("queue_directory = {}\nsetgid_group =\n", queue.display()),
+    )
+    .unwrap();
+    mailroom::queue::Queue::new(&queue).ensure_dirs().unwrap();
+    let maildrop = queue.join("maildrop");
+    nix::unistd::chown(&maildrop, None, Some(GROUP.into())).unwrap();
+    std::fs::set_permissions(&maildrop, std::fs::Permissions::from_mode(0o1730)).unwrap();
+    let out = Command::new("setpriv")
+        .arg(format!("--reuid={}", nobody.uid))
+        .arg(format!("--regid={GROUP}"))
+        .arg("--clear-groups")
+        .arg(env!("CARGO_BIN_EXE_sendmail"))
+        .args(["-odq", "root"])
+        .env("MAIL_CONFIG", dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(b"Subject: t\n\nhi\n")?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let files: Vec<_> = std::fs::read_dir(&maildrop)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(&files[0]).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.gid(), meta.mode() & 0o7777),
+        (nobody.uid.as_raw(), GROUP, 0o600)
+    );
+}

@@ -115,7 +115,15 @@ impl NewQueueFile {
         let size = format!("{:0width$}", self.message_bytes, width = SIZE_WIDTH);
         file.write_all_at(size.as_bytes(), self.envelope.size_offset)?;
         file.sync_data()?;
-        let dir = File::open(&self.dir)?;
+        // O_PATH: the set-gid submitter may search and write maildrop/ (mode 1730) but
+        // not read it, and a plain open needs read permission.
+        let dir = nix::fcntl::open(
+            &self.dir,
+            nix::fcntl::OFlag::O_PATH
+                | nix::fcntl::OFlag::O_DIRECTORY
+                | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )?;
         loop {
             let id = self.envelope.id;
             let taken = match renameat2(
