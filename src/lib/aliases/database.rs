@@ -242,6 +242,9 @@ pub struct AliasDb {
     owner: Privileges,
     reader: cdb::Reader,
     warning: Option<String>,
+    /// The identity of the source file when the contents were compiled from it in
+    /// memory because the database did not exist; `None` when read from the database.
+    from_source: Option<Identity>,
 }
 
 impl AliasDb {
@@ -251,24 +254,48 @@ impl AliasDb {
     /// When neither the source nor the database exists, the table is empty rather than an
     /// error: the default `alias_maps = hash:/etc/aliases` must not defer all local mail
     /// on a machine that has no aliases file (Postfix would). A source without a database
-    /// is an error, so that forgetting `newaliases` is noticed.
+    /// (a machine moving from Postfix has `aliases.db`, not `aliases.cdb`) is compiled in
+    /// memory and used, with a warning that says to run `newaliases`: Postfix defers all
+    /// local mail instead, which helps nobody.
     pub fn open(source: &Path) -> Result<AliasDb> {
         let path = database_path(source);
-        let (identity, owner, reader) = if is_absent(&path) && is_absent(source) {
-            (Identity::ABSENT, Privileges::ROOT, cdb::Reader::empty())
-        } else {
-            read_database(&path)?
-        };
         let mut db = AliasDb {
             source: source.to_path_buf(),
             path,
-            identity,
-            owner,
-            reader,
+            identity: Identity::ABSENT,
+            owner: Privileges::ROOT,
+            reader: cdb::Reader::empty(),
             warning: None,
+            from_source: None,
         };
-        db.check_source_age();
+        if !is_absent(&db.path) {
+            (db.identity, db.owner, db.reader) = read_database(&db.path)?;
+            db.check_source_age();
+        } else if !is_absent(source) {
+            db.read_source()?;
+        }
         Ok(db)
+    }
+
+    /// Compiles the source file in memory (the database does not exist).
+    fn read_source(&mut self) -> Result<()> {
+        let metadata = fs::metadata(&self.source)
+            .map_err(|err| Error::io(format!("open {}", self.source.display()), &err))?;
+        let text = fs::read(&self.source)
+            .map_err(|err| Error::io(format!("open {}", self.source.display()), &err))?;
+        let name = self.source.display().to_string();
+        // Syntax warnings are newaliases' to report; here they would repeat per lookup.
+        let (bytes, _) = compile_bytes(&text, &name, &name, &mut |_| {})?;
+        self.reader = cdb::Reader::new(bytes).map_err(|cdb::NotCdb| {
+            Error::software(format!("aliases from {name} did not compile"))
+        })?;
+        self.owner = Privileges::owner_of(&metadata);
+        self.from_source = Some(Identity::of(&metadata));
+        self.warning = Some(format!(
+            "database {} does not exist; using source file {name} directly: run newaliases",
+            self.path.display()
+        ));
+        Ok(())
     }
 
     /// The database file's path.
@@ -288,7 +315,8 @@ impl AliasDb {
         self.warning.as_deref()
     }
 
-    /// Re-opens the database if the file at its path is no longer the one read. Returns
+    /// Re-opens the database if the file at its path is no longer the one read (or, while
+    /// there is no database, re-reads a changed source file). Returns
     /// whether it did. A database being replaced is always present under its name, so
     /// a failed stat or read means someone removed or broke it: that is an error (the
     /// caller defers the mail), and the contents read last stay loaded.
@@ -298,8 +326,24 @@ impl AliasDb {
             Err(_) if self.identity == Identity::ABSENT && is_absent(&self.source) => {
                 return Ok(false);
             }
+            Err(err)
+                if err.kind() == io::ErrorKind::NotFound && self.identity == Identity::ABSENT =>
+            {
+                // Still no database: follow the source file itself.
+                let now = fs::metadata(&self.source).ok().map(|m| Identity::of(&m));
+                if now.is_some() && now == self.from_source {
+                    return Ok(false);
+                }
+                if now.is_none() {
+                    *self = AliasDb::open(&self.source)?;
+                    return Ok(true);
+                }
+                self.read_source()?;
+                return Ok(true);
+            }
             Err(err) => return Err(open_database_error(&self.path, &err)),
         };
+        self.from_source = None;
         if Identity::of(&metadata) == self.identity {
             return Ok(false);
         }
@@ -468,16 +512,18 @@ mod tests {
         let mut db = AliasDb::open(&source).expect("opens empty");
         assert_eq!(db.lookup("root").expect("reads"), None);
         fs::write(&source, "root: john\n").expect("write");
-        assert!(
-            db.lookup("root").is_err(),
-            "a source without its database is an error"
-        );
-        compile_collect(&source).0.expect("compiles");
+        // A source without its database is read directly, with a warning.
         assert_eq!(db.lookup("root").expect("reads"), Some("john".to_string()));
+        assert!(db.warning().is_some_and(|w| w.ends_with("run newaliases")));
+        fs::write(&source, "root: jack\n").expect("write");
+        assert_eq!(db.lookup("root").expect("reads"), Some("jack".to_string()));
+        compile_collect(&source).0.expect("compiles");
+        assert_eq!(db.lookup("root").expect("reads"), Some("jack".to_string()));
+        assert_eq!(db.warning(), None);
         let other = dir.path().join("other");
         fs::write(&other, "a: b\n").expect("write");
-        let err = AliasDb::open(&other).expect_err("source without database");
-        assert!(err.message.starts_with("open database "), "{}", err.message);
+        let db = AliasDb::open(&other).expect("source without database");
+        assert_eq!(db.get("a"), Some("b".to_string()));
     }
 
     #[test]

@@ -280,6 +280,10 @@ pub fn run_daemon(
                 d.in_flight.remove(&id);
             }
             Ok(Event::Signal(Sig::Stop(sig))) => break sig,
+            Ok(Event::Signal(Sig::Flush)) => {
+                rt.logs.master.info("flush -- deferred mail is tried now");
+                d.scan(&[QueueName::Incoming, QueueName::Deferred], false, None);
+            }
             Ok(Event::Signal(Sig::Reload)) => match load() {
                 Ok(fresh) => {
                     rt = Arc::new(fresh);

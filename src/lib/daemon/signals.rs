@@ -1,4 +1,4 @@
-//! SIGTERM, SIGINT and SIGHUP as messages on the scheduler's channel. The signals are
+//! SIGTERM, SIGINT, SIGHUP and SIGUSR1 as messages on the scheduler's channel. The signals are
 //! blocked in every thread (the mask is set before any thread starts, and threads inherit
 //! it), and one thread takes them with `sigwait`: no code runs in signal-handler context,
 //! so nothing has to be async-signal-safe.
@@ -14,6 +14,8 @@ pub enum Sig {
     Stop(i32),
     /// SIGHUP: read `main.cf` again.
     Reload,
+    /// SIGUSR1: try every deferred message now (`mailroom flush`, like `postqueue -f`).
+    Flush,
 }
 
 fn handled() -> SigSet {
@@ -21,6 +23,7 @@ fn handled() -> SigSet {
     set.add(Signal::SIGTERM);
     set.add(Signal::SIGINT);
     set.add(Signal::SIGHUP);
+    set.add(Signal::SIGUSR1);
     set
 }
 
@@ -42,6 +45,7 @@ pub fn forward<E: Send + 'static>(
             loop {
                 let sig = match set.wait() {
                     Ok(Signal::SIGHUP) => Sig::Reload,
+                    Ok(Signal::SIGUSR1) => Sig::Flush,
                     Ok(other) => Sig::Stop(other as i32),
                     Err(_) => continue,
                 };

@@ -15,7 +15,7 @@ use nix::unistd::Pid;
 
 use crate::config::Config;
 use crate::daemon::{self, lock};
-use crate::queue::{Queue, QueueDirs, QueueName};
+use crate::queue::{Queue, QueueName};
 use crate::smtpd::listener::bind_addresses;
 use crate::sysexits::{Error, ExitCode, Result, describe_io};
 
@@ -261,44 +261,21 @@ pub fn flush(config: &Config, out: &mut dyn Write) -> Result<u8> {
         daemon::modes::run_queue(config, None)?;
         return Ok(0);
     }
-    let moved = requeue_deferred(&queue)?;
-    let text = match moved {
+    // The daemon tries every deferred message at once on SIGUSR1, wherever its retry
+    // time stands, as Postfix's qmgr does on `postqueue -f`.
+    let waiting = queue
+        .ids(QueueName::Deferred)
+        .map_err(|e| Error::io(format!("scan {}/deferred", queue.root().display()), &e))?
+        .len();
+    if let Some((pid, _)) = running(&queue) {
+        signal(pid, Signal::SIGUSR1)?;
+    }
+    let text = match waiting {
         1 => "1 deferred message will be tried now\n".to_string(),
         n => format!("{n} deferred messages will be tried now\n"),
     };
     write_out(out, text.as_bytes())?;
     Ok(0)
-}
-
-/// Moves every unlocked file of `deferred/` to `incoming/`; returns how many.
-fn requeue_deferred(queue: &Queue) -> Result<usize> {
-    let root = queue.root().display();
-    let ids = queue
-        .ids(QueueName::Deferred)
-        .map_err(|e| Error::io(format!("scan {root}/deferred"), &e))?;
-    let mut dirs =
-        QueueDirs::open(queue).map_err(|e| Error::io(format!("open queue {root}"), &e))?;
-    dirs.ensure(queue, QueueName::Incoming)
-        .map_err(|e| Error::io(format!("{root}/incoming"), &e))?;
-    let mut moved = 0;
-    for id in ids {
-        let Some(mut locked) = dirs
-            .try_lock(QueueName::Deferred, id)
-            .map_err(|e| Error::io(format!("deferred/{id}"), &e))?
-        else {
-            continue; // being delivered, or gone
-        };
-        dirs.move_to(&mut locked, QueueName::Incoming)
-            .map_err(|e| Error::io(format!("move deferred/{id} to incoming"), &e))?;
-        moved += 1;
-    }
-    // One sync per directory for the whole batch: a rename not yet on disk leaves the
-    // file in deferred/ after a crash, never nowhere.
-    for q in [QueueName::Incoming, QueueName::Deferred] {
-        dirs.sync(q)
-            .map_err(|e| Error::io(format!("sync {root}/{}", q.as_str()), &e))?;
-    }
-    Ok(moved)
 }
 
 #[cfg(test)]
