@@ -75,7 +75,7 @@ installed_right() {
     [ "$(mode_of /var/spool/mailroom/hold)" = "750 root:mailroom" ] &&
     [ "$(readlink /usr/lib/sendmail)" = ../sbin/sendmail ] &&
     [ -f /etc/mailroom/main.cf ] && [ -x /usr/bin/mail ] &&
-    [ -f /lib/systemd/system/mailroom.service ]
+    { [ -f /lib/systemd/system/mailroom.service ] || [ -f /usr/lib/systemd/system/mailroom.service ]; }
 }
 
 # --- install, upgrade over itself ---------------------------------------------------
