@@ -9,8 +9,9 @@
 //! 1. At start, before anything reads the environment: [`sanitize_environment`] clears it
 //!    but for the locale and time zone, and sets a fixed `PATH`. `MAIL_CONFIG` and `-C`
 //!    are ignored for such a caller (`config::dirs`), so the queue is always the real one.
-//! 2. Submission: the group is effective while the temporary file is created in
-//!    `maildrop/`, then [`suspend_group`]ed (effective gid = real gid; the saved gid keeps
+//! 2. Submission: the group is effective until the temporary file is open in
+//!    `maildrop/` (the header block has been read by then: `-t` takes the recipients
+//!    from it, and they go into the file's envelope), then [`suspend_group`]ed (effective gid = real gid; the saved gid keeps
 //!    it) while the message is read from the caller and written through the already open
 //!    descriptor, and resumed only for the rename into place (a rename in `maildrop/`
 //!    needs write and search permission on it, which only the group has) or for removing
