@@ -11,7 +11,8 @@
 #   $PREFIX/sbin/postsuper, $PREFIX/sbin/mailroom, $PREFIX/bin/newaliases,
 #   $PREFIX/bin/mail.mailroom  0755 root:root (and $PREFIX/bin/mail, as an alternative)
 #   $PREFIX/lib/sendmail -> ../sbin/sendmail
-#   man pages in $PREFIX/share/man/man{1,5,8}, shell completions for mailroom,
+#   man pages in $PREFIX/share/man/man{1,5,8}, bash/zsh/fish completions for
+#   mailroom, mailq and newaliases,
 #   /etc/mailroom/main.cf      the defaults, commented out (only when absent)
 #   $PREFIX/lib/systemd/system/mailroom.service
 #   the group mailroom (groupadd --system) and the queue /var/spool/mailroom, made and
@@ -58,9 +59,10 @@ man=$PREFIX/share/man
 unit=$PREFIX/lib/systemd/system/mailroom.service
 etc=/etc/mailroom
 spool=/var/spool/mailroom
-bash_completion=$PREFIX/share/bash-completion/completions/mailroom
-zsh_completion=$PREFIX/share/zsh/vendor-completions/_mailroom
-fish_completion=$PREFIX/share/fish/vendor_completions.d/mailroom.fish
+completed="mailroom mailq newaliases"   # the clap-based programs
+bash_completions=$PREFIX/share/bash-completion/completions
+zsh_completions=$PREFIX/share/zsh/vendor-completions
+fish_completions=$PREFIX/share/fish/vendor_completions.d
 real=no
 [ -z "$D" ] && real=yes
 
@@ -152,12 +154,14 @@ do_install() {
   done
   tmp=$(mktemp -d)
   trap 'rm -rf "$tmp"' EXIT
-  "$bin_dir/mailroom" completions bash >"$tmp/bash"
-  "$bin_dir/mailroom" completions zsh >"$tmp/zsh"
-  "$bin_dir/mailroom" completions fish >"$tmp/fish"
-  put "$tmp/bash" "$D$bash_completion" 0644
-  put "$tmp/zsh" "$D$zsh_completion" 0644
-  put "$tmp/fish" "$D$fish_completion" 0644
+  for p in $completed; do
+    "$bin_dir/mailroom" completions bash --program "$p" >"$tmp/$p.bash"
+    "$bin_dir/mailroom" completions zsh --program "$p" >"$tmp/_$p"
+    "$bin_dir/mailroom" completions fish --program "$p" >"$tmp/$p.fish"
+    put "$tmp/$p.bash" "$D$bash_completions/$p" 0644
+    put "$tmp/_$p" "$D$zsh_completions/_$p" 0644
+    put "$tmp/$p.fish" "$D$fish_completions/$p.fish" 0644
+  done
   put "$here/debian/mailroom.service" "$D$unit" 0644
   mkdir -p "$D$etc"
   if [ ! -e "$D$etc/main.cf" ]; then
@@ -222,8 +226,10 @@ do_uninstall() {
     remove "$D$bin/mail"
   fi
   remove "$D$sbin/sendmail" "$D$bin/mailq" "$D$sbin/postsuper" "$D$sbin/mailroom" \
-    "$D$bin/newaliases" "$D$bin/mail.mailroom" "$D$unit" \
-    "$D$bash_completion" "$D$zsh_completion" "$D$fish_completion"
+    "$D$bin/newaliases" "$D$bin/mail.mailroom" "$D$unit"
+  for p in $completed; do
+    remove "$D$bash_completions/$p" "$D$zsh_completions/_$p" "$D$fish_completions/$p.fish"
+  done
   for page in "$here"/man/*.[158]; do
     section=${page##*.}
     remove "$D$man/man$section/$(basename "$page")"

@@ -5,7 +5,9 @@ set -eu
 cd "$(dirname "$0")/.."
 cargo build --release --locked
 mkdir -p target/completions
-target/release/mailroom completions bash >target/completions/mailroom.bash
-target/release/mailroom completions zsh >target/completions/_mailroom
-target/release/mailroom completions fish >target/completions/mailroom.fish
+for p in mailroom mailq newaliases; do
+  target/release/mailroom completions bash --program $p >target/completions/$p.bash
+  target/release/mailroom completions zsh --program $p >target/completions/_$p
+  target/release/mailroom completions fish --program $p >target/completions/$p.fish
+done
 cargo deb --no-build --locked "$@"

@@ -3,27 +3,12 @@
 //! sysexits codes.
 
 use std::io::{self, Write};
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
 use mailroom::config::Config;
+use mailroom::mailq::Args;
 use mailroom::sysexits::{Error, ExitCode as Sysexit};
-
-/// List the mail queue.
-#[derive(Parser)]
-#[command(name = "mailq", version, disable_help_flag = false)]
-struct Args {
-    /// Configuration directory (default: $MAIL_CONFIG, else /etc/mailroom).
-    #[arg(short = 'C', value_name = "DIR")]
-    config_dir: Option<PathBuf>,
-    /// One JSON object per message, as `postqueue -j`.
-    #[arg(short = 'j', long = "json")]
-    json: bool,
-    /// Accepted for compatibility; changes nothing.
-    #[arg(short = 'v', action = clap::ArgAction::Count)]
-    verbose: u8,
-}
 
 fn main() -> ExitCode {
     // Installed set-gid (to read the queue's envelopes): trust none of the environment.

@@ -55,9 +55,23 @@ enum Command {
     },
     /// Show the queue's shape as qshape does: domains against message age.
     Queue(QueueArgs),
-    /// Print shell completions (bash, zsh, fish, elvish, powershell).
+    /// Print shell completions (bash, zsh, fish, elvish, powershell) for mailroom, or
+    /// for mailq or newaliases with --program.
     #[command(hide = true)]
-    Completions { shell: clap_complete::Shell },
+    Completions {
+        shell: clap_complete::Shell,
+        #[arg(long, value_enum, default_value = "mailroom")]
+        program: Program,
+    },
+}
+
+/// The clap-based programs `mailroom completions` knows (`sendmail` and `postsuper`
+/// parse their legacy command lines themselves).
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Program {
+    Mailroom,
+    Mailq,
+    Newaliases,
 }
 
 #[derive(clap::Args)]
@@ -205,9 +219,14 @@ fn try_main() -> Result<u8, Error> {
             };
             operator::run_queue(&config, &options, args.limit, args.json, &mut out).map(|()| 0)
         }
-        Command::Completions { shell } => {
+        Command::Completions { shell, program } => {
             let mut buf = Vec::new();
-            clap_complete::generate(shell, &mut Cli::command(), "mailroom", &mut buf);
+            let (mut command, name) = match program {
+                Program::Mailroom => (Cli::command(), "mailroom"),
+                Program::Mailq => (mailroom::mailq::Args::command(), "mailq"),
+                Program::Newaliases => (mailroom::aliases::NewaliasesArgs::command(), "newaliases"),
+            };
+            clap_complete::generate(shell, &mut command, name, &mut buf);
             operator::write_out(&mut out, &buf).map(|()| 0)
         }
     }

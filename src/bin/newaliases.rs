@@ -1,25 +1,13 @@
 //! `newaliases`: compile every table in `alias_database` into its CDB database.
 //! Parses argv, calls `mailroom::aliases::rebuild_all`, maps errors to sysexits codes.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
 use mailroom::aliases;
+use mailroom::aliases::NewaliasesArgs as Args;
 use mailroom::config::Config;
 use mailroom::sysexits::Error;
-
-/// Rebuild the alias databases (same as `sendmail -bi`).
-#[derive(Parser, Debug)]
-#[command(name = "newaliases", version)]
-struct Args {
-    /// Read main.cf from DIR instead of $MAIL_CONFIG or /etc/mailroom.
-    #[arg(short = 'c', value_name = "DIR")]
-    config_dir: Option<PathBuf>,
-    /// Say what was compiled (once per table, on stderr).
-    #[arg(short = 'v', action = clap::ArgAction::Count)]
-    verbose: u8,
-}
 
 fn main() -> ExitCode {
     match try_main() {

@@ -21,3 +21,17 @@ pub use expand::{
 };
 pub use rebuild::rebuild_all;
 pub use verify::{Verdict, verify};
+
+// `newaliases`' command line, here rather than in the binary so that
+// `mailroom completions` can generate its shell completions.
+/// Rebuild the alias databases (same as `sendmail -bi`).
+#[derive(clap::Parser, Debug)]
+#[command(name = "newaliases", version)]
+pub struct NewaliasesArgs {
+    /// Read main.cf from DIR instead of $MAIL_CONFIG or /etc/mailroom.
+    #[arg(short = 'c', value_name = "DIR")]
+    pub config_dir: Option<std::path::PathBuf>,
+    /// Say what was compiled (once per table, on stderr).
+    #[arg(short = 'v', action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}

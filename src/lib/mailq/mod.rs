@@ -9,6 +9,8 @@
 
 pub mod format;
 
+use std::path::PathBuf;
+
 use std::io::{self, Write};
 use std::sync::mpsc;
 
@@ -16,6 +18,23 @@ use crate::config::Config;
 use crate::queue::Queue;
 use crate::queue::{Envelope, QueueDirs, QueueId, QueueName, ReadError};
 use crate::sysexits::{Error, Result};
+
+// `mailq`'s command line, here rather than in the binary so that `mailroom completions`
+// can generate its shell completions.
+/// List the mail queue.
+#[derive(clap::Parser)]
+#[command(name = "mailq", version, disable_help_flag = false)]
+pub struct Args {
+    /// Configuration directory (default: $MAIL_CONFIG, else /etc/mailroom).
+    #[arg(short = 'C', value_name = "DIR")]
+    pub config_dir: Option<PathBuf>,
+    /// One JSON object per message, as `postqueue -j`.
+    #[arg(short = 'j', long = "json")]
+    pub json: bool,
+    /// Accepted for compatibility; changes nothing.
+    #[arg(short = 'v', action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
 
 /// Messages per chunk: big enough to amortise the hand-off between threads, small
 /// enough that output starts at once and buffers stay small.
