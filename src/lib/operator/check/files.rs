@@ -45,11 +45,13 @@ fn queue(config: &Config, found: &mut Vec<Problem>) {
         } else {
             root.join(place)
         };
-        let hint = if what.starts_with("missing") || what.starts_with("mode") {
-            " (postsuper -s repairs it)"
-        } else {
-            " (postsuper -s moves it to corrupt/)"
-        };
+        let hint =
+            if what.starts_with("missing") || what.starts_with("mode") || what.starts_with("group")
+            {
+                " (postsuper -s repairs it)"
+            } else {
+                " (postsuper -s moves it to corrupt/)"
+            };
         found.push(Problem::new(
             show(&file),
             Severity::Error,
