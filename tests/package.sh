@@ -189,5 +189,5 @@ check "purge removed the queue, the configuration and the group" sh -c '! test -
 for u in mrtest victim; do
   userdel --remove "$u" >/dev/null 2>&1
 done
-rm -f /var/mail/mrtest /var/mail/victim /tmp/mr-s1 /tmp/mr-s2
+rm -f /var/mail/mrtest /var/mail/victim /tmp/mr-s1 /tmp/mr-s2 /var/log/mailroom.log
 finish
