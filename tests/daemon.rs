@@ -407,7 +407,7 @@ fn sighup_rereads_main_cf() {
 #[test]
 fn sigkill_loses_nothing() {
     let w = World::new();
-    const N: usize = 300;
+    const N: usize = 500;
     for n in 0..N {
         assert!(w.send(&["-odq", "-i", "root"], &body(n)).status.success());
     }
@@ -618,4 +618,63 @@ fn remote_recipients_leave_in_one_transaction_through_the_relayhost() {
         "{log}"
     );
     assert_eq!(log.matches("status=sent").count(), 3, "{log}");
+}
+
+#[test]
+fn unknown_users_and_failing_commands_bounce_to_the_sender() {
+    let w = World::with("");
+    std::fs::write(
+        w.path("config/aliases"),
+        "failing: \"|echo no such thing >&2; exit 1\"\n",
+    )
+    .unwrap();
+    let cf = std::fs::read_to_string(w.path("config/main.cf"))
+        .unwrap()
+        .replace(
+            "alias_maps =\n",
+            &format!("alias_maps = cdb:{}\n", w.path("config/aliases").display()),
+        );
+    std::fs::write(w.path("config/main.cf"), cf).unwrap();
+    let daemon = w.daemon();
+    for rcpt in ["nosuchuser_mr", "failing"] {
+        let out = w.send(&["-i", "-f", "root", rcpt], &body(1));
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    w.wait_for(
+        || w.messages("root") == 2,
+        "two bounces in the sender's mailbox",
+    );
+    w.wait_for(|| w.queue_empty(), "an empty queue");
+    assert!(stop(daemon).success());
+    let script = r#"
+import mailbox, sys
+for m in mailbox.mbox(sys.argv[1]):
+    assert m.get_content_type() == 'multipart/report', m.get_content_type()
+    assert m['Subject'] == 'Undelivered Mail Returned to Sender'
+    status = [p for p in m.walk() if p.get_content_type() == 'message/delivery-status'][0]
+    fields = status.get_payload()[1]
+    print(fields['Final-Recipient'], fields['Status'], fields['Diagnostic-Code'])
+"#;
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(w.path("spool/root"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.contains("rfc822; nosuchuser_mr@test.localdomain 5.1.1"),
+        "{text}"
+    );
+    assert!(text.contains("unknown user"), "{text}");
+    assert!(
+        text.contains("rfc822; failing@test.localdomain 5."),
+        "{text}"
+    );
+    assert!(text.contains("no such thing"), "{text}");
 }

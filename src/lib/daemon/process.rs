@@ -2,11 +2,14 @@
 //! recipient, record each outcome, then remove the file, or defer it with its reasons and
 //! next try, and tell the sender about recipients that failed for good.
 //!
-//! Crash safety rests on the order of writes. A delivered recipient is recorded with a
-//! one-byte write and `fdatasync` right after its delivery, so a crash repeats at most the
-//! delivery in flight. A bounce notification is queued (durably) before its recipients
-//! are marked bounced, so a crash may send it twice but never loses it. The file is only
-//! removed once every recipient is recorded done.
+//! Crash safety rests on the order of writes. Delivered recipients are recorded with a
+//! one-byte write each and one `fdatasync` before the next agent call starts, so a crash
+//! repeats at most the deliveries of the call in flight. After the last call no marks are
+//! written: removing the file records that every recipient is done, and a deferral
+//! rewrites the whole envelope with its states (one sync saved per message, which is most
+//! of a local delivery's cost after the mailbox's own). A bounce notification is queued
+//! (durably) before the file that caused it is removed or rewritten, so a crash may send
+//! it twice but never loses it.
 
 use std::io::{Seek, SeekFrom};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -80,13 +83,16 @@ pub fn process(rt: &Runtime, mut locked: LockedFile, stop: &AtomicBool) -> Repor
 
     let mut deferred: Vec<(usize, Outcome)> = Vec::new();
     let mut bounced: Vec<(usize, Outcome)> = Vec::new();
-    let mut unrecorded = false;
     let pending: Vec<usize> = (0..env.recipients.len())
         .filter(|&i| !env.recipients[i].state.is_done())
         .collect();
     let message = MessageSource::for_envelope(&locked.file, &env);
     let batches = rt.router.plan(&env, &pending);
+    // Delivered but not yet recorded on disk.
+    let mut unmarked: Vec<usize> = Vec::new();
     for batch in batches {
+        // What the previous call delivered is on disk before the next call starts.
+        record(rt, &locked, &env, &mut unmarked, RcptState::Delivered);
         if stop.load(Ordering::Relaxed) {
             report.interrupted = true;
             break;
@@ -111,15 +117,8 @@ pub fn process(rt: &Runtime, mut locked: LockedFile, stop: &AtomicBool) -> Repor
                 .push((env.recipients[i].address.clone(), outcome.clone()));
             match outcome.status {
                 Status::Sent => {
-                    if let Err(e) = queue.mark(&locked, &env.recipients[i], RcptState::Delivered) {
-                        // The rewrite below records it instead; if that fails too, the
-                        // file stays queued and the recipient may get a second copy.
-                        rt.logs
-                            .qmgr
-                            .warning(&format!("{id}: cannot record delivery: {e}"));
-                        unrecorded = true;
-                    }
                     env.recipients[i].state = RcptState::Delivered;
+                    unmarked.push(i);
                 }
                 Status::Deferred => deferred.push((i, outcome)),
                 Status::Bounced => bounced.push((i, outcome)),
@@ -162,12 +161,6 @@ pub fn process(rt: &Runtime, mut locked: LockedFile, stop: &AtomicBool) -> Repor
         };
         if notified {
             for (i, _) in &bounced {
-                if queue
-                    .mark(&locked, &env.recipients[*i], RcptState::Bounced)
-                    .is_err()
-                {
-                    unrecorded = true;
-                }
                 env.recipients[*i].state = RcptState::Bounced;
             }
         } else {
@@ -177,10 +170,15 @@ pub fn process(rt: &Runtime, mut locked: LockedFile, stop: &AtomicBool) -> Repor
     }
 
     if report.interrupted {
-        // Left in active/: the next start (or scan) finishes it.
+        // Left in active/: the next start (or scan) finishes it, without repeating what
+        // was delivered.
+        record(rt, &locked, &env, &mut unmarked, RcptState::Delivered);
+        let mut notified: Vec<usize> = bounced.iter().map(|(i, _)| *i).collect();
+        record(rt, &locked, &env, &mut notified, RcptState::Bounced);
         return report;
     }
-    if deferred.is_empty() && !unrecorded {
+    if deferred.is_empty() {
+        // Removing the file records that every recipient is done.
         match queue.remove(&locked) {
             Ok(_) => rt.logs.qmgr.info(&logline::removed(id)),
             Err(e) => {
@@ -194,14 +192,6 @@ pub fn process(rt: &Runtime, mut locked: LockedFile, stop: &AtomicBool) -> Repor
     for (i, outcome) in &deferred {
         env.recipients[*i].reason = outcome.text.clone();
     }
-    if deferred.is_empty() {
-        // Everything is done but a state write failed: record it by rewriting, then go.
-        if queue.rewrite_envelope(&mut locked, &mut env).is_ok() {
-            let _ = queue.remove(&locked);
-            rt.logs.qmgr.info(&logline::removed(id));
-        }
-        return report;
-    }
     env.attempts = env.attempts.saturating_add(1);
     env.next_attempt = now_secs + rt.policy.backoff(env.attempts).as_secs();
     if let Err(e) = queue.rewrite_envelope(&mut locked, &mut env) {
@@ -211,6 +201,29 @@ pub fn process(rt: &Runtime, mut locked: LockedFile, stop: &AtomicBool) -> Repor
         return trouble(rt, &locked, report, "move to deferred", &e.to_string());
     }
     report
+}
+
+/// Writes the states of `which` recipients to disk with one sync; empties `which`. A
+/// failure is logged: the states are then only in memory and reach the disk with the
+/// removal or the next envelope rewrite; a crash before that repeats those deliveries.
+fn record(
+    rt: &Runtime,
+    locked: &LockedFile,
+    env: &crate::queue::Envelope,
+    which: &mut Vec<usize>,
+    state: RcptState,
+) {
+    if which.is_empty() {
+        return;
+    }
+    let rcpts: Vec<&Recipient> = which.iter().map(|&i| &env.recipients[i]).collect();
+    let result = rt.queue.mark_all(locked, &rcpts, state);
+    which.clear();
+    if let Err(e) = result {
+        rt.logs
+            .qmgr
+            .warning(&format!("{}: cannot record delivery: {e}", locked.id));
+    }
 }
 
 fn trouble(rt: &Runtime, locked: &LockedFile, mut report: Report, what: &str, why: &str) -> Report {

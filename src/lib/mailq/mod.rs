@@ -116,15 +116,7 @@ fn list_inner(
     };
 
     let chunks: Vec<&[(QueueId, QueueName)]> = ids.chunks(CHUNK).collect();
-    let workers = if chunks.len() < 2 {
-        1
-    } else {
-        std::thread::available_parallelism()
-            .map(usize::from)
-            .unwrap_or(1)
-            .clamp(1, 8)
-            .min(chunks.len())
-    };
+    let workers = reader_threads(chunks.len());
     if workers == 1 {
         let mut worker = Worker::new(&dirs, format);
         for chunk in &chunks {
@@ -290,6 +282,19 @@ pub fn authorized(list: &[String], uid: u32, user: Option<&str>) -> bool {
         }
     }
     false
+}
+
+/// Threads to read `chunks` chunks of envelopes with: one per CPU (at most 8), never more
+/// than there are chunks; one when there is a single chunk, where threads only cost.
+pub fn reader_threads(chunks: usize) -> usize {
+    if chunks < 2 {
+        return 1;
+    }
+    std::thread::available_parallelism()
+        .map(usize::from)
+        .unwrap_or(1)
+        .clamp(1, 8)
+        .min(chunks)
 }
 
 #[cfg(test)]

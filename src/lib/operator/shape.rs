@@ -193,15 +193,7 @@ pub fn measure(
     let dirs = QueueDirs::open(queue).map_err(|e| Error::io(format!("open queue {root}"), &e))?;
     let bounds = bounds(options);
     let chunks: Vec<&[(QueueId, QueueName)]> = ids.chunks(CHUNK).collect();
-    let workers = if chunks.len() < 2 {
-        1
-    } else {
-        std::thread::available_parallelism()
-            .map(usize::from)
-            .unwrap_or(1)
-            .clamp(1, 8)
-            .min(chunks.len())
-    };
+    let workers = crate::mailq::reader_threads(chunks.len());
     let count_chunks = |skip: usize| -> Tally {
         let mut tally = Tally::new(bounds.clone());
         let mut buf = Vec::with_capacity(8192);

@@ -21,7 +21,17 @@ impl Queue {
     /// Records one recipient's new state with a one-byte write at its `state_offset`, made
     /// durable before returning, so that a crash after this never repeats the delivery.
     pub fn mark(&self, locked: &LockedFile, rcpt: &Recipient, state: RcptState) -> io::Result<()> {
-        if rcpt.state_offset == 0 {
+        self.mark_all(locked, &[rcpt], state)
+    }
+
+    /// [`Queue::mark`] for several recipients, with one `fdatasync` for all of them.
+    pub fn mark_all(
+        &self,
+        locked: &LockedFile,
+        rcpts: &[&Recipient],
+        state: RcptState,
+    ) -> io::Result<()> {
+        if rcpts.iter().any(|r| r.state_offset == 0) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "recipient was not read from this file",
@@ -35,7 +45,9 @@ impl Queue {
         if !same_inode(&file, &locked.file)? {
             return Err(io::Error::other("queue file was replaced while locked"));
         }
-        file.write_all_at(&[state.letter()], rcpt.state_offset)?;
+        for rcpt in rcpts {
+            file.write_all_at(&[state.letter()], rcpt.state_offset)?;
+        }
         file.sync_data()
     }
 

@@ -1,20 +1,10 @@
 //! The seam between local delivery and alias expansion. Delivery only needs "what does
 //! this local part expand to"; the `aliases` module (databases, `:include:`, owners,
-//! loops) answers through [`AliasExpander`]. The types mirror that module's expansion
-//! result, so an adapter is a field-for-field copy.
+//! loops) answers through [`AliasExpander`]. Destinations are that module's type; the
+//! expansion result keeps only what delivery needs.
 
-/// A final destination of a recipient after alias expansion.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Destination {
-    /// The mailbox of a local user (not yet checked to exist).
-    Mailbox { user: String },
-    /// An address with a domain, local or remote: delivered by re-submission.
-    Forward { address: String },
-    /// `|command`, run as `uid`/`gid` (`default_privs` for root-owned tables).
-    Command { command: String, uid: u32, gid: u32 },
-    /// `/path`, appended to as `uid`/`gid`.
-    File { path: String, uid: u32, gid: u32 },
-}
+/// A final destination of a recipient after alias expansion: the aliases module's own.
+pub use crate::aliases::Destination;
 
 /// A destination with how it was reached.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,20 +117,12 @@ impl AliasExpander for DatabaseAliases {
 
 impl From<crate::aliases::Expansion> for Expansion {
     fn from(e: crate::aliases::Expansion) -> Expansion {
-        use crate::aliases::Destination as D;
         Expansion {
             deliveries: e
                 .deliveries
                 .into_iter()
                 .map(|d| Delivery {
-                    destination: match d.destination {
-                        D::Mailbox { user } => Destination::Mailbox { user },
-                        D::Forward { address } => Destination::Forward { address },
-                        D::Command { command, uid, gid } => {
-                            Destination::Command { command, uid, gid }
-                        }
-                        D::File { path, uid, gid } => Destination::File { path, uid, gid },
-                    },
+                    destination: d.destination,
                     chain: d.chain,
                     sender: d.sender,
                 })
