@@ -408,3 +408,27 @@ fn structure_check_repairs_modes_and_moves_corrupt_files_aside() {
     // No option at all means -s -p, as in Postfix.
     assert_eq!(postsuper(&world, &[]), (String::new(), 0));
 }
+
+/// A message held straight out of maildrop/ was never checked by pickup (its uid record
+/// is the submitter's word): released, it goes back through maildrop/, not to deferred/.
+/// Messages of root's (picked up, or submitted by root) go to deferred/ as in Postfix.
+#[test]
+fn a_message_held_before_pickup_is_released_to_maildrop() {
+    if !nix::unistd::geteuid().is_root() {
+        return; // chown needs root
+    }
+    let world = World::new();
+    let users = msg_in(&world, QueueName::Maildrop);
+    nix::unistd::chown(
+        &world.path(QueueName::Maildrop, users),
+        Some(65534.into()),
+        None,
+    )
+    .unwrap();
+    let roots = msg_in(&world, QueueName::Maildrop);
+    assert_eq!(postsuper(&world, &["-h", "ALL"]).1, 0);
+    assert!(world.exists(QueueName::Hold, users) && world.exists(QueueName::Hold, roots));
+    assert_eq!(postsuper(&world, &["-H", "ALL"]).1, 0);
+    assert!(world.exists(QueueName::Maildrop, users));
+    assert!(world.exists(QueueName::Deferred, roots));
+}

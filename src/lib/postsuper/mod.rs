@@ -362,11 +362,14 @@ fn act_on_one(
     if let Some(to) = action.destination() {
         dirs.ensure(queue, to)?;
     }
+    if action == Action::Release {
+        dirs.ensure(queue, QueueName::Maildrop)?;
+    }
     let mut busy = false;
     for &from in sources {
         match dirs.try_lock(from, id)? {
             Some(mut locked) => {
-                perform(dirs, action, &mut locked)?;
+                perform(dirs, queue.group(), action, &mut locked)?;
                 return Ok(One::Done(id));
             }
             None => busy |= dirs.exists(from, id),
@@ -375,13 +378,48 @@ fn act_on_one(
     Ok(if busy { One::Busy(id) } else { One::NotFound })
 }
 
-fn perform(dirs: &QueueDirs, action: Action, locked: &mut LockedFile) -> io::Result<()> {
+fn perform(
+    dirs: &QueueDirs,
+    group: Option<u32>,
+    action: Action,
+    locked: &mut LockedFile,
+) -> io::Result<()> {
     match action {
         Action::Delete => dirs.remove(locked).map(drop),
         Action::Requeue => dirs.requeue(locked).map(drop),
-        Action::Hold => dirs.move_to(locked, QueueName::Hold).map(drop),
-        Action::Release => dirs.move_to(locked, QueueName::Deferred).map(drop),
+        Action::Hold => {
+            if locked.queue == QueueName::Maildrop {
+                // Not picked up yet: it keeps its submitter as owner (pickup's evidence
+                // of who sent it), and becomes readable by mailq's group like any file
+                // outside maildrop/.
+                share_keeping_owner(&locked.file, group);
+            }
+            dirs.move_to(locked, QueueName::Hold).map(drop)
+        }
+        Action::Release => {
+            // A message held before pickup never had its envelope checked against its
+            // owner: it goes back through pickup rather than straight to deferred/.
+            let owner = std::os::unix::fs::MetadataExt::uid(&locked.file.metadata()?);
+            let to = match owner {
+                0 => QueueName::Deferred,
+                _ => QueueName::Maildrop,
+            };
+            dirs.move_to(locked, to).map(drop)
+        }
     }
+}
+
+/// Gives a file to `group`, mode 0640, keeping its owner (best effort, as root).
+fn share_keeping_owner(file: &std::fs::File, group: Option<u32>) {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::PermissionsExt;
+    let Some(gid) = group else {
+        return;
+    };
+    let _ = nix::unistd::fchown(file.as_fd(), None, Some(nix::unistd::Gid::from_raw(gid)));
+    let _ = file.set_permissions(std::fs::Permissions::from_mode(
+        crate::queue::FILE_MODE_GROUP,
+    ));
 }
 
 struct MassOutcome {
@@ -410,6 +448,9 @@ fn act_on_all(queue: &Queue, mass: &[Action], named: &[QueueName]) -> io::Result
         if let Some(to) = action.destination() {
             dirs.ensure(queue, to)?;
         }
+        if action == Action::Release {
+            dirs.ensure(queue, QueueName::Maildrop)?;
+        }
     }
     let counters: [AtomicU64; 4] = Default::default();
     let busy = AtomicU64::new(0);
@@ -421,7 +462,9 @@ fn act_on_all(queue: &Queue, mass: &[Action], named: &[QueueName]) -> io::Result
                 continue;
             };
             let result = match dirs.try_lock(from, id) {
-                Ok(Some(mut locked)) => perform(&dirs, *action, &mut locked).map(|()| true),
+                Ok(Some(mut locked)) => {
+                    perform(&dirs, queue.group(), *action, &mut locked).map(|()| true)
+                }
                 Ok(None) => {
                     if dirs.exists(from, id) {
                         busy.fetch_add(1, Ordering::Relaxed);
