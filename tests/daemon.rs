@@ -531,26 +531,7 @@ fn the_daemon_listens_for_smtp_and_delivers_what_it_accepts() {
 }
 
 /// Python's aiosmtpd on 127.0.0.1: saves each transaction's envelope and data.
-const AIOSMTPD: &str = r#"
-import json, os, sys
-from aiosmtpd.controller import Controller
-port, out = int(sys.argv[1]), sys.argv[2]
-class Saver:
-    async def handle_DATA(self, server, session, envelope):
-        n = len([f for f in os.listdir(out) if f.endswith(".json")])
-        with open(os.path.join(out, f"{n}.eml"), "wb") as f:
-            f.write(envelope.original_content)
-        tmp = os.path.join(out, f"{n}.tmp")
-        with open(tmp, "w") as f:
-            json.dump({"mail_from": envelope.mail_from, "rcpt_tos": envelope.rcpt_tos}, f)
-        os.rename(tmp, os.path.join(out, f"{n}.json"))
-        return "250 2.0.0 Ok: queued as PY1"
-controller = Controller(Saver(), hostname="127.0.0.1", port=port)
-controller.start()
-print("ready", flush=True)
-sys.stdin.read()
-controller.stop()
-"#;
+const AIOSMTPD: &str = include_str!("support/aiosmtpd_saver.py");
 
 #[test]
 fn remote_recipients_leave_in_one_transaction_through_the_relayhost() {
