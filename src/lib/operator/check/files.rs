@@ -105,7 +105,8 @@ fn owners(queue: &Queue, found: &mut Vec<Problem>) {
     }
 }
 
-/// Each local alias table: a source without a database, or a database older than its
+/// Each local alias table: a source without a database (delivery reads the source
+/// directly, but slowly and with a warning each time), or a database older than its
 /// source (forgotten `newaliases`).
 fn aliases(config: &Config, found: &mut Vec<Problem>) {
     let mut tables = Vec::new();
@@ -125,10 +126,15 @@ fn aliases(config: &Config, found: &mut Vec<Problem>) {
             )),
             Ok(db) => {
                 if let Some(warning) = db.warning() {
+                    let advice = if warning.ends_with("run newaliases") {
+                        String::new()
+                    } else {
+                        " (run newaliases)".to_string()
+                    };
                     found.push(Problem::new(
                         show(&source),
                         Severity::Warning,
-                        format!("{warning} (run newaliases)"),
+                        format!("{warning}{advice}"),
                     ));
                 }
             }
