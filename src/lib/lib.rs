@@ -10,6 +10,7 @@ pub mod aliases;
 pub mod config;
 pub mod daemon;
 pub mod deliver;
+pub mod getopt;
 pub mod log;
 pub mod mail;
 pub mod mailbox;

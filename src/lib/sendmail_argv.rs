@@ -5,14 +5,16 @@
 
 use std::path::PathBuf;
 
+use crate::getopt::{self, Arg, Value};
 use crate::submit::Request;
 
 /// One sendmail option letter.
 #[derive(Debug)]
 pub struct Flag {
     pub letter: char,
-    /// Takes a value, glued (`-fuser`) or as the next argument (`-f user`).
-    pub takes_value: bool,
+    /// Whether it takes a value: glued (`-fuser`) or as the next argument (`-f user`);
+    /// `-q`'s only glued (`-q30m`), since `-q` alone means "run the queue".
+    pub value: Value,
     /// What it does here; "ignored" flags are accepted for compatibility and change
     /// nothing.
     pub summary: &'static str,
@@ -22,142 +24,142 @@ pub struct Flag {
 pub const FLAGS: &[Flag] = &[
     Flag {
         letter: 'A',
-        takes_value: true,
+        value: Value::Required,
         summary: "ignored (sendmail submission-type flag)",
     },
     Flag {
         letter: 'B',
-        takes_value: true,
+        value: Value::Required,
         summary: "body type: 8BITMIME or 7BIT",
     },
     Flag {
         letter: 'C',
-        takes_value: true,
+        value: Value::Required,
         summary: "configuration directory (or its main.cf)",
     },
     Flag {
         letter: 'F',
-        takes_value: true,
+        value: Value::Required,
         summary: "full name of the sender",
     },
     Flag {
         letter: 'G',
-        takes_value: false,
+        value: Value::None,
         summary: "ignored (gateway submission)",
     },
     Flag {
         letter: 'I',
-        takes_value: false,
+        value: Value::None,
         summary: "same as -bi",
     },
     Flag {
         letter: 'L',
-        takes_value: true,
+        value: Value::Required,
         summary: "ignored (syslog label)",
     },
     Flag {
         letter: 'N',
-        takes_value: true,
+        value: Value::Required,
         summary: "DSN notify: never, or success,failure,delay",
     },
     Flag {
         letter: 'O',
-        takes_value: true,
+        value: Value::Required,
         summary: "ignored (option=value)",
     },
     Flag {
         letter: 'R',
-        takes_value: true,
+        value: Value::Required,
         summary: "DSN return: full or hdrs",
     },
     Flag {
         letter: 'U',
-        takes_value: false,
+        value: Value::None,
         summary: "ignored (initial user submission)",
     },
     Flag {
         letter: 'V',
-        takes_value: true,
+        value: Value::Required,
         summary: "DSN envelope ID",
     },
     Flag {
         letter: 'X',
-        takes_value: true,
+        value: Value::Required,
         summary: "ignored (traffic log file)",
     },
     Flag {
         letter: 'b',
-        takes_value: true,
+        value: Value::Required,
         summary: "mode: m, p, i, v, s, d, D, h, H",
     },
     Flag {
         letter: 'c',
-        takes_value: false,
+        value: Value::None,
         summary: "ignored",
     },
     Flag {
         letter: 'e',
-        takes_value: true,
+        value: Value::Required,
         summary: "ignored (error mode)",
     },
     Flag {
         letter: 'f',
-        takes_value: true,
+        value: Value::Required,
         summary: "envelope sender",
     },
     Flag {
         letter: 'h',
-        takes_value: true,
+        value: Value::Required,
         summary: "ignored (hop count)",
     },
     Flag {
         letter: 'i',
-        takes_value: false,
+        value: Value::None,
         summary: "a lone . does not end the message",
     },
     Flag {
         letter: 'm',
-        takes_value: false,
+        value: Value::None,
         summary: "ignored (me too)",
     },
     Flag {
         letter: 'n',
-        takes_value: false,
+        value: Value::None,
         summary: "rejected: aliasing cannot be turned off",
     },
     Flag {
         letter: 'o',
-        takes_value: true,
+        value: Value::Required,
         summary: "legacy option: i, dMODE, eMODE, m, ... (see below)",
     },
     Flag {
         letter: 'p',
-        takes_value: true,
+        value: Value::Required,
         summary: "ignored (protocol)",
     },
     Flag {
         letter: 'q',
-        takes_value: true,
+        value: Value::Optional,
         summary: "run the queue; -qINTERVAL with -bd/-bD; -qIID runs only that message",
     },
     Flag {
         letter: 'r',
-        takes_value: true,
+        value: Value::Required,
         summary: "same as -f",
     },
     Flag {
         letter: 't',
-        takes_value: false,
+        value: Value::None,
         summary: "recipients also from To, Cc, Bcc headers",
     },
     Flag {
         letter: 'v',
-        takes_value: false,
+        value: Value::None,
         summary: "ignored (verbose)",
     },
     Flag {
         letter: 'x',
-        takes_value: false,
+        value: Value::None,
         summary: "ignored",
     },
 ];
@@ -253,46 +255,17 @@ pub fn parse(program: &str, args: &[String]) -> Result<Invocation, ArgError> {
         },
         warnings: Vec::new(),
     };
-    let mut i = 0;
-    let mut operands_only = false;
-    while i < args.len() {
-        let arg = &args[i];
-        i += 1;
-        if operands_only || arg == "-" || !arg.starts_with('-') {
-            inv.request.recipients.push(arg.clone());
-            continue;
-        }
-        if arg == "--" {
-            operands_only = true;
-            continue;
-        }
-        // `-q` alone is "run the queue"; getopt cannot express an optional value.
-        if arg == "-q" {
-            inv.mode = Mode::RunQueue;
-            continue;
-        }
-        for (at, letter) in arg[1..].char_indices() {
-            let Some(flag) = FLAGS.iter().find(|f| f.letter == letter) else {
-                return Err(ArgError::usage(format!("invalid option -- '{letter}'")));
-            };
-            if !flag.takes_value {
-                apply_switch(&mut inv, letter)?;
-                continue;
-            }
-            // The rest of this argument is the value, or else the next argument.
-            let glued = &arg[1 + at + letter.len_utf8()..];
-            let value = if !glued.is_empty() {
-                glued.to_string()
-            } else if i < args.len() {
-                i += 1;
-                args[i - 1].clone()
-            } else {
-                return Err(ArgError::usage(format!(
-                    "option requires an argument -- '{letter}'"
-                )));
-            };
-            apply_value(&mut inv, letter, &value)?;
-            break;
+    let kind = |letter| FLAGS.iter().find(|f| f.letter == letter).map(|f| f.value);
+    let parsed =
+        getopt::parse(args, kind).map_err(|problem| ArgError::usage(problem.to_string()))?;
+    for arg in parsed {
+        match arg {
+            Arg::Operand(operand) => inv.request.recipients.push(operand),
+            // No long options: getopt sees `--foo` as the unknown letter '-'.
+            Arg::Long(_) => return Err(ArgError::usage("invalid option -- '-'".into())),
+            Arg::Opt('q', None) => inv.mode = Mode::RunQueue,
+            Arg::Opt(letter, Some(value)) => apply_value(&mut inv, letter, &value)?,
+            Arg::Opt(letter, None) => apply_switch(&mut inv, letter)?,
         }
     }
     check_conflicts(&inv)?;

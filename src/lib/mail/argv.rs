@@ -9,6 +9,7 @@
 
 use std::path::PathBuf;
 
+use crate::getopt::{self, Arg, Problem, Value};
 use crate::sysexits::{Error, Result};
 
 /// What one option letter does.
@@ -137,48 +138,35 @@ impl Invocation {
 /// tell a bsd-mailx header from an attachment; a parameter so tests need no files).
 pub fn parse(args: &[String], exists: impl Fn(&str) -> bool) -> Result<Invocation> {
     let mut inv = Invocation::default();
-    let mut i = 0;
-    let mut options_done = false;
-    while i < args.len() {
-        let arg = &args[i];
-        i += 1;
-        if options_done || !arg.starts_with('-') || arg == "-" {
-            inv.operands.push(arg.clone());
-            continue;
-        }
-        if arg == "--" {
-            options_done = true;
-            continue;
-        }
-        if arg == "--help" {
-            inv.help = true;
-            continue;
-        }
-        let letters: Vec<char> = arg[1..].chars().collect();
-        let mut j = 0;
-        while j < letters.len() {
-            let letter = letters[j];
-            j += 1;
-            let Some(&(_, takes_value, action, _)) = OPTIONS.iter().find(|o| o.0 == letter) else {
-                return Err(Error::usage(format!("illegal option -- {letter}")));
-            };
-            let value = if takes_value {
-                let glued: String = letters[j..].iter().collect();
-                j = letters.len();
-                if !glued.is_empty() {
-                    Some(glued)
-                } else if i < args.len() {
-                    i += 1;
-                    Some(args[i - 1].clone())
+    let kind = |letter| {
+        OPTIONS
+            .iter()
+            .find(|o| o.0 == letter)
+            .map(|&(_, takes_value, _, _)| {
+                if takes_value {
+                    Value::Required
                 } else {
-                    return Err(Error::usage(format!(
-                        "option requires an argument -- {letter}"
-                    )));
+                    Value::None
                 }
-            } else {
-                None
-            };
-            apply(&mut inv, action, value.unwrap_or_default(), &exists)?;
+            })
+    };
+    // BSD mailx's wording, not GNU's.
+    let parsed = getopt::parse(args, kind).map_err(|problem| match problem {
+        Problem::Unknown(letter) => Error::usage(format!("illegal option -- {letter}")),
+        Problem::MissingValue(letter) => {
+            Error::usage(format!("option requires an argument -- {letter}"))
+        }
+    })?;
+    for arg in parsed {
+        match arg {
+            Arg::Operand(operand) => inv.operands.push(operand),
+            Arg::Long(name) if name == "help" => inv.help = true,
+            Arg::Long(_) => return Err(Error::usage("illegal option -- -")),
+            Arg::Opt(letter, value) => {
+                if let Some(&(_, _, action, _)) = OPTIONS.iter().find(|o| o.0 == letter) {
+                    apply(&mut inv, action, value.unwrap_or_default(), &exists)?;
+                }
+            }
         }
     }
     if inv.folder && inv.operands.len() > 1 {

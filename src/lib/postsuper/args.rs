@@ -5,6 +5,7 @@
 
 use std::path::PathBuf;
 
+use crate::getopt::{self, Arg, Value};
 use crate::queue::QueueName;
 
 /// Postfix's usage line, verbatim (scripts and people recognise it).
@@ -187,39 +188,27 @@ where
     let args: Vec<String> = args.into_iter().map(Into::into).collect();
     let mut request = Request::default();
     let mut positional = Vec::new();
-    let mut i = 0;
-    while i < args.len() {
-        let arg = &args[i];
-        i += 1;
-        if arg == "--" {
-            positional.extend(args[i..].iter().cloned());
-            break;
-        }
-        let Some(cluster) = arg.strip_prefix('-').filter(|c| !c.is_empty()) else {
-            positional.push(arg.clone());
-            continue;
-        };
-        for (at, letter) in cluster.char_indices() {
-            let Some(spec) = OPTIONS.iter().find(|s| s.letter == letter) else {
-                return Err(ArgError::Usage(format!("invalid option -- '{letter}'")));
-            };
-            if !spec.takes_value {
-                apply(&mut request, spec.opt, None)?;
-                continue;
-            }
-            let glued = &cluster[at + letter.len_utf8()..];
-            let value = if !glued.is_empty() {
-                glued.to_string()
-            } else if i < args.len() {
-                i += 1;
-                args[i - 1].clone()
+    let kind = |letter| {
+        OPTIONS.iter().find(|s| s.letter == letter).map(|s| {
+            if s.takes_value {
+                Value::Required
             } else {
-                return Err(ArgError::Usage(format!(
-                    "option requires an argument -- '{letter}'"
-                )));
-            };
-            apply(&mut request, spec.opt, Some(value))?;
-            break; // the value took the rest of the cluster
+                Value::None
+            }
+        })
+    };
+    let parsed =
+        getopt::parse(&args, kind).map_err(|problem| ArgError::Usage(problem.to_string()))?;
+    for arg in parsed {
+        match arg {
+            Arg::Operand(name) => positional.push(name),
+            // No long options: getopt sees `--foo` as the unknown letter '-'.
+            Arg::Long(_) => return Err(ArgError::Usage("invalid option -- '-'".into())),
+            Arg::Opt(letter, value) => {
+                if let Some(spec) = OPTIONS.iter().find(|s| s.letter == letter) {
+                    apply(&mut request, spec.opt, value)?;
+                }
+            }
         }
     }
     for name in positional {
