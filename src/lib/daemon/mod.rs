@@ -111,7 +111,9 @@ impl Runtime {
             logs.local.sink().clone(),
         ));
         let warn_log = Arc::clone(&local_log);
-        let aliases = DatabaseAliases::from_config(config, &mut |w| logs.local.warning(w))?;
+        let alias_log = Arc::clone(&local_log);
+        let aliases =
+            DatabaseAliases::from_config(config, Arc::new(move |w: &str| alias_log.warning(w)))?;
         let local = LocalContext::from_config(
             config,
             queue.clone(),

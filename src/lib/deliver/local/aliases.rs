@@ -68,34 +68,63 @@ impl AliasExpander for NoAliases {
 pub struct DatabaseAliases {
     files: Vec<std::path::PathBuf>,
     options: crate::aliases::ExpandOptions,
-    maps: std::sync::Mutex<Option<crate::aliases::AliasMaps>>,
+    maps: std::sync::Mutex<Maps>,
+    warn: std::sync::Arc<dyn Fn(&str) + Send + Sync>,
+}
+
+/// The open tables, and the warnings about them already logged.
+struct Maps {
+    open: Option<crate::aliases::AliasMaps>,
+    reported: Vec<String>,
 }
 
 impl DatabaseAliases {
     /// The tables of `alias_maps`; tables that are not local files are reported to `warn`
-    /// and left out, as `newaliases` does.
+    /// and left out, as `newaliases` does. `warn` also gets, once each time it appears,
+    /// what lookups notice about a table: a database older than its source, or no
+    /// database at all (Postfix logs the first at every lookup).
     pub fn from_config(
         config: &crate::config::Config,
-        warn: &mut dyn FnMut(&str),
+        warn: std::sync::Arc<dyn Fn(&str) + Send + Sync>,
     ) -> crate::sysexits::Result<DatabaseAliases> {
         let tables = config.tables("alias_maps")?;
-        let files = crate::aliases::rebuild::local_files(&tables, warn);
+        let files = crate::aliases::rebuild::local_files(&tables, &mut |w| warn(w));
         let options = crate::aliases::ExpandOptions::from_config(config)?;
-        let maps = crate::aliases::AliasMaps::open(&files).ok();
-        Ok(DatabaseAliases {
+        let aliases = DatabaseAliases {
             files,
             options,
-            maps: std::sync::Mutex::new(maps),
-        })
+            maps: std::sync::Mutex::new(Maps {
+                open: None,
+                reported: Vec::new(),
+            }),
+            warn,
+        };
+        let mut maps = aliases.maps.lock().unwrap_or_else(|e| e.into_inner());
+        maps.open = crate::aliases::AliasMaps::open(&aliases.files).ok();
+        aliases.report(&mut maps);
+        drop(maps);
+        Ok(aliases)
+    }
+
+    /// Logs the tables' warnings that are new since the last call.
+    fn report(&self, maps: &mut Maps) {
+        let now = maps.open.as_ref().map(|m| m.warnings()).unwrap_or_default();
+        if now == maps.reported {
+            return;
+        }
+        for warning in now.iter().filter(|w| !maps.reported.contains(w)) {
+            (self.warn)(warning);
+        }
+        maps.reported = now;
     }
 }
 
 impl AliasExpander for DatabaseAliases {
     fn expand(&self, local_part: &str) -> Expansion {
         let mut maps = self.maps.lock().unwrap_or_else(|e| e.into_inner());
-        if maps.is_none() {
+        if maps.open.is_none() {
             match crate::aliases::AliasMaps::open(&self.files) {
-                Ok(opened) => *maps = Some(opened),
+                Ok(opened) => maps.open = Some(opened),
                 Err(e) => {
                     return Expansion {
                         deliveries: Vec::new(),
@@ -108,10 +137,12 @@ impl AliasExpander for DatabaseAliases {
                 }
             }
         }
-        let Some(source) = maps.as_mut() else {
+        let Some(source) = maps.open.as_mut() else {
             return Expansion::default();
         };
-        Expansion::from(crate::aliases::expand(source, local_part, &self.options))
+        let expansion = Expansion::from(crate::aliases::expand(source, local_part, &self.options));
+        self.report(&mut maps);
+        expansion
     }
 }
 
@@ -161,13 +192,23 @@ mod tests {
             ),
             &main_cf,
         );
-        let mut warnings = Vec::new();
-        let aliases =
-            DatabaseAliases::from_config(&config, &mut |w| warnings.push(w.to_string())).unwrap();
-        // Not compiled yet: the source is read directly.
+        let warnings = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let sink = std::sync::Arc::clone(&warnings);
+        let aliases = DatabaseAliases::from_config(
+            &config,
+            std::sync::Arc::new(move |w: &str| sink.lock().unwrap().push(w.to_string())),
+        )
+        .unwrap();
+        // Not compiled yet: the source is read directly, and that is said once.
         let e = aliases.expand("team");
         assert!(e.failures.is_empty(), "{e:?}");
         assert_eq!(e.deliveries.len(), 3);
+        aliases.expand("team");
+        {
+            let said = warnings.lock().unwrap();
+            assert_eq!(said.len(), 1, "{said:?}");
+            assert!(said[0].ends_with("run newaliases"), "{said:?}");
+        }
         crate::aliases::compile(&source, &mut |_| {}).unwrap();
         let e = aliases.expand("TEAM");
         assert!(e.failures.is_empty(), "{e:?}");
