@@ -36,18 +36,19 @@ pub use retry::RetryPolicy;
 
 /// The log of each program the daemon speaks for, as Postfix's separate processes would
 /// (`mailroom/pickup`, `mailroom/qmgr`, `mailroom/local`...), all to one sink.
+/// Shared (`Arc`) so that the delivery agents log through the same ones.
 pub struct Logs {
-    pub master: Log,
-    pub pickup: Log,
-    pub qmgr: Log,
-    pub local: Log,
-    pub smtp: Log,
-    pub bounce: Log,
+    pub master: Arc<Log>,
+    pub pickup: Arc<Log>,
+    pub qmgr: Arc<Log>,
+    pub local: Arc<Log>,
+    pub smtp: Arc<Log>,
+    pub bounce: Arc<Log>,
 }
 
 impl Logs {
     pub fn new(syslog_name: &str, host: &str, sink: Sink) -> Logs {
-        let log = |program| Log::new(syslog_name, program, host, sink.clone());
+        let log = |program| Arc::new(Log::new(syslog_name, program, host, sink.clone()));
         Logs {
             master: log("master"),
             pickup: log("pickup"),
@@ -102,16 +103,8 @@ impl Runtime {
         let logs = Logs::from_config(config, log_fallback);
         let queue = Queue::from_config(config)?;
         let limit = config.number("default_process_limit")?;
-        let local_log = Arc::new(Log::new(
-            &config
-                .get("syslog_name")
-                .unwrap_or_else(|_| "mailroom".into()),
-            "local",
-            &config.myhostname()?,
-            logs.local.sink().clone(),
-        ));
-        let warn_log = Arc::clone(&local_log);
-        let alias_log = Arc::clone(&local_log);
+        let warn_log = Arc::clone(&logs.local);
+        let alias_log = Arc::clone(&logs.local);
         let aliases =
             DatabaseAliases::from_config(config, Arc::new(move |w: &str| alias_log.warning(w)))?;
         let local = LocalContext::from_config(
@@ -121,17 +114,7 @@ impl Runtime {
             Arc::new(move |w: &str| warn_log.warning(w)),
         )?;
         let remote: Box<dyn agent::Remote> = match SmtpContext::from_config(config) {
-            Ok(ctx) => {
-                let smtp_log = Arc::new(Log::new(
-                    &config
-                        .get("syslog_name")
-                        .unwrap_or_else(|_| "mailroom".into()),
-                    "smtp",
-                    &config.myhostname()?,
-                    logs.smtp.sink().clone(),
-                ));
-                Box::new(agent::Smtp(ctx.with_log(smtp_log)))
-            }
+            Ok(ctx) => Box::new(agent::Smtp(ctx.with_log(Arc::clone(&logs.smtp)))),
             Err(e) => {
                 // Local mail must not stop because remote settings are wrong.
                 logs.smtp.warning(&format!(
