@@ -228,3 +228,32 @@ fn an_independent_cdb_reader_agrees() {
         }
     }
 }
+
+/// A user who may read the source but not write in its directory (here a throwaway uid
+/// run through `setpriv`, so the test needs root) is refused with 77 (EX_NOPERM), as the
+/// exit-code contract says of a permission problem, not 73 (EX_CANTCREAT).
+#[test]
+fn a_user_who_may_not_write_the_database_gets_ex_noperm() {
+    use std::os::unix::fs::PermissionsExt;
+    let setpriv = Path::new("/usr/bin/setpriv");
+    if !nix::unistd::geteuid().is_root() || !setpriv.exists() {
+        eprintln!("skipped: needs root and setpriv");
+        return;
+    }
+    let setup = Setup::new("a: b\n");
+    // Everything readable, nothing writable for the throwaway uid.
+    fs::set_permissions(setup.dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
+    let output = Command::new(setpriv)
+        .args(["--reuid=47313", "--regid=47313", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_newaliases"))
+        .env("MAIL_CONFIG", setup.dir.path())
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(77), "{}", stderr(&output));
+    let err = stderr(&output);
+    assert!(
+        err.starts_with("newaliases: fatal: create ") && err.contains("Permission denied"),
+        "{err}"
+    );
+    assert!(!Path::new(&format!("{}.cdb", setup.source().display())).exists());
+}

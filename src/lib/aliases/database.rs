@@ -140,7 +140,7 @@ pub fn write_atomically(path: &Path, bytes: &[u8], owner: Option<(u32, u32)>) ->
         .open(&temporary)
         .map_err(|err| {
             Error::new(
-                ExitCode::CantCreat,
+                create_failure_code(&err),
                 format!("create {}: {}", temporary.display(), describe_io(&err)),
             )
         })?;
@@ -174,6 +174,17 @@ pub fn write_atomically(path: &Path, bytes: &[u8], owner: Option<(u32, u32)>) ->
         let _ = fs::remove_file(&temporary);
     }
     result
+}
+
+/// The exit code for a database file that could not be created: a permission problem
+/// (the caller may not write in the directory) is 77 (EX_NOPERM), as everywhere else;
+/// anything else (no such directory, read-only file system, no inodes) stays 73
+/// (EX_CANTCREAT).
+fn create_failure_code(err: &io::Error) -> ExitCode {
+    match err.raw_os_error() {
+        Some(libc::EACCES | libc::EPERM) => ExitCode::NoPerm,
+        _ => ExitCode::CantCreat,
+    }
 }
 
 /// What tells one version of a file from another, finer than Postfix's one-second mtime.
@@ -427,6 +438,21 @@ mod tests {
         let mut warnings = Vec::new();
         let result = compile(source, &mut |w| warnings.push(w.to_string()));
         (result, warnings)
+    }
+
+    #[test]
+    fn only_a_permission_problem_is_ex_noperm() {
+        for (errno, code) in [
+            (libc::EACCES, ExitCode::NoPerm),
+            (libc::EPERM, ExitCode::NoPerm),
+            (libc::ENOENT, ExitCode::CantCreat),
+            (libc::EROFS, ExitCode::CantCreat),
+            (libc::ENOSPC, ExitCode::CantCreat),
+            (libc::EEXIST, ExitCode::CantCreat),
+        ] {
+            let err = io::Error::from_raw_os_error(errno);
+            assert_eq!(create_failure_code(&err), code, "{err}");
+        }
     }
 
     #[test]
