@@ -7,10 +7,13 @@ use std::process::ExitCode;
 use mailroom::mail::{self, argv};
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args_os()
-        .skip(1)
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect();
+    let args = match mailroom::getopt::text_args(std::env::args_os().skip(1)) {
+        Ok(args) => args,
+        Err(message) => {
+            eprintln!("mail: fatal: {message}");
+            return ExitCode::from(mailroom::sysexits::ExitCode::Usage.as_i32() as u8);
+        }
+    };
     let inv = match argv::parse(&args, |f| std::path::Path::new(f).exists()) {
         Ok(inv) => inv,
         Err(e) => {

@@ -13,7 +13,10 @@ use mailroom::sysexits::{Error, ExitCode as Sysexit};
 fn main() -> ExitCode {
     // Installed set-gid (to read the queue's envelopes): trust none of the environment.
     mailroom::privilege::sanitize_environment();
-    let args = match Args::try_parse() {
+    let Some(argv) = text_argv("mailq") else {
+        return ExitCode::from(Sysexit::Usage.as_i32() as u8);
+    };
+    let args = match Args::try_parse_from(argv) {
         Ok(args) => args,
         Err(e) if !e.use_stderr() => {
             // --help, --version
@@ -46,4 +49,16 @@ fn try_main(args: &Args) -> Result<(), Error> {
     // `run` flushed; a failure here is a closed pipe after the fact.
     let _ = out.flush();
     Ok(())
+}
+
+/// argv as text, the program name first (as clap wants it); `None` after telling the
+/// caller which argument is not UTF-8.
+fn text_argv(program: &str) -> Option<Vec<String>> {
+    match mailroom::getopt::text_args(std::env::args_os().skip(1)) {
+        Ok(args) => Some(std::iter::once(program.to_string()).chain(args).collect()),
+        Err(message) => {
+            eprintln!("{program}: fatal: {message}");
+            None
+        }
+    }
 }

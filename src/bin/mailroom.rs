@@ -155,7 +155,8 @@ fn main() -> ExitCode {
 }
 
 fn try_main() -> Result<u8, Error> {
-    let cli = Cli::parse();
+    let argv = mailroom::getopt::text_args(std::env::args_os().skip(1)).map_err(Error::usage)?;
+    let cli = Cli::parse_from(std::iter::once("mailroom".to_string()).chain(argv));
     let dir = cli.config_dir.as_deref();
     let stdout = io::stdout();
     let mut out = stdout.lock();

@@ -20,7 +20,8 @@ fn main() -> ExitCode {
 }
 
 fn try_main() -> Result<(), Error> {
-    let args = match Args::try_parse() {
+    let argv = mailroom::getopt::text_args(std::env::args_os().skip(1)).map_err(Error::usage)?;
+    let args = match Args::try_parse_from(std::iter::once("newaliases".to_string()).chain(argv)) {
         Ok(args) => args,
         Err(err) if !err.use_stderr() => {
             // --help and --version: clap prints them to stdout.

@@ -23,10 +23,7 @@ fn try_main() -> Result<(), Error> {
     // As Postfix: who may run it is settled before anything else is looked at. Our exit
     // code is 77 (EX_NOPERM) where Postfix exits 1.
     postsuper::require_superuser()?;
-    let argv: Vec<String> = std::env::args_os()
-        .skip(1)
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect();
+    let argv = mailroom::getopt::text_args(std::env::args_os().skip(1)).map_err(Error::usage)?;
     let request = match args::parse(argv) {
         Ok(request) => request,
         Err(ArgError::Usage(complaint)) => {

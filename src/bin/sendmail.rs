@@ -17,7 +17,15 @@ fn main() -> ExitCode {
         .and_then(|p| std::path::Path::new(p).file_name())
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "sendmail".into());
-    let args: Vec<String> = args.map(|a| a.to_string_lossy().into_owned()).collect();
+    // The name only picks a mode (`mailq`, `newaliases`); the arguments are refused rather
+    // than altered when they are not UTF-8.
+    let args = match mailroom::getopt::text_args(args) {
+        Ok(args) => args,
+        Err(message) => {
+            eprintln!("sendmail: fatal: {message}");
+            return ExitCode::from(mailroom::sysexits::ExitCode::Usage.as_i32() as u8);
+        }
+    };
     let inv = match sendmail_argv::parse(&program, &args) {
         Ok(inv) => inv,
         Err(e) => {

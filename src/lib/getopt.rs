@@ -4,6 +4,30 @@
 //! the options, and options may follow operands (GNU permutes, and so does Postfix on
 //! Linux). Each program keeps its own option table and wording; this module only splits.
 
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStrExt;
+
+/// The arguments after the program name, as text. An argument that is not UTF-8 is
+/// refused, never converted with replacement characters: a lossy conversion would
+/// silently turn `caf\xe9@example.com` into another address (or another file name, or
+/// another header). The error says which argument (counted from 1 after the program
+/// name) and shows its bytes escaped; every program prints it as `program: fatal: ...`
+/// and exits 64 (EX_USAGE).
+pub fn text_args(args: impl IntoIterator<Item = OsString>) -> Result<Vec<String>, String> {
+    args.into_iter()
+        .enumerate()
+        .map(|(i, arg)| {
+            arg.into_string().map_err(|arg| {
+                format!(
+                    "malformed UTF-8 in argument {}: \"{}\"",
+                    i + 1,
+                    arg.as_bytes().escape_ascii()
+                )
+            })
+        })
+        .collect()
+}
+
 /// Whether an option letter takes a value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Value {
@@ -154,6 +178,42 @@ mod tests {
             ]
         );
         assert_eq!(p(&["--help"]).unwrap(), [Arg::Long("help".into())]);
+    }
+
+    #[test]
+    fn arguments_that_are_not_utf8_are_refused_not_altered() {
+        use std::os::unix::ffi::OsStringExt;
+        let os = |b: &[u8]| OsString::from_vec(b.to_vec());
+        type Case<'a> = (&'a [&'a [u8]], Result<Vec<&'a str>, &'a str>);
+        let cases: &[Case] = &[
+            (
+                &[b"-f", b"me", b"you@example.com"],
+                Ok(vec!["-f", "me", "you@example.com"]),
+            ),
+            (&[b"j\xc3\xb6rg@example.com"], Ok(vec!["jörg@example.com"])),
+            (&[], Ok(vec![])),
+            (
+                &[b"-odq", b"caf\xe9@example.com"],
+                Err("malformed UTF-8 in argument 2: \"caf\\xe9@example.com\""),
+            ),
+            (
+                &[b"\xff", b"\xfe"],
+                Err("malformed UTF-8 in argument 1: \"\\xff\""),
+            ),
+            // A truncated sequence and a quote: escaped, so the message stays one line.
+            (
+                &[b"ok", b"x\xc3\"\n"],
+                Err("malformed UTF-8 in argument 2: \"x\\xc3\\\"\\n\""),
+            ),
+        ];
+        for (args, want) in cases {
+            let got = text_args(args.iter().map(|a| os(a)));
+            let want = want
+                .clone()
+                .map(|v| v.into_iter().map(String::from).collect::<Vec<_>>())
+                .map_err(String::from);
+            assert_eq!(got, want, "{args:?}");
+        }
     }
 
     #[test]
