@@ -174,3 +174,117 @@ fn a_group_that_may_not_read_maildrop_still_submits() {
         (nobody.uid.as_raw(), GROUP, 0o600)
     );
 }
+
+/// A private mount namespace in which `/var/spool` (and `/etc/mailroom`, if there is one)
+/// are empty tmpfs mounts: the set-gid copy run there finds no queue to write, whatever
+/// this machine has, and gives up with nothing queued. `None` when namespaces or mounts
+/// are not available here (the test then says it is skipped).
+fn private_spool_command() -> Option<Command> {
+    which("unshare")?;
+    let script = "mount -t tmpfs -o mode=755 none /var/spool || exit 99; \
+                  if [ -d /etc/mailroom ]; then \
+                  mount -t tmpfs -o mode=755 none /etc/mailroom || exit 99; fi; \
+                  exec \"$@\"";
+    let probe = Command::new("unshare")
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            script,
+            "sh",
+            "true",
+        ])
+        .output()
+        .ok()?;
+    if !probe.status.success() {
+        return None;
+    }
+    let mut cmd = Command::new("unshare");
+    cmd.args([
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        script,
+        "sh",
+    ]);
+    Some(cmd)
+}
+
+/// `TZ` naming a file (`/path` or `:/path`) would make the set-gid `sendmail` open a file
+/// of its caller's choosing while it holds the group (chrono reads TZ files itself, without
+/// the C library's set-id checks). The file here is a FIFO: whoever opens it for reading
+/// shows up as a reader, seen by a non-blocking open for writing (which fails with ENXIO
+/// while there is none), and is released by closing that end.
+#[test]
+fn a_time_zone_path_from_an_ordinary_caller_is_never_opened() {
+    use std::os::unix::fs::OpenOptionsExt;
+    let Some(copy) = setgid_sendmail() else {
+        return;
+    };
+    if private_spool_command().is_none() {
+        eprintln!("skipped: needs unshare and tmpfs mounts");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let fifo = dir.path().join("zone");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o666)).unwrap();
+    std::fs::set_permissions(&fifo, std::fs::Permissions::from_mode(0o666)).unwrap();
+    for tz in [fifo.display().to_string(), format!(":{}", fifo.display())] {
+        let mut cmd = private_spool_command().unwrap();
+        let mut child = cmd
+            .arg("setpriv")
+            .arg(format!("--reuid={USER}"))
+            .arg(format!("--regid={USER}"))
+            .arg("--clear-groups")
+            .arg(&copy.program)
+            // -f: the throwaway uid has no login name to be the sender.
+            .args(["-odq", "-f", "tester@example.com", "root"])
+            .env("TZ", &tz)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        {
+            use std::io::Write;
+            let mut stdin = child.stdin.take().unwrap();
+            let _ = stdin.write_all(b"Subject: t\n\nhi\n");
+        }
+        let started = std::time::Instant::now();
+        let mut opened = false;
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            let writer = std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(&fifo);
+            // Closing our end at once gives the reader end-of-file, so it goes on.
+            opened |= writer.is_ok();
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(20),
+                "TZ={tz}: sendmail did not finish"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        };
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            !opened,
+            "TZ={tz}: the set-gid sendmail opened the caller's file"
+        );
+        // It went on to the queue, which in the private namespace it may not create:
+        // refused, nothing written anywhere.
+        assert_eq!(status.code(), Some(77), "TZ={tz}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("queue directory /var/spool/mailroom"),
+            "TZ={tz}: {}",
+            stderr(&out)
+        );
+    }
+}

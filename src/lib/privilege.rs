@@ -7,7 +7,8 @@
 //! What a set-gid program does with it, in order:
 //!
 //! 1. At start, before anything reads the environment: [`sanitize_environment`] clears it
-//!    but for the locale and time zone, and sets a fixed `PATH`. `MAIL_CONFIG` and `-C`
+//!    but for the locale and time zone (a `TZ` that names a file outside the zone
+//!    database goes too), and sets a fixed `PATH`. `MAIL_CONFIG` and `-C`
 //!    are ignored for such a caller (`config::dirs`), so the queue is always the real one.
 //! 2. Submission: the group is effective until the temporary file is open in
 //!    `maildrop/` (the header block has been read by then: `-t` takes the recipients
@@ -44,6 +45,39 @@ pub fn is_safe_variable(name: &OsStr) -> bool {
     matches!(name, "TZ" | "LANG" | "LANGUAGE") || name.starts_with("LC_")
 }
 
+/// Whether the caller's `name=value` survives in a set-id program: a
+/// [`is_safe_variable`], and for `TZ` only a zone name (`Europe/Paris`, `:UTC`, a POSIX
+/// rule such as `CET-1CEST`) or a file of the system's zone database. A `TZ` that names
+/// another file (`/home/me/zone`, `:../../x`) would make the program open and read that
+/// file while it holds the group: chrono reads `TZ` files itself, without the C library's
+/// set-id checks, and a FIFO or `/dev/zero` there would hang it. Such a `TZ` is dropped
+/// and the system's zone is used.
+pub fn keeps_variable(name: &OsStr, value: &OsStr) -> bool {
+    if !is_safe_variable(name) {
+        return false;
+    }
+    name != "TZ" || is_zone_name(value)
+}
+
+/// Where an absolute `TZ` may point: the zone database and the system's zone file, as
+/// the C library allows for set-id programs (glibc's `__tzfile_read`).
+const ZONE_DIRECTORY: &str = "/usr/share/zoneinfo/";
+const SYSTEM_ZONE: &str = "/etc/localtime";
+
+/// A `TZ` value that cannot make anyone open a file outside the zone database: relative
+/// names are looked up only inside it, absolute ones must lie in it, and no `..` may
+/// climb out of it.
+fn is_zone_name(value: &OsStr) -> bool {
+    let Some(value) = value.to_str() else {
+        return false;
+    };
+    let name = value.strip_prefix(':').unwrap_or(value);
+    if name.split('/').any(|part| part == "..") {
+        return false;
+    }
+    !name.starts_with('/') || name == SYSTEM_ZONE || name.starts_with(ZONE_DIRECTORY)
+}
+
 /// Set once a process has been seen to run set-id for an ordinary caller: giving up the
 /// group later must not make the caller trusted again (and `-C` honoured).
 static DISTRUSTED: AtomicBool = AtomicBool::new(false);
@@ -62,15 +96,15 @@ pub fn distrusts_caller() -> bool {
 }
 
 /// Clears the environment of a set-id program run by a caller who is not root, but for
-/// [`is_safe_variable`]s, and sets `PATH` to [`SAFE_PATH`]. Call first thing in `main`,
+/// the variables [`keeps_variable`] keeps, and sets `PATH` to [`SAFE_PATH`]. Call first thing in `main`,
 /// before any thread starts. Returns whether it did anything.
 pub fn sanitize_environment() -> bool {
     if !distrusts_caller() {
         return false;
     }
     let unsafe_names: Vec<_> = std::env::vars_os()
+        .filter(|(name, value)| !keeps_variable(name, value))
         .map(|(name, _)| name)
-        .filter(|name| !is_safe_variable(name))
         .collect();
     for name in unsafe_names {
         // SAFETY: called at the start of main, before any other thread exists, so no one
@@ -166,6 +200,44 @@ mod tests {
         ] {
             assert!(!is_safe_variable(OsStr::new(unsafe_name)), "{unsafe_name}");
         }
+    }
+
+    #[test]
+    fn a_time_zone_that_names_a_file_of_the_callers_is_dropped() {
+        let tz = OsStr::new("TZ");
+        for (value, kept) in [
+            ("UTC", true),
+            (":UTC", true),
+            ("Europe/Paris", true),
+            (":Europe/Paris", true),
+            ("CET-1CEST,M3.5.0,M10.5.0/3", true),
+            ("<+0330>-3:30", true),
+            ("", true),
+            ("/usr/share/zoneinfo/Asia/Tokyo", true),
+            (":/usr/share/zoneinfo/UTC", true),
+            (":/etc/localtime", true),
+            ("/tmp/zone", false),
+            (":/tmp/zone", false),
+            ("/dev/zero", false),
+            (":/home/me/.zone", false),
+            ("/usr/share/zoneinfo/../../../etc/shadow", false),
+            ("../../../tmp/zone", false),
+            (":Europe/../../../../tmp/zone", false),
+            ("..", false),
+            ("/etc/localtime.d/x", false),
+            ("/usr/share/zoneinfo", false),
+        ] {
+            assert_eq!(keeps_variable(tz, OsStr::new(value)), kept, "TZ={value:?}");
+        }
+        // Not text: never a name the zone database has.
+        use std::os::unix::ffi::OsStrExt;
+        assert!(!keeps_variable(tz, OsStr::from_bytes(b"Europe/Par\xefs")));
+        // Other variables are kept or dropped by name alone.
+        assert!(keeps_variable(
+            OsStr::new("LANG"),
+            OsStr::new("de_DE.UTF-8")
+        ));
+        assert!(!keeps_variable(OsStr::new("TZDIR"), OsStr::new("/tmp")));
     }
 
     #[test]
