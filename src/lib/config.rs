@@ -23,11 +23,12 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use crate::sysexits::{Error, Result, describe_io};
-use expand::{Context, Resolve, expand};
+use expand::{Budget, Context, Resolve, expand};
 use host::{first_line_of, host_name, read_file};
 use parse::Setting;
 
 pub use dirs::{DEFAULT_DIR, DirSource, ProcessIds, choose_dir};
+pub use host::{MAX_MAIN_CF, read_main_cf};
 pub use params::{COMPUTED, ParamInfo, ParamKind, known_parameters, man_section};
 pub use values::{Table, parse_time};
 
@@ -326,6 +327,9 @@ impl Config {
     fn collect_warnings(&self) -> Vec<String> {
         let mut found = self.load_warnings.clone();
         let mut reported = HashSet::new();
+        // One budget for the whole file: each value alone may be within the bounds of one
+        // expansion, yet thousands of them together would not be.
+        let mut spent = Budget::default();
         for (name, _, line) in self.settings() {
             // Values of parameters mailroom ignores are never expanded, so their references
             // (often to Postfix-only names) cannot matter.
@@ -334,7 +338,10 @@ impl Config {
             }
             let mut ctx = Context::new();
             ctx.probe = true;
-            if let Err(message) = self.resolve(name, &mut ctx) {
+            ctx.spent = spent;
+            let result = self.resolve(name, &mut ctx);
+            spent = ctx.spent;
+            if let Err(message) = result {
                 found.push((
                     line,
                     format!(
@@ -342,6 +349,10 @@ impl Config {
                         self.file.display()
                     ),
                 ));
+                if spent.exhausted() {
+                    // The rest cannot be checked; this warning says why.
+                    break;
+                }
             }
             for (referrer, missing) in ctx.undefined {
                 let Some(referrer_line) = self.set_line(&referrer) else {

@@ -7,9 +7,43 @@
 //! Values refer to each other, so a cycle (`a = $b`, `b = $a`) is possible: the context keeps
 //! the chain of names being expanded and stops with an error when a name comes back, and
 //! bounds both that chain and the nesting of `${...}` so no input can exhaust the stack.
+//!
+//! Without a cycle, values can still multiply: `a = $b$b`, `b = $c$c`, ... doubles at each
+//! of up to 100 levels, 2^100 bytes (or, with empty values, 2^100 lookups for nothing),
+//! which Postfix would also try to compute. The context therefore also bounds what one
+//! expansion produces and the work it does to get there (see [`Budget`]), so every
+//! expansion ends in well under a second, with an error for a file that asks for more.
 
 /// Postfix stops at the same depth ("unreasonable macro call nesting").
 const MAX_DEPTH: usize = 100;
+
+/// The longest value an expansion may produce. The longest values in real files are
+/// inline lists (`mynetworks`, restrictions), a few kilobytes; a value can only grow
+/// past the size of the file (itself at most 1 MiB, see `MAX_MAIN_CF`) by using
+/// a reference more than once, so this is never reached but by multiplication.
+const MAX_VALUE: usize = 1 << 20;
+
+/// The references one expansion may follow, counting every use (a real `main.cf` follows
+/// tens, the defaults' `$myhostname`-style chains included).
+const MAX_REFERENCES: usize = 100_000;
+
+/// The bytes one expansion may copy, at every level together: 16 values of the largest
+/// size. Bounds the time even when many references each fetch a long value.
+const MAX_COPIED: usize = 16 * MAX_VALUE;
+
+/// What expansions have spent; shared by everything expanded with one [`Context`].
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Budget {
+    references: usize,
+    copied: usize,
+}
+
+impl Budget {
+    /// True when nothing more may be expanded with it.
+    pub fn exhausted(&self) -> bool {
+        self.references >= MAX_REFERENCES || self.copied >= MAX_COPIED
+    }
+}
 
 /// Supplies the expanded value of a parameter (recursing through [`expand`] with the same
 /// context), or `None` when the name is undefined.
@@ -28,6 +62,8 @@ pub struct Context {
     pub undefined: Vec<(String, String)>,
     /// True when only looking for problems: resolvers must not touch the file system.
     pub probe: bool,
+    /// What this context has spent so far (the probe of a whole file shares one).
+    pub spent: Budget,
 }
 
 impl Context {
@@ -58,6 +94,34 @@ impl Context {
         self.stack.pop();
     }
 
+    /// Counts one reference followed.
+    fn follow(&mut self) -> Result<(), String> {
+        self.spent.references += 1;
+        if self.spent.references > MAX_REFERENCES {
+            return Err(format!(
+                "unreasonable macro expansion size: more than {MAX_REFERENCES} references"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Appends `text` to `out`, within the bounds of one value and of the copying.
+    fn append(&mut self, out: &mut String, text: &str) -> Result<(), String> {
+        self.spent.copied += text.len();
+        if self.spent.copied > MAX_COPIED {
+            return Err(format!(
+                "unreasonable macro expansion size: more than {MAX_COPIED} bytes expanded"
+            ));
+        }
+        if out.len() + text.len() > MAX_VALUE {
+            return Err(format!(
+                "unreasonable macro expansion size: a value longer than {MAX_VALUE} bytes"
+            ));
+        }
+        out.push_str(text);
+        Ok(())
+    }
+
     fn current(&self) -> String {
         self.stack.last().cloned().unwrap_or_default()
     }
@@ -78,18 +142,20 @@ fn expand_inner(text: &str, resolver: &dyn Resolve, ctx: &mut Context) -> Result
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(dollar) = rest.find('$') {
-        out.push_str(&rest[..dollar]);
+        ctx.append(&mut out, &rest[..dollar])?;
         let after = &rest[dollar + 1..];
         if let Some(tail) = after.strip_prefix('$') {
-            out.push('$');
+            ctx.append(&mut out, "$")?;
             rest = tail;
             continue;
         }
         let (reference, tail) = split_reference(after, text)?;
-        out.push_str(&expand_reference(reference, resolver, ctx)?);
+        ctx.follow()?;
+        let value = expand_reference(reference, resolver, ctx)?;
+        ctx.append(&mut out, &value)?;
         rest = tail;
     }
-    out.push_str(rest);
+    ctx.append(&mut out, rest)?;
     Ok(out)
 }
 
@@ -291,6 +357,130 @@ mod tests {
         assert_eq!(err, "recursive reference: $s -> $s");
         let err = run(&[("c", "${c?x}")], "$c").unwrap_err();
         assert!(err.contains("recursive"));
+    }
+
+    /// Runs `text` against owned settings on a thread of its own and gives up after 10 s,
+    /// so an expansion without bounds fails the test instead of hanging the suite.
+    fn run_bounded(pairs: Vec<(String, String)>, text: &str) -> Result<String, String> {
+        let shown = text.to_string();
+        let text = text.to_string();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let leaked: Vec<(&'static str, &'static str)> = pairs
+                .into_iter()
+                .map(|(k, v)| (&*k.leak(), &*v.leak()))
+                .collect();
+            let _ = tx.send(run(&leaked, &text));
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("expanding {shown:?} did not finish within 10 s"))
+    }
+
+    /// `n0 = TEMPLATE(n1)`, `n1 = TEMPLATE(n2)`, ... `n{levels} = leaf`.
+    fn chain(levels: usize, template: &str, leaf: &str) -> Vec<(String, String)> {
+        let mut pairs: Vec<(String, String)> = (0..levels)
+            .map(|i| {
+                (
+                    format!("n{i}"),
+                    template.replace("NEXT", &format!("n{}", i + 1)),
+                )
+            })
+            .collect();
+        pairs.push((format!("n{levels}"), leaf.to_string()));
+        pairs
+    }
+
+    #[test]
+    fn expansion_is_bounded_in_depth_size_and_work() {
+        let nesting = "unreasonable macro call nesting";
+        let size = "unreasonable macro expansion size";
+        // (what, settings, text to expand, length of the value or part of the error)
+        type Case = (
+            &'static str,
+            Vec<(String, String)>,
+            &'static str,
+            Result<usize, &'static str>,
+        );
+        let cases: Vec<Case> = vec![
+            // A chain as deep as Postfix allows works; one level deeper does not.
+            ("chain of 99", chain(98, "$NEXT", "x"), "$n0", Ok(1)),
+            (
+                "chain of 150",
+                chain(150, "$NEXT", "x"),
+                "$n0",
+                Err(nesting),
+            ),
+            (
+                "chain of 10000",
+                chain(10_000, "${NEXT}", "x"),
+                "$n0",
+                Err(nesting),
+            ),
+            // Each level doubles: 2^60 bytes if nothing stopped it.
+            (
+                "a = $b$b ... doubling",
+                chain(60, "$NEXT$NEXT", "x"),
+                "$n0",
+                Err(size),
+            ),
+            (
+                "doubling, long leaf",
+                chain(60, "$NEXT $NEXT", "xxxxxxxx"),
+                "$n0",
+                Err(size),
+            ),
+            // Nothing to show for it, but 2^60 lookups.
+            (
+                "doubling to nothing",
+                chain(60, "$NEXT$NEXT", ""),
+                "$n0",
+                Err(size),
+            ),
+            (
+                "conditional doubling",
+                chain(60, "${NEXT?}${NEXT:}x", ""),
+                "$n0",
+                Err(size),
+            ),
+            // Legitimate repetition well within the bounds.
+            (
+                "doubling 10 times",
+                chain(10, "$NEXT$NEXT", "x"),
+                "$n0",
+                Ok(1024),
+            ),
+            (
+                "a long value used twice",
+                vec![
+                    ("big".into(), "y".repeat(400_000)),
+                    ("two".into(), "$big,$big".into()),
+                ],
+                "$two",
+                Ok(800_001),
+            ),
+            (
+                "self-reference",
+                vec![("s".into(), "x $s".into())],
+                "$s",
+                Err("recursive reference"),
+            ),
+            (
+                "self-reference through a condition",
+                vec![("s".into(), "${s?x}".into())],
+                "$s",
+                Err("recursive reference"),
+            ),
+        ];
+        for (what, pairs, text, want) in cases {
+            let got = run_bounded(pairs, text);
+            match (got, want) {
+                (Ok(value), Ok(len)) => assert_eq!(value.len(), len, "{what}"),
+                (Err(message), Err(part)) => {
+                    assert!(message.contains(part), "{what}: {message}")
+                }
+                (got, want) => panic!("{what}: got {got:?}, want {want:?}"),
+            }
+        }
     }
 
     #[test]

@@ -1,22 +1,75 @@
 //! What the configuration reads from the system besides its table: the `main.cf` text,
 //! Debian's `/etc/mailname`, and the host name.
 
-use std::io::{BufRead, BufReader, Read};
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Read};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use crate::sysexits::describe_io;
 
-/// Reads a file as text; bytes that are not UTF-8 are replaced rather than refused, so a
-/// Latin-1 comment cannot stop mail.
-pub fn read_file(path: &Path) -> std::io::Result<String> {
-    let bytes = std::fs::read(path)?;
+/// The largest `main.cf` read. Postfix's own sample `main.cf`, every parameter explained in
+/// comments, is about 30 KB, and the largest real files (long inline lists, generated
+/// settings) stay under 100 KB; 1 MiB is ten times that, and still small enough that
+/// every program may read it at each start.
+pub const MAX_MAIN_CF: u64 = 1 << 20;
+
+/// Reads `main.cf` as text; bytes that are not UTF-8 are replaced rather than refused, so
+/// a Latin-1 comment cannot stop mail.
+pub fn read_file(path: &Path) -> io::Result<String> {
+    let bytes = read_main_cf(path)?;
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
-/// The first line of `path`, trimmed (Debian's `/etc/mailname`). Reads at most 4 KiB.
+/// The bytes of `main.cf`, if it is a regular file (a FIFO would block every program,
+/// `/dev/zero` would never end) of at most [`MAX_MAIN_CF`] bytes. Errors of kind
+/// `InvalidInput` ("not a regular file") and `FileTooLarge` say which rule it broke.
+pub fn read_main_cf(path: &Path) -> io::Result<Vec<u8>> {
+    let file = open_regular(path)?;
+    let too_large = || {
+        io::Error::new(
+            io::ErrorKind::FileTooLarge,
+            format!("file too large (more than {MAX_MAIN_CF} bytes)"),
+        )
+    };
+    let length = file.metadata()?.len();
+    if length > MAX_MAIN_CF {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::with_capacity(length as usize);
+    // The file may grow after the check: read one byte more than allowed to notice.
+    file.take(MAX_MAIN_CF + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_MAIN_CF {
+        return Err(too_large());
+    }
+    Ok(bytes)
+}
+
+/// Opens `path` for reading if it is a regular file (after symbolic links), and fails
+/// with "not a regular file" otherwise, without ever blocking: a FIFO or a device is not
+/// opened at all when `stat` shows it, and the open itself is non-blocking in case the
+/// name is replaced in between (the open file is checked again).
+fn open_regular(path: &Path) -> io::Result<File> {
+    let not_regular = || io::Error::new(io::ErrorKind::InvalidInput, "not a regular file");
+    if !std::fs::metadata(path)?.is_file() {
+        return Err(not_regular());
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(not_regular());
+    }
+    // O_NONBLOCK changes nothing for a regular file's reads.
+    Ok(file)
+}
+
+/// The first line of `path`, trimmed (Debian's `/etc/mailname`). Reads at most 4 KiB, of
+/// a regular file only.
 pub fn first_line_of(path: &Path) -> std::result::Result<String, String> {
-    let file = std::fs::File::open(path)
-        .map_err(|e| format!("open {}: {}", path.display(), describe_io(&e)))?;
+    let file =
+        open_regular(path).map_err(|e| format!("open {}: {}", path.display(), describe_io(&e)))?;
     let mut line = Vec::new();
     BufReader::new(file.take(4096))
         .read_until(b'\n', &mut line)

@@ -337,6 +337,132 @@ fn unreadable_default_file_is_code_78() {
     assert!(err.message.starts_with("open "), "{}", err.message);
 }
 
+/// Runs `f` on a thread of its own and fails the test if it takes more than 10 s, so a
+/// read that blocks fails instead of hanging the suite.
+fn within_10s<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(10))
+        .expect("did not finish within 10 s")
+}
+
+#[test]
+fn only_a_regular_main_cf_of_sane_size_is_read() {
+    let big = usize::try_from(host::MAX_MAIN_CF).unwrap();
+    // (what, how to make DIR/main.cf, error expected or None to load)
+    type Make = fn(&Path);
+    let cases: &[(&str, Make, Option<&str>)] = &[
+        (
+            "FIFO",
+            |p| nix::unistd::mkfifo(p, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap(),
+            Some("not a regular file"),
+        ),
+        (
+            "symlink to /dev/zero",
+            |p| std::os::unix::fs::symlink("/dev/zero", p).unwrap(),
+            Some("not a regular file"),
+        ),
+        (
+            "symlink to a FIFO",
+            |p| {
+                let fifo = p.with_file_name("fifo");
+                nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644))
+                    .unwrap();
+                std::os::unix::fs::symlink(&fifo, p).unwrap();
+            },
+            Some("not a regular file"),
+        ),
+        (
+            "sparse 4 GiB file",
+            |p| fs::File::create(p).unwrap().set_len(4 << 30).unwrap(),
+            Some("file too large (more than 1048576 bytes)"),
+        ),
+        (
+            "one byte over the limit",
+            |p| fs::write(p, "#".repeat((1 << 20) + 1)).unwrap(),
+            Some("file too large"),
+        ),
+        (
+            "exactly at the limit",
+            |p| {
+                let line = "queue_directory = /srv/q\n";
+                let pad = (1 << 20) - line.len();
+                fs::write(p, format!("{line}{}", "#".repeat(pad))).unwrap()
+            },
+            None,
+        ),
+    ];
+    assert_eq!(big, 1 << 20, "the cases above assume 1 MiB");
+    for &(what, make, want) in cases {
+        for source in [DirSource::Default, DirSource::Explicit] {
+            let dir = tempfile::tempdir().unwrap();
+            let file = dir.path().join("main.cf");
+            make(&file);
+            let path = dir.path().to_path_buf();
+            let got = within_10s(move || Config::load_dir(path, source));
+            match (got, want) {
+                (Ok(c), None) => assert_eq!(c.get("queue_directory").unwrap(), "/srv/q"),
+                (Err(err), Some(part)) => {
+                    assert_eq!(err.code, ExitCode::Config, "{what}");
+                    let prefix = format!("open {}: ", file.display());
+                    assert!(
+                        err.message.starts_with(&prefix) && err.message.contains(part),
+                        "{what}: {}",
+                        err.message
+                    );
+                }
+                (got, want) => panic!("{what} ({source:?}): got {got:?}, want {want:?}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn a_mailname_that_is_not_a_regular_file_is_an_error_not_a_hang() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("mailname");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    let text = format!("myorigin = {}\n", fifo.display());
+    let err = within_10s(move || cfg(&text).myorigin()).unwrap_err();
+    assert_eq!(err.code, ExitCode::Config);
+    assert!(
+        err.message
+            .ends_with(&format!("open {}: not a regular file", fifo.display())),
+        "{}",
+        err.message
+    );
+}
+
+#[test]
+fn expansion_limits_are_config_errors_naming_the_parameter() {
+    // myhostname = $n0, n0 = $n1$n1, ... n60 = x: 2^60 bytes if nothing stopped it.
+    let mut text = String::from("myhostname = $n0\n");
+    for i in 0..60 {
+        text.push_str(&format!("n{i} = $n{0}$n{0}\n", i + 1));
+    }
+    text.push_str("n60 = x\n");
+    let (err, warnings) = within_10s(move || {
+        let c = cfg(&text);
+        (c.myhostname().unwrap_err(), c.warnings().to_vec())
+    });
+    assert_eq!(err.code, ExitCode::Config);
+    assert!(
+        err.message.starts_with(
+            "/etc/mailroom/main.cf, line 1: parameter myhostname: unreasonable macro expansion size"
+        ),
+        "{}",
+        err.message
+    );
+    // The check of the whole file says so too, once, and stops there.
+    let size: Vec<_> = warnings
+        .iter()
+        .filter(|w| w.contains("unreasonable"))
+        .collect();
+    assert_eq!(size.len(), 1, "{warnings:?}");
+}
+
 #[test]
 fn explicit_directory_is_read() {
     let dir = tempfile::tempdir().unwrap();

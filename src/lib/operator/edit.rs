@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use fs2::FileExt;
 
-use crate::sysexits::{Error, Result};
+use crate::sysexits::{Error, Result, describe_io};
 
 /// One change to the file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -176,9 +176,19 @@ pub fn edit_file(
     let lock = File::open(&dir).map_err(|e| Error::io(format!("open {}", dir.display()), &e))?;
     lock.lock_exclusive()
         .map_err(|e| Error::io(format!("lock {}", dir.display()), &e))?;
-    let (old, meta) = match fs::read(&path) {
+    let (old, meta) = match crate::config::read_main_cf(&path) {
         Ok(bytes) => (bytes, fs::metadata(&path).ok()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => (Vec::new(), None),
+        // A FIFO, a device or a huge file is no main.cf to edit (and would hang us).
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::InvalidInput | io::ErrorKind::FileTooLarge
+            ) =>
+        {
+            let message = format!("open {}: {}", path.display(), describe_io(&e));
+            return Err(Error::config(message));
+        }
         Err(e) => return Err(Error::io(format!("read {}", path.display()), &e)),
     };
     let new = edit_bytes(&old, edits);
@@ -311,6 +321,32 @@ mod tests {
         assert!(parse_assignment("=x").is_err());
         assert!(parse_assignment("a b=x").is_err());
         assert!(parse_assignment("a=x\nevil = 1").is_err());
+    }
+
+    #[test]
+    fn a_main_cf_that_is_no_regular_file_is_refused_not_waited_for() {
+        let tmp = tempfile::tempdir().unwrap();
+        let fifo = tmp.path().join("main.cf");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+        let zero = tmp.path().join("zero.cf");
+        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+        for path in [fifo, zero] {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let edited = path.clone();
+            std::thread::spawn(move || {
+                let _ = tx.send(edit_file(&edited, &[set("a", "1")], &|_| Ok(())));
+            });
+            let err = rx
+                .recv_timeout(std::time::Duration::from_secs(10))
+                .expect("did not finish within 10 s")
+                .unwrap_err();
+            assert_eq!(err.code(), 78, "{}", err.message);
+            assert!(
+                err.message.ends_with(": not a regular file"),
+                "{}",
+                err.message
+            );
+        }
     }
 
     #[test]

@@ -121,8 +121,10 @@ fn main_cf(dir: Option<&Path>) -> Result<std::path::PathBuf> {
     Ok(dir.join(FILE_NAME))
 }
 
+/// The file's text for `config unset`; a file that cannot be read (or is no regular
+/// file) reads as empty here, and [`edit::edit_file`] then says what is wrong with it.
 fn read_lossy(path: &Path) -> String {
-    std::fs::read(path)
+    crate::config::read_main_cf(path)
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .unwrap_or_default()
 }
