@@ -157,7 +157,9 @@ static PARAMETERS: &[ParamInfo] = &[
     p("syslog_name", "mailroom", Text,
       "The program name in log lines (Postfix: postfix)."),
     p("syslog_facility", "mail", Text,
-      "The syslog facility."),
+      "The syslog facility: mail, daemon, user, local0 to local7, or another name of syslog(3); an unknown name logs as mail."),
+    p("syslog_socket", "/dev/log", Text,
+      "The local syslog daemon's socket, where log lines go when maillog_file is empty; each line is an RFC 3164 message tagged with its own program name, mailroom/pickup, mailroom/local... (a mailroom parameter; Postfix always uses the C library's /dev/log)."),
     p("mail_name", "mailroom", Text,
       "The mail system's name in the SMTP banner and bounces (Postfix: Postfix)."),
     // SMTP client.

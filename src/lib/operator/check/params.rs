@@ -144,6 +144,9 @@ fn special(config: &Config, name: &str, value: &str) -> Option<String> {
         "smtp_tls_security_level" => one_of(&["", "none", "may", "encrypt", "verify", "secure"]),
         "smtpd_tls_security_level" => one_of(&["", "none", "may", "encrypt"]),
         "mynetworks_style" => one_of(&["host", "subnet", "class"]),
+        "syslog_facility" => crate::log::facility(value).is_none().then(|| {
+            format!("unknown syslog facility \"{value}\" (mail, daemon, user, local0-local7...); lines are logged as mail")
+        }),
         "inet_protocols" => list(config, name)
             .find(|p| !["all", "ipv4", "ipv6"].contains(&p.to_ascii_lowercase().as_str()))
             .map(|p| format!("unknown protocol \"{p}\" (all, ipv4, ipv6)")),
@@ -331,9 +334,9 @@ mod tests {
     fn wrong_types() {
         let got = problems(
             "maximal_queue_lifetime = 5x\nmessage_size_limit = 10M\nsmtp_sasl_auth_enable = true\n\
-             alias_maps = /etc/aliases\nsmtpd_port = 99999\n",
+             alias_maps = /etc/aliases\nsmtpd_port = 99999\nsyslog_facility = mial\n",
         );
-        assert_eq!(got.len(), 5, "{got:?}");
+        assert_eq!(got.len(), 6, "{got:?}");
         assert!(
             got[0].contains("line 1: parameter maximal_queue_lifetime: bad time value: \"5x\"")
         );
@@ -341,6 +344,7 @@ mod tests {
         assert!(got[2].contains("line 3: parameter smtp_sasl_auth_enable: bad boolean"));
         assert!(got[3].contains("line 4: parameter alias_maps: table"));
         assert!(got[4].contains("line 5: parameter smtpd_port: not a port number"));
+        assert!(got[5].contains("line 6: parameter syslog_facility: unknown syslog facility"));
     }
 
     #[test]
