@@ -95,6 +95,20 @@ pub struct Settings {
     /// 0 = unlimited.
     pub message_size_limit: u64,
     pub header_size_limit: u64,
+    /// `cleanup_replace_stray_cr_lf`.
+    pub replace_stray_cr: bool,
+}
+
+impl Settings {
+    pub fn from_config(config: &crate::config::Config) -> Result<Settings> {
+        Ok(Settings {
+            myhostname: config.myhostname()?,
+            myorigin: config.myorigin()?,
+            message_size_limit: config.message_size_limit()?,
+            header_size_limit: config.number("header_size_limit")?,
+            replace_stray_cr: config.boolean("cleanup_replace_stray_cr_lf")?,
+        })
+    }
 }
 
 /// What was queued.
@@ -296,6 +310,14 @@ fn write_queue_file<R: BufRead>(
     if draft.qualify_headers {
         qualify_address_headers(&mut head.fields, settings);
     }
+    if settings.replace_stray_cr {
+        for field in &mut head.fields {
+            replace_stray_cr(&mut field.raw);
+        }
+        if let Some(line) = head.ended_by.as_mut() {
+            replace_stray_cr(line);
+        }
+    }
     let now = Local::now();
     let arrival_micros = now.timestamp_micros().max(0) as u64;
     let sender = draft.sender;
@@ -360,6 +382,9 @@ fn write_queue_file<R: BufRead>(
     let limit = settings.message_size_limit;
     let mut line = Vec::with_capacity(1024);
     while reader.next_line(&mut line)? {
+        if settings.replace_stray_cr {
+            replace_stray_cr(&mut line);
+        }
         file.write_all(&line).map_err(write_err)?;
         if limit > 0 && file.message_bytes() > limit {
             return Err(QueueError::TooBig { limit });
@@ -383,6 +408,16 @@ fn write_queue_file<R: BufRead>(
         size,
     };
     Ok((queued, locked))
+}
+
+/// `cleanup_replace_stray_cr_lf`: every CR left in a line as read (CRLF endings are LF by
+/// now, so each is stray) becomes a space, as Postfix's cleanup does. A server this
+/// message is relayed to might read `\r.\r\n` as a line holding only a dot, the end of
+/// the data, and the rest as commands: outbound SMTP smuggling.
+fn replace_stray_cr(line: &mut [u8]) {
+    for byte in line.iter_mut().filter(|b| **b == b'\r') {
+        *byte = b' ';
+    }
 }
 
 fn envelope_sender(
