@@ -522,15 +522,22 @@ impl HeaderBlock {
 }
 
 /// Reads the header block: up to the empty line, or the first line that is not a header
-/// field, or `header_size_limit`; what ended it is kept for the body.
+/// field; what ended it is kept for the body. A field longer than `header_size_limit` is
+/// cut at the limit and the rest of it (the rest of its line, its further continuation
+/// lines) discarded, as Postfix's cleanup does; the fields after it are read as usual.
 pub fn read_headers<R: BufRead>(
     reader: &mut InputReader<R>,
     settings: &Settings,
 ) -> std::result::Result<HeaderBlock, QueueError> {
+    let limit = match settings.header_size_limit {
+        0 => usize::MAX,
+        n => usize::try_from(n).unwrap_or(usize::MAX),
+    };
     let mut fields: Vec<Field> = Vec::new();
     let mut line = Vec::with_capacity(256);
-    let mut header_bytes = 0u64;
     let mut first = true;
+    // The last field reached the limit: its continuation lines go nowhere.
+    let mut full = false;
     loop {
         match reader.next_line(&mut line) {
             Ok(true) => {}
@@ -554,19 +561,21 @@ pub fn read_headers<R: BufRead>(
             }
         }
         first = false;
-        header_bytes += line.len() as u64;
-        let within_limit =
-            settings.header_size_limit == 0 || header_bytes <= settings.header_size_limit;
-        if within_limit
-            && headers::is_continuation(&line)
+        if headers::is_continuation(&line)
             && let Some(last) = fields.last_mut()
         {
-            last.raw.extend_from_slice(&line);
+            if !full {
+                last.raw.extend_from_slice(&line);
+                full = last.truncate(limit);
+            }
             continue;
         }
         match headers::start_field(&line) {
-            Some(field) if within_limit => fields.push(field),
-            _ => {
+            Some(mut field) => {
+                full = field.truncate(limit);
+                fields.push(field);
+            }
+            None => {
                 return Ok(HeaderBlock {
                     fields,
                     ended_by: Some(line),

@@ -134,7 +134,7 @@ static PARAMETERS: &[ParamInfo] = &[
     p("message_size_limit", "10240000", Number,
       "The largest message accepted, in bytes; 0 means no limit."),
     p("header_size_limit", "102400", Number,
-      "The largest message header accepted, in bytes."),
+      "The largest header field kept, in bytes (its name and folded lines included): a longer one is cut at this size and the rest of it discarded, and the header fields after it are read as usual, as Postfix's cleanup does. 0 means no limit."),
     p("cleanup_replace_stray_cr_lf", "yes", Bool,
       "Replace each carriage return that does not end a line in a message's text with a space, so that no server the message is relayed to can read it as a line break (outbound SMTP smuggling), as Postfix 3.9 does."),
     p("maximal_queue_lifetime", "5d", Time('d'),
