@@ -659,3 +659,70 @@ for m in mailbox.mbox(sys.argv[1]):
     );
     assert!(text.contains("no such thing"), "{text}");
 }
+
+/// In syslog mode each line carries the name of the program it speaks for, as Postfix's
+/// separate processes' lines do: a log tool that counts `mailroom/smtp` deferrals or
+/// `mailroom/local` deliveries must find them under those names, not under the first
+/// program that logged (`openlog` keeps one ident per process).
+#[test]
+fn syslog_lines_carry_each_programs_own_name() {
+    use std::os::unix::net::UnixDatagram;
+    let tmp = tempfile::tempdir().unwrap();
+    let socket = tmp.path().join("log");
+    let syslog = UnixDatagram::bind(&socket).unwrap();
+    let w = World::with(&format!(
+        "maillog_file =\nsyslog_socket = {}",
+        socket.display()
+    ));
+    assert!(w.send(&["-odq", "-i", "root"], &body(1)).status.success());
+    assert!(
+        w.send(&["-odq", "-i", "bob@example.org"], &body(2))
+            .status
+            .success()
+    );
+    let out = w.cmd(&["-q"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(w.messages("root"), 1);
+
+    syslog.set_nonblocking(true).unwrap();
+    let mut lines = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    while let Ok(n) = syslog.recv(&mut buf) {
+        lines.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    let all = lines.join("\n");
+    let tagged = |program: &str, needle: &str| {
+        lines.iter().any(|l| {
+            // RFC 3164 as the C library sends it: <PRI>Mmm dd hh:mm:ss TAG[PID]: MSG.
+            // mail.info = 2 * 8 + 6 = 22; mail.warning = 20.
+            (l.starts_with("<22>") || l.starts_with("<20>"))
+                && l.as_bytes().get(7) == Some(&b' ')
+                && l[4..].split_once(' ').is_some()
+                && l.contains(&format!(" mailroom/{program}["))
+                && l.split_once("]: ")
+                    .is_some_and(|(_, text)| text.contains(needle))
+        })
+    };
+    for (program, needle) in [
+        ("pickup", "uid="),
+        ("qmgr", "(queue active)"),
+        (
+            "local",
+            "to=<root@test.localdomain>, orig_to=<root>, relay=local",
+        ),
+        ("smtp", "to=<bob@example.org>, relay=127.0.0.1[127.0.0.1]:9"),
+    ] {
+        assert!(
+            tagged(program, needle),
+            "no mailroom/{program} line with {needle:?} in:\n{all}"
+        );
+    }
+    for l in &lines {
+        assert!(
+            !(l.contains("mailroom/pickup[") && l.contains("relay=")),
+            "a delivery logged under pickup's name: {l}"
+        );
+    }
+    // Nothing of it went to a file.
+    assert!(!w.path("maillog").exists());
+}

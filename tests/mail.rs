@@ -254,6 +254,77 @@ fn attachments_arrive_byte_for_byte_with_their_types() {
     assert_eq!(header.trim(), "42");
 }
 
+/// A text attachment (and the typed text) with lines that start with "From " is sent
+/// quoted-printable with the F encoded (`=46rom`), as s-nail and mutt send it: sent as it
+/// is, an mbox delivery would quote the line to ">From " and the file would no longer
+/// come back as it was. Delivered for real into a local mbox and read back by Python.
+#[test]
+fn from_lines_in_text_parts_survive_an_mbox() {
+    let user = nix::unistd::User::from_uid(nix::unistd::getuid())
+        .unwrap()
+        .unwrap()
+        .name;
+    let sys = MailSystem::new("");
+    let wrapper = sys.root().join("sendmail-odi");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nexec '{}' -odi \"$@\"\n",
+            env!("CARGO_BIN_EXE_sendmail")
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // "From " at the start of a line, after a line break that quoted-printable inserts
+    // to keep lines short (every position of it), and mid-line (left alone by mbox).
+    let mut text = String::from("From the start\nplain\n>From already quoted\nnot From\n");
+    for n in 60..80 {
+        text.push_str(&format!("{}From here\n", "x".repeat(n)));
+    }
+    text.push_str("From the end");
+    let notes = sys.root().join("notes.txt");
+    std::fs::write(&notes, &text).unwrap();
+    let typed = "Hello,\nFrom now on this is typed.\n";
+    let mut cmd = Command::new(MAIL);
+    cmd.env("MAIL_CONFIG", sys.config_dir())
+        .env("sendmail", &wrapper)
+        .env("HOME", sys.root())
+        .env("TZ", "UTC");
+    let out = run(
+        &mut cmd,
+        &["-s", "notes", "-a", notes.to_str().unwrap(), &user],
+        typed.as_bytes(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mbox = sys.root().join("spool").join(&user);
+    let script = r#"
+import sys, mailbox
+box = mailbox.mbox(sys.argv[1], create=False)
+[message] = list(box)
+parts = [p for p in message.walk() if not p.is_multipart()]
+sys.stdout.buffer.write(parts[1].get_payload(decode=True))
+sys.stdout.buffer.write(b"\0")
+sys.stdout.buffer.write(parts[0].get_payload(decode=True))
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .arg(&mbox)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let decoded = String::from_utf8(out.stdout).unwrap();
+    let (attachment, body) = decoded.split_once('\0').unwrap();
+    assert_eq!(attachment, text);
+    assert_eq!(body, typed);
+    let raw = std::fs::read_to_string(&mbox).unwrap();
+    assert!(raw.contains("\n=46rom the start\n"), "{raw}");
+    assert_eq!(
+        raw.lines().filter(|l| l.starts_with("From ")).count(),
+        1,
+        "only the envelope line: {raw}"
+    );
+}
+
 #[test]
 fn empty_body_with_e_sends_nothing() {
     let fake = Fake::new();

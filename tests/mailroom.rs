@@ -734,7 +734,7 @@ fn start_status_reload_flush_stop() {
     let out = mailroom(&sys, &["status"]);
     assert_eq!(code(&out), 3);
     assert!(stdout(&out).starts_with("mailroom is not running\n"));
-    assert!(stdout(&out).contains("listening: no SMTP listener (smtpd_port is empty)\n"));
+    assert!(stdout(&out).contains("listening: none (not running; smtpd_port is empty)\n"));
     assert!(stdout(&out).contains("queue: maildrop 0, incoming 0, active 0, deferred 0"));
 
     let out = mailroom_within(&sys, &["start"], 20);
@@ -851,6 +851,63 @@ fn the_commands_act_on_a_daemon_started_by_sendmail_bd_foreground() {
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(daemon.wait().unwrap().success(), "SIGTERM is a clean exit");
     assert_eq!(code(&mailroom(&sys, &["status"])), 3);
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; the daemon binds it right after).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `status` says where the SMTP listener listens only when it does: with no daemon it
+/// says so and gives the configured addresses as configured; with one it lists the
+/// addresses it holds, and an address it could not bind is named as not listening.
+#[test]
+fn status_claims_to_listen_only_when_it_does() {
+    let port = free_port();
+    let sys = ready_system(&format!(
+        "smtpd_port = {port}\ninet_interfaces = 127.0.0.1, 127.0.0.2\ninet_protocols = ipv4"
+    ));
+    let out = mailroom(&sys, &["status"]);
+    assert_eq!(code(&out), 3);
+    let text = stdout(&out);
+    assert!(text.starts_with("mailroom is not running\n"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "listening: none (not running; configured: 127.0.0.1:{port}, 127.0.0.2:{port})\n"
+        )),
+        "{text}"
+    );
+    assert!(!text.contains("listening: 127."), "{text}");
+    if !is_root() {
+        eprintln!("skipped the running half: starting the daemon needs root");
+        return;
+    }
+    // Someone else holds one of the two addresses: the daemon logs it and goes on.
+    let squatter = std::net::TcpListener::bind(("127.0.0.2", port)).unwrap();
+    let _guard = StopOnDrop(&sys);
+    let out = mailroom_within(&sys, &["start"], 20);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "no listener");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = mailroom(&sys, &["status"]);
+    assert_eq!(code(&out), 0);
+    let text = stdout(&out);
+    assert!(
+        text.contains(&format!(
+            "listening: 127.0.0.1:{port}; not listening: 127.0.0.2:{port}"
+        )),
+        "{text}"
+    );
+    drop(squatter);
+    let out = mailroom_within(&sys, &["stop"], 40);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
 }
 
 #[test]

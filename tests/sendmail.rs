@@ -590,3 +590,42 @@ fn bp_prints_the_same_bytes_as_mailq() {
     assert_eq!(bp.stdout, mailq.stdout);
     assert!(String::from_utf8_lossy(&bp.stdout).ends_with("in 3 Requests.\n"));
 }
+
+/// A header longer than `header_size_limit` (Postfix: 102400 bytes) is cut at the limit
+/// and the rest of it discarded, as Postfix's cleanup does; the headers after it are
+/// still headers and the body is untouched. (It used to end the header block, so the
+/// later headers became body text.)
+#[test]
+fn an_oversized_header_is_truncated_and_the_rest_stay_headers() {
+    let sys = MailSystem::new("");
+    let long = "s".repeat(200 * 1024);
+    let folded: String = (0..3000)
+        .map(|n| format!("\tfold {n:04} {}\n", "f".repeat(90)))
+        .collect();
+    let input = format!(
+        "Subject: {long}\nTo: alice@example.com\nX-Folded: start\n{folded}\
+         X-Later: still a header\n\nbody line 1\nSubject: not a header\n"
+    );
+    let (_, message) = submit_one(&sys, &["-t", "-i"], input.as_bytes());
+    let script = r#"
+import sys, email, email.policy
+m = email.message_from_bytes(sys.stdin.buffer.read(), policy=email.policy.compat32)
+subject = m['Subject']
+print(len('Subject: ' + subject), set(subject))
+print(m['To'])
+print(m['X-Later'])
+folded = m['X-Folded']
+print(len('X-Folded: ' + folded), folded.startswith('start'))
+print(repr(m.get_payload()))
+"#;
+    let got = python(script, message.as_bytes());
+    let lines: Vec<&str> = got.lines().collect();
+    assert_eq!(lines[0], "102400 {'s'}", "{got}");
+    assert_eq!(lines[1], "alice@example.com");
+    assert_eq!(lines[2], "still a header");
+    let (len, starts) = lines[3].split_once(' ').unwrap();
+    assert!(len.parse::<usize>().unwrap() <= 102400, "{got}");
+    assert!(len.parse::<usize>().unwrap() > 100000, "{got}");
+    assert_eq!(starts, "True");
+    assert_eq!(lines[4], "'body line 1\\nSubject: not a header\\n'");
+}

@@ -670,3 +670,217 @@ fn idle_clients_time_out() {
         maillog_with(&sys, "timeout after").contains("timeout after EHLO from unknown[127.0.0.1]")
     );
 }
+
+// ----------------------------------------------------------------------------------
+// Bare line endings and SMTP smuggling (smtpd_forbid_bare_newline)
+
+/// The DATA of a message whose text holds a non-standard end of data (`end`) followed by
+/// a whole second transaction: a server that takes `end` for the end of the data takes
+/// the second one as a message of its own, from a sender nobody checked.
+fn smuggling(end: &str) -> String {
+    format!(
+        "Subject: outer\r\n\r\nbody{end}MAIL FROM:<forged@example.com>\r\n\
+         RCPT TO:<alice>\r\nDATA\r\nSubject: smuggled\r\n\r\nevil\r\n.\r\n"
+    )
+}
+
+/// The text of the only message queued, after its header.
+fn only_body(sys: &MailSystem) -> String {
+    let (_, message) = only_message(sys);
+    message
+        .split_once("\n\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default()
+}
+
+/// What a client that sends its lines with CRLF and DATA holding `end` inside gets
+/// stored: the whole text as one message, the dot line kept as the sender wrote it.
+fn one_message_with_the_dot_kept(sys: &MailSystem, dot_line: &str, what: &str) {
+    let count = sys.files_in(QueueName::Maildrop).len();
+    assert_eq!(count, 1, "{what}: one message, no smuggled second one");
+    let body = only_body(sys);
+    assert_eq!(
+        body,
+        format!(
+            "{dot_line}MAIL FROM:<forged@example.com>\nRCPT TO:<alice>\nDATA\n\
+             Subject: smuggled\n\nevil\n"
+        ),
+        "{what}"
+    );
+}
+
+#[test]
+fn bs_bare_line_endings_inside_data_are_text_for_a_crlf_client() {
+    // (the end of data hidden in the text, the body lines it leaves)
+    let cases = [
+        ("\n.\n", "body\n.\n"),
+        ("\r\n.\n", "body\n.\n"),
+        ("\n.\r\n", "body\n.\n"),
+        ("\n..\n", "body\n.\n"),
+        // A bare CR ends nothing; as Postfix's cleanup does, it becomes a space, so
+        // that no server this message is relayed to can read it as a line break.
+        ("\r.\r\n", "body .\n"),
+        ("\r\n.\r\r\n", "body\n \n"),
+    ];
+    for (end, dot_line) in cases {
+        let sys = MailSystem::new("");
+        let input = format!(
+            "EHLO client.example\r\nMAIL FROM:<sender@example.org>\r\nRCPT TO:<alice>\r\n\
+             DATA\r\n{}QUIT\r\n",
+            smuggling(end)
+        );
+        let out = sys.run(SENDMAIL, &["-bs"], input.as_bytes());
+        assert!(out.status.success(), "{}", stderr(&out));
+        let text = String::from_utf8(out.stdout).unwrap();
+        let replies: Vec<&str> = text.lines().filter(|l| !l.starts_with("250-")).collect();
+        assert_eq!(replies.len(), 7, "{end:?}: {text}");
+        assert_eq!(replies[4], "354 End data with <CR><LF>.<CR><LF>");
+        assert!(replies[5].starts_with("250 2.0.0 Ok: queued as "), "{text}");
+        assert_eq!(replies[6], "221 2.0.0 Bye", "{end:?}: {text}");
+        one_message_with_the_dot_kept(&sys, dot_line, &format!("{end:?}"));
+    }
+}
+
+#[test]
+fn bs_a_client_that_writes_lf_still_ends_data_with_lf_dot_lf() {
+    // A person at a terminal, or a script with echo: LF everywhere, as Postfix's
+    // sendmail -bs takes it.
+    let sys = MailSystem::new("");
+    let input = b"HELO me\nMAIL FROM:<s@example.org>\nRCPT TO:<alice>\nDATA\n\
+                  Subject: typed\n\nline\n.\nQUIT\n";
+    let out = sys.run(SENDMAIL, &["-bs"], input);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("250 2.0.0 Ok: queued as "), "{text}");
+    assert!(text.ends_with("221 2.0.0 Bye\r\n"), "{text}");
+    assert_eq!(only_body(&sys), "line\n");
+}
+
+/// Sends `input` at once to the listener and returns every reply line until it closes.
+fn raw_session(addr: SocketAddr, input: &[u8]) -> Vec<String> {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    stream.write_all(input).unwrap();
+    let mut text = String::new();
+    let _ = stream.read_to_string(&mut text);
+    text.lines().map(str::to_string).collect()
+}
+
+fn transaction(data: &str) -> String {
+    format!(
+        "EHLO client.example\r\nMAIL FROM:<sender@example.org>\r\nRCPT TO:<alice@localhost>\r\n\
+         DATA\r\n{data}QUIT\r\n"
+    )
+}
+
+#[test]
+fn listener_bare_newline_normalize_keeps_the_dot_and_smuggles_nothing() {
+    // The default; mynetworks is no exclusion unless named.
+    for end in ["\n.\n", "\r\n.\n", "\n.\r\n"] {
+        let sys = system("");
+        let server = listen(&sys);
+        let replies = raw_session(server.addr, transaction(&smuggling(end)).as_bytes());
+        let last: Vec<&str> = replies.iter().rev().take(2).map(String::as_str).collect();
+        assert_eq!(last[0], "221 2.0.0 Bye", "{end:?}: {replies:?}");
+        assert!(
+            last[1].starts_with("250 2.0.0 Ok: queued as "),
+            "{replies:?}"
+        );
+        drop(server);
+        one_message_with_the_dot_kept(&sys, "body\n.\n", &format!("{end:?}"));
+    }
+}
+
+#[test]
+fn listener_bare_newline_reject_answers_as_postfix() {
+    let sys = system("smtpd_forbid_bare_newline = reject");
+    let server = listen(&sys);
+    // In the text: read to the real end, then refused; the session goes on.
+    let replies = raw_session(server.addr, transaction(&smuggling("\n.\n")).as_bytes());
+    let n = replies.len();
+    assert_eq!(
+        replies[n - 2..],
+        ["550 5.5.2 vm Error: bare <LF> received", "221 2.0.0 Bye"],
+        "{replies:?}"
+    );
+    assert!(sys.files_in(QueueName::Maildrop).is_empty());
+    // A command line: refused, and the connection closed.
+    let replies = raw_session(server.addr, b"EHLO client.example\r\nNOOP\nNOOP\r\n");
+    assert_eq!(
+        replies.last().map(String::as_str),
+        Some("550 5.5.2 vm Error: bare <LF> received"),
+        "{replies:?}"
+    );
+    // Logged as Postfix logs it: under the last command it took.
+    let log = maillog_with(&sys, "reject: EHLO from");
+    assert!(
+        log.contains(
+            "NOQUEUE: reject: END-OF-MESSAGE from unknown[127.0.0.1]: bare <LF> received; \
+             from=<sender@example.org> to=<alice@localhost> proto=ESMTP helo=<client.example>"
+        ),
+        "{log}"
+    );
+    assert!(
+        log.contains(
+            "NOQUEUE: reject: EHLO from unknown[127.0.0.1]: bare <LF> received; \
+             proto=ESMTP helo=<client.example>"
+        ),
+        "{log}"
+    );
+    // Lines with CRLF only: taken.
+    let replies = raw_session(
+        server.addr,
+        transaction("Subject: fine\r\n\r\nok\r\n.\r\n").as_bytes(),
+    );
+    assert!(
+        replies[replies.len() - 2].starts_with("250 2.0.0 Ok: queued as "),
+        "{replies:?}"
+    );
+}
+
+#[test]
+fn listener_bare_newline_no_and_exclusions_take_lf_dot_lf_as_postfix_does() {
+    for extra in [
+        "smtpd_forbid_bare_newline = no",
+        "smtpd_forbid_bare_newline_exclusions = 10.0.0.0/8, 127.0.0.1",
+        // mynetworks computed (mynetworks_style = host: this machine's addresses).
+        "smtpd_forbid_bare_newline_exclusions = $mynetworks",
+    ] {
+        let sys = system(extra);
+        let server = listen(&sys);
+        let replies = raw_session(
+            server.addr,
+            transaction("Subject: old client\n\nbody\n.\n").as_bytes(),
+        );
+        let n = replies.len();
+        assert!(
+            replies[n - 2].starts_with("250 2.0.0 Ok: queued as "),
+            "{extra}: {replies:?}"
+        );
+        assert_eq!(replies[n - 1], "221 2.0.0 Bye");
+        drop(server);
+        assert_eq!(only_body(&sys), "body\n", "{extra}");
+    }
+}
+
+#[test]
+fn listener_bare_newline_note_takes_the_mail_and_says_so_in_the_log() {
+    let sys = system("smtpd_forbid_bare_newline = note");
+    let server = listen(&sys);
+    let replies = raw_session(
+        server.addr,
+        transaction("Subject: mixed\r\n\r\nlf line\nok\r\n.\r\n").as_bytes(),
+    );
+    assert!(
+        replies[replies.len() - 2].starts_with("250 2.0.0 Ok: queued as "),
+        "{replies:?}"
+    );
+    let log = maillog_with(&sys, "disconnect from");
+    assert!(
+        log.contains("disconnect from unknown[127.0.0.1] ehlo=1 mail=1 rcpt=1 data=1 quit=1 commands=5 notes=bare_lf"),
+        "{log}"
+    );
+    drop(server);
+    assert_eq!(only_body(&sys), "lf line\nok\n");
+}

@@ -73,12 +73,7 @@ fn submit_message(
     inv: &Invocation,
     stdin: impl BufRead,
 ) -> Result<(QueueId, Option<File>)> {
-    let settings = Settings {
-        myhostname: config.myhostname()?,
-        myorigin: config.myorigin()?,
-        message_size_limit: config.message_size_limit()?,
-        header_size_limit: config.number("header_size_limit")?,
-    };
+    let settings = Settings::from_config(config)?;
     let queue = Queue::from_config(config)?;
     let invoker = Invoker::current();
     if inv.delivery == DeliveryMode::Interactive {

@@ -95,6 +95,20 @@ pub struct Settings {
     /// 0 = unlimited.
     pub message_size_limit: u64,
     pub header_size_limit: u64,
+    /// `cleanup_replace_stray_cr_lf`.
+    pub replace_stray_cr: bool,
+}
+
+impl Settings {
+    pub fn from_config(config: &crate::config::Config) -> Result<Settings> {
+        Ok(Settings {
+            myhostname: config.myhostname()?,
+            myorigin: config.myorigin()?,
+            message_size_limit: config.message_size_limit()?,
+            header_size_limit: config.number("header_size_limit")?,
+            replace_stray_cr: config.boolean("cleanup_replace_stray_cr_lf")?,
+        })
+    }
 }
 
 /// What was queued.
@@ -296,6 +310,14 @@ fn write_queue_file<R: BufRead>(
     if draft.qualify_headers {
         qualify_address_headers(&mut head.fields, settings);
     }
+    if settings.replace_stray_cr {
+        for field in &mut head.fields {
+            replace_stray_cr(&mut field.raw);
+        }
+        if let Some(line) = head.ended_by.as_mut() {
+            replace_stray_cr(line);
+        }
+    }
     let now = Local::now();
     let arrival_micros = now.timestamp_micros().max(0) as u64;
     let sender = draft.sender;
@@ -360,6 +382,9 @@ fn write_queue_file<R: BufRead>(
     let limit = settings.message_size_limit;
     let mut line = Vec::with_capacity(1024);
     while reader.next_line(&mut line)? {
+        if settings.replace_stray_cr {
+            replace_stray_cr(&mut line);
+        }
         file.write_all(&line).map_err(write_err)?;
         if limit > 0 && file.message_bytes() > limit {
             return Err(QueueError::TooBig { limit });
@@ -383,6 +408,16 @@ fn write_queue_file<R: BufRead>(
         size,
     };
     Ok((queued, locked))
+}
+
+/// `cleanup_replace_stray_cr_lf`: every CR left in a line as read (CRLF endings are LF by
+/// now, so each is stray) becomes a space, as Postfix's cleanup does. A server this
+/// message is relayed to might read `\r.\r\n` as a line holding only a dot, the end of
+/// the data, and the rest as commands: outbound SMTP smuggling.
+fn replace_stray_cr(line: &mut [u8]) {
+    for byte in line.iter_mut().filter(|b| **b == b'\r') {
+        *byte = b' ';
+    }
 }
 
 fn envelope_sender(
@@ -487,15 +522,22 @@ impl HeaderBlock {
 }
 
 /// Reads the header block: up to the empty line, or the first line that is not a header
-/// field, or `header_size_limit`; what ended it is kept for the body.
+/// field; what ended it is kept for the body. A field longer than `header_size_limit` is
+/// cut at the limit and the rest of it (the rest of its line, its further continuation
+/// lines) discarded, as Postfix's cleanup does; the fields after it are read as usual.
 pub fn read_headers<R: BufRead>(
     reader: &mut InputReader<R>,
     settings: &Settings,
 ) -> std::result::Result<HeaderBlock, QueueError> {
+    let limit = match settings.header_size_limit {
+        0 => usize::MAX,
+        n => usize::try_from(n).unwrap_or(usize::MAX),
+    };
     let mut fields: Vec<Field> = Vec::new();
     let mut line = Vec::with_capacity(256);
-    let mut header_bytes = 0u64;
     let mut first = true;
+    // The last field reached the limit: its continuation lines go nowhere.
+    let mut full = false;
     loop {
         match reader.next_line(&mut line) {
             Ok(true) => {}
@@ -519,19 +561,21 @@ pub fn read_headers<R: BufRead>(
             }
         }
         first = false;
-        header_bytes += line.len() as u64;
-        let within_limit =
-            settings.header_size_limit == 0 || header_bytes <= settings.header_size_limit;
-        if within_limit
-            && headers::is_continuation(&line)
+        if headers::is_continuation(&line)
             && let Some(last) = fields.last_mut()
         {
-            last.raw.extend_from_slice(&line);
+            if !full {
+                last.raw.extend_from_slice(&line);
+                full = last.truncate(limit);
+            }
             continue;
         }
         match headers::start_field(&line) {
-            Some(field) if within_limit => fields.push(field),
-            _ => {
+            Some(mut field) => {
+                full = field.truncate(limit);
+                fields.push(field);
+            }
+            None => {
                 return Ok(HeaderBlock {
                     fields,
                     ended_by: Some(line),

@@ -26,7 +26,7 @@ use crate::deliver::bounce::BounceSettings;
 use crate::deliver::local::LocalContext;
 use crate::deliver::local::aliases::DatabaseAliases;
 use crate::deliver::smtp::SmtpContext;
-use crate::log::{Log, Sink};
+use crate::log::{Fallback, Log, Sink};
 use crate::queue::Queue;
 use crate::sysexits::Result;
 
@@ -60,7 +60,7 @@ impl Logs {
     }
 
     /// `maillog_file` when set, else `fallback` (stderr for `-bD`, syslog otherwise).
-    pub fn from_config(config: &Config, fallback: Sink) -> Logs {
+    pub fn from_config(config: &Config, fallback: Fallback) -> Logs {
         let (name, host, sink) = crate::log::settings(config, fallback);
         Logs::new(&name, &host, sink)
     }
@@ -99,7 +99,7 @@ pub const MAX_WORKERS: usize = 8;
 
 impl Runtime {
     /// The runtime for `config`, with the agents of this version.
-    pub fn from_config(config: &Config, log_fallback: Sink) -> Result<Runtime> {
+    pub fn from_config(config: &Config, log_fallback: Fallback) -> Result<Runtime> {
         let logs = Logs::from_config(config, log_fallback);
         let queue = Queue::from_config(config)?;
         let limit = config.number("default_process_limit")?;

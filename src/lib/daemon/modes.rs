@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::deliver::Status;
-use crate::log::Sink;
+use crate::log::Fallback;
 use crate::queue::{LockedFile, Queue, QueueId, QueueName};
 use crate::sendmail_argv::DeliveryMode;
 use crate::sysexits::{Error, ExitCode, Result};
@@ -32,11 +32,15 @@ pub fn parse_interval(text: &str) -> Result<Duration> {
 pub fn foreground(config: &Config, interval: Option<&str>) -> Result<()> {
     let interval = interval.map(parse_interval).transpose()?;
     let detached = std::env::var_os(detach::DETACHED_ENV).is_some();
-    let fallback = if detached { Sink::Syslog } else { Sink::Stderr };
+    let fallback = if detached {
+        Fallback::Syslog
+    } else {
+        Fallback::Stderr
+    };
     let dir = absolute(config.dir());
     let load = || {
         let fresh = Config::load(Some(&dir))?;
-        Runtime::from_config(&fresh, fallback.clone())
+        Runtime::from_config(&fresh, fallback)
     };
     let ready = |pid| {
         if detached {
@@ -46,11 +50,7 @@ pub fn foreground(config: &Config, interval: Option<&str>) -> Result<()> {
     // The SMTP listener (smtpd_port; empty = none). Ports that cannot be bound are
     // logged and skipped: pickup and delivery go on regardless.
     let listen = |stop: Arc<AtomicBool>| {
-        let log = Arc::new(crate::log::Log::from_config_or(
-            config,
-            "smtpd",
-            fallback.clone(),
-        ));
+        let log = Arc::new(crate::log::Log::from_config_or(config, "smtpd", fallback));
         let queue = Queue::from_config(config)?;
         crate::smtpd::spawn_listeners(config, queue, log, stop)
     };
@@ -67,7 +67,7 @@ pub fn background(config: &Config, interval: Option<&str>) -> Result<()> {
 
 /// `sendmail -q` / `-qI<ID>`: delivers what is queued now, in the foreground.
 pub fn run_queue(config: &Config, only: Option<&str>) -> Result<()> {
-    let rt = Runtime::from_config(config, Sink::Syslog)?;
+    let rt = Runtime::from_config(config, Fallback::Syslog)?;
     scheduler::run_once(rt, only).map(drop)
 }
 
@@ -92,7 +92,7 @@ pub fn after_submit(
             Ok(())
         }
         DeliveryMode::Interactive => {
-            let rt = Runtime::from_config(config, Sink::Syslog)?;
+            let rt = Runtime::from_config(config, Fallback::Syslog)?;
             let Some(file) = locked else {
                 return Ok(());
             };

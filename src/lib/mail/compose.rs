@@ -219,14 +219,40 @@ fn attachment(path: &Path) -> Result<SinglePart> {
 /// for text with much non-ASCII, but it encodes text with CRLF line ends, and base64 keeps
 /// those CRs in the decoded text where readers (Python's `email`, for one) leave them;
 /// quoted-printable line breaks decode to the reader's own line ends.
+///
+/// Text with a line that starts with "From " is quoted-printable too, with that F written
+/// `=46`, as s-nail and mutt write it: sent as it is, the line would be quoted to ">From "
+/// by the first mbox it is delivered to, and the text would not come back as it was.
+/// `text` has no carriage returns (the callers send such text as base64).
 fn text_body(text: &str) -> Body {
     let body = Body::new(text.to_string());
-    if body.encoding() == ContentTransferEncoding::Base64 {
-        Body::new_with_encoding(text.to_string(), ContentTransferEncoding::QuotedPrintable)
-            .unwrap_or(body)
-    } else {
-        body
+    let from_line = text.starts_with("From ") || text.contains("\nFrom ");
+    match body.encoding() {
+        ContentTransferEncoding::SevenBit | ContentTransferEncoding::EightBit if !from_line => body,
+        _ => quoted_printable(text),
     }
+}
+
+/// `text` quoted-printable, with no encoded line starting with "From ". lettre's encoder
+/// (the `quoted_printable` crate) has no such option, so the lines are wrapped two short
+/// of RFC 2045's 76 characters, which leaves room to write a leading F as `=46`.
+fn quoted_printable(text: &str) -> Body {
+    let options = quoted_printable::Options::default().line_length_limit(74);
+    let encoded = quoted_printable::encode_with_options(text.replace('\n', "\r\n"), options);
+    let mut out = String::with_capacity(encoded.len() + 16);
+    for (i, line) in encoded.split("\r\n").enumerate() {
+        if i > 0 {
+            out.push_str("\r\n");
+        }
+        match line.strip_prefix('F') {
+            Some(rest) if rest.starts_with("rom ") => {
+                out.push_str("=46");
+                out.push_str(rest);
+            }
+            _ => out.push_str(line),
+        }
+    }
+    Body::dangerous_pre_encoded(out.into_bytes(), ContentTransferEncoding::QuotedPrintable)
 }
 
 fn content_type(text: &str) -> ContentType {
@@ -327,6 +353,42 @@ mod tests {
             "{msg}"
         );
         assert!(draft.is_empty());
+    }
+
+    #[test]
+    fn from_lines_are_encoded_and_lines_stay_short() {
+        let mut typed = String::from("From the start\nnot From\n");
+        for n in 60..80 {
+            typed.push_str(&format!("{}From here\n", "x".repeat(n)));
+        }
+        let draft = Draft {
+            to: vec!["a@x".into()],
+            body: typed.clone().into_bytes(),
+            ..Draft::default()
+        };
+        let msg = text(&draft);
+        assert!(msg.contains("Content-Transfer-Encoding: quoted-printable\n"));
+        let (_, body) = msg.split_once("\n\n").unwrap();
+        assert!(body.starts_with("=46rom the start\nnot From\n"), "{body}");
+        for line in body.lines() {
+            assert!(!line.starts_with("From "), "{line:?} in\n{body}");
+            assert!(line.len() <= 76, "{line:?}");
+        }
+        let decoded = quoted_printable::decode(
+            body.replace('\n', "\r\n"),
+            quoted_printable::ParseMode::Strict,
+        )
+        .unwrap();
+        assert_eq!(
+            String::from_utf8(decoded).unwrap().replace("\r\n", "\n"),
+            typed
+        );
+        // Without such a line, short ASCII text stays 7bit.
+        let plain = Draft {
+            body: b"Dear From,\n".to_vec(),
+            ..draft
+        };
+        assert!(text(&plain).contains("Content-Transfer-Encoding: 7bit\n"));
     }
 
     #[test]

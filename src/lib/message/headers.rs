@@ -26,6 +26,25 @@ impl Field {
         &self.raw[self.value_at..end]
     }
 
+    /// Cuts the field to `limit` bytes (its name included, its final newline not), as
+    /// Postfix's cleanup cuts a header at `header_size_limit`; it still ends in a
+    /// newline, and never in white space or an empty continuation line. The name and
+    /// colon always stay. Returns whether anything was cut.
+    pub fn truncate(&mut self, limit: usize) -> bool {
+        let len = self.raw.len() - usize::from(self.raw.ends_with(b"\n"));
+        if len <= limit {
+            return false;
+        }
+        self.raw.truncate(limit.max(self.value_at));
+        while self.raw.len() > self.value_at
+            && matches!(self.raw.last(), Some(b' ' | b'\t' | b'\r' | b'\n'))
+        {
+            self.raw.pop();
+        }
+        self.raw.push(b'\n');
+        true
+    }
+
     /// Replaces the value, keeping the name and colon as written.
     pub fn set_value(&mut self, value: &[u8]) {
         self.raw.truncate(self.value_at);
@@ -103,6 +122,23 @@ mod tests {
         assert!(start_field(b"\n").is_none());
         assert!(is_continuation(b"\tmore\n"));
         assert!(!is_continuation(b"more\n"));
+    }
+
+    #[test]
+    fn truncation_keeps_a_well_formed_field() {
+        let mut f = start_field(b"Subject: abcdef\n").unwrap();
+        assert!(!f.truncate(15));
+        assert_eq!(f.raw, b"Subject: abcdef\n");
+        assert!(f.truncate(12));
+        assert_eq!(f.raw, b"Subject: abc\n");
+        // Cut just after a fold, or in the white space that starts the next line.
+        let mut f = start_field(b"X: one\n   two\n").unwrap();
+        assert!(f.truncate(9));
+        assert_eq!(f.raw, b"X: one\n");
+        // Never below the name and colon.
+        let mut f = start_field(b"Subject: abc\n").unwrap();
+        assert!(f.truncate(3));
+        assert_eq!(f.raw, b"Subject:\n");
     }
 
     #[test]

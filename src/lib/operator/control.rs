@@ -6,6 +6,7 @@
 //! runs the daemon: `start` asks `sendmail -bd`, beside this program, to do it.
 
 use std::io::Write;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
@@ -160,9 +161,9 @@ fn signal(pid: u32, sig: Signal) -> Result<()> {
         .map_err(|e| Error::new(ExitCode::OsErr, format!("kill {pid} {sig}: {e}")))
 }
 
-/// `mailroom status`: running or not, pid and uptime, the listener's addresses from
-/// the configuration, and how many messages each queue holds. Exit 0 running, 3 not
-/// (as `systemctl is-active`).
+/// `mailroom status`: running or not, pid and uptime, the addresses the SMTP listener
+/// holds (with no daemon: none, and what is configured, said as such), and how many
+/// messages each queue holds. Exit 0 running, 3 not (as `systemctl is-active`).
 pub fn status(config: &Config, out: &mut dyn Write) -> Result<u8> {
     let queue = queue_of(config)?;
     let state = running(&queue);
@@ -182,10 +183,40 @@ pub fn status(config: &Config, out: &mut dyn Write) -> Result<u8> {
         }
         None => "mailroom is not running\n".to_string(),
     };
-    text.push_str(&format!("listening: {}\n", listeners(config)));
+    let listening = match (state, configured_listeners(config)) {
+        (None, Ok(addrs)) => format!("none (not running; configured: {})", join(&addrs)),
+        (None, Err(why)) => format!("none (not running; {why})"),
+        (Some(_), Err(why)) => format!("none ({why})"),
+        (Some((pid, _)), Ok(addrs)) => match listening_sockets(pid) {
+            // /proc cannot tell (another system, or no access): what is configured.
+            None => format!("{} (configured)", join(&addrs)),
+            Some(held) => {
+                let (up, down): (Vec<SocketAddr>, Vec<SocketAddr>) =
+                    addrs.iter().partition(|a| held.contains(a));
+                match (up.is_empty(), down.is_empty()) {
+                    (_, true) => join(&up),
+                    (true, false) => format!("none; not listening: {} (see the log)", join(&down)),
+                    (false, false) => format!(
+                        "{}; not listening: {} (see the log)",
+                        join(&up),
+                        join(&down)
+                    ),
+                }
+            }
+        },
+    };
+    text.push_str(&format!("listening: {listening}\n"));
     text.push_str(&format!("queue: {}\n", queue_counts(&queue)));
     write_out(out, text.as_bytes())?;
     Ok(if state.is_some() { 0 } else { NOT_RUNNING })
+}
+
+fn join(addrs: &[SocketAddr]) -> String {
+    addrs
+        .iter()
+        .map(SocketAddr::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// `1d 2h 3m`, `5m 7s`: the two largest units.
@@ -206,31 +237,85 @@ fn uptime(d: Duration) -> String {
         .join(" ")
 }
 
-/// The addresses the SMTP listener is configured for.
-fn listeners(config: &Config) -> String {
+/// The addresses the SMTP listener is configured for, or why there are none.
+fn configured_listeners(config: &Config) -> std::result::Result<Vec<SocketAddr>, String> {
     let port = match config.get("smtpd_port") {
-        Ok(p) if p.trim().is_empty() => return "no SMTP listener (smtpd_port is empty)".into(),
+        Ok(p) if p.trim().is_empty() => return Err("smtpd_port is empty".into()),
         Ok(p) => p,
-        Err(e) => return format!("unknown ({e})"),
+        Err(e) => return Err(format!("smtpd_port: {e}")),
     };
     let Ok(port) = port.trim().parse::<u16>() else {
-        return format!("unknown (smtpd_port = {port} is not a port)");
+        return Err(format!("smtpd_port = {port} is not a port"));
     };
     let (Ok(interfaces), Ok(protocols)) = (
         config.list("inet_interfaces"),
         config.list("inet_protocols"),
     ) else {
-        return "unknown (inet_interfaces or inet_protocols cannot be read)".into();
+        return Err("inet_interfaces or inet_protocols cannot be read".into());
     };
     let addrs = bind_addresses(&interfaces, &protocols, port).0;
     if addrs.is_empty() {
-        return "no SMTP listener (no usable address in inet_interfaces)".into();
+        return Err("no usable address in inet_interfaces".into());
     }
-    addrs
-        .iter()
-        .map(|a| a.to_string())
-        .collect::<Vec<_>>()
-        .join(", ")
+    Ok(addrs)
+}
+
+/// The TCP addresses process `pid` listens on, from its `/proc/PID/net/tcp{,6}` (its own
+/// network namespace). When its descriptors can be read (we are root, or its owner),
+/// only its own sockets count; otherwise any socket listening there does. `None` when
+/// `/proc` cannot tell.
+fn listening_sockets(pid: u32) -> Option<Vec<SocketAddr>> {
+    let inodes: Option<Vec<u64>> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .ok()
+        .map(|dir| {
+            dir.filter_map(|entry| {
+                let target = std::fs::read_link(entry.ok()?.path()).ok()?;
+                let text = target.to_str()?;
+                text.strip_prefix("socket:[")?
+                    .strip_suffix(']')?
+                    .parse()
+                    .ok()
+            })
+            .collect()
+        });
+    let mut found = Vec::new();
+    let mut readable = false;
+    for table in ["tcp", "tcp6"] {
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")) else {
+            continue;
+        };
+        readable = true;
+        for (addr, inode) in text.lines().skip(1).filter_map(parse_listen_line) {
+            if inodes.as_ref().is_none_or(|own| own.contains(&inode)) {
+                found.push(addr);
+            }
+        }
+    }
+    readable.then_some(found)
+}
+
+/// A line of `/proc/net/tcp` or `tcp6` in state LISTEN (`0A`): its local address and
+/// socket inode. Addresses are written as the kernel holds them, each 32-bit word in
+/// host byte order (`0100007F:0019` is 127.0.0.1:25 on a little-endian machine).
+fn parse_listen_line(line: &str) -> Option<(SocketAddr, u64)> {
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    if fields.get(3) != Some(&"0A") {
+        return None;
+    }
+    let (host, port) = fields.get(1)?.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    let mut bytes = Vec::with_capacity(16);
+    for i in (0..host.len()).step_by(8) {
+        let word = u32::from_str_radix(host.get(i..i + 8)?, 16).ok()?;
+        bytes.extend_from_slice(&word.to_ne_bytes());
+    }
+    let ip = match bytes.len() {
+        4 => IpAddr::from(<[u8; 4]>::try_from(bytes).ok()?),
+        16 => IpAddr::from(<[u8; 16]>::try_from(bytes).ok()?),
+        _ => return None,
+    };
+    let inode = fields.get(9)?.parse().ok()?;
+    Some((SocketAddr::new(ip, port), inode))
 }
 
 /// `maildrop 0, incoming 0, ...`; a queue that cannot be read shows its error.
@@ -281,6 +366,38 @@ pub fn flush(config: &Config, out: &mut dyn Write) -> Result<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn proc_net_tcp_lines() {
+        let v4 = if cfg!(target_endian = "little") {
+            "   0: 0100007F:0019 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4242 1 0000000000000000 100 0 0 10 0"
+        } else {
+            "   0: 7F000001:0019 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4242 1 0000000000000000 100 0 0 10 0"
+        };
+        assert_eq!(
+            parse_listen_line(v4),
+            Some(("127.0.0.1:25".parse().unwrap(), 4242))
+        );
+        let loopback6 = if cfg!(target_endian = "little") {
+            "00000000000000000000000001000000"
+        } else {
+            "00000000000000000000000000000001"
+        };
+        let v6 = format!(
+            "   1: {loopback6}:0A0A 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 77 1 0 100 0 0 10 0"
+        );
+        assert_eq!(
+            parse_listen_line(&v6),
+            Some(("[::1]:2570".parse().unwrap(), 77))
+        );
+        // Connected, not listening.
+        assert_eq!(parse_listen_line(&v4.replace(" 0A ", " 01 ")), None);
+        assert_eq!(
+            parse_listen_line("  sl  local_address rem_address   st"),
+            None
+        );
+        assert_eq!(parse_listen_line("0: 0100:0019 0 0A"), None);
+    }
 
     #[test]
     fn uptimes() {

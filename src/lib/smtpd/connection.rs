@@ -73,6 +73,8 @@ pub enum Line {
 pub struct Connection<'a> {
     input: BufReader<Transport<'a>>,
     out: Vec<u8>,
+    /// The last line [`Connection::read_line`] returned ended in a bare LF.
+    bare_lf: bool,
 }
 
 impl<'a> Connection<'a> {
@@ -80,6 +82,7 @@ impl<'a> Connection<'a> {
         Connection {
             input: BufReader::with_capacity(BUFFER, transport),
             out: Vec::with_capacity(1024),
+            bare_lf: false,
         }
     }
 
@@ -132,12 +135,18 @@ impl<'a> Connection<'a> {
                     return Ok(Line::TooLong);
                 }
                 line.pop();
-                if line.last() == Some(&b'\r') {
+                self.bare_lf = line.last() != Some(&b'\r');
+                if !self.bare_lf {
                     line.pop();
                 }
                 return Ok(Line::Complete);
             }
         }
+    }
+
+    /// Whether the last line read ended in a bare LF rather than CRLF.
+    pub fn last_line_bare_lf(&self) -> bool {
+        self.bare_lf
     }
 
     /// Bytes the client has sent that are not read yet.
@@ -225,8 +234,10 @@ mod tests {
         let mut line = Vec::new();
         assert_eq!(conn.read_line(&mut line, 10).unwrap(), Line::Complete);
         assert_eq!(line, b"NOOP");
+        assert!(!conn.last_line_bare_lf());
         assert_eq!(conn.read_line(&mut line, 10).unwrap(), Line::Complete);
         assert_eq!(line, b"short");
+        assert!(conn.last_line_bare_lf());
         assert_eq!(conn.read_line(&mut line, 10).unwrap(), Line::Eof);
 
         let long: &'static [u8] = Box::leak(

@@ -2,10 +2,11 @@
 //! only `.`, with dot-stuffing undone (section 4.5.2), read as a stream so that a message
 //! never has to fit in memory and `message_size_limit` is enforced while reading.
 //!
-//! Over the network only `<CRLF>.<CRLF>` ends the data: a `.` line with a bare LF on
-//! either side is text. Accepting bare-LF endings is what made SMTP smuggling possible
-//! (CVE-2023-51764: a message that another server passes on as one message would be read
-//! as two here). `sendmail -bs` clients write with LF, so there a bare LF ends it too.
+//! With [`Ending::standard`] only `<CRLF>.<CRLF>` ends the data: a `.` line with a bare LF
+//! on either side is text, kept as the sender wrote it. Accepting bare-LF endings is what
+//! made SMTP smuggling possible (CVE-2023-51764: a message that another server passes on
+//! as one message would be read as two here). Which clients get which rule is the
+//! session's choice (`smtpd_forbid_bare_newline`).
 
 use std::io::{self, BufRead, Read};
 
@@ -13,6 +14,19 @@ use super::connection::Connection;
 
 /// The most we take from one line at a time; longer lines pass in pieces.
 const PIECE: usize = 8 * 1024;
+
+/// What ends the data, and what a bare LF does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ending {
+    /// Only `<CRLF>.<CRLF>` ends the data; otherwise any `.` line does.
+    pub standard: bool,
+    /// A line that ends in a bare LF makes the reader fail, once, with
+    /// [`BARE_LF_KIND`]; it can then be drained to its end.
+    pub reject_bare_lf: bool,
+}
+
+/// The error kind of a line ending in a bare LF under [`Ending::reject_bare_lf`].
+pub const BARE_LF_KIND: io::ErrorKind = io::ErrorKind::InvalidData;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -26,8 +40,9 @@ enum State {
 /// ever taken for a whole message.
 pub struct DataReader<'c, 'a> {
     conn: &'c mut Connection<'a>,
-    /// Only CRLF line endings around the final dot count.
-    strict: bool,
+    ending: Ending,
+    /// A line ended in a bare LF.
+    saw_bare_lf: bool,
     piece: Vec<u8>,
     pos: usize,
     at_line_start: bool,
@@ -40,10 +55,11 @@ pub struct DataReader<'c, 'a> {
 }
 
 impl<'c, 'a> DataReader<'c, 'a> {
-    pub fn new(conn: &'c mut Connection<'a>, strict: bool) -> DataReader<'c, 'a> {
+    pub fn new(conn: &'c mut Connection<'a>, ending: Ending) -> DataReader<'c, 'a> {
         DataReader {
             conn,
-            strict,
+            ending,
+            saw_bare_lf: false,
             piece: Vec::with_capacity(PIECE),
             pos: 0,
             at_line_start: true,
@@ -51,6 +67,11 @@ impl<'c, 'a> DataReader<'c, 'a> {
             last_cr: false,
             state: State::Reading,
         }
+    }
+
+    /// Whether a line so far ended in a bare LF.
+    pub fn saw_bare_lf(&self) -> bool {
+        self.saw_bare_lf
     }
 
     /// Reads and discards the rest of the data, so the session can answer after the
@@ -91,22 +112,31 @@ impl<'c, 'a> DataReader<'c, 'a> {
         }
         let starts_line = self.at_line_start;
         let ends_line = self.piece.ends_with(b"\n");
+        let crlf = self.piece.ends_with(b"\r\n") || (self.piece == b"\n" && self.last_cr);
+        let bare_lf = ends_line && !crlf;
+        let first_bare_lf = bare_lf && !self.saw_bare_lf;
+        self.saw_bare_lf |= bare_lf;
         if starts_line && self.piece.first() == Some(&b'.') {
-            let crlf_end = self.piece == b".\r\n";
-            let lf_end = self.piece == b".\n";
-            if (crlf_end && (self.prev_crlf || !self.strict)) || (lf_end && !self.strict) {
+            let lone_dot = self.piece == b".\r\n" || self.piece == b".\n";
+            if lone_dot && (!self.ending.standard || (crlf && self.prev_crlf)) {
                 self.state = State::Ended;
                 self.piece.clear();
                 return Ok(());
             }
-            // Dot-stuffing: a leading dot was doubled by the client.
-            self.pos = 1;
+            // Dot-stuffing: a leading dot was doubled by the client. A lone dot that does
+            // not end the data was not doubled (it is a bare-LF dot line): it stays.
+            if !lone_dot {
+                self.pos = 1;
+            }
         }
         self.at_line_start = ends_line;
         if ends_line {
-            self.prev_crlf = self.piece.ends_with(b"\r\n") || (self.piece == b"\n" && self.last_cr);
+            self.prev_crlf = crlf;
         }
         self.last_cr = self.piece.last() == Some(&b'\r');
+        if first_bare_lf && self.ending.reject_bare_lf {
+            return Err(io::Error::new(BARE_LF_KIND, "bare <LF> received"));
+        }
         Ok(())
     }
 }
@@ -140,12 +170,20 @@ mod tests {
     use super::*;
 
     fn read(input: &'static [u8], strict: bool) -> (io::Result<Vec<u8>>, Vec<u8>) {
+        let ending = Ending {
+            standard: strict,
+            reject_bare_lf: false,
+        };
+        read_with(input, ending)
+    }
+
+    fn read_with(input: &'static [u8], ending: Ending) -> (io::Result<Vec<u8>>, Vec<u8>) {
         let mut conn = Connection::new(Transport::Pipe {
             input: Box::new(input),
             output: Box::new(io::sink()),
         });
         let mut out = Vec::new();
-        let result = DataReader::new(&mut conn, strict)
+        let result = DataReader::new(&mut conn, ending)
             .read_to_end(&mut out)
             .map(|_| out);
         let mut rest = Vec::new();
@@ -167,10 +205,39 @@ mod tests {
         let (data, rest) = read(b"a\n.\nb\r\n.\r\n", false);
         assert_eq!(data.unwrap(), b"a\n");
         assert_eq!(rest, b"b\r\n.\r\n");
-        // Strict: "\n.\n" and "\n.\r\n" are text; only "\r\n.\r\n" ends.
-        let (data, rest) = read(b"a\n.\nb\n.\r\nc\r\n.\r\nX", true);
-        assert_eq!(data.unwrap(), b"a\n\nb\n\r\nc\r\n");
+        // Standard: "\n.\n", "\r\n.\n" and "\n.\r\n" are text, the dot kept; only
+        // "\r\n.\r\n" ends. A stuffed dot is unstuffed whatever its line ending.
+        let (data, rest) = read(b"a\n.\nb\n.\r\nc\r\n.\nd\n..\ne\r\n.\r\nX", true);
+        assert_eq!(data.unwrap(), b"a\n.\nb\n.\r\nc\r\n.\nd\n.\ne\r\n");
         assert_eq!(rest, b"X");
+        // A CRLF split between two reads is still a CRLF.
+        let mut long = vec![b'y'; PIECE - 1];
+        long.extend_from_slice(b"\r\n.\r\nX");
+        let long: &'static [u8] = Box::leak(long.into_boxed_slice());
+        let (data, rest) = read(long, true);
+        assert_eq!(data.unwrap().len(), PIECE + 1);
+        assert_eq!(rest, b"X");
+    }
+
+    #[test]
+    fn a_bare_lf_fails_the_read_once_when_rejected() {
+        let ending = Ending {
+            standard: true,
+            reject_bare_lf: true,
+        };
+        let mut conn = Connection::new(Transport::Pipe {
+            input: Box::new(&b"ok\r\nbad\n.\nstill data\r\n.\r\nQUIT\r\n"[..]),
+            output: Box::new(io::sink()),
+        });
+        let mut reader = DataReader::new(&mut conn, ending);
+        let mut out = Vec::new();
+        let err = reader.read_to_end(&mut out).unwrap_err();
+        assert_eq!(err.kind(), BARE_LF_KIND);
+        assert!(reader.saw_bare_lf());
+        reader.drain().unwrap();
+        let mut rest = Vec::new();
+        conn.read_to_end(&mut rest).unwrap();
+        assert_eq!(rest, b"QUIT\r\n", "read to the standard end of data");
     }
 
     #[test]

@@ -34,11 +34,11 @@ use crate::config::Config;
 use crate::log::Log;
 use crate::queue::Queue;
 use crate::submit::Settings;
-use crate::sysexits::Result;
+use crate::sysexits::{Error, Result};
 use connection::{Connection, Transport};
 pub use listener::Listeners;
-use relay::RelayPolicy;
-use session::{Client, Server};
+use relay::{Network, RelayPolicy};
+use session::{BareNewline, Client, Server};
 
 /// `sendmail -bs`: one SMTP session on `input`/`output` as the invoking user `uid`, who
 /// may send to any domain (a local submission is trusted, as in Postfix). Returns after
@@ -77,18 +77,29 @@ fn server_from_config(
     log: Arc<Log>,
     network: bool,
 ) -> Result<Server> {
-    let settings = Settings {
-        myhostname: config.myhostname()?,
-        myorigin: config.myorigin()?,
-        message_size_limit: config.message_size_limit()?,
-        header_size_limit: config.number("header_size_limit")?,
-    };
+    let settings = Settings::from_config(config)?;
     let relay = RelayPolicy::from_config(config, &mut |w| log.warning(&w))?;
     let (tls, tls_required) = if network {
         tls_from_config(config, &log)?
     } else {
         (None, false)
     };
+    let bare_newline = config.get("smtpd_forbid_bare_newline")?;
+    let bare_newline = BareNewline::parse(&bare_newline).ok_or_else(|| {
+        Error::config(format!(
+            "smtpd_forbid_bare_newline: unknown value \"{bare_newline}\" (normalize, note, reject, no)"
+        ))
+    })?;
+    let bare_newline_reject_code = config.number("smtpd_forbid_bare_newline_reject_code")?;
+    let bare_newline_reject_code = u16::try_from(bare_newline_reject_code)
+        .ok()
+        .filter(|code| (500..600).contains(code))
+        .ok_or_else(|| {
+            Error::config(format!(
+                "smtpd_forbid_bare_newline_reject_code: {bare_newline_reject_code} is not a 5XX code"
+            ))
+        })?;
+    let bare_newline_exclusions = bare_newline_exclusions(config, &relay, &log)?;
     let count = |name: &str| -> Result<usize> {
         Ok(usize::try_from(config.number(name)?).unwrap_or(usize::MAX))
     };
@@ -107,7 +118,42 @@ fn server_from_config(
         tls_required,
         queue,
         log,
+        bare_newline,
+        bare_newline_exclusions,
+        bare_newline_reject_code,
     })
+}
+
+/// `smtpd_forbid_bare_newline_exclusions`: networks as in `mynetworks`. `$mynetworks`
+/// names the computed list too when `mynetworks` itself is empty (its expansion is then
+/// empty text); entries that are not networks are skipped with a warning.
+fn bare_newline_exclusions(
+    config: &Config,
+    relay: &RelayPolicy,
+    log: &Log,
+) -> Result<Vec<Network>> {
+    const NAME: &str = "smtpd_forbid_bare_newline_exclusions";
+    let mut nets = Vec::new();
+    let raw = config
+        .raw(NAME)
+        .map(str::to_string)
+        .or_else(|| config.default_text(NAME))
+        .unwrap_or_default();
+    if ["$mynetworks", "${mynetworks}", "$(mynetworks)"]
+        .iter()
+        .any(|name| raw.contains(name))
+    {
+        nets.extend(relay.mynetworks.iter().copied());
+    }
+    for entry in config.list(NAME)? {
+        match Network::parse(&entry) {
+            Some(net) => nets.push(net),
+            None => log.warning(&format!(
+                "{NAME}: not an address or network, ignoring \"{entry}\""
+            )),
+        }
+    }
+    Ok(nets)
 }
 
 /// `smtpd_tls_security_level`: `none` is off; `may` and `encrypt` need the certificate.

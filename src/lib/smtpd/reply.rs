@@ -154,6 +154,11 @@ pub fn line_too_long() -> Reply {
     // reference): the line cannot be any command we know.
     not_recognized()
 }
+/// `smtpd_forbid_bare_newline = reject`, with `smtpd_forbid_bare_newline_reject_code`.
+pub fn bare_lf(code: u16, host: &str) -> Reply {
+    Reply::new(code, format!("5.5.2 {host} Error: bare <LF> received"))
+}
+
 pub fn too_many_errors(host: &str) -> Reply {
     Reply::new(421, format!("4.7.0 {host} Error: too many errors"))
 }

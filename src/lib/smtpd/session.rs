@@ -12,8 +12,8 @@ use rustls::ServerConfig;
 
 use super::command::{self, Body, Command};
 use super::connection::{Connection, Line, is_timeout};
-use super::data::DataReader;
-use super::relay::RelayPolicy;
+use super::data::{BARE_LF_KIND, DataReader, Ending};
+use super::relay::{Network, RelayPolicy};
 use super::reply::{self, Reply};
 use crate::address;
 use crate::log::Log;
@@ -40,6 +40,44 @@ pub struct Server {
     pub tls_required: bool,
     pub queue: Queue,
     pub log: Arc<Log>,
+    pub bare_newline: BareNewline,
+    /// Clients for which `bare_newline` is [`BareNewline::Allow`].
+    pub bare_newline_exclusions: Vec<Network>,
+    /// `smtpd_forbid_bare_newline_reject_code`.
+    pub bare_newline_reject_code: u16,
+}
+
+/// `smtpd_forbid_bare_newline`: what a line that ends in a bare LF rather than CRLF does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BareNewline {
+    /// `no`: taken as CRLF, and a `.` line with bare LFs ends DATA (Postfix before 3.9).
+    Allow,
+    /// `normalize` (and `yes`): taken as CRLF, but only `<CRLF>.<CRLF>` ends DATA.
+    Normalize,
+    /// `note`: as `normalize`, and the session's disconnect line says `notes=bare_lf`.
+    Note,
+    /// `reject`: the command, or the message, is refused.
+    Reject,
+}
+
+impl BareNewline {
+    /// Postfix's values, case-insensitive.
+    pub fn parse(text: &str) -> Option<BareNewline> {
+        Some(match text.trim().to_ascii_lowercase().as_str() {
+            "no" => BareNewline::Allow,
+            "normalize" | "yes" => BareNewline::Normalize,
+            "note" => BareNewline::Note,
+            "reject" => BareNewline::Reject,
+            _ => return None,
+        })
+    }
+
+    fn ending(self) -> Ending {
+        Ending {
+            standard: self != BareNewline::Allow,
+            reject_bare_lf: self == BareNewline::Reject,
+        }
+    }
 }
 
 /// Who is on the other side.
@@ -163,6 +201,8 @@ struct Session<'s> {
     stats: Stats,
     /// The last command, for `lost connection after DATA` lines.
     last: &'static str,
+    /// A line ended in a bare LF under `smtpd_forbid_bare_newline = note`.
+    noted_bare_lf: bool,
 }
 
 /// Runs one session to its end. Never fails: a broken connection ends the session, and
@@ -181,6 +221,7 @@ pub fn run(server: &Server, client: Client, conn: &mut Connection<'_>) {
             counts: [(0, 0); 12],
         },
         last: "CONNECT",
+        noted_bare_lf: false,
     };
     conn.send(&Reply::new(220, server.banner.clone()));
     let end = session.serve(conn);
@@ -207,8 +248,13 @@ pub fn run(server: &Server, client: Client, conn: &mut Connection<'_>) {
         }
     }
     conn.close();
+    let notes = if session.noted_bare_lf {
+        " notes=bare_lf"
+    } else {
+        ""
+    };
     log.info(&format!(
-        "disconnect from {client}{}",
+        "disconnect from {client}{}{notes}",
         session.stats.summary()
     ));
 }
@@ -229,6 +275,23 @@ impl Session<'_> {
                 Ok(Line::Eof) => return End::Lost,
                 Err(e) if is_timeout(&e) => return End::Timeout,
                 Err(_) => return End::Lost,
+            }
+            if conn.last_line_bare_lf() {
+                match self.bare_newline(conn) {
+                    BareNewline::Reject => {
+                        // As Postfix: logged under the command before, refused, closed.
+                        let code = self.server.bare_newline_reject_code;
+                        let envelope = self.tx.as_ref().map(|tx| {
+                            let rcpt = tx.recipients.last().map(|(given, _)| given.as_str());
+                            (tx.sender.as_str(), rcpt)
+                        });
+                        self.whatsup_log(self.last, "bare <LF> received", envelope, conn.is_tls());
+                        conn.send(&reply::bare_lf(code, &self.server.settings.myhostname));
+                        return End::Quit;
+                    }
+                    BareNewline::Note => self.noted_bare_lf = true,
+                    BareNewline::Allow | BareNewline::Normalize => {}
+                }
             }
             let name = command::stat_name(&line);
             let parsed = command::parse(&line);
@@ -461,7 +524,8 @@ impl Session<'_> {
             trace: Trace::Smtp(trace),
             qualify_headers: self.client.local,
         };
-        let mut data = DataReader::new(conn, !self.client.pipe);
+        let mode = self.bare_newline(conn);
+        let mut data = DataReader::new(conn, mode.ending());
         let result = {
             let mut reader = InputReader::new(&mut data, false, server.settings.message_size_limit);
             let tag = "smtpd";
@@ -477,6 +541,9 @@ impl Session<'_> {
             })
         };
         self.last = "END-OF-MESSAGE";
+        if mode == BareNewline::Note && data.saw_bare_lf() {
+            self.noted_bare_lf = true;
+        }
         let refused = match result {
             Ok(queued) => {
                 let id = queued.id.to_string();
@@ -492,6 +559,28 @@ impl Session<'_> {
                     self.client, e.message
                 ));
                 reply::queue_write_error()
+            }
+            Err(QueueError::Input(e)) if e.kind() == BARE_LF_KIND => {
+                // Refused only after the end of the data, so the client reads the
+                // reply (and drops the message from its queue) rather than a timeout.
+                if let Err(e) = data.drain() {
+                    return Step::End(if is_timeout(&e) {
+                        End::Timeout
+                    } else {
+                        End::Lost
+                    });
+                }
+                let rcpt = tx.recipients.last().map(|(given, _)| given.as_str());
+                self.whatsup_log(
+                    "END-OF-MESSAGE",
+                    "bare <LF> received",
+                    Some((&tx.sender, rcpt)),
+                    tls,
+                );
+                return Step::Reply(reply::bare_lf(
+                    server.bare_newline_reject_code,
+                    &server.settings.myhostname,
+                ));
             }
             Err(QueueError::Input(e)) => {
                 self.last = "DATA";
@@ -513,18 +602,57 @@ impl Session<'_> {
     /// `NOQUEUE: reject: RCPT from unknown[192.0.2.1]: 554 5.7.1 <x>: Relay access
     /// denied; from=<s> to=<x> proto=ESMTP helo=<h>`
     fn reject_log(&self, stage: &str, r: &Reply, sender: &str, rcpt: Option<&str>, tls: bool) {
-        let mut line = format!(
-            "NOQUEUE: reject: {stage} from {}: {r}; from=<{sender}>",
-            self.client
-        );
-        if let Some(rcpt) = rcpt {
-            line.push_str(&format!(" to=<{rcpt}>"));
+        self.whatsup_log(stage, &r.to_string(), Some((sender, rcpt)), tls);
+    }
+
+    /// Postfix's `log_whatsup`: `NOQUEUE: reject: STAGE from CLIENT: WHY; from=<s>
+    /// to=<r> proto=P helo=<h>`, the envelope parts when there are some.
+    fn whatsup_log(
+        &self,
+        stage: &str,
+        why: &str,
+        envelope: Option<(&str, Option<&str>)>,
+        tls: bool,
+    ) {
+        let mut line = format!("NOQUEUE: reject: {stage} from {}: {why};", self.client);
+        if let Some((sender, rcpt)) = envelope {
+            line.push_str(&format!(" from=<{sender}>"));
+            if let Some(rcpt) = rcpt {
+                line.push_str(&format!(" to=<{rcpt}>"));
+            }
         }
         line.push_str(&format!(" proto={}", self.protocol(tls)));
         if let Some(helo) = &self.helo {
             line.push_str(&format!(" helo=<{helo}>"));
         }
         self.server.log.info(&line);
+    }
+
+    /// The `smtpd_forbid_bare_newline` rule for this client now. A network client in
+    /// `smtpd_forbid_bare_newline_exclusions` gets `no`. `sendmail -bs` (where Postfix
+    /// enforces nothing): a client that ended its last line (the DATA command) with
+    /// CRLF writes CRLF, and a bare-LF dot line in its text is text (a mail library
+    /// passing on what a web form gave it); one that ended it with a bare LF (a person,
+    /// a script with echo) ends the data with LF.LF as it always could.
+    fn bare_newline(&self, conn: &Connection<'_>) -> BareNewline {
+        if self.client.pipe {
+            return if conn.last_line_bare_lf() {
+                BareNewline::Allow
+            } else {
+                BareNewline::Normalize
+            };
+        }
+        let excluded = self.client.addr.parse::<IpAddr>().is_ok_and(|ip| {
+            self.server
+                .bare_newline_exclusions
+                .iter()
+                .any(|n| n.contains(ip))
+        });
+        if excluded {
+            BareNewline::Allow
+        } else {
+            self.server.bare_newline
+        }
     }
 }
 

@@ -144,6 +144,17 @@ fn special(config: &Config, name: &str, value: &str) -> Option<String> {
         "smtp_tls_security_level" => one_of(&["", "none", "may", "encrypt", "verify", "secure"]),
         "smtpd_tls_security_level" => one_of(&["", "none", "may", "encrypt"]),
         "mynetworks_style" => one_of(&["host", "subnet", "class"]),
+        "smtpd_forbid_bare_newline" => one_of(&["normalize", "yes", "note", "reject", "no"]),
+        "smtpd_forbid_bare_newline_reject_code" => {
+            let ok = value
+                .trim()
+                .parse::<u16>()
+                .is_ok_and(|code| (500..600).contains(&code));
+            (!ok).then(|| format!("not a 5XX reply code: \"{value}\""))
+        }
+        "syslog_facility" => crate::log::facility(value).is_none().then(|| {
+            format!("unknown syslog facility \"{value}\" (mail, daemon, user, local0-local7...); lines are logged as mail")
+        }),
         "inet_protocols" => list(config, name)
             .find(|p| !["all", "ipv4", "ipv6"].contains(&p.to_ascii_lowercase().as_str()))
             .map(|p| format!("unknown protocol \"{p}\" (all, ipv4, ipv6)")),
@@ -331,9 +342,10 @@ mod tests {
     fn wrong_types() {
         let got = problems(
             "maximal_queue_lifetime = 5x\nmessage_size_limit = 10M\nsmtp_sasl_auth_enable = true\n\
-             alias_maps = /etc/aliases\nsmtpd_port = 99999\n",
+             alias_maps = /etc/aliases\nsmtpd_port = 99999\nsyslog_facility = mial\n\
+             smtpd_forbid_bare_newline = strict\nsmtpd_forbid_bare_newline_reject_code = 450\n",
         );
-        assert_eq!(got.len(), 5, "{got:?}");
+        assert_eq!(got.len(), 8, "{got:?}");
         assert!(
             got[0].contains("line 1: parameter maximal_queue_lifetime: bad time value: \"5x\"")
         );
@@ -341,6 +353,11 @@ mod tests {
         assert!(got[2].contains("line 3: parameter smtp_sasl_auth_enable: bad boolean"));
         assert!(got[3].contains("line 4: parameter alias_maps: table"));
         assert!(got[4].contains("line 5: parameter smtpd_port: not a port number"));
+        assert!(got[5].contains("line 6: parameter syslog_facility: unknown syslog facility"));
+        assert!(got[6].contains("line 7: parameter smtpd_forbid_bare_newline: unknown value"));
+        assert!(
+            got[7].contains("line 8: parameter smtpd_forbid_bare_newline_reject_code: not a 5XX")
+        );
     }
 
     #[test]
