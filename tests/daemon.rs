@@ -659,3 +659,102 @@ for m in mailbox.mbox(sys.argv[1]):
     );
     assert!(text.contains("no such thing"), "{text}");
 }
+
+/// Waits for `child` at most `limit`; kills it and returns `None` when it is still
+/// running then.
+fn wait_at_most(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// SIGTERM, then the daemon must be gone within ten seconds.
+fn stop_within(mut daemon: Daemon, w: &World) -> std::process::ExitStatus {
+    let mut child = daemon.0.take().expect("running");
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    wait_at_most(&mut child, Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("the daemon ignored SIGTERM; log:\n{}", w.log()))
+}
+
+/// Writes a queue file whose only recipient has a 4 MB local part into `queue/`,
+/// as a crash, a bug or a hand could leave it there. Returns its ID.
+fn plant_huge_recipient(w: &World, queue: &str) -> String {
+    use mailroom::queue::{Envelope, QueueId, Recipient};
+    let huge = format!("{}@test.localdomain", "a".repeat(4 << 20));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64;
+    let mut env = Envelope::new(QueueId::generate(), now, 0, "root@test.localdomain");
+    env.recipients.push(Recipient::new(&huge, &huge));
+    let message = b"Subject: huge\n\nbody\n";
+    env.size = message.len() as u64;
+    let mut bytes = env.serialize();
+    bytes.extend_from_slice(message);
+    let dir = w.path("queue").join(queue);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(env.id.as_str()), bytes).unwrap();
+    env.id.to_string()
+}
+
+/// A 4 MB local part used to reach the C library's user lookup, which copies it onto a
+/// delivery thread's stack: the daemon died, and died again on every restart, the file
+/// still in `active/`. Now such a file is corrupt: it goes to `corrupt/` with a log line
+/// of reasonable length, other mail flows, and a restart finds nothing to trip on.
+#[test]
+fn a_four_megabyte_local_part_goes_to_corrupt_and_mail_flows() {
+    let w = World::new();
+    assert!(w.send(&["-odq", "-i", "root"], &body(1)).status.success());
+    let mut planted: Vec<String> = ["active", "deferred", "maildrop", "incoming"]
+        .iter()
+        .map(|q| plant_huge_recipient(&w, q))
+        .collect();
+    let d = w.daemon();
+    w.wait_for(
+        || w.messages("root") == 1 && w.queued("corrupt").len() == planted.len(),
+        "delivery, and the planted files in corrupt/",
+    );
+    assert!(w.queue_empty(), "{}", w.log());
+    assert!(stop_within(d, &w).success());
+
+    // The restart of the original report: a file left in active/.
+    planted.push(plant_huge_recipient(&w, "active"));
+    let d = w.daemon();
+    assert!(w.send(&["-i", "root"], &body(2)).status.success());
+    w.wait_for(
+        || w.messages("root") == 2 && w.queued("corrupt").len() == planted.len(),
+        "delivery after a restart",
+    );
+    assert!(stop_within(d, &w).success());
+
+    let mut corrupt = w.queued("corrupt");
+    corrupt.sort();
+    planted.sort();
+    assert_eq!(corrupt, planted);
+    let log = w.log();
+    for id in &planted {
+        assert!(
+            log.contains(&format!("{id}: corrupt queue file: ")),
+            "no line for {id}"
+        );
+    }
+    assert!(
+        log.contains("record longer than 8192 bytes"),
+        "{}",
+        &log[..log.len().min(4000)]
+    );
+    assert!(
+        log.lines().all(|l| l.len() < 1000),
+        "a log line carries the 4 MB address"
+    );
+}
