@@ -758,3 +758,86 @@ fn a_four_megabyte_local_part_goes_to_corrupt_and_mail_flows() {
         "a log line carries the 4 MB address"
     );
 }
+
+/// What can sit in a queue directory without being a queue file.
+const ODD_KINDS: [&str; 3] = ["fifo", "symlink", "directory"];
+
+/// Puts a FIFO, a symbolic link (to a well-formed queue file outside the queue) and a
+/// directory, each named like a queue ID, in each of `queues`. Returns (queue, kind, ID).
+fn plant_odd_entries(w: &World, queues: &[&str]) -> Vec<(String, &'static str, String)> {
+    // What the link points to: a queue file for root, which must never be delivered.
+    assert!(w.send(&["-odq", "-i", "root"], &body(99)).status.success());
+    let real = w.queued("maildrop").pop().unwrap();
+    let target = w.path("outside-the-queue");
+    std::fs::rename(w.path("queue/maildrop").join(&real), &target).unwrap();
+    let mut planted = Vec::new();
+    for queue in queues {
+        let dir = w.path("queue").join(queue);
+        std::fs::create_dir_all(&dir).unwrap();
+        for kind in ODD_KINDS {
+            let id = mailroom::queue::QueueId::generate().to_string();
+            let path = dir.join(&id);
+            match kind {
+                "fifo" => {
+                    nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600))
+                        .unwrap()
+                }
+                "symlink" => std::os::unix::fs::symlink(&target, &path).unwrap(),
+                _ => std::fs::create_dir(&path).unwrap(),
+            }
+            planted.push((queue.to_string(), kind, id));
+        }
+    }
+    planted
+}
+
+/// A FIFO in a queue directory used to block the thread that opened it for good (the
+/// main thread, for one in `deferred/`): nothing was delivered and SIGTERM was never
+/// acted on. Entries that are not regular files now go to `corrupt/` (`hold/` is not the
+/// daemon's to look at), mail flows around them, and the daemon stops when told.
+#[test]
+fn fifos_symlinks_and_directories_in_the_queue_do_not_stop_the_daemon() {
+    let w = World::new();
+    let planted = plant_odd_entries(&w, &["maildrop", "incoming", "active", "deferred", "hold"]);
+    assert!(w.send(&["-odq", "-i", "root"], &body(1)).status.success());
+    let runnable = planted.iter().filter(|(q, _, _)| q != "hold").count();
+
+    // A one-shot queue run finishes.
+    let mut run = w.cmd(&["-q"]).spawn().unwrap();
+    let status = wait_at_most(&mut run, Duration::from_secs(20));
+    assert!(status.is_some(), "sendmail -q hung; log:\n{}", w.log());
+    assert_eq!(w.messages("root"), 1, "{}", w.log());
+
+    // And so does the daemon, with the same entries planted again.
+    let planted = plant_odd_entries(&w, &["maildrop", "incoming", "active", "deferred", "hold"]);
+    let d = w.daemon();
+    assert!(w.send(&["-i", "root"], &body(2)).status.success());
+    w.wait_for(
+        || w.messages("root") == 2 && w.queued("corrupt").len() == 2 * runnable,
+        "delivery, and the odd entries in corrupt/",
+    );
+    assert!(stop_within(d, &w).success());
+
+    let corrupt = w.queued("corrupt");
+    let log = w.log();
+    for (queue, kind, id) in &planted {
+        if queue == "hold" {
+            assert!(
+                w.queued("hold").contains(id),
+                "hold/{id} ({kind}) left alone"
+            );
+        } else {
+            assert!(
+                corrupt.contains(id),
+                "{queue}/{id} ({kind}) not in corrupt/"
+            );
+            let line = log.lines().find(|l| l.contains(&format!("{queue}/{id}: ")));
+            assert!(
+                line.is_some_and(|l| l.ends_with("moved to corrupt")),
+                "no log line for {queue}/{id} ({kind}):\n{log}"
+            );
+        }
+    }
+    // The symlink's target was never delivered (it is message 99).
+    assert!(!w.mbox("root").contains("message number 99"));
+}
