@@ -726,3 +726,185 @@ fn syslog_lines_carry_each_programs_own_name() {
     // Nothing of it went to a file.
     assert!(!w.path("maillog").exists());
 }
+
+/// Waits for `child` at most `limit`; kills it and returns `None` when it is still
+/// running then.
+fn wait_at_most(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// SIGTERM, then the daemon must be gone within ten seconds.
+fn stop_within(mut daemon: Daemon, w: &World) -> std::process::ExitStatus {
+    let mut child = daemon.0.take().expect("running");
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    wait_at_most(&mut child, Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("the daemon ignored SIGTERM; log:\n{}", w.log()))
+}
+
+/// Writes a queue file whose only recipient has a 4 MB local part into `queue/`,
+/// as a crash, a bug or a hand could leave it there. Returns its ID.
+fn plant_huge_recipient(w: &World, queue: &str) -> String {
+    use mailroom::queue::{Envelope, QueueId, Recipient};
+    let huge = format!("{}@test.localdomain", "a".repeat(4 << 20));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64;
+    let mut env = Envelope::new(QueueId::generate(), now, 0, "root@test.localdomain");
+    env.recipients.push(Recipient::new(&huge, &huge));
+    let message = b"Subject: huge\n\nbody\n";
+    env.size = message.len() as u64;
+    let mut bytes = env.serialize();
+    bytes.extend_from_slice(message);
+    let dir = w.path("queue").join(queue);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(env.id.as_str()), bytes).unwrap();
+    env.id.to_string()
+}
+
+/// A 4 MB local part used to reach the C library's user lookup, which copies it onto a
+/// delivery thread's stack: the daemon died, and died again on every restart, the file
+/// still in `active/`. Now such a file is corrupt: it goes to `corrupt/` with a log line
+/// of reasonable length, other mail flows, and a restart finds nothing to trip on.
+#[test]
+fn a_four_megabyte_local_part_goes_to_corrupt_and_mail_flows() {
+    let w = World::new();
+    assert!(w.send(&["-odq", "-i", "root"], &body(1)).status.success());
+    let mut planted: Vec<String> = ["active", "deferred", "maildrop", "incoming"]
+        .iter()
+        .map(|q| plant_huge_recipient(&w, q))
+        .collect();
+    let d = w.daemon();
+    w.wait_for(
+        || w.messages("root") == 1 && w.queued("corrupt").len() == planted.len(),
+        "delivery, and the planted files in corrupt/",
+    );
+    assert!(w.queue_empty(), "{}", w.log());
+    assert!(stop_within(d, &w).success());
+
+    // The restart of the original report: a file left in active/.
+    planted.push(plant_huge_recipient(&w, "active"));
+    let d = w.daemon();
+    assert!(w.send(&["-i", "root"], &body(2)).status.success());
+    w.wait_for(
+        || w.messages("root") == 2 && w.queued("corrupt").len() == planted.len(),
+        "delivery after a restart",
+    );
+    assert!(stop_within(d, &w).success());
+
+    let mut corrupt = w.queued("corrupt");
+    corrupt.sort();
+    planted.sort();
+    assert_eq!(corrupt, planted);
+    let log = w.log();
+    for id in &planted {
+        assert!(
+            log.contains(&format!("{id}: corrupt queue file: ")),
+            "no line for {id}"
+        );
+    }
+    assert!(
+        log.contains("record longer than 8192 bytes"),
+        "{}",
+        &log[..log.len().min(4000)]
+    );
+    assert!(
+        log.lines().all(|l| l.len() < 1000),
+        "a log line carries the 4 MB address"
+    );
+}
+
+/// What can sit in a queue directory without being a queue file.
+const ODD_KINDS: [&str; 3] = ["fifo", "symlink", "directory"];
+
+/// Puts a FIFO, a symbolic link (to a well-formed queue file outside the queue) and a
+/// directory, each named like a queue ID, in each of `queues`. Returns (queue, kind, ID).
+fn plant_odd_entries(w: &World, queues: &[&str]) -> Vec<(String, &'static str, String)> {
+    // What the link points to: a queue file for root, which must never be delivered.
+    assert!(w.send(&["-odq", "-i", "root"], &body(99)).status.success());
+    let real = w.queued("maildrop").pop().unwrap();
+    let target = w.path("outside-the-queue");
+    std::fs::rename(w.path("queue/maildrop").join(&real), &target).unwrap();
+    let mut planted = Vec::new();
+    for queue in queues {
+        let dir = w.path("queue").join(queue);
+        std::fs::create_dir_all(&dir).unwrap();
+        for kind in ODD_KINDS {
+            let id = mailroom::queue::QueueId::generate().to_string();
+            let path = dir.join(&id);
+            match kind {
+                "fifo" => {
+                    nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600))
+                        .unwrap()
+                }
+                "symlink" => std::os::unix::fs::symlink(&target, &path).unwrap(),
+                _ => std::fs::create_dir(&path).unwrap(),
+            }
+            planted.push((queue.to_string(), kind, id));
+        }
+    }
+    planted
+}
+
+/// A FIFO in a queue directory used to block the thread that opened it for good (the
+/// main thread, for one in `deferred/`): nothing was delivered and SIGTERM was never
+/// acted on. Entries that are not regular files now go to `corrupt/` (`hold/` is not the
+/// daemon's to look at), mail flows around them, and the daemon stops when told.
+#[test]
+fn fifos_symlinks_and_directories_in_the_queue_do_not_stop_the_daemon() {
+    let w = World::new();
+    let planted = plant_odd_entries(&w, &["maildrop", "incoming", "active", "deferred", "hold"]);
+    assert!(w.send(&["-odq", "-i", "root"], &body(1)).status.success());
+    let runnable = planted.iter().filter(|(q, _, _)| q != "hold").count();
+
+    // A one-shot queue run finishes.
+    let mut run = w.cmd(&["-q"]).spawn().unwrap();
+    let status = wait_at_most(&mut run, Duration::from_secs(20));
+    assert!(status.is_some(), "sendmail -q hung; log:\n{}", w.log());
+    assert_eq!(w.messages("root"), 1, "{}", w.log());
+
+    // And so does the daemon, with the same entries planted again.
+    let planted = plant_odd_entries(&w, &["maildrop", "incoming", "active", "deferred", "hold"]);
+    let d = w.daemon();
+    assert!(w.send(&["-i", "root"], &body(2)).status.success());
+    w.wait_for(
+        || w.messages("root") == 2 && w.queued("corrupt").len() == 2 * runnable,
+        "delivery, and the odd entries in corrupt/",
+    );
+    assert!(stop_within(d, &w).success());
+
+    let corrupt = w.queued("corrupt");
+    let log = w.log();
+    for (queue, kind, id) in &planted {
+        if queue == "hold" {
+            assert!(
+                w.queued("hold").contains(id),
+                "hold/{id} ({kind}) left alone"
+            );
+        } else {
+            assert!(
+                corrupt.contains(id),
+                "{queue}/{id} ({kind}) not in corrupt/"
+            );
+            let line = log.lines().find(|l| l.contains(&format!("{queue}/{id}: ")));
+            assert!(
+                line.is_some_and(|l| l.ends_with("moved to corrupt")),
+                "no log line for {queue}/{id} ({kind}):\n{log}"
+            );
+        }
+    }
+    // The symlink's target was never delivered (it is message 99).
+    assert!(!w.mbox("root").contains("message number 99"));
+}

@@ -4,6 +4,7 @@ mod queue_world;
 
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
+use std::time::Duration;
 
 use mailroom::queue::QueueName;
 use queue_world::{Msg, World, put, stderr, stdout};
@@ -227,6 +228,51 @@ fn corrupt_file_is_reported_and_skipped() {
         )),
         "{err}"
     );
+}
+
+/// A FIFO used to block mailq for good (the open waited for a writer); a symbolic link
+/// must not be followed; a directory is no message. Each is skipped with a warning, in
+/// every queue mailq reads, and the listing finishes.
+#[test]
+fn fifos_symlinks_and_directories_are_skipped_with_a_warning() {
+    let world = World::new();
+    let queues = [
+        QueueName::Maildrop,
+        QueueName::Incoming,
+        QueueName::Deferred,
+        QueueName::Hold,
+    ];
+    let planted = queue_world::plant_odd_entries(&world, &queues);
+    let (good, _) = put(&world, &Msg::default());
+    for args in [&[][..], &["-j"][..]] {
+        let out = queue_world::run_at_most(&world, MAILQ, args, Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("mailq {args:?} hung"));
+        let (text, err) = (stdout(&out), stderr(&out));
+        assert_eq!(out.status.code(), Some(0), "{err}");
+        assert!(text.contains(&good.to_string()), "{text}");
+        assert!(
+            !text.contains("target-of-a-link"),
+            "followed a link: {text}"
+        );
+        if args.is_empty() {
+            assert!(text.ends_with("-- 0 Kbytes in 1 Request.\n"), "{text}");
+        } else {
+            assert_eq!(text.lines().count(), 1, "{text}");
+        }
+        for (queue, kind, id) in &planted {
+            let what = match *kind {
+                "fifo" => "a FIFO",
+                "symlink" => "a symbolic link",
+                _ => "a directory",
+            };
+            let line = format!(
+                "mailq: warning: {}/{id}: not a regular file ({what}), skipped\n",
+                queue.as_str()
+            );
+            assert!(err.contains(&line), "missing {line:?} in\n{err}");
+        }
+        assert_eq!(err.lines().count(), planted.len(), "{err}");
+    }
 }
 
 #[test]

@@ -432,3 +432,102 @@ fn a_message_held_before_pickup_is_released_to_maildrop() {
     assert!(world.exists(QueueName::Maildrop, users));
     assert!(world.exists(QueueName::Deferred, roots));
 }
+
+/// A FIFO, a symbolic link and a directory named like queue IDs, in every queue: each
+/// action, on ALL and by ID, finishes, acts on the real messages, and leaves the odd
+/// entries alone with a warning (a FIFO is never opened for reading, a link never
+/// followed); `-s` then moves them to `corrupt/`.
+#[test]
+fn fifos_symlinks_and_directories_are_skipped_then_moved_aside() {
+    let limit = Duration::from_secs(10);
+    let queues = [
+        QueueName::Maildrop,
+        QueueName::Incoming,
+        QueueName::Deferred,
+        QueueName::Hold,
+    ];
+    // (arguments, the real message's queue before, after; None = deleted)
+    let table: [(&[&str], QueueName, Option<QueueName>); 4] = [
+        (&["-h", "ALL"], QueueName::Deferred, Some(QueueName::Hold)),
+        (&["-H", "ALL"], QueueName::Hold, Some(QueueName::Deferred)),
+        (
+            &["-r", "ALL"],
+            QueueName::Deferred,
+            Some(QueueName::Maildrop),
+        ),
+        (&["-d", "ALL"], QueueName::Deferred, None),
+    ];
+    for (args, from, to) in table {
+        let world = World::new();
+        let planted = queue_world::plant_odd_entries(&world, &queues);
+        let real = msg_in(&world, from);
+        let out = queue_world::run_at_most(&world, POSTSUPER, args, limit)
+            .unwrap_or_else(|| panic!("postsuper {args:?} hung"));
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+        assert!(err.ends_with(": 1 message\n"), "{args:?}: {err}");
+        match to {
+            None => assert!(!world.exists(from, real), "{args:?}"),
+            Some(QueueName::Maildrop) => {
+                assert_eq!(file_names(&world.queue.dir(QueueName::Maildrop)).len(), 4)
+            }
+            Some(to) => assert!(world.exists(to, real), "{args:?}"),
+        }
+        // The action's own queues are scanned: every odd entry there gets a warning and
+        // stays where it was.
+        for (queue, kind, id) in &planted {
+            let path = world.path(*queue, *id);
+            assert!(
+                path.symlink_metadata().is_ok(),
+                "{args:?}: {}/{id} ({kind}) was acted on",
+                queue.as_str()
+            );
+            let warned = err.contains(&format!(
+                "warning: {}/{id}: not a regular file",
+                queue.as_str()
+            ));
+            let scanned = match args[0] {
+                "-H" => *queue == QueueName::Hold,
+                "-r" => *queue != QueueName::Maildrop,
+                "-h" => *queue != QueueName::Hold,
+                _ => true,
+            };
+            assert_eq!(
+                warned,
+                scanned,
+                "{args:?}: {}/{id} ({kind}):\n{err}",
+                queue.as_str()
+            );
+        }
+        assert!(world.tmp.path().join("outside-the-queue").exists());
+
+        // By ID: the same, one at a time.
+        for (queue, kind, id) in &planted {
+            let out = queue_world::run_at_most(&world, POSTSUPER, &["-d", id.as_str()], limit)
+                .unwrap_or_else(|| panic!("postsuper -d {id} ({kind}) hung"));
+            let err = stderr(&out);
+            assert_eq!(out.status.code(), Some(0), "{err}");
+            assert!(
+                err.contains(&format!(
+                    "postsuper: warning: {}/{id}: not a regular file (",
+                    queue.as_str()
+                )),
+                "{kind}: {err}"
+            );
+            assert!(err.ends_with("Deleted: 0 messages\n"), "{kind}: {err}");
+        }
+
+        // -s moves them all aside.
+        let out = queue_world::run_at_most(&world, POSTSUPER, &["-s"], limit)
+            .unwrap_or_else(|| panic!("postsuper -s hung"));
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let corrupt = file_names(&world.queue.dir(QueueName::Corrupt));
+        for (queue, kind, id) in &planted {
+            assert!(
+                corrupt.contains(&id.to_string()),
+                "{}/{id} ({kind}) not moved",
+                queue.as_str()
+            );
+        }
+    }
+}

@@ -394,6 +394,110 @@ fn malformed_addresses_are_refused_with_nothing_queued() {
     assert!(sys.files_in(QueueName::Maildrop).is_empty());
 }
 
+/// RFC 5321's lengths (a 64-byte local part, 320 bytes in all) bound every address
+/// sendmail takes, from argv, `-f` and `-t` headers alike: one over them is a malformed
+/// address (65, nothing queued), and the message names it without repeating it whole.
+#[test]
+fn over_long_addresses_are_refused_with_nothing_queued() {
+    let local = |n: usize| "a".repeat(n);
+    let huge = format!("{}@example.org", local(100_000));
+    let domain = format!("{}.org", "d".repeat(320));
+    // (arguments, header block for -t, what the message says)
+    let table: Vec<(Vec<String>, String, &str)> = vec![
+        (
+            vec![local(65)],
+            String::new(),
+            "malformed recipient address",
+        ),
+        (
+            vec![format!("{}@x.org", local(65))],
+            String::new(),
+            "malformed recipient address",
+        ),
+        (
+            vec![huge.clone()],
+            String::new(),
+            "malformed recipient address",
+        ),
+        (
+            vec![format!("b@{domain}")],
+            String::new(),
+            "malformed recipient address",
+        ),
+        (
+            vec!["-f".into(), format!("{}@x.org", local(65)), "bob".into()],
+            String::new(),
+            "malformed sender address",
+        ),
+        (
+            vec!["-f".into(), huge.clone(), "bob".into()],
+            String::new(),
+            "malformed sender address",
+        ),
+        (
+            vec!["-t".into()],
+            format!("To: bob, {}\n", local(65)),
+            "malformed recipient address",
+        ),
+        (
+            vec!["-t".into()],
+            format!("Cc: <{}@example.org>\n", local(400)),
+            "malformed recipient address",
+        ),
+        (
+            (0..10_001).map(|n| format!("u{n}@example.org")).collect(),
+            String::new(),
+            "more than 10000 recipients",
+        ),
+    ];
+    for (args, headers, says) in table {
+        let sys = MailSystem::new("");
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = submit(
+            &sys,
+            &args,
+            format!("{headers}Subject: x\n\nbody\n").as_bytes(),
+        );
+        let err = stderr(&out);
+        let shown: String = format!("{args:?}").chars().take(60).collect();
+        assert_eq!(out.status.code(), Some(65), "{shown}: {err}");
+        assert!(err.contains(says), "{shown}: {err}");
+        assert!(err.starts_with("sendmail: fatal: "), "{shown}: {err}");
+        assert!(err.len() < 400, "{shown}: {} bytes of message", err.len());
+        assert!(sys.files_in(QueueName::Maildrop).is_empty(), "{shown}");
+    }
+    // At the bounds, everything is taken; 10,000 recipients too.
+    let sys = MailSystem::new("");
+    let at = format!("{}@x.org", local(64));
+    let mut args: Vec<String> = vec!["-f".into(), at.clone(), at.clone()];
+    args.extend((0..9_999).map(|n| format!("u{n}@example.org")));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = submit(&sys, &args, b"Subject: x\n\nbody\n");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let (env, _) = sys.messages(QueueName::Maildrop).remove(0);
+    assert_eq!(env.sender, at);
+    assert_eq!(env.recipients.len(), 10_000);
+}
+
+/// The full name (`-F`, else the password file's) is free text: one longer than the
+/// queue file's 256-byte bound is cut, at a character boundary.
+#[test]
+fn a_long_full_name_is_cut() {
+    let sys = MailSystem::new("");
+    let name = "é".repeat(200);
+    let (env, message) = submit_one(&sys, &["-F", &name, "bob"], b"Subject: x\n\nbody\n");
+    assert_eq!(env.full_name, "é".repeat(128));
+    let from = python(
+        "import email,sys\nm=email.message_from_binary_file(sys.stdin.buffer)\n\
+         print(str(email.header.make_header(email.header.decode_header(m['From']))))",
+        message.as_bytes(),
+    );
+    assert_eq!(
+        from.trim(),
+        format!("{} <root@mail.server.com>", "é".repeat(128))
+    );
+}
+
 #[test]
 fn config_errors_are_78() {
     let sys = MailSystem::new("");

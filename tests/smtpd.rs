@@ -153,6 +153,82 @@ fn bs_eof_without_quit_exits_zero_and_queues_nothing_partial() {
     assert!(maillog(&sys).contains("lost connection after DATA from localhost[127.0.0.1]"));
 }
 
+/// RFC 5321's limits (section 4.5.3.1): a local part of at most 64 bytes, an address of
+/// at most 320. Longer ones get Postfix's answer to an address it cannot take (smtpd.c,
+/// `mail_cmd` and `rcpt_cmd`), and the session goes on; what is queued stays within them.
+#[test]
+fn bs_over_long_addresses_are_bad_syntax() {
+    let sys = MailSystem::new("");
+    let local = |n: usize| "a".repeat(n);
+    let domain = format!("{}.example", "d".repeat(320));
+    // (command, reply)
+    let table: Vec<(String, &str)> = vec![
+        (
+            format!("MAIL FROM:<{}@example.org>", local(65)),
+            "501 5.1.7 Bad sender address syntax",
+        ),
+        (
+            format!("MAIL FROM:<b@{domain}>"),
+            "501 5.1.7 Bad sender address syntax",
+        ),
+        (
+            format!("MAIL FROM:<{}@example.org>", local(64)),
+            "250 2.1.0 Ok",
+        ),
+        (
+            format!("RCPT TO:<{}@example.org>", local(65)),
+            "501 5.1.3 Bad recipient address syntax",
+        ),
+        (
+            format!("RCPT TO:<{}>", local(65)),
+            "501 5.1.3 Bad recipient address syntax",
+        ),
+        (
+            format!("RCPT TO:<b@{domain}>"),
+            "501 5.1.3 Bad recipient address syntax",
+        ),
+        (
+            format!("VRFY {}", local(65)),
+            "501 5.1.3 Bad recipient address syntax",
+        ),
+        (
+            format!("RCPT TO:<{}@mail.server.com>", local(64)),
+            "250 2.1.5 Ok",
+        ),
+        ("DATA".into(), "354 End data with <CR><LF>.<CR><LF>"),
+    ];
+    let mut input = String::from("EHLO client.example\r\n");
+    for (command, _) in &table {
+        input.push_str(command);
+        input.push_str("\r\n");
+    }
+    input.push_str("Subject: long\r\n\r\nbody\r\n.\r\nQUIT\r\n");
+    let out = sys.run(SENDMAIL, &["-bs"], input.as_bytes());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let replies: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with("220 ") && !l.starts_with("250-"))
+        .collect();
+    // EHLO's last line, one reply per command, then the queued message and QUIT.
+    assert_eq!(replies[0], "250 8BITMIME");
+    for (i, (command, reply)) in table.iter().enumerate() {
+        assert_eq!(
+            replies[i + 1],
+            *reply,
+            "{}",
+            &command[..command.len().min(40)]
+        );
+    }
+    assert!(replies[table.len() + 1].starts_with("250 2.0.0 Ok: queued as "));
+    let (env, _) = only_message(&sys);
+    assert_eq!(env.sender, format!("{}@example.org", local(64)));
+    assert_eq!(
+        env.recipients[0].address,
+        format!("{}@mail.server.com", local(64))
+    );
+}
+
 #[test]
 fn bs_with_swaks() {
     let sys = MailSystem::new("");

@@ -253,19 +253,29 @@ fn join(input: &[u8], tokens: &[Token]) -> String {
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
+/// The longest address taken from outside, in bytes: RFC 5321's 64-byte local part, `@`
+/// and 255-byte domain (section 4.5.3.1). Queue files hold none longer.
+pub const MAX_ADDRESS_LEN: usize = 320;
+/// The longest local part, in bytes (RFC 5321 section 4.5.3.1.1). Nothing longer is ever
+/// looked up as a user name: the C library's lookups are not made for megabytes (glibc's
+/// NSS modules copy the name onto the stack).
+pub const MAX_LOCAL_PART_LEN: usize = 64;
+
 /// Checks one address (as produced by [`parse_list`]): a local part (dot-atom or quoted
-/// string, obsolete consecutive dots tolerated as Postfix does), and optionally `@` and a
-/// domain of letters, digits, hyphens and dots, or a `[literal]`. Returns why not.
+/// string, obsolete consecutive dots tolerated as Postfix does) of at most
+/// [`MAX_LOCAL_PART_LEN`] bytes, and optionally `@` and a domain of letters, digits,
+/// hyphens and dots, or a `[literal]`; [`MAX_ADDRESS_LEN`] bytes in all. Returns why not.
 pub fn validate(address: &str) -> Result<(), String> {
     if address.is_empty() {
         return Err("empty address".into());
     }
-    if address.len() > 1000 {
-        return Err("address too long".into());
-    }
+    check_length(address)?;
     let (local, domain) = split(address);
     if local.is_empty() {
         return Err("empty local part".into());
+    }
+    if local.len() > MAX_LOCAL_PART_LEN {
+        return Err(format!("local part longer than {MAX_LOCAL_PART_LEN} bytes"));
     }
     if local.starts_with('"') {
         if local.len() < 2 || !local.ends_with('"') {
@@ -281,6 +291,29 @@ pub fn validate(address: &str) -> Result<(), String> {
         validate_domain(domain)?;
     }
     Ok(())
+}
+
+/// Only the length check of [`validate`], for an address built here (a bare name
+/// qualified with `$myorigin`).
+pub fn check_length(address: &str) -> Result<(), String> {
+    if address.len() > MAX_ADDRESS_LEN {
+        return Err(format!("address longer than {MAX_ADDRESS_LEN} bytes"));
+    }
+    Ok(())
+}
+
+/// `text` for an error message: whole when short, else its start and how long it was, so
+/// that a megabyte of input never becomes a megabyte of log line.
+pub fn shorten(text: &str) -> String {
+    const SHOWN: usize = 64;
+    if text.len() <= SHOWN {
+        return text.to_string();
+    }
+    let mut end = SHOWN;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} bytes)", &text[..end], text.len())
 }
 
 fn validate_domain(domain: &str) -> Result<(), String> {
@@ -455,6 +488,34 @@ mod tests {
         ] {
             assert!(validate(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn lengths_are_rfc_5321s() {
+        let local = |n: usize| "a".repeat(n);
+        let domain = |n: usize| format!("{}.org", "d".repeat(n - 4));
+        // (address, accepted)
+        let table = [
+            (local(64), true),
+            (local(65), false),
+            (format!("{}@x.org", local(64)), true),
+            (format!("{}@x.org", local(65)), false),
+            (format!("\"{}\"@x.org", local(62)), true),
+            (format!("\"{}\"@x.org", local(63)), false),
+            (format!("{}@{}", local(64), domain(255)), true),
+            (format!("{}@{}", local(64), domain(256)), false),
+            (format!("{}@x.org", local(4 << 20)), false),
+        ];
+        for (address, accepted) in table {
+            let got = validate(&address);
+            assert_eq!(got.is_ok(), accepted, "{} bytes: {got:?}", address.len());
+        }
+        assert_eq!(shorten("short"), "short");
+        let long = shorten(&"é".repeat(1000));
+        assert!(
+            long.ends_with("... (2000 bytes)") && long.len() < 100,
+            "{long}"
+        );
     }
 
     #[test]

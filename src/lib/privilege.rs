@@ -179,9 +179,41 @@ pub fn require_root(what: &str) -> Result<()> {
     Ok(())
 }
 
+/// The passwd entry of the user `name` (`getpwnam_r`); `Ok(None)` when there is none.
+/// Every lookup of a user by name goes through here, because names come from outside (a
+/// recipient's local part, `sendmail -bv`'s arguments): one longer than an RFC 5321 local
+/// part ([`MAX_LOCAL_PART_LEN`] bytes) or holding a NUL is nobody's, and never reaches
+/// the C library, whose NSS modules copy the name onto the stack (glibc with systemd's
+/// module aborts on a name of megabytes, or overflows a thread's stack).
+///
+/// [`MAX_LOCAL_PART_LEN`]: crate::address::MAX_LOCAL_PART_LEN
+pub fn user_by_name(name: &str) -> nix::Result<Option<nix::unistd::User>> {
+    if name.is_empty() || name.len() > crate::address::MAX_LOCAL_PART_LEN || name.contains('\0') {
+        return Ok(None);
+    }
+    nix::unistd::User::from_name(name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn user_names_from_outside_are_bounded() {
+        // (name, found)
+        let table = [
+            ("root".to_string(), true),
+            ("a".repeat(64), false),
+            ("a".repeat(65), false),
+            ("a".repeat(4 << 20), false),
+            ("root\0".to_string(), false),
+            (String::new(), false),
+        ];
+        for (name, found) in table {
+            let got = user_by_name(&name).unwrap();
+            assert_eq!(got.is_some(), found, "{} bytes", name.len());
+        }
+    }
 
     #[test]
     fn only_locale_and_time_zone_survive() {

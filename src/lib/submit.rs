@@ -14,6 +14,7 @@ use chrono::{DateTime, Local, Utc};
 use crate::address;
 use crate::message::headers::{self, Field};
 use crate::message::input::{InputError, InputReader};
+use crate::queue::envelope::{MAX_FULL_NAME, MAX_RECIPIENTS, clip};
 use crate::queue::{Envelope, NewQueueFile, Queue, QueueId, Recipient};
 use crate::sysexits::{Error, ExitCode, Result};
 
@@ -258,7 +259,7 @@ fn submit_inner(
             .full_name
             .clone()
             .or_else(|| invoker.gecos_name.clone())
-            .map(|n| sanitize_line(&n))
+            .map(|n| clip(&sanitize_line(&n), MAX_FULL_NAME).to_string())
             .unwrap_or_default(),
         uid: invoker.uid,
         recipients: recipients
@@ -440,23 +441,23 @@ fn envelope_sender(
             "{tag}: malformed sender address: line break in -f value"
         )));
     }
-    let found = address::parse_list(given.as_bytes()).map_err(|why| {
+    let bad = |why: String| {
         Error::data(format!(
-            "{tag}: malformed sender address \"{given}\": {why}"
+            "{tag}: malformed sender address \"{}\": {why}",
+            address::shorten(given)
         ))
-    })?;
+    };
+    let found = address::parse_list(given.as_bytes()).map_err(bad)?;
     let Some(first) = found.first() else {
         return Ok(String::new());
     };
     if first.address.is_empty() {
         return Ok(String::new());
     }
-    address::validate(&first.address).map_err(|why| {
-        Error::data(format!(
-            "{tag}: malformed sender address \"{given}\": {why}"
-        ))
-    })?;
-    Ok(address::qualify(&first.address, &settings.myorigin))
+    address::validate(&first.address).map_err(bad)?;
+    let qualified = address::qualify(&first.address, &settings.myorigin);
+    address::check_length(&qualified).map_err(bad)?;
+    Ok(qualified)
 }
 
 /// Recipients in submission order without duplicates (Postfix sort-uniqs them too).
@@ -469,7 +470,7 @@ struct Recipients {
 
 impl Recipients {
     fn add_list(&mut self, text: &[u8], settings: &Settings, tag: &str, argv: bool) -> Result<()> {
-        let shown = String::from_utf8_lossy(text).trim().to_string();
+        let shown = address::shorten(String::from_utf8_lossy(text).trim());
         let bad = |why: String| {
             Error::data(format!(
                 "{tag}: malformed recipient address \"{shown}\": {why}"
@@ -487,9 +488,17 @@ impl Recipients {
         for f in found {
             address::validate(&f.address).map_err(bad)?;
             let qualified = address::qualify(&f.address, &settings.myorigin);
+            address::check_length(&qualified).map_err(bad)?;
             let (local, domain) = address::split(&qualified);
             let key = format!("{local}@{}", domain.unwrap_or("").to_ascii_lowercase());
             if self.seen.insert(key) {
+                // The queue file's bound; Postfix has none, but a list that long is a
+                // mailing list's job, not one message's.
+                if self.list.len() == MAX_RECIPIENTS {
+                    return Err(Error::data(format!(
+                        "{tag}: more than {MAX_RECIPIENTS} recipients; send the message in parts"
+                    )));
+                }
                 self.list.push((f.address, qualified));
             }
         }

@@ -144,3 +144,71 @@ pub fn file_names(dir: &Path) -> Vec<String> {
     names.sort();
     names
 }
+
+/// What can sit in a queue directory without being a queue file.
+pub const ODD_KINDS: [&str; 3] = ["fifo", "symlink", "directory"];
+
+/// Puts a FIFO, a symbolic link (to a well-formed queue file outside the queue) and a
+/// directory, each named like a queue ID, in each of `queues`. Returns (queue, kind, ID).
+pub fn plant_odd_entries(
+    world: &World,
+    queues: &[QueueName],
+) -> Vec<(QueueName, &'static str, QueueId)> {
+    // The link's target: a message that must never be listed or acted on.
+    let (id, _) = put(
+        world,
+        &Msg {
+            rcpts: &[("target-of-a-link@example.com", "")],
+            ..Msg::default()
+        },
+    );
+    let target = world.tmp.path().join("outside-the-queue");
+    std::fs::rename(world.path(QueueName::Maildrop, id), &target).unwrap();
+    let mut planted = Vec::new();
+    for &queue in queues {
+        for kind in ODD_KINDS {
+            let id = QueueId::generate();
+            let path = world.path(queue, id);
+            match kind {
+                "fifo" => {
+                    nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600))
+                        .unwrap()
+                }
+                "symlink" => std::os::unix::fs::symlink(&target, &path).unwrap(),
+                _ => std::fs::create_dir(&path).unwrap(),
+            }
+            planted.push((queue, kind, id));
+        }
+    }
+    planted
+}
+
+/// Runs a binary like [`World::run`], but gives up after `limit`: `None` when it was
+/// still running then (it is killed).
+pub fn run_at_most(
+    world: &World,
+    exe: &str,
+    args: &[&str],
+    limit: std::time::Duration,
+) -> Option<Output> {
+    let mut child = world
+        .command(exe)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return Some(child.wait_with_output().unwrap());
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

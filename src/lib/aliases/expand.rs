@@ -142,7 +142,7 @@ impl ExpandOptions {
     /// restriction on include files).
     pub fn from_config(config: &Config) -> Result<ExpandOptions> {
         let name = config.get("default_privs")?;
-        let user = match nix::unistd::User::from_name(&name) {
+        let user = match crate::privilege::user_by_name(&name) {
             Ok(Some(user)) => user,
             _ => {
                 return Err(Error::config(format!(

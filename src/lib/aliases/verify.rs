@@ -29,7 +29,7 @@ pub fn verify(
     for warning in maps.warnings() {
         warn(&warning);
     }
-    let user_exists = |name: &str| matches!(nix::unistd::User::from_name(name), Ok(Some(_)));
+    let user_exists = |name: &str| matches!(crate::privilege::user_by_name(name), Ok(Some(_)));
     let user_name = |uid: u32| match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
         Ok(Some(user)) => user.name,
         _ => format!("uid {uid}"),

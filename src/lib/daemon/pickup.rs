@@ -30,12 +30,17 @@ pub fn pickup(rt: &Runtime, id: QueueId) -> Option<LockedFile> {
         } else {
             "not a regular file"
         };
-        quarantine_entry(rt, id, why);
+        quarantine_entry(rt, QueueName::Maildrop, id, why);
         return None;
     }
     match queue.try_lock(QueueName::Maildrop, id) {
         Ok(Some(locked)) => accept(rt, locked),
         Ok(None) => None,
+        // Replaced since the check above.
+        Err(e) if crate::queue::not_regular(&e).is_some() => {
+            quarantine_entry(rt, QueueName::Maildrop, id, &e.to_string());
+            None
+        }
         Err(e) => {
             rt.logs
                 .pickup
@@ -71,10 +76,8 @@ pub fn accept(rt: &Runtime, mut locked: LockedFile) -> Option<LockedFile> {
             return None;
         }
         Err(ReadError::Missing) => return None,
-        Err(ReadError::Io(e)) => {
-            rt.logs
-                .pickup
-                .warning(&format!("maildrop/{id}: read: {}", describe(&e)));
+        Err(e @ (ReadError::Io(_) | ReadError::NotRegular(_))) => {
+            rt.logs.pickup.warning(&format!("maildrop/{id}: read: {e}"));
             return None;
         }
     };
@@ -135,19 +138,22 @@ pub fn quarantine(rt: &Runtime, mut locked: LockedFile, why: &str) {
     }
 }
 
-fn quarantine_entry(rt: &Runtime, id: QueueId, why: &str) {
-    let queue = &rt.queue;
-    let to = queue.path(QueueName::Corrupt, id);
-    let moved = queue
-        .ensure_dirs()
-        .and_then(|()| fs::rename(queue.path(QueueName::Maildrop, id), &to));
-    match moved {
-        Ok(()) => rt
-            .logs
-            .pickup
-            .warning(&format!("maildrop/{id}: {why}; moved to corrupt")),
-        Err(e) => rt.logs.pickup.warning(&format!(
-            "maildrop/{id}: {why}; cannot move it to corrupt: {}",
+/// Moves an entry that is not a regular file (a FIFO, a symbolic link, a directory...)
+/// from `from/` to `corrupt/` as it is, and says so. Such an entry is never opened for
+/// reading: a FIFO would block the thread that did.
+pub fn quarantine_entry(rt: &Runtime, from: QueueName, id: QueueId, why: &str) {
+    let log = match from {
+        QueueName::Maildrop => &rt.logs.pickup,
+        _ => &rt.logs.qmgr,
+    };
+    let queue = from.as_str();
+    match rt.queue.move_entry_to_corrupt(from, id) {
+        Ok(name) if name == id.as_str() => {
+            log.warning(&format!("{queue}/{id}: {why}; moved to corrupt"))
+        }
+        Ok(name) => log.warning(&format!("{queue}/{id}: {why}; moved to corrupt/{name}")),
+        Err(e) => log.warning(&format!(
+            "{queue}/{id}: {why}; cannot move it to corrupt: {}",
             describe(&e)
         )),
     }

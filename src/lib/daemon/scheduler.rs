@@ -121,6 +121,10 @@ fn run_job(job: &Job, stop: &AtomicBool) -> Option<Report> {
         QueueName::Maildrop => pickup::pickup(rt, job.id)?,
         queue => match rt.queue.try_lock(queue, job.id) {
             Ok(locked) => locked?,
+            Err(e) if crate::queue::not_regular(&e).is_some() => {
+                pickup::quarantine_entry(rt, queue, job.id, &e.to_string());
+                return None;
+            }
             Err(e) => {
                 rt.logs.qmgr.warning(&format!(
                     "{}/{}: open: {}",

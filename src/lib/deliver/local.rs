@@ -532,7 +532,14 @@ impl Job<'_> {
             recipients,
             delivered_to,
         ) {
-            Ok(id) => Outcome::sent(RELAY, format!("forwarded as {id}")),
+            Ok(ids) => {
+                let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
+                Outcome::sent(RELAY, format!("forwarded as {}", ids.join(", ")))
+            }
+            // An alias or .forward target no queue file can hold: retrying cannot help.
+            Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
+                Outcome::bounced(RELAY, "5.1.3", format!("cannot forward message: {e}"))
+            }
             Err(e) => Outcome::deferred(
                 RELAY,
                 "4.3.0",

@@ -221,7 +221,7 @@ impl<'a> Worker<'a> {
                     ));
                     return None;
                 }
-                Err(err @ ReadError::Io(_)) => {
+                Err(err @ (ReadError::Io(_) | ReadError::NotRegular(_))) => {
                     warnings.push(format!("{}/{id}: {err}, skipped", queue.as_str()));
                     return None;
                 }

@@ -236,6 +236,9 @@ pub fn run(
         for e in outcome.errors {
             report.warning(&e);
         }
+        for w in outcome.skipped {
+            report.warning(&w);
+        }
         if outcome.busy > 0 {
             report.warning(&format!(
                 "{} message{} being delivered left alone",
@@ -263,6 +266,9 @@ pub fn run(
                 }
                 Ok(One::NotFound) => {}
                 Ok(One::Busy(id)) => report.warning(&format!("{id}: being delivered; left alone")),
+                Ok(One::NotRegular(queue, id, why)) => {
+                    report.warning(&not_regular_warning(queue, id, &why))
+                }
                 Ok(One::Invalid) => {
                     report.warning(&format!("invalid mail queue id: {}", printable(text)))
                 }
@@ -345,6 +351,17 @@ enum One {
     NotFound,
     Busy(QueueId),
     Invalid,
+    /// The name is there, but is not a regular file: left alone.
+    NotRegular(QueueName, QueueId, String),
+}
+
+/// The warning for a queue entry that is not a regular file (a FIFO, a symbolic link, a
+/// directory): it is never opened or acted on, and `-s` moves it aside.
+fn not_regular_warning(queue: QueueName, id: QueueId, why: &str) -> String {
+    format!(
+        "{}/{id}: {why}; skipped (postsuper -s moves it to corrupt)",
+        queue.as_str()
+    )
 }
 
 fn act_on_one(
@@ -366,16 +383,25 @@ fn act_on_one(
         dirs.ensure(queue, QueueName::Maildrop)?;
     }
     let mut busy = false;
+    let mut odd = None;
     for &from in sources {
-        match dirs.try_lock(from, id)? {
-            Some(mut locked) => {
+        match dirs.try_lock(from, id) {
+            Ok(Some(mut locked)) => {
                 perform(dirs, queue.group(), action, &mut locked)?;
                 return Ok(One::Done(id));
             }
-            None => busy |= dirs.exists(from, id),
+            Ok(None) => busy |= dirs.exists(from, id),
+            Err(e) if crate::queue::not_regular(&e).is_some() => {
+                odd = Some(One::NotRegular(from, id, e.to_string()));
+            }
+            Err(e) => return Err(e),
         }
     }
-    Ok(if busy { One::Busy(id) } else { One::NotFound })
+    Ok(match odd {
+        Some(odd) => odd,
+        None if busy => One::Busy(id),
+        None => One::NotFound,
+    })
 }
 
 fn perform(
@@ -426,6 +452,8 @@ struct MassOutcome {
     counts: Counts,
     busy: u64,
     errors: Vec<String>,
+    /// Warnings for entries that are not regular files, left alone.
+    skipped: Vec<String>,
 }
 
 /// `ALL`: one scan of every queue concerned; each message gets the first action (in
@@ -455,6 +483,7 @@ fn act_on_all(queue: &Queue, mass: &[Action], named: &[QueueName]) -> io::Result
     let counters: [AtomicU64; 4] = Default::default();
     let busy = AtomicU64::new(0);
     let errors = std::sync::Mutex::new(Vec::new());
+    let skipped = std::sync::Mutex::new(Vec::new());
     let slot = |a: Action| Action::ORDER.iter().position(|&x| x == a).unwrap_or(0);
     let work = |chunk: &[(QueueId, QueueName)]| {
         for &(id, from) in chunk {
@@ -478,6 +507,11 @@ fn act_on_all(queue: &Queue, mass: &[Action], named: &[QueueName]) -> io::Result
                     counters[slot(*action)].fetch_add(1, Ordering::Relaxed);
                 }
                 Ok(false) => {}
+                Err(e) if crate::queue::not_regular(&e).is_some() => {
+                    if let Ok(mut list) = skipped.lock() {
+                        list.push((id, not_regular_warning(from, id, &e.to_string())));
+                    }
+                }
                 Err(e) => {
                     let text = format!(
                         "{}/{id}: {}",
@@ -532,5 +566,11 @@ fn act_on_all(queue: &Queue, mass: &[Action], named: &[QueueName]) -> io::Result
         counts,
         busy: busy.load(Ordering::Relaxed),
         errors: errors.into_inner().unwrap_or_else(|p| p.into_inner()),
+        // In queue order, whatever the threads' order was.
+        skipped: {
+            let mut list = skipped.into_inner().unwrap_or_else(|p| p.into_inner());
+            list.sort();
+            list.into_iter().map(|(_, w)| w).collect()
+        },
     })
 }

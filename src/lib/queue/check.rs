@@ -175,13 +175,17 @@ impl Queue {
                         }
                         Ok(_) | Err(super::ReadError::Missing) => None,
                         Err(super::ReadError::Io(e)) => return Err(e),
+                        Err(e @ super::ReadError::NotRegular(_)) => Some(e.to_string()),
                         Err(super::ReadError::Corrupt(why)) => {
                             Some(format!("corrupt queue file ({why})"))
                         }
                     },
-                    Some(id) => match dirs.try_lock(queue, id)? {
-                        None => None, // being delivered, or gone meanwhile
-                        Some(mut locked) => match read_envelope_from(&mut locked.file) {
+                    Some(id) => match dirs.try_lock(queue, id) {
+                        // Replaced by something else since the directory was read.
+                        Err(e) if super::not_regular(&e).is_some() => Some(e.to_string()),
+                        Err(e) => return Err(e),
+                        Ok(None) => None, // being delivered, or gone meanwhile
+                        Ok(Some(mut locked)) => match read_envelope_from(&mut locked.file) {
                             Ok(env)
                                 if queue != QueueName::Maildrop
                                     && self.group().is_some()
@@ -213,7 +217,9 @@ impl Queue {
                                 None
                             }
                             Ok(_) => None,
-                            Err(super::ReadError::Missing) => None,
+                            Err(super::ReadError::Missing | super::ReadError::NotRegular(_)) => {
+                                None
+                            }
                             Err(super::ReadError::Io(e)) => return Err(e),
                             Err(super::ReadError::Corrupt(why)) => {
                                 Some(format!("corrupt queue file ({why})"))
@@ -284,6 +290,24 @@ impl Queue {
             }
         }
         Ok(removed)
+    }
+}
+
+impl Queue {
+    /// Moves the entry `from/id`, whatever it is (a FIFO, a symbolic link, a directory:
+    /// the entry itself, never what it points to), into `corrupt/` without replacing
+    /// anything there. Returns the name it got there (`id`, or `id.N` when taken). Both
+    /// directories are synced.
+    pub fn move_entry_to_corrupt(&self, from: QueueName, id: QueueId) -> io::Result<String> {
+        if !self.dir(QueueName::Corrupt).is_dir() {
+            self.ensure_dirs()?;
+        }
+        let from_dir = fs::File::open(self.dir(from))?;
+        let corrupt = fs::File::open(self.dir(QueueName::Corrupt))?;
+        let name = move_aside(&from_dir, id.as_str(), &corrupt, id.as_str())?;
+        corrupt.sync_all()?;
+        from_dir.sync_all()?;
+        Ok(name)
     }
 }
 

@@ -15,8 +15,8 @@ use std::os::unix::fs::FileExt;
 
 use fs2::FileExt as _;
 use nix::errno::Errno;
-use nix::fcntl::{OFlag, RenameFlags, openat, renameat2};
-use nix::sys::stat::{Mode, fstatat};
+use nix::fcntl::{OFlag, RenameFlags, renameat2};
+use nix::sys::stat::fstatat;
 use nix::unistd::{UnlinkatFlags, unlinkat};
 
 use super::envelope::{self, Envelope};
@@ -72,17 +72,9 @@ impl QueueDirs {
         self.dir(name).map(drop)
     }
 
+    /// Opens a queue file, only if it is a regular file (see [`super::open_regular`]).
     fn open_file(&self, queue: QueueName, id: QueueId, access: OFlag) -> io::Result<File> {
-        let dir = self.dir(queue)?;
-        // O_NOFOLLOW: a symlink planted in a queue directory must not lead a root-run
-        // tool into someone else's file.
-        let fd = openat(
-            dir,
-            id.as_str(),
-            access | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
-            Mode::empty(),
-        )?;
-        Ok(File::from(fd))
+        super::open_regular(self.dir(queue)?, id.as_str(), access)
     }
 
     /// Reads one message's envelope into `buf` (reused between calls) and parses it.
@@ -92,11 +84,7 @@ impl QueueDirs {
         id: QueueId,
         buf: &mut Vec<u8>,
     ) -> Result<Envelope, ReadError> {
-        let mut file = match self.open_file(queue, id, OFlag::O_RDONLY) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(ReadError::Missing),
-            Err(e) => return Err(ReadError::Io(e)),
-        };
+        let mut file = self.open_file(queue, id, OFlag::O_RDONLY)?;
         envelope::read_envelope_into(&mut file, buf).map_err(|e| match e.kind() {
             io::ErrorKind::UnexpectedEof | io::ErrorKind::InvalidData => {
                 ReadError::Corrupt(e.to_string())

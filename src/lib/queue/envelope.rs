@@ -32,9 +32,71 @@ use super::id::QueueId;
 pub const MAGIC: &str = "mailroom-queue 1";
 /// Width of the `size` value, so it can be rewritten in place.
 pub const SIZE_WIDTH: usize = 20;
-/// An envelope larger than this is not a queue file we wrote (10,000 recipients with long
-/// reasons fit comfortably).
+/// An envelope larger than this is not a queue file we wrote: [`MAX_RECIPIENTS`] records
+/// of [`MAX_RECORD`] bytes fit in it, with room to spare.
 const MAX_ENVELOPE: usize = 64 << 20;
+
+// Every field read from a queue file has a bound, so that a file nobody should trust
+// (`maildrop/` takes files from every local user) cannot hand megabytes to code that
+// expects an address: a value over its bound makes the file corrupt. The writers keep to
+// the same bounds (`check_bounds`, and `serialize` cuts free text), so no file we write is
+// ever refused by a reader. `man/mailroom-queue.5` lists them.
+
+/// Addresses: `sender`, and each recipient's original and delivery address.
+pub const MAX_ADDRESS: usize = crate::address::MAX_ADDRESS_LEN;
+/// The sender's full name (free text: cut, when longer, by the writer).
+pub const MAX_FULL_NAME: usize = 256;
+/// DSN RET: `full` or `hdrs`.
+pub const MAX_RET: usize = 4;
+/// DSN ENVID: RFC 3461 section 4.4 allows 100 characters.
+pub const MAX_ENVID: usize = 100;
+/// DSN NOTIFY: `never`, or a list of `success`, `failure`, `delay`.
+pub const MAX_NOTIFY: usize = 32;
+/// A deferral reason (free text: cut, when longer, by the writer).
+pub const MAX_REASON: usize = 1000;
+/// Recipients of one message.
+pub const MAX_RECIPIENTS: usize = 10_000;
+/// One record line as stored (values percent-encoded, so up to three times their
+/// decoded bound): the longest `rcpt` record is about 5,000 bytes.
+pub const MAX_RECORD: usize = 8192;
+
+/// The bound of a text field, by its record name (`rcpt` fields by their own names).
+fn bound(field: &str) -> usize {
+    match field {
+        "sender" | "original" | "address" => MAX_ADDRESS,
+        "fullname" => MAX_FULL_NAME,
+        "ret" => MAX_RET,
+        "envid" => MAX_ENVID,
+        "notify" => MAX_NOTIFY,
+        "reason" => MAX_REASON,
+        _ => MAX_RECORD,
+    }
+}
+
+/// Checks a decoded field against its bound.
+fn within(field: &str, value: &str) -> Result<(), String> {
+    let max = bound(field);
+    if value.len() > max {
+        return Err(format!(
+            "{field} longer than {max} bytes ({} bytes)",
+            value.len()
+        ));
+    }
+    Ok(())
+}
+
+/// The longest start of `text` that is at most `max` bytes and ends on a character
+/// boundary.
+pub fn clip(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
 
 /// Where a recipient stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,8 +222,34 @@ impl Envelope {
         self.recipients.iter().filter(|r| !r.state.is_done())
     }
 
+    /// Whether every field is within the bounds a reader accepts (see [`MAX_ADDRESS`] and
+    /// the others). Free text (the full name, deferral reasons) is cut by [`serialize`]
+    /// instead, so it is not checked here.
+    ///
+    /// [`serialize`]: Envelope::serialize
+    pub fn check_bounds(&self) -> Result<(), String> {
+        within("sender", &self.sender)?;
+        within("ret", &self.ret)?;
+        within("envid", &self.envid)?;
+        if self.recipients.len() > MAX_RECIPIENTS {
+            return Err(format!(
+                "more than {MAX_RECIPIENTS} recipients ({})",
+                self.recipients.len()
+            ));
+        }
+        for rcpt in &self.recipients {
+            within("notify", &rcpt.notify)?;
+            within("original", &rcpt.original)?;
+            within("address", &rcpt.address)?;
+        }
+        Ok(())
+    }
+
     /// The envelope as bytes, ready to be followed by the message. Records offsets of the
-    /// in-place-editable fields.
+    /// in-place-editable fields. The full name and deferral reasons are cut to their
+    /// bounds; the other fields must be within theirs ([`check_bounds`]).
+    ///
+    /// [`check_bounds`]: Envelope::check_bounds
     pub fn serialize(&mut self) -> Vec<u8> {
         let mut out = String::with_capacity(256 + 64 * self.recipients.len());
         out.push_str(MAGIC);
@@ -181,7 +269,11 @@ impl Envelope {
         let _ = writeln!(out, "{:0width$}", self.size, width = SIZE_WIDTH);
         let _ = writeln!(out, "uid {}", self.uid);
         let _ = writeln!(out, "sender {}", encode(&self.sender));
-        let _ = writeln!(out, "fullname {}", encode(&self.full_name));
+        let _ = writeln!(
+            out,
+            "fullname {}",
+            encode(clip(&self.full_name, MAX_FULL_NAME))
+        );
         let _ = writeln!(out, "ret {}", encode(&self.ret));
         let _ = writeln!(out, "envid {}", encode(&self.envid));
         let _ = writeln!(out, "attempts {}", self.attempts);
@@ -196,7 +288,7 @@ impl Envelope {
                 encode(&rcpt.notify),
                 encode(&rcpt.original),
                 encode(&rcpt.address),
-                encode(&rcpt.reason)
+                encode(clip(&rcpt.reason, MAX_REASON))
             );
         }
         out.push('\n');
@@ -221,9 +313,20 @@ impl Envelope {
             if line.is_empty() {
                 break;
             }
+            if line.len() > MAX_RECORD {
+                let key = line.split(' ').next().unwrap_or("");
+                return Err(format!(
+                    "{} record longer than {MAX_RECORD} bytes ({} bytes)",
+                    crate::address::shorten(key),
+                    line.len()
+                ));
+            }
             let (key, value) = line.split_once(' ').unwrap_or((line, ""));
             let value_offset = line_start + key.len() as u64 + 1;
             if key == "rcpt" {
+                if recipients.len() == MAX_RECIPIENTS {
+                    return Err(format!("more than {MAX_RECIPIENTS} recipients"));
+                }
                 recipients.push(parse_rcpt(value, value_offset)?);
             } else {
                 fields.take(key, value, value_offset)?;
@@ -253,21 +356,30 @@ struct Fields {
 
 impl Fields {
     fn take(&mut self, key: &str, value: &str, value_offset: u64) -> Result<(), String> {
-        let bad = || format!("bad {key} record: {value:?}");
+        let bad = || format!("bad {key} record: {:?}", crate::address::shorten(value));
+        let text = |field: &str| -> Result<String, String> {
+            let decoded = decode(value).ok_or_else(bad)?;
+            within(field, &decoded)?;
+            Ok(decoded)
+        };
         match key {
             "id" => self.id = Some((QueueId::parse(value).ok_or_else(bad)?, value_offset)),
             "arrival" => {
                 let (secs, micros) = value.split_once('.').unwrap_or((value, "0"));
                 let secs: u64 = secs.parse().map_err(|_| bad())?;
                 let micros: u64 = micros.parse().map_err(|_| bad())?;
-                self.arrival = Some(secs * 1_000_000 + micros.min(999_999));
+                let arrival = secs
+                    .checked_mul(1_000_000)
+                    .and_then(|m| m.checked_add(micros.min(999_999)))
+                    .ok_or_else(bad)?;
+                self.arrival = Some(arrival);
             }
             "size" => self.size = Some((value.parse().map_err(|_| bad())?, value_offset)),
             "uid" => self.uid = Some(value.parse().map_err(|_| bad())?),
-            "sender" => self.sender = Some(decode(value).ok_or_else(bad)?),
-            "fullname" => self.full_name = decode(value).ok_or_else(bad)?,
-            "ret" => self.ret = decode(value).ok_or_else(bad)?,
-            "envid" => self.envid = decode(value).ok_or_else(bad)?,
+            "sender" => self.sender = Some(text("sender")?),
+            "fullname" => self.full_name = text("fullname")?,
+            "ret" => self.ret = text("ret")?,
+            "envid" => self.envid = text("envid")?,
             "attempts" => self.attempts = value.parse().map_err(|_| bad())?,
             "next" => self.next = value.parse().map_err(|_| bad())?,
             // Records from a later minor revision are skipped, so an older reader can still
@@ -299,17 +411,21 @@ impl Fields {
 }
 
 fn parse_rcpt(value: &str, value_offset: u64) -> Result<Recipient, String> {
-    let bad = || format!("bad rcpt record: {value:?}");
+    let bad = || format!("bad rcpt record: {:?}", crate::address::shorten(value));
     let mut parts = value.split(' ');
     let state = parts
         .next()
         .and_then(RcptState::from_letter)
         .ok_or_else(bad)?;
-    let mut next = || parts.next().and_then(decode).ok_or_else(bad);
-    let notify = next()?;
-    let original = next()?;
-    let address = next()?;
-    let reason = next()?;
+    let mut next = |field: &str| -> Result<String, String> {
+        let decoded = parts.next().and_then(decode).ok_or_else(bad)?;
+        within(field, &decoded)?;
+        Ok(decoded)
+    };
+    let notify = next("notify")?;
+    let original = next("original")?;
+    let address = next("address")?;
+    let reason = next("reason")?;
     Ok(Recipient {
         state,
         notify,
@@ -517,5 +633,171 @@ mod tests {
         let got = read_envelope_bytes(&mut io::Cursor::new(&bytes)).unwrap();
         assert_eq!(got.len(), n);
         assert_eq!(Envelope::parse(&got).unwrap().recipients.len(), 2002);
+    }
+}
+
+#[cfg(test)]
+mod bounds_tests {
+    use super::*;
+
+    /// An envelope in the on-disk format, with `field` set to `value` (encoded) and every
+    /// other field ordinary.
+    fn text_with(field: &str, value: &str) -> String {
+        let f = |name: &str, default: &str| {
+            if name == field {
+                encode(value)
+            } else {
+                default.to_string()
+            }
+        };
+        format!(
+            "mailroom-queue 1\nid 0cQ3x7Lk2a\narrival 1795561017.123456\n\
+             size 00000000000000000243\nuid 0\nsender {}\nfullname {}\nret {}\nenvid {}\n\
+             attempts 0\nnext 0\nrcpt P {} {} {} {}\n\n",
+            f("sender", "root@example.com"),
+            f("fullname", "Charlie%20Root"),
+            f("ret", "full"),
+            f("envid", "-"),
+            f("notify", "-"),
+            f("original", "alice"),
+            f("address", "alice@example.com"),
+            f("reason", "-"),
+        )
+    }
+
+    /// The value of `field` as parsed.
+    fn field_of(env: &Envelope, field: &str) -> String {
+        let r = &env.recipients[0];
+        match field {
+            "sender" => env.sender.clone(),
+            "fullname" => env.full_name.clone(),
+            "ret" => env.ret.clone(),
+            "envid" => env.envid.clone(),
+            "notify" => r.notify.clone(),
+            "original" => r.original.clone(),
+            "address" => r.address.clone(),
+            "reason" => r.reason.clone(),
+            _ => unreachable!("{field}"),
+        }
+    }
+
+    #[test]
+    fn every_text_field_is_bounded() {
+        // (record, bound in bytes of the decoded value)
+        let table = [
+            ("sender", 320),
+            ("fullname", 256),
+            ("ret", 4),
+            ("envid", 100),
+            ("notify", 32),
+            ("original", 320),
+            ("address", 320),
+            ("reason", 1000),
+        ];
+        for (field, bound) in table {
+            // At the bound, with bytes that encoding triples: still fine.
+            for fill in ["a", "%", "é"] {
+                let value: String = fill.repeat(bound / fill.len());
+                let parsed = Envelope::parse(text_with(field, &value).as_bytes())
+                    .unwrap_or_else(|e| panic!("{field} at {bound} bytes of {fill:?}: {e}"));
+                assert_eq!(field_of(&parsed, field), value, "{field}");
+            }
+            // One byte over: a parse error, with a short message (it goes in a log line).
+            let over = "a".repeat(bound + 1);
+            let err = Envelope::parse(text_with(field, &over).as_bytes())
+                .expect_err(&format!("{field} at {} bytes", bound + 1));
+            assert!(err.contains(field), "{field}: {err}");
+            assert!(err.len() < 200, "{field}: {} bytes of error", err.len());
+        }
+    }
+
+    #[test]
+    fn records_and_counts_are_bounded() {
+        let base = text_with("", "");
+        let with = |from: &str, to: &str| base.replacen(from, to, 1);
+        let four_mb = format!("rcpt P - alice {}@example.com -", "a".repeat(4 << 20));
+        let many = |n: usize| {
+            let line = "rcpt P - bob bob@example.com -\n";
+            // The base ends with its one recipient and the empty line.
+            format!("{}{}\n", &base[..base.len() - 1], line.repeat(n))
+        };
+        // (what, envelope text, parses)
+        let table: Vec<(&str, String, bool)> = vec![
+            ("ordinary", base.clone(), true),
+            (
+                "4 MB local part",
+                with("rcpt P - alice alice@example.com -", &four_mb),
+                false,
+            ),
+            (
+                "arrival that overflows",
+                with(
+                    "arrival 1795561017.123456",
+                    "arrival 18446744073709551615.0",
+                ),
+                false,
+            ),
+            (
+                "number padded past a record's length",
+                with("attempts 0", &format!("attempts {}1", "0".repeat(9000))),
+                false,
+            ),
+            (
+                "unknown record past a record's length",
+                with("next 0", &format!("next 0\nx-later {}", "v".repeat(9000))),
+                false,
+            ),
+            (
+                "unknown short record",
+                with("next 0", "next 0\nx-later v"),
+                true,
+            ),
+            ("10,000 recipients", many(9_999), true),
+            ("10,001 recipients", many(10_000), false),
+        ];
+        for (what, text, parses) in table {
+            match Envelope::parse(text.as_bytes()) {
+                Ok(env) => {
+                    assert!(parses, "{what}: parsed");
+                    assert!(env.recipients.len() <= 10_000, "{what}");
+                }
+                Err(e) => {
+                    assert!(!parses, "{what}: {e}");
+                    assert!(e.len() < 200, "{what}: {} bytes of error", e.len());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn writers_stay_within_the_bounds() {
+        let mut env = Envelope::new(QueueId::generate(), 0, 0, "root@example.com");
+        env.full_name = "é".repeat(300);
+        let mut r = Recipient::new("bob", "bob@example.org");
+        r.reason = format!("host said: {}", "x".repeat(5000));
+        env.recipients.push(r);
+        // Free text is cut to its bound (at a character boundary) rather than written
+        // where no reader would take it.
+        let parsed = Envelope::parse(&env.serialize()).unwrap();
+        assert_eq!(parsed.full_name, "é".repeat(128));
+        assert_eq!(parsed.recipients[0].reason.len(), 1000);
+        assert!(parsed.recipients[0].reason.starts_with("host said: x"));
+        // An address over its bound is refused before anything is written.
+        let tmp = tempfile::tempdir().unwrap();
+        for (sender, rcpt) in [
+            ("a".repeat(321), "bob@example.org".to_string()),
+            (
+                "root".to_string(),
+                format!("{}@example.org", "b".repeat(320)),
+            ),
+        ] {
+            let mut env = Envelope::new(QueueId::generate(), 0, 0, &sender);
+            env.recipients.push(Recipient::new(&rcpt, &rcpt));
+            let err = super::super::NewQueueFile::create(tmp.path(), env)
+                .err()
+                .expect("refused");
+            assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
+        }
+        assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
     }
 }

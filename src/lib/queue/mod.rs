@@ -100,6 +100,9 @@ impl QueueName {
 pub enum ReadError {
     /// The file is gone (delivered, deleted or moved meanwhile): not an error for a listing.
     Missing,
+    /// The name is there but is not a regular file (a FIFO, a symbolic link, a
+    /// directory...): what it is.
+    NotRegular(&'static str),
     /// The file exists but is not a valid queue file.
     Corrupt(String),
     Io(io::Error),
@@ -109,9 +112,89 @@ impl std::fmt::Display for ReadError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ReadError::Missing => f.write_str("no such file"),
+            ReadError::NotRegular(what) => write!(f, "not a regular file ({what})"),
             ReadError::Corrupt(why) => f.write_str(why),
             ReadError::Io(e) => f.write_str(&crate::sysexits::describe_io(e)),
         }
+    }
+}
+
+impl From<io::Error> for ReadError {
+    fn from(e: io::Error) -> ReadError {
+        match not_regular(&e) {
+            Some(what) => ReadError::NotRegular(what),
+            None if e.kind() == io::ErrorKind::NotFound => ReadError::Missing,
+            None => ReadError::Io(e),
+        }
+    }
+}
+
+/// The error [`open_regular`] gives for a name that is not a regular file; it travels
+/// inside an `io::Error` (see [`not_regular`]).
+#[derive(Debug)]
+pub struct NotRegular(pub &'static str);
+
+impl std::fmt::Display for NotRegular {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "not a regular file ({})", self.0)
+    }
+}
+
+impl std::error::Error for NotRegular {}
+
+/// What the entry is, when `e` says a queue file name is not a regular file.
+pub fn not_regular(e: &io::Error) -> Option<&'static str> {
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<NotRegular>())
+        .map(|n| n.0)
+}
+
+/// Opens the queue file `name` (relative to the directory `dir`, or a path with
+/// `nix::fcntl::AT_FDCWD`) with `access`, and only if it is a regular file. A FIFO in a
+/// queue directory must not block the thread that opens it (`O_NONBLOCK`: the open of a
+/// FIFO returns at once, and means nothing for a regular file), a symbolic link must not
+/// lead a root-run program into someone else's file (`O_NOFOLLOW`), and what was opened
+/// is checked with `fstat`, so nothing but a regular file is ever read or locked. Other
+/// entries give an error for which [`not_regular`] says what they are.
+pub fn open_regular<P: ?Sized + nix::NixPath>(
+    dir: impl std::os::fd::AsFd,
+    name: &P,
+    access: nix::fcntl::OFlag,
+) -> io::Result<File> {
+    use nix::fcntl::OFlag;
+    use nix::sys::stat::{Mode, SFlag, fstat, fstatat};
+    let dir = dir.as_fd();
+    let flags = access | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK;
+    let kind = |mode: libc::mode_t| match SFlag::from_bits_truncate(mode & SFlag::S_IFMT.bits()) {
+        SFlag::S_IFREG => None,
+        SFlag::S_IFIFO => Some("a FIFO"),
+        SFlag::S_IFLNK => Some("a symbolic link"),
+        SFlag::S_IFDIR => Some("a directory"),
+        SFlag::S_IFSOCK => Some("a socket"),
+        SFlag::S_IFCHR => Some("a character device"),
+        SFlag::S_IFBLK => Some("a block device"),
+        _ => Some("of an unknown type"),
+    };
+    let refuse = |what| io::Error::new(io::ErrorKind::InvalidInput, NotRegular(what));
+    let fd = match nix::fcntl::openat(dir, name, flags, Mode::empty()) {
+        Ok(fd) => fd,
+        // A symbolic link (O_NOFOLLOW), a directory opened for writing, a socket: say
+        // what the name is, unless it changed into a regular file meanwhile.
+        Err(e @ (Errno::ELOOP | Errno::EISDIR | Errno::ENXIO | Errno::ENODEV)) => {
+            return match fstatat(dir, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
+                Ok(st) => match kind(st.st_mode) {
+                    Some(what) => Err(refuse(what)),
+                    None => Err(e.into()),
+                },
+                Err(_) => Err(e.into()),
+            };
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let st = fstat(&fd)?;
+    match kind(st.st_mode) {
+        None => Ok(File::from(fd)),
+        Some(what) => Err(refuse(what)),
     }
 }
 
@@ -289,21 +372,20 @@ impl Queue {
         Ok(all)
     }
 
-    /// Reads the envelope of one message, and never its body.
+    /// Reads the envelope of one message, and never its body. A name that is not a
+    /// regular file is `ReadError::NotRegular`, and is never opened for reading.
     pub fn read_envelope(&self, queue: QueueName, id: QueueId) -> Result<Envelope, ReadError> {
-        let mut file = match File::open(self.path(queue, id)) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(ReadError::Missing),
-            Err(e) => return Err(ReadError::Io(e)),
-        };
+        let path = self.path(queue, id);
+        let mut file = open_regular(nix::fcntl::AT_FDCWD, &path, nix::fcntl::OFlag::O_RDONLY)?;
         read_envelope_from(&mut file)
     }
 
     /// Opens a message and takes its exclusive lock without waiting. `Ok(None)` when
-    /// another process holds it (the daemon delivering it) or it is gone.
+    /// another process holds it (the daemon delivering it) or it is gone. A name that is
+    /// not a regular file is an error for which [`not_regular`] says what it is.
     pub fn try_lock(&self, queue: QueueName, id: QueueId) -> io::Result<Option<LockedFile>> {
         let path = self.path(queue, id);
-        let file = match File::open(&path) {
+        let file = match open_regular(nix::fcntl::AT_FDCWD, &path, nix::fcntl::OFlag::O_RDONLY) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),

@@ -39,8 +39,11 @@ impl Queue {
         }
         // The descriptor from `try_lock` is read-only; the state byte needs a writable one
         // on the same inode (the lock is per open file description, so it is not lost).
+        // Never through a symbolic link, never blocked by a FIFO, should the name have
+        // been replaced (the inode check below then refuses it).
         let file = OpenOptions::new()
             .write(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
             .open(self.path(locked.queue, locked.id))?;
         if !same_inode(&file, &locked.file)? {
             return Err(io::Error::other("queue file was replaced while locked"));

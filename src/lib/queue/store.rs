@@ -34,8 +34,13 @@ pub struct NewQueueFile {
 
 impl NewQueueFile {
     /// Creates the temporary file in `dir` and writes the envelope. `envelope.size` is
-    /// filled in at commit time.
+    /// filled in at commit time. An envelope with a field over its bound
+    /// ([`Envelope::check_bounds`]) is refused (`InvalidInput`) before anything is
+    /// written: no reader would take the file.
     pub fn create(dir: &Path, mut envelope: Envelope) -> io::Result<NewQueueFile> {
+        envelope
+            .check_bounds()
+            .map_err(|why| io::Error::new(io::ErrorKind::InvalidInput, why))?;
         let (temp, file) = loop {
             let temp = dir.join(format!(
                 "{TEMP_PREFIX}{}.{}",

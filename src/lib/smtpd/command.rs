@@ -78,6 +78,12 @@ pub fn parse(line: &[u8]) -> Result<Command, Reply> {
             Command::Helo(name)
         });
     }
+    // An address that `address::validate` refuses, malformed or over RFC 5321's lengths
+    // (a 64-byte local part, 320 bytes in all), gets what Postfix's smtpd answers to any
+    // address its `extract_addr` cannot take (smtpd.c, `mail_cmd` and `rcpt_cmd`):
+    // `501 5.1.7 Bad sender address syntax` / `501 5.1.3 Bad recipient address syntax`.
+    // Postfix itself bounds addresses only by its 2048-byte command line; the tighter
+    // bound keeps megabyte names away from user lookups and out of the queue.
     if is("MAIL") {
         let Some(path) = strip_keyword(arg, b"FROM:") else {
             return Err(reply::syntax("MAIL FROM:<address>"));
@@ -342,6 +348,33 @@ mod tests {
         );
         assert_eq!(p("RCPT <a@b>"), Err(reply::syntax("RCPT TO:<address>")));
         assert_eq!(parse(b"RCPT TO:<\xff@b>"), Err(reply::bad_recipient()));
+    }
+
+    #[test]
+    fn addresses_over_rfc_5321_lengths_are_bad_syntax() {
+        let long_domain = format!("b@{}.org", "d".repeat(314));
+        // (address, within the bounds): 64-byte local part, 320 bytes in all.
+        let table = [
+            (format!("{}@x.org", "a".repeat(64)), true),
+            (format!("{}@x.org", "a".repeat(65)), false),
+            ("a".repeat(64), true),
+            ("a".repeat(65), false),
+            (long_domain.clone(), true),
+            (format!("{long_domain}x"), false),
+        ];
+        assert_eq!(long_domain.len(), 320);
+        for (address, ok) in table {
+            let mail = p(&format!("MAIL FROM:<{address}>"));
+            let rcpt = p(&format!("RCPT TO:<{address}>"));
+            let vrfy = p(&format!("VRFY <{address}>"));
+            if ok {
+                assert!(mail.is_ok() && rcpt.is_ok() && vrfy.is_ok(), "{address}");
+            } else {
+                assert_eq!(mail, Err(reply::bad_sender()), "{address}");
+                assert_eq!(rcpt, Err(reply::bad_recipient()), "{address}");
+                assert_eq!(vrfy, Err(reply::bad_recipient()), "{address}");
+            }
+        }
     }
 
     #[test]

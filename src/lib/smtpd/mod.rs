@@ -105,7 +105,9 @@ fn server_from_config(
     };
     Ok(Server {
         banner: config.get("smtpd_banner")?,
-        recipient_limit: count("smtpd_recipient_limit")?.max(1),
+        // Never more than a queue file holds, whatever main.cf says.
+        recipient_limit: count("smtpd_recipient_limit")?
+            .clamp(1, crate::queue::envelope::MAX_RECIPIENTS),
         recipient_overshoot_limit: count("smtpd_recipient_overshoot_limit")?,
         hard_error_limit: count("smtpd_hard_error_limit")?.max(1),
         line_length_limit: count("line_length_limit")?.max(512),

@@ -37,11 +37,12 @@ pub struct Identity {
 }
 
 impl Identity {
-    /// The passwd entry of `name`; `Ok(None)` when there is none. An error means the user
-    /// database could not be asked (the delivery should be deferred).
+    /// The passwd entry of `name`; `Ok(None)` when there is none (or the name is longer
+    /// than a local part may be: see [`crate::privilege::user_by_name`]). An error means
+    /// the user database could not be asked (the delivery should be deferred).
     pub fn by_name(name: &str) -> io::Result<Option<Identity>> {
         // getpwnam_r: safe in a threaded daemon.
-        match User::from_name(name) {
+        match crate::privilege::user_by_name(name) {
             Ok(Some(user)) => Ok(Some(Identity::from_user(user))),
             Ok(None) => Ok(None),
             Err(e) => Err(io::Error::from(e)),
@@ -213,6 +214,26 @@ pub fn is_root() -> bool {
 mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
+
+    /// A recipient's local part is looked up as a user name; one of megabytes used to
+    /// reach glibc, whose NSS modules copy it onto the (delivery thread's) stack.
+    #[test]
+    fn over_long_or_nul_names_are_unknown_users() {
+        for name in [
+            "a".repeat(4 << 20),
+            "a".repeat(65),
+            "root\0".to_string(),
+            format!("{}root", "\0".repeat(100)),
+        ] {
+            assert_eq!(
+                Identity::by_name(&name).unwrap(),
+                None,
+                "{} bytes",
+                name.len()
+            );
+        }
+        assert!(Identity::by_name("root").unwrap().is_some());
+    }
 
     #[test]
     fn our_own_identity_needs_no_switch() {

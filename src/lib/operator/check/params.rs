@@ -167,7 +167,7 @@ fn special(config: &Config, name: &str, value: &str) -> Option<String> {
         "home_mailbox" => value
             .starts_with('/')
             .then(|| format!("\"{value}\" must be relative to the home directory")),
-        "default_privs" => match nix::unistd::User::from_name(value) {
+        "default_privs" => match crate::privilege::user_by_name(value) {
             Ok(Some(user)) if user.uid.is_root() => {
                 Some("must not be root: deliveries to commands and files would run as root".into())
             }
