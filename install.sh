@@ -9,7 +9,9 @@
 #   $PREFIX/sbin/sendmail      2755 root:mailroom  (set-gid: writes maildrop/)
 #   $PREFIX/bin/mailq          2755 root:mailroom  (set-gid: reads the queue's envelopes)
 #   $PREFIX/sbin/postsuper, $PREFIX/sbin/mailroom, $PREFIX/bin/newaliases,
-#   $PREFIX/bin/mail.mailroom  0755 root:root (and $PREFIX/bin/mail, as an alternative)
+#   $PREFIX/bin/mail.mailroom  0755 root:root; $PREFIX/bin/mail is a link to it, or, with
+#     update-alternatives (Debian), mail and mailx are alternatives, as with bsd-mailx
+#     and mailutils, whose higher priority keeps them the default when installed
 #   $PREFIX/lib/sendmail -> ../sbin/sendmail
 #   man pages in $PREFIX/share/man/man{1,5,8}, bash/zsh/fish completions for
 #   mailroom, mailq and newaliases,
@@ -20,10 +22,12 @@
 # and, when systemd runs, enables and starts mailroom.service (not with --no-start).
 #
 # Running it twice changes nothing the second time. uninstall stops the daemon and
-# removes what install put there, but keeps /etc/mailroom/main.cf if it was changed and
-# the queue (mail may still be in it) unless --purge is given; --purge also removes the
-# group. DESTDIR and PREFIX may also be given in the environment. With a DESTDIR nothing
-# outside it is touched (no group, no systemd), for packaging and tests.
+# removes what install put there, and the directories install made once they are empty
+# (install lists them in /var/lib/mailroom/install.sh.dirs), but keeps
+# /etc/mailroom/main.cf if it was changed and the queue (mail may still be in it) unless
+# --purge is given; --purge also removes the group. DESTDIR and PREFIX may also be given
+# in the environment. With a DESTDIR nothing outside it is touched (no group, no
+# systemd, no update-alternatives), for packaging and tests.
 set -eu
 
 action=install
@@ -53,6 +57,7 @@ done
 
 here=$(cd "$(dirname "$0")" && pwd)
 D=$DESTDIR
+while [ "${#D}" -gt 1 ] && [ "${D%/}" != "$D" ]; do D=${D%/}; done
 sbin=$PREFIX/sbin
 bin=$PREFIX/bin
 man=$PREFIX/share/man
@@ -65,6 +70,10 @@ zsh_completions=$PREFIX/share/zsh/vendor-completions
 fish_completions=$PREFIX/share/fish/vendor_completions.d
 real=no
 [ -z "$D" ] && real=yes
+# The directories install made (real installs only: everything in a DESTDIR is ours).
+made_list=/var/lib/mailroom/install.sh.dirs
+alternatives=no
+[ "$real" = yes ] && command -v update-alternatives >/dev/null && alternatives=yes
 
 say() { echo "install.sh: $*"; }
 die() { echo "install.sh: fatal: $*" >&2; exit 1; }
@@ -75,10 +84,18 @@ fi
 
 systemd_running() { [ "$real" = yes ] && [ -d /run/systemd/system ] && command -v systemctl >/dev/null; }
 
+# make_dir DIR: mkdir -p, noting each directory it makes in $tmp/made (for uninstall).
+make_dir() {
+  [ -d "$1" ] && return 0
+  make_dir "$(dirname "$1")"
+  mkdir "$1"
+  echo "$1" >>"$tmp/made"
+}
+
 # put SRC DEST MODE: copy only when the content differs, then set the mode, so that a
 # second run leaves every file as it was.
 put() {
-  mkdir -p "$(dirname "$2")"
+  make_dir "$(dirname "$2")"
   if ! cmp -s "$1" "$2" 2>/dev/null; then
     cp "$1" "$2.mailroom-new" && mv -f "$2.mailroom-new" "$2"
     say "installed $2"
@@ -121,8 +138,42 @@ find_binaries() {
   done
 }
 
+# record_made_dirs: adds the directories this run made to $made_list (also when the
+# install stops half way, so that uninstall still finds them).
+record_made_dirs() {
+  if [ "$real" = yes ] && [ -s "$tmp/made" ]; then
+    make_dir "$(dirname "$made_list")"
+    cat "$tmp/made" >>"$made_list"
+  fi
+  rm -rf "$tmp"
+}
+
+# mail_alternative: Debian's mail readers (bsd-mailx, mailutils) make $bin/mail a slave
+# of the mailx alternative (update-alternatives refuses mail as a group of its own then);
+# ours joins that group, with a lower priority than theirs. Never fatal: mail.mailroom
+# is installed either way.
+mail_alternative() {
+  # An older install.sh made mail a group of its own: leave it first.
+  if update-alternatives --query mail >/dev/null 2>&1; then
+    update-alternatives --remove mail "$bin/mail.mailroom" >/dev/null 2>&1 || true
+  fi
+  if update-alternatives --query mailx 2>/dev/null | grep -qx "Alternative: $bin/mail.mailroom"; then
+    return 0
+  fi
+  if update-alternatives --install "$bin/mailx" mailx "$bin/mail.mailroom" 20 \
+    --slave "$bin/mail" mail "$bin/mail.mailroom" \
+    --slave "$man/man1/mail.1" mail.1 "$man/man1/mail.mailroom.1" \
+    --slave "$man/man1/mailx.1" mailx.1 "$man/man1/mail.mailroom.1" >/dev/null; then
+    say "registered $bin/mail.mailroom as an alternative for mailx and mail"
+  else
+    say "warning: could not register $bin/mail.mailroom as an alternative for mail (see update-alternatives --display mailx); skipped"
+  fi
+}
+
 do_install() {
   find_binaries
+  tmp=$(mktemp -d)
+  trap record_made_dirs EXIT
   if [ "$real" = yes ] && ! getent group "$group" >/dev/null; then
     groupadd --system "$group"
     say "created group $group"
@@ -134,26 +185,30 @@ do_install() {
   put "$bin_dir/postsuper" "$D$sbin/postsuper" 0755
   put "$bin_dir/mailroom" "$D$sbin/mailroom" 0755
   put "$bin_dir/newaliases" "$D$bin/newaliases" 0755
-  # mail is an alternative on Debian (bsd-mailx, mailutils, s-nail): register ours, or
-  # link it where nothing else provides one.
+  # mail: an alternative where update-alternatives runs (its page too), else a link
+  # where nothing else provides one.
   put "$bin_dir/mail" "$D$bin/mail.mailroom" 0755
-  if [ "$real" = yes ] && command -v update-alternatives >/dev/null; then
-    update-alternatives --query mail 2>/dev/null | grep -q "^Alternative: $bin/mail.mailroom\$" ||
-      update-alternatives --install "$bin/mail" mail "$bin/mail.mailroom" 30
+  if [ "$alternatives" = yes ]; then
+    put "$here/man/mail.1" "$man/man1/mail.mailroom.1" 0644
+    # An older install.sh's mail.1: the alternative's link goes there now.
+    if [ -f "$man/man1/mail.1" ] && [ ! -L "$man/man1/mail.1" ] && cmp -s "$here/man/mail.1" "$man/man1/mail.1"; then
+      rm -f "$man/man1/mail.1"
+    fi
+    mail_alternative
   elif [ ! -e "$D$bin/mail" ] && [ ! -L "$D$bin/mail" ]; then
     ln -s mail.mailroom "$D$bin/mail"
   fi
-  mkdir -p "$D$PREFIX/lib"
+  make_dir "$D$PREFIX/lib"
   if [ "$(readlink "$D$PREFIX/lib/sendmail" 2>/dev/null)" != ../sbin/sendmail ]; then
     ln -sfn ../sbin/sendmail "$D$PREFIX/lib/sendmail"
     say "linked $PREFIX/lib/sendmail"
   fi
   for page in "$here"/man/*.[158]; do
     section=${page##*.}
+    # With alternatives, mail.1 is the alternative's link to mail.mailroom.1.
+    [ "$alternatives" = yes ] && [ "$(basename "$page")" = mail.1 ] && continue
     put "$page" "$D$man/man$section/$(basename "$page")" 0644
   done
-  tmp=$(mktemp -d)
-  trap 'rm -rf "$tmp"' EXIT
   for p in $completed; do
     "$bin_dir/mailroom" completions bash --program "$p" >"$tmp/$p.bash"
     "$bin_dir/mailroom" completions zsh --program "$p" >"$tmp/_$p"
@@ -163,14 +218,15 @@ do_install() {
     put "$tmp/$p.fish" "$D$fish_completions/$p.fish" 0644
   done
   put "$here/debian/mailroom.service" "$D$unit" 0644
-  mkdir -p "$D$etc"
+  make_dir "$D$etc"
   if [ ! -e "$D$etc/main.cf" ]; then
     default_main_cf "$bin_dir/mailroom" >"$tmp/main.cf"
     put "$tmp/main.cf" "$D$etc/main.cf" 0644
   fi
   # The queue, made and checked by the same code as `postsuper -s`.
-  mkdir -p "$D$(dirname "$spool")"
+  make_dir "$D$(dirname "$spool")"
   if [ "$real" = yes ]; then
+    [ -d "$spool" ] || echo "$spool" >>"$tmp/made"
     "$D$sbin/postsuper" -s
   else
     mkdir -p "$tmp/cf"
@@ -186,6 +242,47 @@ do_install() {
     fi
   fi
   say "done"
+}
+
+# remove_made_dirs: removes the directories install made, deepest first, when empty.
+# Those still in use (a kept queue or main.cf) stay listed for a later uninstall.
+remove_made_dirs() {
+  list_dir=$(dirname "$made_list")
+  if [ "$real" = yes ]; then
+    [ -f "$made_list" ] || return 0
+    made=$(sort -ru "$made_list")
+  else
+    # A staging directory: every directory below DESTDIR that install may have made.
+    made=$(
+      for d in "$D$sbin" "$D$bin" "$D$PREFIX/lib" "$D$man/man1" "$D$man/man5" "$D$man/man8" \
+        "$D$bash_completions" "$D$zsh_completions" "$D$fish_completions" \
+        "$D$(dirname "$unit")" "$D$etc" "$D$spool"; do
+        while [ "$d" != "$D" ] && [ "$d" != / ] && [ "$d" != . ]; do
+          echo "$d"
+          d=$(dirname "$d")
+        done
+      done | sort -ru
+    )
+  fi
+  printf '%s\n' "$made" | while IFS= read -r d; do
+    if [ -n "$d" ] && [ "$d" != "$list_dir" ] && [ -d "$d" ] && rmdir "$d" 2>/dev/null; then
+      say "removed $d"
+    fi
+  done
+  [ "$real" = yes ] || return 0
+  kept=$(printf '%s\n' "$made" | while IFS= read -r d; do
+    if [ -n "$d" ] && [ "$d" != "$list_dir" ] && [ -d "$d" ]; then echo "$d"; fi
+  done)
+  if [ -n "$kept" ]; then
+    printf '%s\n' "$made" | while IFS= read -r d; do
+      if [ -n "$d" ] && [ -d "$d" ]; then echo "$d"; fi
+    done >"$made_list"
+  else
+    rm -f "$made_list"
+    if printf '%s\n' "$made" | grep -qxF "$list_dir" && rmdir "$list_dir" 2>/dev/null; then
+      say "removed $list_dir"
+    fi
+  fi
 }
 
 remove() {
@@ -219,20 +316,22 @@ do_uninstall() {
   if [ "$(readlink "$D$PREFIX/lib/sendmail" 2>/dev/null)" = ../sbin/sendmail ]; then
     remove "$D$PREFIX/lib/sendmail"
   fi
-  if [ "$real" = yes ] && command -v update-alternatives >/dev/null; then
+  if [ "$alternatives" = yes ]; then
+    update-alternatives --remove mailx "$bin/mail.mailroom" >/dev/null 2>&1 || true
     update-alternatives --remove mail "$bin/mail.mailroom" >/dev/null 2>&1 || true
   fi
   if [ "$(readlink "$D$bin/mail" 2>/dev/null)" = mail.mailroom ]; then
     remove "$D$bin/mail"
   fi
   remove "$D$sbin/sendmail" "$D$bin/mailq" "$D$sbin/postsuper" "$D$sbin/mailroom" \
-    "$D$bin/newaliases" "$D$bin/mail.mailroom" "$D$unit"
+    "$D$bin/newaliases" "$D$bin/mail.mailroom" "$D$unit" "$D$man/man1/mail.mailroom.1"
   for p in $completed; do
     remove "$D$bash_completions/$p" "$D$zsh_completions/_$p" "$D$fish_completions/$p.fish"
   done
   for page in "$here"/man/*.[158]; do
-    section=${page##*.}
-    remove "$D$man/man$section/$(basename "$page")"
+    f=$D$man/man${page##*.}/$(basename "$page")
+    # A link is not ours: mail.1 may be another mailx's, kept by update-alternatives.
+    [ -L "$f" ] || remove "$f"
   done
   systemd_running && systemctl daemon-reload
   if [ "$purge" = yes ]; then
@@ -248,6 +347,7 @@ do_uninstall() {
     [ -d "$D$spool" ] && say "kept the queue $spool (remove it with --purge)"
   fi
   rmdir "$D$etc" 2>/dev/null || true
+  remove_made_dirs
   say "done"
 }
 

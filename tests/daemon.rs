@@ -1,10 +1,14 @@
 //! The delivery daemon and sendmail's delivery modes, driven through the real `sendmail`
 //! binary against a private configuration (queue, spool and log in a temporary directory).
 
+mod common;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+use common::{require_python_module, require_tool};
 
 const SENDMAIL: &str = env!("CARGO_BIN_EXE_sendmail");
 
@@ -453,8 +457,7 @@ fn sigkill_loses_nothing() {
 /// pflogsumm (Debian's package; .ci installs it) counts our log like Postfix's.
 #[test]
 fn pflogsumm_reads_the_log() {
-    if Command::new("pflogsumm").arg("--help").output().is_err() {
-        eprintln!("pflogsumm not installed; skipped");
+    if !require_tool("pflogsumm") {
         return;
     }
     let w = World::new();
@@ -535,6 +538,9 @@ const AIOSMTPD: &str = include_str!("support/aiosmtpd_saver.py");
 
 #[test]
 fn remote_recipients_leave_in_one_transaction_through_the_relayhost() {
+    if !require_python_module("aiosmtpd") {
+        return;
+    }
     let port = free_port();
     let out_dir = tempfile::tempdir().unwrap();
     let mut server = Command::new("python3")

@@ -8,10 +8,11 @@
 #   tests/package.sh [path/to/mailroom.deb]
 #
 # Without an argument it builds the package (debian/build.sh, needs cargo-deb). It changes
-# the machine (installs the package, adds users mrtest and victim, removes them at the
-# end), so it refuses to run where another MTA is installed; .ci/run runs it on the
-# throwaway CI machine. The last line is "N passed, N failed"; the exit status is 1 if
-# anything failed.
+# the machine (installs the package, and Debian's bsd-mailx beside it and beside
+# install.sh; adds users mrtest and victim; at the end, or when it is stopped, it removes
+# them, the packages it installed and mailroom), so it refuses to run where another MTA
+# is installed; .ci/run runs it on the throwaway CI machine. The last line is
+# "N passed, N failed"; the exit status is 1 if anything failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export LC_ALL=C
@@ -41,6 +42,43 @@ for mta in postfix exim4-daemon-light exim4-daemon-heavy sendmail-bin nullmailer
     exit 77
   fi
 done
+
+# Whatever happens, leave the machine as it was: no mailroom, none of the packages this
+# test installed (bsd-mailx, what it pulled in, the stand-in MTA below), no test users.
+packages_before=$(dpkg-query -W -f='${Package}\n' | sort)
+had_root_mbox=no
+[ -e /var/mail/root ] && had_root_mbox=yes
+cleanup() {
+  [ -x /usr/sbin/mailroom ] && /usr/sbin/mailroom stop >/dev/null 2>&1
+  if dpkg-query -W mailroom >/dev/null 2>&1; then
+    dpkg --purge --force-depends mailroom >/dev/null 2>&1
+  elif [ -e /usr/sbin/mailroom ]; then
+    ./install.sh uninstall --purge >/dev/null 2>&1
+  fi
+  local extra
+  extra=$(comm -13 <(echo "$packages_before") <(dpkg-query -W -f='${Package}\n' | sort))
+  # shellcheck disable=SC2086
+  [ -z "$extra" ] || dpkg --purge --force-depends $extra >/dev/null 2>&1
+  for u in mrtest victim; do
+    id "$u" >/dev/null 2>&1 && userdel --remove "$u" >/dev/null 2>&1
+  done
+  [ "$had_root_mbox" = yes ] || rm -f /var/mail/root
+  rm -rf /var/mail/mrtest /var/mail/victim /tmp/mr-s1 /tmp/mr-s2 /tmp/mr-d1 /tmp/mr-d2 \
+    /var/log/mailroom.log /tmp/mr-stand-in-mta.deb
+}
+trap cleanup EXIT
+trap 'exit 1' INT TERM
+
+# apt_install PACKAGE...: quietly, updating the package lists if they are missing.
+apt_install() {
+  apt-get install -y -qq --no-install-recommends "$@" >/dev/null 2>&1 ||
+    { apt-get update -qq && apt-get install -y -qq --no-install-recommends "$@" >/dev/null; }
+}
+# mail_alternatives: the mailx alternatives (Debian's mail readers make /usr/bin/mail a
+# slave of mailx), one per line.
+mail_alternatives() { update-alternatives --query mailx 2>/dev/null | sed -n 's/^Alternative: //p'; }
+ours_is_a_mailx_alternative() { mail_alternatives | grep -qx /usr/bin/mail.mailroom; }
+mail_is() { [ "$(readlink -f /usr/bin/mail)" = "$1" ]; }
 
 deb=${1:-}
 if [ -z "$deb" ]; then
@@ -151,10 +189,21 @@ mailroom config unset relayhost >/dev/null
 
 check "the daemon stops (mailroom stop)" mailroom stop
 
+# --- beside Debian's mailx -----------------------------------------------------------
+# bsd-mailx makes /usr/bin/mail a slave of its mailx alternative; it depends on an MTA,
+# which the package provides.
+check "bsd-mailx installs beside the package" apt_install bsd-mailx
+check "mail.mailroom is one of the mailx alternatives" ours_is_a_mailx_alternative
+check "bsd-mailx (the higher priority) stays /usr/bin/mail" mail_is /usr/bin/bsd-mailx
+check "dpkg -i again beside bsd-mailx" dpkg -i "$deb"
+check "bsd-mailx removes" sh -c 'apt-get purge -y -qq bsd-mailx >/dev/null'
+check "then /usr/bin/mail is mailroom's" mail_is /usr/bin/mail.mailroom
+
 # --- remove, purge -----------------------------------------------------------------
 check "dpkg -r removes" dpkg -r mailroom
 check "binaries, link and overrides are gone" sh -c '! test -e /usr/sbin/sendmail && ! test -e /usr/bin/mailq && ! test -L /usr/lib/sendmail && ! dpkg-statoverride --list /usr/sbin/sendmail >/dev/null'
 check "remove keeps the queue and the configuration" test -d /var/spool/mailroom -a -f /etc/mailroom/main.cf
+check "remove takes mail.mailroom out of the alternatives" sh -c '! test -e /usr/bin/mail && ! update-alternatives --query mailx >/dev/null 2>&1'
 check "dpkg -P purges" dpkg -P mailroom
 check "purge removes the queue, the configuration and the group" sh -c '! test -e /var/spool/mailroom && ! test -e /etc/mailroom && ! getent group mailroom >/dev/null'
 
@@ -167,11 +216,28 @@ snapshot "$stage" >/tmp/mr-s1
 snapshot "$stage" >/tmp/mr-s2
 check "install.sh --destdir twice changes nothing" cmp -s /tmp/mr-s1 /tmp/mr-s2
 ./install.sh uninstall --destdir "$stage" --purge >/dev/null
-check "install.sh uninstall --destdir --purge leaves no file" test -z "$(find "$stage" -type f -o -type l)"
+check "install.sh uninstall --destdir --purge leaves no file and no directory" test -z "$(find "$stage" -mindepth 1)"
 rm -rf "$stage"
+
+# install.sh beside bsd-mailx, which depends on an MTA: install.sh registers none with
+# dpkg, so a package that only Provides mail-transport-agent stands in.
+stand_in=$(mktemp -d)
+mkdir "$stand_in/DEBIAN"
+printf '%s\n' "Package: mailroom-test-stand-in-mta" "Version: 1" "Architecture: all" \
+  "Maintainer: mailroom tests <root@localhost>" "Provides: mail-transport-agent" \
+  "Description: stands in for an MTA while tests/package.sh runs" >"$stand_in/DEBIAN/control"
+dpkg-deb --build "$stand_in" /tmp/mr-stand-in-mta.deb >/dev/null
+rm -rf "$stand_in"
+check "a stand-in MTA installs" sh -c 'dpkg -i /tmp/mr-stand-in-mta.deb >/dev/null'
+check "bsd-mailx installs beside it" apt_install bsd-mailx
+# Every directory, to check that uninstall --purge removes the ones install.sh made.
+dirs() { find /usr /etc /var/lib /var/spool /var/mail -xdev -type d 2>/dev/null | sort; }
+dirs >/tmp/mr-d1
 
 check "install.sh (for real)" ./install.sh --bin-dir target/release --no-start
 check "installed with the set-gid modes, groups, queue, link, config and unit" installed_right
+check "mail.mailroom is one of the mailx alternatives" ours_is_a_mailx_alternative
+check "bsd-mailx stays /usr/bin/mail" mail_is /usr/bin/bsd-mailx
 paths="/usr/sbin /usr/bin /usr/lib/sendmail /usr/share/man /etc/mailroom /var/spool/mailroom /usr/lib/systemd/system/mailroom.service"
 # shellcheck disable=SC2086
 snapshot $paths >/tmp/mr-s1
@@ -183,11 +249,12 @@ echo "myhostname = changed.example" >>/etc/mailroom/main.cf
 check "install.sh uninstall" ./install.sh uninstall
 check "uninstall keeps a changed main.cf and the queue" test -f /etc/mailroom/main.cf -a -d /var/spool/mailroom
 check "uninstall removed the programs" sh -c '! test -e /usr/sbin/sendmail && ! test -e /usr/bin/mailq && ! test -e /usr/sbin/mailroom'
+check "uninstall took mail.mailroom out of the alternatives" sh -c '! update-alternatives --query mailx | grep -q mailroom'
+check "and left bsd-mailx's mail" mail_is /usr/bin/bsd-mailx
 check "install.sh uninstall --purge" ./install.sh uninstall --purge
 check "purge removed the queue, the configuration and the group" sh -c '! test -e /var/spool/mailroom && ! test -e /etc/mailroom && ! getent group mailroom >/dev/null'
+dirs >/tmp/mr-d2
+check "and every directory install.sh made" diff /tmp/mr-d1 /tmp/mr-d2
+check "bsd-mailx and the stand-in MTA remove" sh -c 'dpkg --purge bsd-mailx mailroom-test-stand-in-mta >/dev/null'
 
-for u in mrtest victim; do
-  userdel --remove "$u" >/dev/null 2>&1
-done
-rm -f /var/mail/mrtest /var/mail/victim /tmp/mr-s1 /tmp/mr-s2 /var/log/mailroom.log
 finish

@@ -3,9 +3,13 @@
 //! Needs root (to chown and switch users) and `setpriv`; skipped otherwise. Nothing here
 //! touches the real queue: every mode tried either stops before it or is refused.
 
+mod common;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+
+use common::require_tool;
 
 /// A uid and gid no account uses; setpriv needs no passwd entry for them.
 const USER: u32 = 47_311;
@@ -17,8 +21,11 @@ struct SetgidCopy {
 }
 
 fn setgid_sendmail() -> Option<SetgidCopy> {
-    if !nix::unistd::geteuid().is_root() || which("setpriv").is_none() {
-        eprintln!("skipped: needs root and setpriv");
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root");
+        return None;
+    }
+    if !require_tool("setpriv") {
         return None;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -29,14 +36,6 @@ fn setgid_sendmail() -> Option<SetgidCopy> {
     // chown clears the set-id bits: set the mode afterwards.
     std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o2755)).unwrap();
     Some(SetgidCopy { _dir: dir, program })
-}
-
-fn which(program: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|d| Path::new(d).join(program))
-        .find(|p| p.is_file())
 }
 
 fn as_user(program: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
@@ -122,7 +121,7 @@ fn root_may_still_use_every_mode_of_the_set_gid_copy() {
 /// with GROUP as its group submits, and the file lands, the caller's, mode 0600.
 #[test]
 fn a_group_that_may_not_read_maildrop_still_submits() {
-    if !nix::unistd::geteuid().is_root() || which("setpriv").is_none() {
+    if !nix::unistd::geteuid().is_root() || !require_tool("setpriv") {
         return;
     }
     let Ok(Some(nobody)) = nix::unistd::User::from_name("nobody") else {

@@ -2,6 +2,8 @@
 //! for what arrives, and scripted ones of our own for every way a server can fail. DNS
 //! is a fake resolver; nothing here leaves the machine.
 
+mod common;
+
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -12,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use common::{require_python_module, require_tool};
 use mailroom::config::Config;
 use mailroom::deliver::smtp::{DnsError, Resolver, SmtpContext, deliver, destination_key};
 use mailroom::deliver::{MessageSource, Outcome, Status};
@@ -329,7 +332,11 @@ struct Aiosmtpd {
 }
 
 impl Aiosmtpd {
-    fn start() -> Aiosmtpd {
+    /// None (the test returns) when aiosmtpd is not installed.
+    fn start() -> Option<Aiosmtpd> {
+        if !require_python_module("aiosmtpd") {
+            return None;
+        }
         let port = {
             let probe = TcpListener::bind("127.0.0.1:0").unwrap();
             probe.local_addr().unwrap().port()
@@ -343,16 +350,12 @@ impl Aiosmtpd {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
-            .expect("python3 (CI installs aiosmtpd: pip install aiosmtpd)");
+            .expect("python3");
         let mut ready = String::new();
         let stdout = child.stdout.take().unwrap();
         BufReader::new(stdout).read_line(&mut ready).unwrap();
-        assert_eq!(
-            ready.trim(),
-            "ready",
-            "aiosmtpd did not start (pip install aiosmtpd)"
-        );
-        Aiosmtpd { child, port, dir }
+        assert_eq!(ready.trim(), "ready", "aiosmtpd did not start");
+        Some(Aiosmtpd { child, port, dir })
     }
 
     fn received(&self, n: usize) -> (serde_json::Value, Vec<u8>) {
@@ -389,7 +392,9 @@ impl Drop for Aiosmtpd {
 
 #[test]
 fn several_recipients_arrive_once_byte_exact_in_one_transaction() {
-    let server = Aiosmtpd::start();
+    let Some(server) = Aiosmtpd::start() else {
+        return;
+    };
     let ctx = relay_context(server.port, "");
     let body = "From: alice@example.com\nTo: bob@example.net\nSubject: caf\u{e9}\n\n\
                 .a line starting with a dot\n..two dots\nlast line without newline";
@@ -424,7 +429,9 @@ fn several_recipients_arrive_once_byte_exact_in_one_transaction() {
 
 #[test]
 fn null_sender_and_seven_bit_mail() {
-    let server = Aiosmtpd::start();
+    let Some(server) = Aiosmtpd::start() else {
+        return;
+    };
     let ctx = relay_context(server.port, "");
     let m = message("", &["bob@example.net"], BODY);
     assert_eq!(send(&ctx, &m)[0].status, Status::Sent);
@@ -832,8 +839,12 @@ struct TestCert {
     key: PathBuf,
 }
 
-/// A throw-away CA and a server certificate it signed for localhost and 127.0.0.1.
-fn test_certificates() -> TestCert {
+/// A throw-away CA and a server certificate it signed for localhost and 127.0.0.1; None
+/// (the test returns) when openssl is not installed.
+fn test_certificates() -> Option<TestCert> {
+    if !require_tool("openssl") {
+        return None;
+    }
     let dir = tempfile::tempdir().unwrap();
     let p = |name: &str| dir.path().join(name);
     let openssl = |args: &[&str]| {
@@ -843,7 +854,7 @@ fn test_certificates() -> TestCert {
             .stderr(Stdio::null())
             .stdout(Stdio::null())
             .status()
-            .expect("openssl (CI installs it)");
+            .expect("openssl");
         assert!(status.success(), "openssl {args:?}");
     };
     let ec = [
@@ -905,12 +916,12 @@ fn test_certificates() -> TestCert {
     ]
     .concat();
     std::fs::write(p("chain.pem"), chain).unwrap();
-    TestCert {
+    Some(TestCert {
         ca: p("ca.pem"),
         cert: p("chain.pem"),
         key: p("key.pem"),
         _dir: dir,
-    }
+    })
 }
 
 fn server_tls(cert: &TestCert) -> Arc<rustls::ServerConfig> {
@@ -948,7 +959,9 @@ fn starttls_offer() -> Vec<Step> {
 
 #[test]
 fn may_uses_starttls_without_checking_a_self_signed_certificate() {
-    let cert = test_certificates();
+    let Some(cert) = test_certificates() else {
+        return;
+    };
     let server = Scripted::start_tls(
         vec![script(&[starttls_offer(), accept_all(1)])],
         Some(server_tls(&cert)),
@@ -967,7 +980,9 @@ fn may_uses_starttls_without_checking_a_self_signed_certificate() {
 
 #[test]
 fn verify_refuses_a_certificate_from_an_unknown_ca() {
-    let cert = test_certificates();
+    let Some(cert) = test_certificates() else {
+        return;
+    };
     let server = Scripted::start_tls(vec![starttls_offer()], Some(server_tls(&cert)));
     let ctx = relay_context(server.port, "smtp_tls_security_level = verify");
     let o = &send(&ctx, &message("a@example.com", &["b@example.net"], BODY))[0];
@@ -981,7 +996,9 @@ fn verify_refuses_a_certificate_from_an_unknown_ca() {
 
 #[test]
 fn verify_accepts_a_certificate_from_smtp_tls_cafile() {
-    let cert = test_certificates();
+    let Some(cert) = test_certificates() else {
+        return;
+    };
     let server = Scripted::start_tls(
         vec![script(&[starttls_offer(), accept_all(1)])],
         Some(server_tls(&cert)),
@@ -1222,7 +1239,9 @@ fn no_password_goes_out_unencrypted_by_default() {
 #[test]
 fn auth_over_starttls_with_the_default_security_options() {
     let dir = tempfile::tempdir().unwrap();
-    let cert = test_certificates();
+    let Some(cert) = test_certificates() else {
+        return;
+    };
     let server = Scripted::start_tls(
         vec![script(&[
             starttls_offer(),

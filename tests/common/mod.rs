@@ -8,6 +8,11 @@ use std::process::{Command, Output, Stdio};
 
 use mailroom::queue::{Envelope, Queue, QueueId, QueueName};
 
+mod tools;
+// Not every test binary that includes common uses them.
+#[allow(unused_imports)]
+pub use tools::{require_python_module, require_tool};
+
 pub struct MailSystem {
     pub dir: tempfile::TempDir,
 }
