@@ -25,7 +25,9 @@ impl World {
     /// `extra` is appended to `main.cf`.
     pub fn with_config(extra: &str) -> World {
         let tmp = tempfile::tempdir().unwrap();
-        // Readable by `nobody`, for the refusal tests.
+        // Readable by `nobody`, for the refusal tests. No set-gid group (a later `extra`
+        // line may name one): the results must not depend on whether this machine has a
+        // `mailroom` group.
         std::fs::set_permissions(
             tmp.path(),
             std::os::unix::fs::PermissionsExt::from_mode(0o755),
@@ -37,7 +39,7 @@ impl World {
         std::fs::write(
             config.join("main.cf"),
             format!(
-                "queue_directory = {}\nmaillog_file = {}\nmyhostname = vm.example.com\n{extra}\n",
+                "queue_directory = {}\nmaillog_file = {}\nmyhostname = vm.example.com\nsetgid_group =\n{extra}\n",
                 root.display(),
                 tmp.path().join("maillog").display()
             ),
