@@ -276,11 +276,13 @@ fn make_private(path: &Path, note: Option<&str>) -> io::Result<(PathBuf, File, u
     Ok((private, file, pid_line.len() as u64))
 }
 
+/// Mode 0644, as liblockfile makes them: readers that find the lock must be able to read
+/// its pid to tell a dead holder from a live one.
 fn new_file(path: &Path) -> io::Result<File> {
     OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(0o600)
+        .mode(0o644)
         .custom_flags(libc::O_NOFOLLOW)
         .open(path)
 }
