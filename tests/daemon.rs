@@ -315,6 +315,41 @@ fn odi_reports_the_outcome() {
     assert_eq!(w.queued("deferred").len(), 1);
 }
 
+/// Issue defect 15: a dot-lock left by a process that is gone held up mbox delivery for
+/// five minutes. One holding the pid of a dead process is removed at once; one without a
+/// pid goes by `stale_lock_time`.
+#[test]
+fn a_dot_lock_left_by_a_dead_process_does_not_hold_up_delivery() {
+    let w = World::with("stale_lock_time = 3s");
+    let lock = w.path("spool/root.lock");
+    let mut gone = Command::new("true").spawn().unwrap();
+    let dead = gone.id();
+    gone.wait().unwrap();
+    std::fs::write(&lock, format!("{dead}\n")).unwrap();
+    let started = Instant::now();
+    let out = w.send(&["-odi", "-i", "root"], &body(1));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(w.messages("root"), 1);
+    assert!(!lock.exists());
+
+    // Without a pid, a lock older than stale_lock_time is removed.
+    std::fs::write(&lock, b"").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&lock)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - Duration::from_secs(4))
+        .unwrap();
+    let started = Instant::now();
+    let out = w.send(&["-odi", "-i", "root"], &body(2));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(w.messages("root"), 2);
+    assert!(!lock.exists());
+    assert!(!w.log().contains("unknown parameter"), "{}", w.log());
+}
+
 #[test]
 fn odi_with_a_daemon_running_is_delivered_once() {
     let w = World::new();

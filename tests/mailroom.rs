@@ -436,6 +436,84 @@ fn check_finds_a_missing_or_stale_aliases_database() {
     finds(&sys, &["is older than source file", "run newaliases"]);
 }
 
+/// Issue defect 3: a truncated or corrupt `aliases.cdb` was read as a table without
+/// the names it lost, and mail to them bounced (5.1.1 unknown user). A table that fails
+/// its checks defers the mail (4.3.0) and keeps it queued, is logged once at the fatal
+/// level, and `mailroom check` names it.
+#[test]
+fn a_damaged_aliases_database_defers_mail_and_check_names_it() {
+    type Damage = fn(&mut Vec<u8>);
+    let cases: [(&str, Damage); 5] = [
+        ("header only", |b| b.truncate(2048)),
+        ("cut in half", |b| b.truncate(b.len() / 2)),
+        ("last byte missing", |b| {
+            b.pop();
+        }),
+        ("a key changed", |b| b[2048 + 8] ^= 0x01),
+        ("hash tables zeroed", |b| {
+            let records_end = u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize;
+            let end = b.len();
+            b[records_end..end].fill(0);
+        }),
+    ];
+    for (what, damage) in cases {
+        let sys = ready_system("");
+        let source = sys.config_dir().join("aliases");
+        fs::write(&source, "team: root\nstaff: root\n").unwrap();
+        let out = sys.run(env!("CARGO_BIN_EXE_newaliases"), &[], b"");
+        assert!(out.status.success(), "{}", stderr(&out));
+        let database = sys.config_dir().join("aliases.cdb");
+        let mut bytes = fs::read(&database).unwrap();
+        damage(&mut bytes);
+        fs::write(&database, &bytes).unwrap();
+
+        let out = sys.run(
+            env!("CARGO_BIN_EXE_sendmail"),
+            &["-odi", "-i", "team", "staff"],
+            b"Subject: hello\n\nbody\n",
+        );
+        let log = fs::read_to_string(sys.root().join("maillog")).unwrap_or_default();
+        assert_eq!(
+            out.status.code(),
+            Some(75),
+            "{what}: {}\n{log}",
+            stderr(&out)
+        );
+        let deferred: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("status=deferred"))
+            .collect();
+        assert_eq!(deferred.len(), 2, "{what}: {log}");
+        assert!(
+            deferred.iter().all(|l| l.contains("dsn=4.3.0")),
+            "{what}: {log}"
+        );
+        assert!(!log.contains("status=bounced"), "{what}: {log}");
+        let fatal: Vec<&str> = log.lines().filter(|l| l.contains(": fatal: ")).collect();
+        assert_eq!(fatal.len(), 1, "{what}: {log}");
+        assert!(
+            fatal[0].contains(&database.display().to_string()),
+            "{what}: {log}"
+        );
+        assert_eq!(
+            sys.queue().list(&[QueueName::Deferred]).unwrap().len(),
+            1,
+            "{what}"
+        );
+
+        let (code, lines) = check(&sys);
+        assert_eq!(code, 1, "{what}: {lines:?}");
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains(&database.display().to_string())
+                    && l.contains("corrupt")
+                    && l.contains("run newaliases")),
+            "{what}: {lines:?}"
+        );
+    }
+}
+
 #[test]
 fn check_finds_unreadable_tls_files() {
     let sys = ready_system(

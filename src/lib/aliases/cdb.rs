@@ -160,22 +160,33 @@ impl Builder {
     }
 }
 
-/// A database read into memory. Every read is bounds-checked: a truncated or corrupt file
-/// answers "not found", it never panics.
+/// A database read into memory, checked whole when read ([`Reader::new`]): a truncated
+/// or corrupt file is an error, never a table that silently lacks names. Every read is
+/// bounds-checked as well, so no input can make a lookup panic.
 #[derive(Debug, Clone)]
 pub struct Reader {
     bytes: Vec<u8>,
 }
 
-/// The bytes are too short to be a CDB file.
+/// Why the bytes are not a sound CDB file.
 #[derive(Debug, PartialEq, Eq)]
-pub struct NotCdb;
+pub struct Corrupt(pub String);
+
+impl std::fmt::Display for Corrupt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
 
 impl Reader {
-    pub fn new(bytes: Vec<u8>) -> Result<Reader, NotCdb> {
-        if bytes.len() < HEADER {
-            return Err(NotCdb);
-        }
+    /// Checks `bytes` and keeps them. The checks follow the layout every writer of the
+    /// format produces (cdbmake, tinycdb, Postfix's `cdb:` tables, ours): the records
+    /// follow the header without a gap, the hash tables follow the records and each other
+    /// without a gap up to the end of the file, and every record is in exactly one slot,
+    /// of the table its key's hash names. A cut-off file, garbage after the end, a
+    /// changed key, a lost or moved slot all fail.
+    pub fn new(bytes: Vec<u8>) -> Result<Reader, Corrupt> {
+        check(&bytes)?;
         Ok(Reader { bytes })
     }
 
@@ -185,7 +196,6 @@ impl Reader {
             bytes: vec![0; HEADER],
         }
     }
-
     /// The value of the first record whose key is `key`.
     pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
         let h = hash(key);
@@ -222,6 +232,118 @@ impl Reader {
     pub fn size(&self) -> usize {
         self.bytes.len()
     }
+}
+
+/// The checks of [`Reader::new`].
+fn check(bytes: &[u8]) -> Result<(), Corrupt> {
+    let bad = |why: String| Err(Corrupt(why));
+    let len = bytes.len();
+    if len < HEADER {
+        return bad(format!(
+            "{len} bytes, shorter than the {HEADER}-byte header"
+        ));
+    }
+    // The hash tables that have slots, as (table, position, slots).
+    let mut tables = Vec::new();
+    for table in 0..256 {
+        let position = read_u32(bytes, table * 8).unwrap_or(0) as usize;
+        let slots = read_u32(bytes, table * 8 + 4).unwrap_or(0) as usize;
+        let end = slots.checked_mul(8).and_then(|n| n.checked_add(position));
+        match end {
+            _ if slots == 0 && position <= len => {}
+            Some(end) if slots > 0 && position >= HEADER && end <= len => {
+                tables.push((table, position, slots));
+            }
+            _ => {
+                return bad(format!(
+                    "hash table {table} ({slots} slots at byte {position}) does not fit in \
+                     the file ({len} bytes)"
+                ));
+            }
+        }
+    }
+    let records_end = tables.iter().map(|&(_, p, _)| p).min().unwrap_or(len);
+    // The records, one after another up to the first hash table.
+    let mut records = Vec::new();
+    let mut at = HEADER;
+    while at < records_end {
+        let key_len = read_u32(bytes, at).map(|n| n as usize);
+        let value_len = read_u32(bytes, at + 4).map(|n| n as usize);
+        let end = match (key_len, value_len) {
+            (Some(k), Some(v)) => k.checked_add(v).and_then(|n| n.checked_add(at + 8)),
+            _ => None,
+        };
+        match end {
+            Some(end) if end <= records_end => {
+                records.push(at);
+                at = end;
+            }
+            _ => {
+                return bad(format!(
+                    "the record at byte {at} runs past the end of the records (byte \
+                     {records_end})"
+                ));
+            }
+        }
+    }
+    // The hash tables, one after another up to the end of the file.
+    tables.sort_by_key(|&(_, position, _)| position);
+    let mut expected = records_end;
+    for &(table, position, slots) in &tables {
+        if position != expected {
+            return bad(format!(
+                "hash table {table} is at byte {position}, not at byte {expected}"
+            ));
+        }
+        expected = position + slots * 8;
+    }
+    if expected != len {
+        return bad(format!(
+            "{} bytes after the last hash table",
+            len.saturating_sub(expected)
+        ));
+    }
+    // Every slot in use names a record start whose key has the slot's hash, of this
+    // table; every record is named once.
+    let mut named = vec![false; records.len()];
+    for &(table, position, slots) in &tables {
+        for slot in (position..position + slots * 8).step_by(8) {
+            let (Some(slot_hash), Some(record)) =
+                (read_u32(bytes, slot), read_u32(bytes, slot + 4))
+            else {
+                return bad(format!("hash table {table} is cut off"));
+            };
+            if record == 0 {
+                continue;
+            }
+            let Ok(index) = records.binary_search(&(record as usize)) else {
+                return bad(format!(
+                    "a slot of hash table {table} points to byte {record}, where no record \
+                     starts"
+                ));
+            };
+            let record = record as usize;
+            let key_len = read_u32(bytes, record).unwrap_or(0) as usize;
+            let key = bytes
+                .get(record + 8..record + 8 + key_len)
+                .unwrap_or_default();
+            if hash(key) != slot_hash || (slot_hash & 255) as usize != table {
+                return bad(format!(
+                    "the key of the record at byte {record} does not match its hash"
+                ));
+            }
+            if std::mem::replace(&mut named[index], true) {
+                return bad(format!("the record at byte {record} is in two slots"));
+            }
+        }
+    }
+    if let Some(index) = named.iter().position(|&n| !n) {
+        return bad(format!(
+            "the record at byte {} is in no hash table",
+            records[index]
+        ));
+    }
+    Ok(())
 }
 
 fn read_u32(bytes: &[u8], position: usize) -> Option<u32> {
@@ -275,29 +397,151 @@ mod tests {
         assert_eq!(reader.get(b""), Some(&b"empty"[..]));
     }
 
-    #[test]
-    fn corrupt_files_never_panic() {
-        assert_eq!(Reader::new(vec![0; 100]).err(), Some(NotCdb));
+    fn fifty() -> Vec<u8> {
         let mut builder = Builder::with_capacity(0, 0);
         for i in 0..50 {
             builder
-                .insert_unique(format!("k{i}").as_bytes(), b"v")
+                .insert_unique(format!("k{i}").as_bytes(), b"value")
                 .expect("fits");
         }
-        let good = builder.finish().expect("fits");
-        for cut in [2048, 2100, good.len() - 1] {
-            let reader = Reader::new(good[..cut].to_vec()).expect("long enough");
-            for i in 0..50 {
-                let _ = reader.get(format!("k{i}").as_bytes());
-            }
+        builder.finish().expect("fits")
+    }
+
+    /// Issue defect 3: a truncated or corrupt database was read as a table without the
+    /// names it lost, so that mail to them bounced. Each damage is refused.
+    #[test]
+    fn truncated_or_corrupt_files_are_refused() {
+        let good = fifty();
+        let records_end = read_u32(&good, 0).unwrap() as usize;
+        fn put(bytes: &mut [u8], at: usize, value: u32) {
+            bytes[at..at + 4].copy_from_slice(&value.to_le_bytes());
         }
+        // The first used slot of the table of "k7".
+        let h = hash(b"k7");
+        let table = read_u32(&good, (h & 255) as usize * 8).unwrap() as usize;
+        let slots = read_u32(&good, (h & 255) as usize * 8 + 4).unwrap() as usize;
+        let used = (0..slots)
+            .map(|i| table + i * 8)
+            .find(|&slot| read_u32(&good, slot + 4) != Some(0))
+            .unwrap();
+        type Damage = Box<dyn Fn(&mut Vec<u8>)>;
+        let cases: Vec<(&str, Damage)> = vec![
+            ("empty", Box::new(|b| b.clear())),
+            ("shorter than the header", Box::new(|b| b.truncate(100))),
+            ("the header alone", Box::new(|b| b.truncate(2048))),
+            (
+                "cut in the records",
+                Box::new(move |b| b.truncate(records_end - 3)),
+            ),
+            (
+                "cut in the hash tables",
+                Box::new(move |b| b.truncate(records_end + 20)),
+            ),
+            (
+                "last byte missing",
+                Box::new(|b| {
+                    b.pop();
+                }),
+            ),
+            (
+                "garbage after the end",
+                Box::new(|b| b.extend_from_slice(b"junk")),
+            ),
+            (
+                "a record length too long",
+                Box::new(|b| put(b, 2048 + 4, 1 << 30)),
+            ),
+            (
+                "a table past the end",
+                Box::new(|b| put(b, 8, u32::MAX - 4)),
+            ),
+            (
+                "a slot count that overflows",
+                Box::new(|b| put(b, 4, u32::MAX)),
+            ),
+            (
+                "a slot into the middle of a record",
+                Box::new(move |b| {
+                    let record = read_u32(b, used + 4).unwrap();
+                    put(b, used + 4, record + 1);
+                }),
+            ),
+            (
+                "a slot with the wrong hash",
+                Box::new(move |b| {
+                    let hash = read_u32(b, used).unwrap();
+                    put(b, used, hash ^ 0x100);
+                }),
+            ),
+            ("a key changed", Box::new(|b| b[2048 + 8] ^= 0x20)),
+            ("a slot zeroed", Box::new(move |b| put(b, used + 4, 0))),
+            (
+                "hash tables zeroed",
+                Box::new(move |b| {
+                    let end = b.len();
+                    b[records_end..end].fill(0);
+                }),
+            ),
+            ("header zeroed", Box::new(|b| b[..2048].fill(0))),
+        ];
+        assert!(Reader::new(good.clone()).is_ok());
+        for (what, damage) in &cases {
+            let mut bytes = good.clone();
+            damage(&mut bytes);
+            assert!(Reader::new(bytes).is_err(), "{what}: accepted");
+        }
+        // Whatever the bytes, no panic.
         let mut garbage = good.clone();
         for (i, byte) in garbage.iter_mut().enumerate() {
             *byte = byte.wrapping_mul(31).wrapping_add(i as u8);
         }
-        let reader = Reader::new(garbage).expect("long enough");
-        for i in 0..50 {
-            let _ = reader.get(format!("k{i}").as_bytes());
+        assert!(Reader::new(garbage).is_err());
+        for cut in 0..good.len() {
+            let _ = Reader::new(good[..cut].to_vec());
         }
+    }
+
+    /// A database made by an independent writer (cdbmake's algorithm, in Python) passes
+    /// the checks and reads back.
+    #[test]
+    fn a_database_made_elsewhere_is_accepted() {
+        const CDBMAKE: &str = r#"
+import struct, sys
+def h(k):
+    v = 5381
+    for c in k:
+        v = ((v << 5) + v) & 0xffffffff ^ c
+    return v
+records = [(b'root', b'alice'), (b'team', b'alice, bob'), (b'', b'empty'), (b'dup', b'1'), (b'dup', b'2')]
+out = bytearray(2048)
+slots = [[] for _ in range(256)]
+for k, v in records:
+    slots[h(k) & 255].append((h(k), len(out)))
+    out += struct.pack('<II', len(k), len(v)) + k + v
+header = b''
+for t in range(256):
+    n = len(slots[t]) * 2
+    table = [(0, 0)] * n
+    for hv, pos in slots[t]:
+        i = (hv >> 8) % n
+        while table[i][1]:
+            i = (i + 1) % n
+        table[i] = (hv, pos)
+    header += struct.pack('<II', len(out), n)
+    for hv, pos in table:
+        out += struct.pack('<II', hv, pos)
+out[:2048] = header
+sys.stdout.buffer.write(bytes(out))
+"#;
+        let made = std::process::Command::new("python3")
+            .args(["-c", CDBMAKE])
+            .output()
+            .expect("python3");
+        assert!(made.status.success());
+        let reader = Reader::new(made.stdout).expect("valid");
+        assert_eq!(reader.get(b"team"), Some(&b"alice, bob"[..]));
+        assert_eq!(reader.get(b""), Some(&b"empty"[..]));
+        assert_eq!(reader.get(b"dup"), Some(&b"1"[..]));
+        assert_eq!(reader.get(b"nobody"), None);
     }
 }

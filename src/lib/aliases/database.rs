@@ -256,6 +256,8 @@ pub struct AliasDb {
     /// The identity of the source file when the contents were compiled from it in
     /// memory because the database did not exist; `None` when read from the database.
     from_source: Option<Identity>,
+    /// A database file that failed its checks, and why: not read again until it changes.
+    refused: Option<(Identity, String)>,
 }
 
 impl AliasDb {
@@ -278,9 +280,12 @@ impl AliasDb {
             reader: cdb::Reader::empty(),
             warning: None,
             from_source: None,
+            refused: None,
         };
         if !is_absent(&db.path) {
-            (db.identity, db.owner, db.reader) = read_database(&db.path)?;
+            let bytes;
+            (db.identity, db.owner, bytes) = read_database(&db.path)?;
+            db.reader = cdb::Reader::new(bytes).map_err(|why| corrupt_error(&db.path, &why))?;
             db.check_source_age();
         } else if !is_absent(source) {
             db.read_source()?;
@@ -297,8 +302,8 @@ impl AliasDb {
         let name = self.source.display().to_string();
         // Syntax warnings are newaliases' to report; here they would repeat per lookup.
         let (bytes, _) = compile_bytes(&text, &name, &name, &mut |_| {})?;
-        self.reader = cdb::Reader::new(bytes).map_err(|cdb::NotCdb| {
-            Error::software(format!("aliases from {name} did not compile"))
+        self.reader = cdb::Reader::new(bytes).map_err(|why| {
+            Error::software(format!("aliases from {name} did not compile: {why}"))
         })?;
         self.owner = Privileges::owner_of(&metadata);
         self.from_source = Some(Identity::of(&metadata));
@@ -355,10 +360,25 @@ impl AliasDb {
             Err(err) => return Err(open_database_error(&self.path, &err)),
         };
         self.from_source = None;
-        if Identity::of(&metadata) == self.identity {
+        let now = Identity::of(&metadata);
+        if now == self.identity {
             return Ok(false);
         }
-        let (identity, owner, reader) = read_database(&self.path)?;
+        if let Some((refused, why)) = &self.refused
+            && *refused == now
+        {
+            return Err(Error::temp(why.clone()));
+        }
+        let (identity, owner, bytes) = read_database(&self.path)?;
+        let reader = match cdb::Reader::new(bytes) {
+            Ok(reader) => reader,
+            Err(why) => {
+                let err = corrupt_error(&self.path, &why);
+                self.refused = Some((identity, err.message.clone()));
+                return Err(err);
+            }
+        };
+        self.refused = None;
         self.identity = identity;
         self.owner = owner;
         self.reader = reader;
@@ -408,9 +428,18 @@ fn open_database_error(path: &Path, err: &io::Error) -> Error {
     Error::io(format!("open database {}", path.display()), err)
 }
 
+/// A database that fails the checks of [`cdb::Reader::new`]: an error that defers the
+/// mail (a table without the names it lost would bounce it).
+fn corrupt_error(path: &Path, why: &cdb::Corrupt) -> Error {
+    Error::temp(format!(
+        "database {} is corrupt or truncated: {why}",
+        path.display()
+    ))
+}
+
 /// Opens, fstats and reads the database in that order, so the identity recorded is the
 /// identity of the bytes read even if the file is replaced meanwhile.
-fn read_database(path: &Path) -> Result<(Identity, Privileges, cdb::Reader)> {
+fn read_database(path: &Path) -> Result<(Identity, Privileges, Vec<u8>)> {
     let mut file = File::open(path).map_err(|err| open_database_error(path, &err))?;
     let metadata = file
         .metadata()
@@ -418,13 +447,10 @@ fn read_database(path: &Path) -> Result<(Identity, Privileges, cdb::Reader)> {
     let mut bytes = Vec::with_capacity(metadata.len() as usize);
     file.read_to_end(&mut bytes)
         .map_err(|err| Error::io(format!("read database {}", path.display()), &err))?;
-    let reader = cdb::Reader::new(bytes).map_err(|cdb::NotCdb| {
-        Error::temp(format!("database {} is not a CDB file", path.display()))
-    })?;
     Ok((
         Identity::of(&metadata),
         Privileges::owner_of(&metadata),
-        reader,
+        bytes,
     ))
 }
 
@@ -582,6 +608,39 @@ mod tests {
                 .as_str()
             )
         );
+    }
+
+    #[test]
+    fn a_damaged_database_is_an_error_until_rebuilt() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let source = dir.path().join("aliases");
+        fs::write(&source, "team: alice\n").expect("write");
+        compile_collect(&source).0.expect("compiles");
+        let database = database_path(&source);
+        let good = fs::read(&database).expect("read");
+        fs::write(&database, &good[..good.len() - 1]).expect("write");
+        let err = AliasDb::open(&source).expect_err("refused");
+        assert_eq!(err.code, ExitCode::TempFail);
+        assert!(
+            err.message.contains("is corrupt or truncated"),
+            "{}",
+            err.message
+        );
+        // Damaged after it was read: every lookup fails (and the file is not read
+        // again until it changes), none answers from the old contents.
+        fs::write(&database, &good).expect("write");
+        let mut db = AliasDb::open(&source).expect("opens");
+        fs::write(&database, &good[..2048]).expect("write");
+        for _ in 0..2 {
+            let err = db.lookup("team").expect_err("refused");
+            assert!(
+                err.message.contains("is corrupt or truncated"),
+                "{}",
+                err.message
+            );
+        }
+        compile_collect(&source).0.expect("compiles");
+        assert_eq!(db.lookup("team").expect("reads"), Some("alice".to_string()));
     }
 
     #[test]

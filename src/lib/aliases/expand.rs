@@ -78,6 +78,16 @@ impl AliasMaps {
         Ok(AliasMaps { tables })
     }
 
+    /// Re-reads the tables that were rebuilt since they were read
+    /// ([`AliasDb::refresh`]); an error names a table that cannot be read or fails its
+    /// checks.
+    pub fn refresh(&mut self) -> Result<()> {
+        for table in &mut self.tables {
+            table.refresh()?;
+        }
+        Ok(())
+    }
+
     /// The "database is older than source file" warnings of the tables, as of the last
     /// open or refresh.
     pub fn warnings(&self) -> Vec<String> {

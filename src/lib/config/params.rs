@@ -124,6 +124,8 @@ static PARAMETERS: &[ParamInfo] = &[
       "Where /file deliveries are allowed: alias, forward, include."),
     p("default_privs", "nobody", Text,
       "The user whose rights deliveries to commands and files from root-owned aliases run with."),
+    p("stale_lock_time", "500s", Time('s'),
+      "How old a mailbox dot-lock (MAILBOX.lock) must be before delivery takes it for left over from a crash and removes it. A dot-lock holding the pid of a process that no longer exists is removed at once; one whose process is alive, or that holds no pid (Postfix writes none), is waited for until it is this old."),
     p("command_time_limit", "1000s", Time('s'),
       "The longest time a |command delivery may run; then its process group is killed and the message bounces."),
     p("bounce_size_limit", "50000", Number,

@@ -105,8 +105,12 @@ impl Runtime {
         let limit = config.number("default_process_limit")?;
         let warn_log = Arc::clone(&logs.local);
         let alias_log = Arc::clone(&logs.local);
-        let aliases =
-            DatabaseAliases::from_config(config, Arc::new(move |w: &str| alias_log.warning(w)))?;
+        let alias_fatal = Arc::clone(&logs.local);
+        let aliases = DatabaseAliases::from_config(
+            config,
+            Arc::new(move |w: &str| alias_log.warning(w)),
+            Arc::new(move |f: &str| alias_fatal.fatal(f)),
+        )?;
         let local = LocalContext::from_config(
             config,
             queue.clone(),

@@ -94,6 +94,9 @@ pub struct LocalContext {
     pub mailbox_size_limit: u64,
     /// How long a locked mailbox is waited for before the delivery is deferred.
     pub lock_wait: Duration,
+    /// `stale_lock_time`: a dot-lock older than this is broken (one whose holder's pid
+    /// names no process at once).
+    pub stale_lock_time: Duration,
     /// Where re-submitted messages go.
     pub queue: Queue,
     pub aliases: Arc<dyn AliasExpander>,
@@ -136,6 +139,7 @@ impl LocalContext {
             command_time_limit: config.time("command_time_limit")?,
             mailbox_size_limit: config.number("mailbox_size_limit")?,
             lock_wait: Duration::from_secs(20),
+            stale_lock_time: config.time("stale_lock_time")?,
             queue,
             aliases,
             warn,
@@ -433,11 +437,15 @@ impl Job<'_> {
             refuse_executable: false,
             size_limit: ctx.mailbox_size_limit,
             lock_wait: ctx.lock_wait,
+            stale_after: ctx.stale_lock_time,
         };
         match mbox::append(&target, |w| {
             format::write_copy(w, &envelope, &message, Style::MBOX, &now)
         }) {
-            Ok(_) => Outcome::sent(RELAY, "delivered to mailbox"),
+            Ok(appended) => {
+                warn_repaired(ctx, &path, appended.repaired);
+                Outcome::sent(RELAY, "delivered to mailbox")
+            }
             Err(f) => failure_outcome(
                 f.dsn,
                 format!(
@@ -554,6 +562,16 @@ impl Job<'_> {
         } else {
             &self.req.recipient.original
         }
+    }
+}
+
+/// Says that an append first cut off what a delivery killed mid-write had left.
+fn warn_repaired(ctx: &LocalContext, path: &Path, bytes: u64) {
+    if bytes > 0 {
+        (ctx.warn)(&format!(
+            "{}: removed {bytes} bytes of a message left incomplete by an interrupted delivery",
+            path.display()
+        ));
     }
 }
 

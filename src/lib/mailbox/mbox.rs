@@ -8,7 +8,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
 use super::lock::{self, Policy};
@@ -295,7 +295,8 @@ fn write_backup(path: &Path, bytes: &[u8]) -> io::Result<()> {
 /// Appends `framed` (one or more messages, each from [`frame`]) to the mbox at `path`,
 /// creating it (mode 0600) if missing, under the delivery locks. A blank line is added
 /// first if the mailbox does not end with one, so the new `From ` line starts a message.
-/// On a failed write the file is truncated back to its old length.
+/// On a failed write the file is truncated back to its old length; where the append
+/// began is noted in the dot-lock, for the case that we are killed mid-write.
 pub fn append(path: &Path, framed: &[u8], policy: &Policy) -> io::Result<()> {
     let open = || -> io::Result<File> {
         OpenOptions::new()
@@ -306,32 +307,122 @@ pub fn append(path: &Path, framed: &[u8], policy: &Policy) -> io::Result<()> {
             .custom_flags(libc::O_NOFOLLOW)
             .open(path)
     };
-    let mut held = lock::lock(path, policy, open)?;
-    let file = held.file_mut();
-    let old_len = file.metadata()?.len();
-    let mut separator: &[u8] = b"";
-    if old_len > 0 {
-        let mut last = [0u8; 2];
-        let n = old_len.min(2) as usize;
-        file.seek(SeekFrom::Start(old_len - n as u64))?;
-        file.read_exact(&mut last[..n])?;
-        let tail = &last[..n];
-        separator = if tail.ends_with(b"\n\n") || tail == b"\n" {
-            b""
-        } else if tail.ends_with(b"\n") {
-            b"\n"
-        } else {
-            b"\n\n"
-        };
-    }
-    let result = file
-        .write_all(separator)
+    let held = lock::lock(path, policy, open)?;
+    let mut file = held.file();
+    let meta = file.metadata()?;
+    let old_len = meta.len();
+    let _ = held.note(&append_note(&meta));
+    let result = separator(file, old_len)
+        .and_then(|separator| file.write_all(separator))
         .and_then(|()| file.write_all(framed))
         .and_then(|()| file.sync_data());
     if result.is_err() {
         let _ = file.set_len(old_len);
     }
     result
+}
+
+/// What goes before a message appended to a mailbox of `len` bytes so that its `From `
+/// line starts a message of its own (a blank line before it): nothing in an empty file or
+/// after a blank line, else one or two newlines.
+pub fn separator(file: &File, len: u64) -> io::Result<&'static [u8]> {
+    if len == 0 {
+        return Ok(b"");
+    }
+    let n = len.min(2);
+    let mut last = [0u8; 2];
+    file.read_exact_at(&mut last[..n as usize], len - n)?;
+    let tail = &last[..n as usize];
+    Ok(if tail.ends_with(b"\n\n") || tail == b"\n" {
+        b""
+    } else if tail.ends_with(b"\n") {
+        b"\n"
+    } else {
+        b"\n\n"
+    })
+}
+
+/// The first word of the note an appender leaves in its dot-lock.
+const APPEND_NOTE: &str = "mailroom-append";
+
+/// The note an appender leaves in its dot-lock ([`super::lock::DotLock::note`]) before
+/// it writes: the mailbox (device and inode) and the length it had.
+pub fn append_note(meta: &std::fs::Metadata) -> String {
+    format!("{APPEND_NOTE} {} {} {}", meta.len(), meta.dev(), meta.ino())
+}
+
+/// Cuts off what an appender that died holding the locks left half written, as its
+/// [`append_note`] (`note`, from the dot-lock we broke) says. Returns the bytes removed.
+///
+/// Only what an interrupted append leaves is removed: `file` must be the mailbox named
+/// in the note and longer than it was, and what follows the old end must be at most two
+/// newlines and then the beginning of one message, with no other message after it (a
+/// writer that takes only the `fcntl` lock may have appended since). Anything else is
+/// left alone, and the next append only starts its message on a line of its own.
+pub fn repair_interrupted(file: &File, note: &str) -> io::Result<u64> {
+    let mut words = note.split_whitespace();
+    if words.next() != Some(APPEND_NOTE) {
+        return Ok(0);
+    }
+    let mut number = || words.next().and_then(|w| w.parse::<u64>().ok());
+    let (Some(old_len), Some(device), Some(inode)) = (number(), number(), number()) else {
+        return Ok(0);
+    };
+    let meta = file.metadata()?;
+    if (meta.dev(), meta.ino()) != (device, inode)
+        || meta.len() <= old_len
+        || !one_partial_message(file, old_len, meta.len())?
+    {
+        return Ok(0);
+    }
+    file.set_len(old_len)?;
+    file.sync_data()?;
+    Ok(meta.len() - old_len)
+}
+
+/// Whether bytes `from..to` of `file` are at most two newlines and then the start of a
+/// message (a `From ` line, or the first bytes of one) with no other message after it.
+fn one_partial_message(file: &File, from: u64, to: u64) -> io::Result<bool> {
+    const NEXT: &[u8] = b"\n\nFrom ";
+    let mut head = [0u8; 7];
+    let head_len = (to - from).min(head.len() as u64) as usize;
+    file.read_exact_at(&mut head[..head_len], from)?;
+    let head = &head[..head_len];
+    let newlines = head.iter().take_while(|&&c| c == b'\n').count();
+    if newlines > 2 {
+        return Ok(false);
+    }
+    let rest = &head[newlines..];
+    let starts_message = rest.starts_with(b"From ") || b"From ".starts_with(rest);
+    if !starts_message {
+        return Ok(false);
+    }
+    // Another message starts where "\n\nFrom " is, except for the one the append began
+    // with when the region starts with its blank line. Searched a chunk at a time, each
+    // with the last bytes of the chunk before.
+    let mut carry: Vec<u8> = Vec::new();
+    let mut carry_start = 0u64;
+    let mut at = from;
+    let mut chunk = vec![0u8; ((to - from) as usize).min(1 << 20)];
+    while at < to {
+        let n = ((to - at) as usize).min(chunk.len());
+        file.read_exact_at(&mut chunk[..n], at)?;
+        at += n as u64;
+        let mut window = std::mem::take(&mut carry);
+        window.extend_from_slice(&chunk[..n]);
+        let other = window
+            .windows(NEXT.len())
+            .enumerate()
+            .filter(|(_, w)| *w == NEXT)
+            .any(|(i, _)| !(carry_start + i as u64 == 0 && newlines == 2));
+        if other {
+            return Ok(false);
+        }
+        let keep = window.len().min(NEXT.len() - 1);
+        carry_start += (window.len() - keep) as u64;
+        carry = window.split_off(window.len() - keep);
+    }
+    Ok(true)
 }
 
 #[cfg(test)]
@@ -416,6 +507,98 @@ From b@y Tue Nov 24 11:00:00 2020\nSubject: two\n\ntext\nFrom not after a blank 
             rewrite(&path, BOX, keep, &Policy::default(), &backup),
             Err(RewriteError::Changed)
         ));
+    }
+
+    #[test]
+    fn only_what_an_interrupted_append_left_is_cut_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("box");
+        let old = b"From a Tue Nov 24 10:00:00 2020\nSubject: 1\n\nx\n\n";
+        let cases: &[(&[u8], &[u8], bool)] = &[
+            // (old contents, what the append left, cut off?)
+            (
+                old,
+                b"From b Tue Nov 24 10:00:00 2020\nSubject: 2\n\nhal",
+                true,
+            ),
+            (
+                old,
+                b"From b Tue Nov 24 10:00:00 2020\nSubject: 2\n\npara\n\n",
+                true,
+            ),
+            (old, b"Fro", true),
+            (b"From a\n\ntext", b"\n\nFrom b\n\nhalf", true),
+            (b"From a\n\ntext\n", b"\nFrom b\n\nhalf", true),
+            (b"From a\n\ntext\n", b"\n", true),
+            (b"", b"From b Tue", true),
+            // A second message after it: someone appended since.
+            (old, b"From b\n\nhalf\n\nFrom c\n\nwhole\n\n", false),
+            (b"From a\n\ntext", b"\n\nFrom b\n\nhalf\n\nFrom c\n", false),
+            // Not the start of a message.
+            (old, b"Subject: 2\n\nhalf", false),
+            (old, b"\n\n\nFrom b\n", false),
+            (old, b"", false),
+        ];
+        for (n, (before, left, cut)) in cases.iter().enumerate() {
+            std::fs::write(&path, [*before, *left].concat()).unwrap();
+            let file = OpenOptions::new()
+                .read(true)
+                .append(true)
+                .open(&path)
+                .unwrap();
+            let meta = file.metadata().unwrap();
+            let note = format!(
+                "mailroom-append {} {} {}",
+                before.len(),
+                meta.dev(),
+                meta.ino()
+            );
+            let removed = repair_interrupted(&file, &note).unwrap();
+            let meta = file.metadata().unwrap();
+            if *cut {
+                assert_eq!(removed, left.len() as u64, "case {n}");
+                assert_eq!(std::fs::read(&path).unwrap(), *before, "case {n}");
+            } else {
+                assert_eq!(removed, 0, "case {n}");
+                assert_eq!(meta.len(), (before.len() + left.len()) as u64, "case {n}");
+            }
+        }
+        // A note for another file, or no note of ours, changes nothing.
+        std::fs::write(&path, [&old[..], b"From b\n\nhalf"].concat()).unwrap();
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(&path)
+            .unwrap();
+        let meta = file.metadata().unwrap();
+        let other = format!(
+            "mailroom-append {} {} {}",
+            old.len(),
+            meta.dev(),
+            meta.ino() + 1
+        );
+        for note in [other.as_str(), "", "12 13", "mailroom-append x y z"] {
+            assert_eq!(repair_interrupted(&file, note).unwrap(), 0, "{note:?}");
+        }
+        // A long message: the search for another one crosses chunks.
+        let mut long = b"From b\n\n".to_vec();
+        long.extend(std::iter::repeat_n(b"line of text\n".as_slice(), 200_000).flatten());
+        for (tail, cut) in [(&b"half"[..], true), (&b"\nFrom c\n\n"[..], false)] {
+            std::fs::write(&path, [&old[..], &long, tail].concat()).unwrap();
+            let file = OpenOptions::new()
+                .read(true)
+                .append(true)
+                .open(&path)
+                .unwrap();
+            let meta = file.metadata().unwrap();
+            let note = format!(
+                "mailroom-append {} {} {}",
+                old.len(),
+                meta.dev(),
+                meta.ino()
+            );
+            assert_eq!(repair_interrupted(&file, &note).unwrap() > 0, cut);
+        }
     }
 
     #[test]

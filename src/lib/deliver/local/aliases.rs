@@ -62,30 +62,37 @@ impl AliasExpander for NoAliases {
 }
 
 /// The `alias_maps` databases, shared by all delivery threads (lookups are in-memory CDB
-/// reads, so one lock costs little). A database that cannot be opened does not stop the
-/// daemon: each expansion tries again and, while it fails, defers the recipient (4.3.0),
-/// so mail waits in the queue until `newaliases` has been run.
+/// reads, so one lock costs little). A database that cannot be opened, or that fails its
+/// checks (truncated, corrupt), does not stop the daemon: each expansion tries again
+/// and, while it fails, defers the recipient (4.3.0), so mail waits in the queue until
+/// `newaliases` has been run. Reading it as a table without the names it lost would
+/// bounce mail to them as unknown users.
 pub struct DatabaseAliases {
     files: Vec<std::path::PathBuf>,
     options: crate::aliases::ExpandOptions,
     maps: std::sync::Mutex<Maps>,
     warn: std::sync::Arc<dyn Fn(&str) + Send + Sync>,
+    fatal: std::sync::Arc<dyn Fn(&str) + Send + Sync>,
 }
 
-/// The open tables, and the warnings about them already logged.
+/// The open tables, the warnings about them already logged, and the error that makes
+/// them unusable, once logged.
 struct Maps {
     open: Option<crate::aliases::AliasMaps>,
     reported: Vec<String>,
+    failing: Option<String>,
 }
 
 impl DatabaseAliases {
     /// The tables of `alias_maps`; tables that are not local files are reported to `warn`
     /// and left out, as `newaliases` does. `warn` also gets, once each time it appears,
     /// what lookups notice about a table: a database older than its source, or no
-    /// database at all (Postfix logs the first at every lookup).
+    /// database at all (Postfix logs the first at every lookup). `fatal` gets, once
+    /// until the tables work again, why they cannot be used (local mail is deferred).
     pub fn from_config(
         config: &crate::config::Config,
         warn: std::sync::Arc<dyn Fn(&str) + Send + Sync>,
+        fatal: std::sync::Arc<dyn Fn(&str) + Send + Sync>,
     ) -> crate::sysexits::Result<DatabaseAliases> {
         let tables = config.tables("alias_maps")?;
         let files = crate::aliases::rebuild::local_files(&tables, &mut |w| warn(w));
@@ -96,8 +103,10 @@ impl DatabaseAliases {
             maps: std::sync::Mutex::new(Maps {
                 open: None,
                 reported: Vec::new(),
+                failing: None,
             }),
             warn,
+            fatal,
         };
         let mut maps = aliases.maps.lock().unwrap_or_else(|e| e.into_inner());
         maps.open = crate::aliases::AliasMaps::open(&aliases.files).ok();
@@ -117,6 +126,25 @@ impl DatabaseAliases {
         }
         maps.reported = now;
     }
+
+    /// Defers `local_part` because the tables cannot be used, logging why unless that
+    /// was the last thing logged.
+    fn unavailable(&self, maps: &mut Maps, local_part: &str, why: &str) -> Expansion {
+        if maps.failing.as_deref() != Some(why) {
+            (self.fatal)(&format!(
+                "{why}: mail to local recipients is deferred until it is fixed (run newaliases)"
+            ));
+            maps.failing = Some(why.to_string());
+        }
+        Expansion {
+            deliveries: Vec::new(),
+            failures: vec![Failure {
+                target: local_part.to_string(),
+                reason: format!("alias database unavailable: {why}"),
+                dsn: "4.3.0".into(),
+            }],
+        }
+    }
 }
 
 impl AliasExpander for DatabaseAliases {
@@ -125,22 +153,18 @@ impl AliasExpander for DatabaseAliases {
         if maps.open.is_none() {
             match crate::aliases::AliasMaps::open(&self.files) {
                 Ok(opened) => maps.open = Some(opened),
-                Err(e) => {
-                    return Expansion {
-                        deliveries: Vec::new(),
-                        failures: vec![Failure {
-                            target: local_part.to_string(),
-                            reason: format!("alias database unavailable: {}", e.message),
-                            dsn: "4.3.0".into(),
-                        }],
-                    };
-                }
+                Err(e) => return self.unavailable(&mut maps, local_part, &e.message),
             }
         }
         let Some(source) = maps.open.as_mut() else {
             return Expansion::default();
         };
+        // A table rebuilt since, or broken since: the lookups would fail one by one.
+        if let Err(e) = source.refresh() {
+            return self.unavailable(&mut maps, local_part, &e.message);
+        }
         let expansion = Expansion::from(crate::aliases::expand(source, local_part, &self.options));
+        maps.failing = None;
         self.report(&mut maps);
         expansion
     }
@@ -176,6 +200,47 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_damaged_table_defers_and_is_logged_once_until_it_works_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("aliases");
+        std::fs::write(&source, "team: alice\n").unwrap();
+        crate::aliases::compile(&source, &mut |_| {}).unwrap();
+        let database = crate::aliases::database_path(&source);
+        let good = std::fs::read(&database).unwrap();
+        let config = crate::config::Config::from_text(
+            &format!("alias_maps = cdb:{}\n", source.display()),
+            &dir.path().join("main.cf"),
+        );
+        let fatal = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let sink = std::sync::Arc::clone(&fatal);
+        let aliases = DatabaseAliases::from_config(
+            &config,
+            std::sync::Arc::new(|_: &str| {}),
+            std::sync::Arc::new(move |f: &str| sink.lock().unwrap().push(f.to_string())),
+        )
+        .unwrap();
+        let damage = || std::fs::write(&database, &good[..good.len() - 4]).unwrap();
+        let deferred = |e: &Expansion| {
+            e.deliveries.is_empty()
+                && e.failures.len() == 1
+                && e.failures[0].dsn == "4.3.0"
+                && e.failures[0].reason.contains("corrupt or truncated")
+        };
+        damage();
+        for name in ["team", "carol", "team"] {
+            let e = aliases.expand(name);
+            assert!(deferred(&e), "{e:?}");
+        }
+        assert_eq!(fatal.lock().unwrap().len(), 1);
+        assert!(fatal.lock().unwrap()[0].contains(&database.display().to_string()));
+        crate::aliases::compile(&source, &mut |_| {}).unwrap();
+        assert_eq!(aliases.expand("team").deliveries.len(), 1);
+        damage();
+        assert!(deferred(&aliases.expand("team")));
+        assert_eq!(fatal.lock().unwrap().len(), 2);
+    }
+
+    #[test]
     fn the_real_expander_plugs_in() {
         let dir = tempfile::tempdir().unwrap();
         let source = dir.path().join("aliases");
@@ -197,6 +262,7 @@ mod tests {
         let aliases = DatabaseAliases::from_config(
             &config,
             std::sync::Arc::new(move |w: &str| sink.lock().unwrap().push(w.to_string())),
+            std::sync::Arc::new(|f: &str| panic!("fatal: {f}")),
         )
         .unwrap();
         // Not compiled yet: the source is read directly, and that is said once.

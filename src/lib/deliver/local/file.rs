@@ -9,7 +9,7 @@ use chrono::Local;
 use super::format::{self, Style};
 use super::mbox;
 use super::privileges::Identity;
-use super::{LocalContext, RELAY, failure_outcome};
+use super::{LocalContext, RELAY, failure_outcome, warn_repaired};
 use crate::deliver::{Outcome, Request};
 
 pub fn deliver(
@@ -33,12 +33,16 @@ pub fn deliver(
         refuse_executable: true,
         size_limit: 0,
         lock_wait: ctx.lock_wait,
+        stale_after: ctx.stale_lock_time,
     };
     let message = req.message;
     match mbox::append(&target, |w| {
         format::write_copy(w, envelope, &message, Style::MBOX, &now)
     }) {
-        Ok(_) => Outcome::sent(RELAY, format!("delivered to file: {path}")),
+        Ok(appended) => {
+            warn_repaired(ctx, Path::new(path), appended.repaired);
+            Outcome::sent(RELAY, format!("delivered to file: {path}"))
+        }
         Err(f) => failure_outcome(
             f.dsn,
             format!("cannot append message to file {path}: {}", f.text),

@@ -22,6 +22,10 @@ impl RunAs for Identity {
     fn run(&self, op: &mut dyn FnMut()) -> io::Result<()> {
         as_identity(self, op)
     }
+
+    fn uid(&self) -> u32 {
+        self.uid
+    }
 }
 
 /// A dot-lock we hold; removed (with the rights it was made with) when dropped.
@@ -35,19 +39,21 @@ pub struct LockError {
 }
 
 /// Takes the dot-lock for `mailbox` (`MAILBOX.lock`) as `owner`, waiting until
-/// `deadline`. With `may_fail`, a directory we may not create files in means "no
-/// dot-lock" rather than an error (as Postfix does for `/file` deliveries, which often go
-/// to directories the user cannot write).
+/// `deadline`; a lock whose holder is gone, or older than `stale_after`
+/// (`stale_lock_time`), is broken. With `may_fail`, a directory we may not create files
+/// in means "no dot-lock" rather than an error (as Postfix does for `/file` deliveries,
+/// which often go to directories the user cannot write).
 pub fn dotlock(
     mailbox: &Path,
     owner: &Identity,
     deadline: Instant,
+    stale_after: Duration,
     may_fail: bool,
 ) -> Result<Option<DotLock>, LockError> {
     lock::dotlock(
         mailbox,
         owner.clone(),
-        STALE_AFTER,
+        stale_after,
         may_fail,
         &mut lock::until(deadline, RETRY),
     )
@@ -81,13 +87,16 @@ mod tests {
         let mbox = dir.path().join("alice");
         let me = Identity::current();
         let soon = Instant::now() + Duration::from_millis(300);
-        let held = dotlock(&mbox, &me, soon, false).unwrap().unwrap();
+        let held = dotlock(&mbox, &me, soon, STALE_AFTER, false)
+            .unwrap()
+            .unwrap();
         assert!(dir.path().join("alice.lock").exists());
         let started = Instant::now();
         let err = dotlock(
             &mbox,
             &me,
             Instant::now() + Duration::from_millis(300),
+            STALE_AFTER,
             false,
         )
         .unwrap_err();
@@ -107,7 +116,7 @@ mod tests {
             .set_modified(old)
             .unwrap();
         assert!(
-            dotlock(&mbox, &me, Instant::now(), false)
+            dotlock(&mbox, &me, Instant::now(), STALE_AFTER, false)
                 .unwrap()
                 .is_some()
         );

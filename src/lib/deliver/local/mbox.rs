@@ -12,7 +12,13 @@
 //!   on Debian) is created with the spool's rights, `O_EXCL`, and then given to the user;
 //! - both locks are held while writing (see `lock`); the message is written, flushed and
 //!   `fsync`ed, and on any error the file is cut back to its old size so that no half
-//!   message is left for a mail reader to choke on.
+//!   message is left for a mail reader to choke on;
+//! - a delivery killed mid-write (kill -9, a crash) cannot cut back, so before writing it
+//!   notes in its dot-lock where the mailbox ended; the next delivery breaks the lock of
+//!   the dead holder at once and cuts the torn message off
+//!   ([`crate::mailbox::mbox::repair_interrupted`]). A mailbox that still does not end in
+//!   a blank line (no dot-lock, someone else's writer) gets one before the new message,
+//!   so that its `From ` line is never glued onto the text before it.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
@@ -23,6 +29,7 @@ use std::time::{Duration, Instant};
 use super::format::Limited;
 use super::lock::{dotlock, fcntl_lock};
 use super::privileges::{Identity, as_identity};
+use crate::mailbox::mbox::{append_note, repair_interrupted, separator};
 use crate::sysexits::describe_io;
 
 /// Where and how to append.
@@ -45,6 +52,18 @@ pub struct Target<'a> {
     pub size_limit: u64,
     /// How long to wait for the locks.
     pub lock_wait: Duration,
+    /// A dot-lock older than this is broken (`stale_lock_time`); one whose holder is
+    /// gone is broken at once.
+    pub stale_after: Duration,
+}
+
+/// What an append did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// The bytes of the message appended.
+    pub bytes: u64,
+    /// The bytes of a message torn by a delivery that died mid-write, cut off first.
+    pub repaired: u64,
 }
 
 /// Why an append failed: the text after Postfix's `cannot update mailbox ... for user X.`
@@ -83,36 +102,55 @@ pub fn dsn_for(err: &io::Error, default: &'static str) -> &'static str {
     }
 }
 
-/// Appends one message written by `write` to the target. Returns the bytes appended.
+/// Appends one message written by `write` to the target.
 pub fn append(
     target: &Target,
     write: impl FnOnce(&mut dyn Write) -> io::Result<u64>,
-) -> Result<u64, Failure> {
+) -> Result<Appended, Failure> {
     let deadline = Instant::now() + target.lock_wait;
-    let _dotlock = dotlock(
+    let dotlock = dotlock(
         target.path,
         target.creator,
         deadline,
+        target.stale_after,
         target.dotlock_may_fail,
     )
     .map_err(|e| Failure::io(&e.text, &e.error, "4.2.0"))?;
-    let file = open(target)?;
+    let (file, readable) = open(target)?;
     check(target, &file)?;
     fcntl_lock(&file, deadline).map_err(|e| Failure::io(&e.text, &e.error, "4.2.0"))?;
-    let old_size = file
+    let inherited = dotlock.as_ref().and_then(|lock| lock.inherited());
+    let repaired = match inherited {
+        // Not cutting it off is no reason to defer: the message is still separated.
+        Some(note) if readable => repair_interrupted(&file, note).unwrap_or(0),
+        _ => 0,
+    };
+    let meta = file
         .metadata()
-        .map_err(|e| Failure::io("cannot stat file", &e, "4.3.0"))?
-        .len();
+        .map_err(|e| Failure::io("cannot stat file", &e, "4.3.0"))?;
+    let old_size = meta.len();
+    if let Some(lock) = &dotlock {
+        // Without the note a kill leaves a torn message that the next delivery can
+        // only separate, not remove: still no reason to defer this one.
+        let _ = lock.note(&append_note(&meta));
+    }
+    let separator: &[u8] = if readable {
+        separator(&file, old_size).map_err(|e| Failure::io("cannot read file", &e, "4.3.0"))?
+    } else {
+        b""
+    };
     let room = match target.size_limit {
         0 => None,
         limit => Some(limit.saturating_sub(old_size)),
     };
     let mut out = BufWriter::with_capacity(64 * 1024, Limited { inner: &file, room });
-    let result = write(&mut out)
+    let result = out
+        .write_all(separator)
+        .and_then(|()| write(&mut out))
         .and_then(|n| out.flush().map(|()| n))
         .and_then(|n| file.sync_data().map(|()| n));
     match result {
-        Ok(n) => Ok(n),
+        Ok(bytes) => Ok(Appended { bytes, repaired }),
         Err(err) => {
             // Throw away what is still buffered rather than let a drop flush it after
             // the truncation.
@@ -124,20 +162,31 @@ pub fn append(
     }
 }
 
-fn open(target: &Target) -> Result<File, Failure> {
+/// Opens (or creates) the target for appending, and for reading when the rights allow
+/// (a `/file` target may be writable only): returns the file and whether it can be read.
+fn open(target: &Target) -> Result<(File, bool), Failure> {
     let flags = libc::O_NOFOLLOW | libc::O_NOCTTY | libc::O_NONBLOCK;
     // Two rounds: open, or create when missing; if someone else creates it in between,
     // open what they made (and check it like any other).
     for _ in 0..2 {
         let opened = as_identity(target.user, || {
-            OpenOptions::new()
-                .append(true)
-                .custom_flags(flags)
-                .open(target.path)
+            let open = |read: bool| {
+                OpenOptions::new()
+                    .read(read)
+                    .append(true)
+                    .custom_flags(flags)
+                    .open(target.path)
+            };
+            match open(true) {
+                Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                    open(false).map(|file| (file, false))
+                }
+                opened => opened.map(|file| (file, true)),
+            }
         })
         .map_err(|e| Failure::io("cannot open file", &e, "4.3.0"))?;
         match opened {
-            Ok(file) => return Ok(file),
+            Ok(opened) => return Ok(opened),
             Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
                 return Err(Failure::new("file is a symbolic link", "5.2.0"));
             }
@@ -146,6 +195,7 @@ fn open(target: &Target) -> Result<File, Failure> {
         }
         let created = as_identity(target.creator, || {
             OpenOptions::new()
+                .read(true)
                 .append(true)
                 .create_new(true)
                 .mode(0o600)
@@ -158,7 +208,7 @@ fn open(target: &Target) -> Result<File, Failure> {
                 if target.chown_new && target.creator.uid != target.user.uid {
                     give_to_user(&file, target)?;
                 }
-                return Ok(file);
+                return Ok((file, true));
             }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(Failure::io("cannot create file", &e, "5.2.0")),
