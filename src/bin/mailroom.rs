@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use clap::{ArgAction, CommandFactory, Parser, Subcommand};
 use mailroom::config::Config;
 use mailroom::operator::{self, control, shape};
+use mailroom::privilege;
 use mailroom::sysexits::Error;
 
 #[derive(Parser)]
@@ -162,21 +163,21 @@ fn try_main() -> Result<u8, Error> {
     let mut out = stdout.lock();
     match cli.command {
         Command::Start => {
-            operator::require_root("start")?;
+            privilege::require_root(&operator::root_only("start"))?;
             control::start(&Config::load(dir)?, &mut out)
         }
         Command::Stop { timeout } => {
-            operator::require_root("stop")?;
+            privilege::require_root(&operator::root_only("stop"))?;
             let timeout = std::time::Duration::from_secs(timeout);
             control::stop(&Config::load(dir)?, timeout, &mut out)
         }
         Command::Status => control::status(&Config::load(dir)?, &mut out),
         Command::Reload => {
-            operator::require_root("reload")?;
+            privilege::require_root(&operator::root_only("reload"))?;
             control::reload(&Config::load(dir)?, &mut out)
         }
         Command::Flush => {
-            operator::require_root("flush")?;
+            privilege::require_root(&operator::root_only("flush"))?;
             control::flush(&Config::load(dir)?, &mut out)
         }
         Command::Config(args) => match args.action {

@@ -7,6 +7,7 @@ use std::io::{self, Write};
 use std::process::ExitCode;
 
 use mailroom::postsuper::{self, ArgError, args};
+use mailroom::privilege;
 use mailroom::sysexits::{Error, ExitCode as Sysexit};
 
 fn main() -> ExitCode {
@@ -22,7 +23,7 @@ fn main() -> ExitCode {
 fn try_main() -> Result<(), Error> {
     // As Postfix: who may run it is settled before anything else is looked at. Our exit
     // code is 77 (EX_NOPERM) where Postfix exits 1.
-    postsuper::require_superuser()?;
+    privilege::require_root("use of this command is reserved for the superuser")?;
     let argv = mailroom::getopt::text_args(std::env::args_os().skip(1)).map_err(Error::usage)?;
     let request = match args::parse(argv) {
         Ok(request) => request,

@@ -25,12 +25,16 @@ pub fn run(inv: &Invocation, stdin: impl BufRead, stdout: &mut dyn Write) -> Res
     let distrusted = privilege::distrusts_caller();
     let config = Config::load(inv.config_dir.as_deref())?;
     if distrusted {
+        let root_only = |what: &str| {
+            let uid = nix::unistd::getuid();
+            privilege::require_root(&format!(
+                "{what} is for the super-user only (you are uid {uid})"
+            ))
+        };
         match inv.mode {
-            Mode::Newaliases => privilege::require_root("sendmail -bi (newaliases)")?,
-            Mode::RunQueue => privilege::require_root("sendmail -q (running the queue)")?,
-            Mode::Daemon | Mode::DaemonForeground => {
-                privilege::require_root("sendmail -bd/-bD (the daemon)")?
-            }
+            Mode::Newaliases => root_only("sendmail -bi (newaliases)")?,
+            Mode::RunQueue => root_only("sendmail -q (running the queue)")?,
+            Mode::Daemon | Mode::DaemonForeground => root_only("sendmail -bd/-bD (the daemon)")?,
             Mode::Verify | Mode::Nothing => privilege::drop_group()?,
             Mode::Submit | Mode::Smtp | Mode::ListQueue => {}
         }

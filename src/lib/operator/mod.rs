@@ -19,25 +19,21 @@ use std::io::{self, Write};
 use std::path::Path;
 
 use crate::config::{Config, DirSource, FILE_NAME, ProcessIds, choose_dir, known_parameters};
+use crate::privilege;
 use crate::queue::{Queue, QueueName};
 use crate::sysexits::{Error, Result};
 
 pub use edit::Edit;
 
+/// How `mailroom` refuses `mailroom {what}` to a caller who is not root
+/// ([`privilege::require_root`]).
+pub fn root_only(what: &str) -> String {
+    format!("mailroom {what}: only root may do this (run it with sudo)")
+}
+
 /// The exit status of `mailroom status` (and of `stop`/`reload` with nothing running)
 /// when the daemon is not running: 3, as `systemctl is-active` and LSB init scripts use.
 pub const NOT_RUNNING: u8 = 3;
-
-/// Refuses a caller who is not root: `what` changes the mail system. Exit 77.
-pub fn require_root(what: &str) -> Result<()> {
-    if nix::unistd::geteuid().is_root() {
-        Ok(())
-    } else {
-        Err(Error::perm(format!(
-            "mailroom {what}: only root may do this (run it with sudo)"
-        )))
-    }
-}
 
 /// Writes `bytes` and flushes; a reader that went away (`mailroom config | head`) is not
 /// an error.
@@ -53,7 +49,7 @@ pub fn write_out(out: &mut dyn Write, bytes: &[u8]) -> Result<()> {
 /// file must still give every set parameter a value of its type, or nothing is written.
 /// `-c DIR`/`MAIL_CONFIG` choose the directory; a missing `main.cf` is created.
 pub fn config_set(dir: Option<&Path>, assignments: &[String]) -> Result<bool> {
-    require_root("config set")?;
+    privilege::require_root(&root_only("config set"))?;
     let mut edits = Vec::with_capacity(assignments.len());
     for text in assignments {
         let (name, value) = edit::parse_assignment(text)?;
@@ -91,7 +87,7 @@ pub fn config_set(dir: Option<&Path>, assignments: &[String]) -> Result<bool> {
 /// may be removed when the file sets it (that is how a misspelling is cleaned up);
 /// otherwise it is an error with a suggestion.
 pub fn config_unset(dir: Option<&Path>, names: &[String]) -> Result<bool> {
-    require_root("config unset")?;
+    privilege::require_root(&root_only("config unset"))?;
     let file = main_cf(dir)?;
     let current = Config::from_text(&read_lossy(&file), &file);
     let mut edits = Vec::with_capacity(names.len());

@@ -145,17 +145,6 @@ impl Reporter<'_> {
     }
 }
 
-/// Refuses anyone but root (Postfix's wording; mailroom exits 77, EX_NOPERM).
-pub fn require_superuser() -> Result<()> {
-    if nix::unistd::getuid().is_root() {
-        Ok(())
-    } else {
-        Err(Error::perm(
-            "use of this command is reserved for the superuser",
-        ))
-    }
-}
-
 /// The `postsuper` command after its argv was parsed: loads the configuration (`-c`,
 /// else `MAIL_CONFIG`, else `/etc/mailroom`), logs as `$syslog_name/postsuper`, and
 /// carries out `request`, with messages on `err`.
