@@ -27,7 +27,7 @@ use expand::{Budget, Context, Resolve, expand};
 use host::{first_line_of, host_name, read_file};
 use parse::Setting;
 
-pub use dirs::{DEFAULT_DIR, DirSource, ProcessIds, choose_dir};
+pub use dirs::{DEFAULT_DIR, DirSource, choose_dir};
 pub use host::{MAX_MAIN_CF, read_main_cf};
 pub use params::{COMPUTED, ParamInfo, ParamKind, known_parameters, man_section};
 pub use values::{Table, parse_time};
@@ -58,11 +58,8 @@ impl Config {
         let env = std::env::var_os("MAIL_CONFIG");
         // `privilege` remembers a set-id start even after the group is given up: the
         // caller must not regain the choice by then.
-        let (dir, source) = if crate::privilege::distrusts_caller() {
-            (PathBuf::from(DEFAULT_DIR), DirSource::Default)
-        } else {
-            choose_dir(explicit_dir, env.as_deref(), ProcessIds::current())
-        };
+        let distrusted = crate::privilege::distrusts_caller();
+        let (dir, source) = choose_dir(explicit_dir, env.as_deref(), distrusted);
         Config::load_dir(dir, source)
     }
 

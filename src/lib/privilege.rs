@@ -30,7 +30,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::unistd::{Gid, getresgid, setegid, setresgid};
 
-use crate::config::ProcessIds;
 use crate::sysexits::{Error, ExitCode, Result};
 
 /// The `PATH` a set-id program runs with, whatever its caller's was.
@@ -76,6 +75,34 @@ fn is_zone_name(value: &OsStr) -> bool {
         return false;
     }
     !name.starts_with('/') || name == SYSTEM_ZONE || name.starts_with(ZONE_DIRECTORY)
+}
+
+/// The real and effective ids of the process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcessIds {
+    pub real_uid: u32,
+    pub effective_uid: u32,
+    pub real_gid: u32,
+    pub effective_gid: u32,
+}
+
+impl ProcessIds {
+    /// The ids of this process.
+    pub fn current() -> ProcessIds {
+        ProcessIds {
+            real_uid: nix::unistd::getuid().as_raw(),
+            effective_uid: nix::unistd::geteuid().as_raw(),
+            real_gid: nix::unistd::getgid().as_raw(),
+            effective_gid: nix::unistd::getegid().as_raw(),
+        }
+    }
+
+    /// True when the process has privileges its (non-root) caller does not: the caller's
+    /// environment and choice of configuration directory must be ignored.
+    pub fn distrusts_caller(&self) -> bool {
+        let privileged = self.real_uid != self.effective_uid || self.real_gid != self.effective_gid;
+        privileged && self.real_uid != 0
+    }
 }
 
 /// Set once a process has been seen to run set-id for an ordinary caller: giving up the
@@ -197,6 +224,27 @@ pub fn user_by_name(name: &str) -> nix::Result<Option<nix::unistd::User>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ids(real_uid: u32, effective_uid: u32, real_gid: u32, effective_gid: u32) -> ProcessIds {
+        ProcessIds {
+            real_uid,
+            effective_uid,
+            real_gid,
+            effective_gid,
+        }
+    }
+
+    #[test]
+    fn setgid_or_setuid_for_a_non_root_caller_distrusts_it() {
+        assert!(ids(1000, 1000, 1000, 50).distrusts_caller());
+        assert!(ids(1000, 0, 1000, 1000).distrusts_caller());
+    }
+
+    #[test]
+    fn root_and_unprivileged_callers_are_trusted() {
+        assert!(!ids(0, 0, 0, 50).distrusts_caller());
+        assert!(!ids(1000, 1000, 1000, 1000).distrusts_caller());
+    }
 
     #[test]
     fn user_names_from_outside_are_bounded() {

@@ -18,7 +18,7 @@ pub mod suggest;
 use std::io::{self, Write};
 use std::path::Path;
 
-use crate::config::{Config, DirSource, FILE_NAME, ProcessIds, choose_dir, known_parameters};
+use crate::config::{Config, DirSource, FILE_NAME, choose_dir, known_parameters};
 use crate::privilege;
 use crate::queue::{Queue, QueueName};
 use crate::sysexits::{Error, Result};
@@ -107,7 +107,7 @@ pub fn config_unset(dir: Option<&Path>, names: &[String]) -> Result<bool> {
 fn main_cf(dir: Option<&Path>) -> Result<std::path::PathBuf> {
     let env = std::env::var_os("MAIL_CONFIG");
     let (dir, _source): (std::path::PathBuf, DirSource) =
-        choose_dir(dir, env.as_deref(), ProcessIds::current());
+        choose_dir(dir, env.as_deref(), privilege::distrusts_caller());
     if !dir.is_dir() {
         return Err(Error::config(format!(
             "configuration directory {}: No such directory",
