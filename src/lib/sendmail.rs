@@ -7,10 +7,11 @@ use std::io::{BufRead, Write};
 use crate::aliases;
 use crate::config::Config;
 use crate::daemon;
+use crate::daemon::modes::DeliveryMode;
 use crate::log::Log;
 use crate::privilege;
 use crate::queue::{Queue, QueueId};
-use crate::sendmail_argv::{DeliveryMode, Invocation, Mode};
+use crate::sendmail_argv::{Invocation, Mode};
 use crate::submit::{self, Invoker, Settings};
 use crate::sysexits::{Error, ExitCode, Result};
 

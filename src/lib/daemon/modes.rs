@@ -12,11 +12,20 @@ use crate::config::Config;
 use crate::deliver::Status;
 use crate::log::Fallback;
 use crate::queue::{LockedFile, Queue, QueueId, QueueName};
-use crate::sendmail_argv::DeliveryMode;
 use crate::sysexits::{Error, ExitCode, Result};
 
 use super::process::{self, Report};
 use super::{Runtime, detach, lock, pickup, scheduler};
+
+/// `-odb` (deliver in the background, the default), `-odi` (deliver before exiting),
+/// `-odq` (only queue).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeliveryMode {
+    #[default]
+    Background,
+    Interactive,
+    QueueOnly,
+}
 
 /// The configuration directory as an absolute path, for processes that run elsewhere.
 fn absolute(dir: &Path) -> PathBuf {

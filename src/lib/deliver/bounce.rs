@@ -34,8 +34,8 @@ use chrono::{Local, TimeZone, Utc};
 
 use super::{MessageSource, Outcome};
 use crate::config::Config;
+use crate::message::date::rfc2822_date;
 use crate::queue::{Envelope, NewQueueFile, Queue, QueueId, Recipient};
-use crate::submit::rfc2822_date;
 
 /// What a bounce needs from the configuration.
 #[derive(Debug, Clone)]

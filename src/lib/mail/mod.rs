@@ -127,7 +127,7 @@ fn send_from_stdin(inv: &Invocation) -> Result<i32, Failure> {
 pub fn send_draft(draft: &Draft, verbose: bool) -> Result<(), Failure> {
     let recipients = draft.envelope_recipients()?;
     let sender = draft.envelope_sender()?;
-    let date = crate::submit::rfc2822_date(&chrono::Local::now());
+    let date = crate::message::date::rfc2822_date(&chrono::Local::now());
     let message = compose::build(draft, &date)?;
     let args = send::arguments(sender.as_deref(), &recipients, verbose);
     send::run(&send::program(), &args, &message).inspect_err(|_| {

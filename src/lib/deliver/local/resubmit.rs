@@ -9,9 +9,9 @@ use std::io::{self, Write};
 use chrono::Local;
 
 use crate::deliver::Request;
+use crate::message::date::rfc2822_date;
 use crate::queue::envelope::{MAX_ADDRESS, MAX_RECIPIENTS};
 use crate::queue::{Envelope, NewQueueFile, Queue, QueueId, Recipient};
-use crate::submit::rfc2822_date;
 
 /// Queues the message of `req` for `recipients` from `sender`, marked as delivered to
 /// `delivered_to`. Returns the new queue IDs once the files are durable: one per
