@@ -8,7 +8,6 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, SystemTime};
 
 use common::require_tool;
-use fs2::FileExt;
 use mailroom::queue::{QueueId, QueueName};
 use queue_world::{Msg, World, file_names, put, stderr, stdout};
 
@@ -232,7 +231,7 @@ fn locked_files_are_left_alone() {
     let busy = msg_in(&world, QueueName::Active);
     let other = msg_in(&world, QueueName::Active);
     let file = std::fs::File::open(world.path(QueueName::Active, busy)).unwrap();
-    file.lock_exclusive().unwrap();
+    file.lock().unwrap();
     let (err, _) = postsuper(&world, &["-d", busy.as_str()]);
     assert_eq!(
         err,
@@ -250,7 +249,7 @@ fn locked_files_are_left_alone() {
     // Unlock explicitly: a child forked by a concurrent test may briefly share this open
     // file description (until its exec closes it), and dropping our descriptor alone
     // would leave the lock held through that copy.
-    fs2::FileExt::unlock(&file).unwrap();
+    file.unlock().unwrap();
     drop(file);
     assert_eq!(
         postsuper(&world, &["-d", "ALL"]).0,

@@ -2,12 +2,10 @@
 //! daemon's whole life, and `pid/master.pid` says who holds it. The kernel drops the lock
 //! when the process dies however it dies, so a stale pid file never blocks a restart.
 
-use std::fs::{File, OpenOptions};
+use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
-
-use fs2::FileExt;
 
 use crate::queue::Queue;
 
@@ -43,12 +41,10 @@ impl MasterLock {
             .mode(0o644)
             .open(dir.join(LOCK_FILE))
             .map_err(LockError::Io)?;
-        match file.try_lock_exclusive() {
+        match file.try_lock() {
             Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                return Err(LockError::Running(read_pid(queue)));
-            }
-            Err(e) => return Err(LockError::Io(e)),
+            Err(TryLockError::WouldBlock) => return Err(LockError::Running(read_pid(queue))),
+            Err(TryLockError::Error(e)) => return Err(LockError::Io(e)),
         }
         let pid_path = dir.join(PID_FILE);
         let temp = dir.join(format!(".{PID_FILE}.{}", std::process::id()));
@@ -79,13 +75,13 @@ impl Drop for MasterLock {
 /// `sendmail` to decide whether a submission needs a delivery of its own.
 pub fn running(queue: &Queue) -> Option<u32> {
     let file = File::open(queue.pid_dir().join(LOCK_FILE)).ok()?;
-    match FileExt::try_lock_shared(&file) {
+    match file.try_lock_shared() {
         Ok(()) => {
-            let _ = FileExt::unlock(&file);
+            let _ = file.unlock();
             None
         }
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Some(read_pid(queue).unwrap_or(0)),
-        Err(_) => None,
+        Err(TryLockError::WouldBlock) => Some(read_pid(queue).unwrap_or(0)),
+        Err(TryLockError::Error(_)) => None,
     }
 }
 

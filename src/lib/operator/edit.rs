@@ -13,8 +13,6 @@ use std::io::{self, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use fs2::FileExt;
-
 use crate::sysexits::{Error, Result, describe_io};
 
 /// One change to the file.
@@ -174,7 +172,7 @@ pub fn edit_file(
     };
     let dir = path.parent().unwrap_or(Path::new("/")).to_path_buf();
     let lock = File::open(&dir).map_err(|e| Error::io(format!("open {}", dir.display()), &e))?;
-    lock.lock_exclusive()
+    lock.lock()
         .map_err(|e| Error::io(format!("lock {}", dir.display()), &e))?;
     let (old, meta) = match crate::config::read_main_cf(&path) {
         Ok(bytes) => (bytes, fs::metadata(&path).ok()),

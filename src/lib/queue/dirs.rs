@@ -8,12 +8,11 @@
 //!
 //! A `QueueDirs` is `Sync`: worker threads share one.
 
-use std::fs::File;
+use std::fs::{File, TryLockError};
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 
-use fs2::FileExt as _;
 use nix::errno::Errno;
 use nix::fcntl::{OFlag, RenameFlags, renameat2};
 use nix::sys::stat::fstatat;
@@ -103,10 +102,10 @@ impl QueueDirs {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
-        match file.try_lock_exclusive() {
+        match file.try_lock() {
             Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
-            Err(e) => return Err(e),
+            Err(TryLockError::WouldBlock) => return Ok(None),
+            Err(TryLockError::Error(e)) => return Err(e),
         }
         // Moved or removed between open and lock: only a lock on the file that still has
         // this name counts.

@@ -23,12 +23,11 @@ pub mod id;
 mod rewrite;
 pub mod store;
 
-use std::fs::{self, DirBuilder, File};
+use std::fs::{self, DirBuilder, File, TryLockError};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use fs2::FileExt;
 use nix::errno::Errno;
 use nix::fcntl::{RenameFlags, renameat2};
 
@@ -207,7 +206,7 @@ pub struct LockedFile {
 
 impl Drop for LockedFile {
     fn drop(&mut self) {
-        let _ = FileExt::unlock(&self.file);
+        let _ = self.file.unlock();
     }
 }
 
@@ -390,10 +389,10 @@ impl Queue {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
-        match file.try_lock_exclusive() {
+        match file.try_lock() {
             Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
-            Err(e) => return Err(e),
+            Err(TryLockError::WouldBlock) => return Ok(None),
+            Err(TryLockError::Error(e)) => return Err(e),
         }
         // The file may have been moved or removed between open and lock; only a lock on
         // the file that still has this name counts.

@@ -10,7 +10,6 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 
-use fs2::FileExt as _;
 use nix::fcntl::{RenameFlags, renameat2};
 
 use super::envelope::Envelope;
@@ -94,7 +93,7 @@ impl Queue {
                 );
                 out.set_permissions(std::fs::Permissions::from_mode(meta.mode() & 0o777))?;
             }
-            out.try_lock_exclusive()?;
+            out.try_lock()?;
             out.write_all(&header)?;
             copy_range(&locked.file, old_offset, size, &mut out)?;
             out.sync_data()?;
@@ -108,7 +107,7 @@ impl Queue {
             return Err(e);
         }
         let old = std::mem::replace(&mut locked.file, out);
-        let _ = fs2::FileExt::unlock(&old);
+        let _ = old.unlock();
         Ok(())
     }
 }

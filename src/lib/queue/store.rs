@@ -114,7 +114,7 @@ impl NewQueueFile {
     fn commit_inner(mut self, lock: bool) -> io::Result<(QueueId, File)> {
         self.file.flush()?;
         if lock {
-            fs2::FileExt::lock_exclusive(self.file.get_ref())?;
+            self.file.get_ref().lock()?;
         }
         let file = self.file.get_ref();
         let size = format!("{:0width$}", self.message_bytes, width = SIZE_WIDTH);
