@@ -200,33 +200,32 @@ pub enum Destination {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
     pub destination: Destination,
-    /// The recipient that was expanded.
-    pub recipient: String,
-    /// The aliases (and `:include:PATH`s) expanded on the way, outermost first.
+    /// The aliases (and `:include:PATH`s) expanded on the way, outermost first; empty
+    /// when the recipient is no alias.
     pub chain: Vec<String>,
-    /// `owner-NAME@ORIGIN` when the innermost alias with an owner has one: errors for
-    /// this delivery go there instead of to the original sender.
+    /// `owner-NAME@ORIGIN` when the innermost alias with an owner has one: the envelope
+    /// sender of what is sent on, so that errors for this delivery go to the list owner
+    /// instead of to the original sender.
     pub sender: Option<String>,
 }
 
 /// A target that cannot be delivered, with the DSN status to bounce or defer it with.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Failure {
+pub struct ExpansionError {
     /// The target as written (or the name being expanded).
     pub target: String,
-    pub recipient: String,
     pub chain: Vec<String>,
     pub reason: String,
     /// `5.x.x` bounces, `4.x.x` defers.
     pub dsn: &'static str,
 }
 
-/// Everything one recipient expands to.
+/// Everything one recipient expands to: what local delivery delivers and what
+/// `sendmail -bv` reports.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Expansion {
-    pub recipient: String,
     pub deliveries: Vec<Delivery>,
-    pub failures: Vec<Failure>,
+    pub failures: Vec<ExpansionError>,
 }
 
 /// Expands a local recipient (the local part; the caller has split the domain off).
@@ -234,10 +233,7 @@ pub fn expand(source: &mut dyn AliasSource, recipient: &str, options: &ExpandOpt
     let mut expander = Expander {
         source,
         options,
-        result: Expansion {
-            recipient: recipient.to_string(),
-            ..Expansion::default()
-        },
+        result: Expansion::default(),
         seen: HashSet::new(),
         chain: Vec::new(),
         full: false,
@@ -442,9 +438,8 @@ impl Expander<'_> {
                 self.options.max_destinations
             );
             let target = self.chain.first().cloned().unwrap_or_default();
-            self.result.failures.push(Failure {
+            self.result.failures.push(ExpansionError {
                 target,
-                recipient: self.result.recipient.clone(),
                 chain: self.chain.clone(),
                 reason,
                 dsn: "5.5.3",
@@ -460,7 +455,6 @@ impl Expander<'_> {
         self.seen.insert(destination.clone());
         self.result.deliveries.push(Delivery {
             destination,
-            recipient: self.result.recipient.clone(),
             chain: self.chain.clone(),
             sender: context.sender.clone(),
         });
@@ -470,9 +464,8 @@ impl Expander<'_> {
         if !self.has_room() {
             return;
         }
-        self.result.failures.push(Failure {
+        self.result.failures.push(ExpansionError {
             target: target.to_string(),
-            recipient: self.result.recipient.clone(),
             chain: self.chain.clone(),
             reason: reason.to_string(),
             dsn,
@@ -597,7 +590,6 @@ mod tests {
             result.deliveries[0].chain,
             vec!["chain1", "chain2", "jsmith"]
         );
-        assert_eq!(result.deliveries[0].recipient, "CHAIN1");
         assert_eq!(
             destinations(&run(aliases, "JSMITH", &options())),
             vec![mailbox("john")]

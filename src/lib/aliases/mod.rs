@@ -16,8 +16,8 @@ pub mod verify;
 
 pub use database::{AliasDb, Compiled, Privileges, compile, database_path};
 pub use expand::{
-    AliasMaps, AliasSource, AliasValue, Delivery, Destination, ExpandOptions, Expansion, Failure,
-    MemoryAliases, expand,
+    AliasMaps, AliasSource, AliasValue, Delivery, Destination, ExpandOptions, Expansion,
+    ExpansionError, MemoryAliases, expand,
 };
 pub use rebuild::rebuild_all;
 pub use verify::{Verdict, verify};

@@ -47,7 +47,7 @@ use crate::queue::Queue;
 use crate::sysexits::{Error, Result, describe_io};
 
 pub use aliases::{
-    AliasExpander, DatabaseAliases, Delivery, Destination, Expansion, Failure, NoAliases,
+    AliasExpander, DatabaseAliases, Delivery, Destination, Expansion, ExpansionError, NoAliases,
 };
 pub use privileges::Identity;
 
@@ -197,7 +197,7 @@ impl Job<'_> {
         let mut results: Vec<Outcome> = expansion
             .failures
             .iter()
-            .map(|f| failure_outcome(&f.dsn, f.reason.clone()))
+            .map(|f| failure_outcome(f.dsn, f.reason.clone()))
             .collect();
         let single = expansion.deliveries.len() == 1 && expansion.failures.is_empty();
         let mut onward: BTreeMap<String, Vec<String>> = BTreeMap::new();

@@ -1,38 +1,8 @@
 //! The seam between local delivery and alias expansion. Delivery only needs "what does
 //! this local part expand to"; the `aliases` module (databases, `:include:`, owners,
-//! loops) answers through [`AliasExpander`]. Destinations are that module's type; the
-//! expansion result keeps only what delivery needs.
+//! loops) answers through [`AliasExpander`], in that module's own types.
 
-/// A final destination of a recipient after alias expansion: the aliases module's own.
-pub use crate::aliases::Destination;
-
-/// A destination with how it was reached.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Delivery {
-    pub destination: Destination,
-    /// The aliases (and `:include:PATH`s) expanded on the way, outermost first; empty
-    /// when the recipient is no alias.
-    pub chain: Vec<String>,
-    /// `owner-NAME@ORIGIN` when an alias on the way has an owner: the envelope sender of
-    /// what is sent on, so that errors go to the list owner.
-    pub sender: Option<String>,
-}
-
-/// A target that cannot be delivered.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Failure {
-    pub target: String,
-    pub reason: String,
-    /// `5.x.x` bounces, `4.x.x` defers.
-    pub dsn: String,
-}
-
-/// Everything one recipient expands to.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Expansion {
-    pub deliveries: Vec<Delivery>,
-    pub failures: Vec<Failure>,
-}
+pub use crate::aliases::{Delivery, Destination, Expansion, ExpansionError};
 
 /// Alias expansion as delivery sees it. Implementations are shared by the daemon's
 /// delivery threads, so they take `&self` (and lock inside if they must).
@@ -138,10 +108,11 @@ impl DatabaseAliases {
         }
         Expansion {
             deliveries: Vec::new(),
-            failures: vec![Failure {
+            failures: vec![ExpansionError {
                 target: local_part.to_string(),
+                chain: Vec::new(),
                 reason: format!("alias database unavailable: {why}"),
-                dsn: "4.3.0".into(),
+                dsn: "4.3.0",
             }],
         }
     }
@@ -163,35 +134,10 @@ impl AliasExpander for DatabaseAliases {
         if let Err(e) = source.refresh() {
             return self.unavailable(&mut maps, local_part, &e.message);
         }
-        let expansion = Expansion::from(crate::aliases::expand(source, local_part, &self.options));
+        let expansion = crate::aliases::expand(source, local_part, &self.options);
         maps.failing = None;
         self.report(&mut maps);
         expansion
-    }
-}
-
-impl From<crate::aliases::Expansion> for Expansion {
-    fn from(e: crate::aliases::Expansion) -> Expansion {
-        Expansion {
-            deliveries: e
-                .deliveries
-                .into_iter()
-                .map(|d| Delivery {
-                    destination: d.destination,
-                    chain: d.chain,
-                    sender: d.sender,
-                })
-                .collect(),
-            failures: e
-                .failures
-                .into_iter()
-                .map(|f| Failure {
-                    target: f.target,
-                    reason: f.reason,
-                    dsn: f.dsn.to_string(),
-                })
-                .collect(),
-        }
     }
 }
 
