@@ -8,7 +8,10 @@ use std::os::unix::fs::FileExt;
 
 use crate::queue::{Envelope, QueueId, Recipient};
 
+pub use dsn::Dsn;
+
 pub mod bounce;
+pub mod dsn;
 pub mod local;
 pub mod smtp;
 #[cfg(test)]
