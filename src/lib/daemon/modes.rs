@@ -133,7 +133,10 @@ pub fn interactive_result(id: QueueId, report: &Report) -> Result<()> {
         .filter(|(_, o)| o.status == Status::Bounced)
         .collect();
     if !bounced.is_empty() {
-        let code = if bounced.iter().any(|(_, o)| o.dsn.starts_with("5.1.")) {
+        let code = if bounced
+            .iter()
+            .any(|(_, o)| o.dsn.is_permanent() && o.dsn.subject() == 1)
+        {
             ExitCode::NoUser
         } else {
             ExitCode::Unavailable

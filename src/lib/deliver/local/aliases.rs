@@ -3,6 +3,8 @@
 //! loops) answers through [`AliasExpander`]. Destinations are that module's type; the
 //! expansion result keeps only what delivery needs.
 
+use crate::deliver::Dsn;
+
 /// A final destination of a recipient after alias expansion: the aliases module's own.
 pub use crate::aliases::Destination;
 
@@ -24,7 +26,7 @@ pub struct Failure {
     pub target: String,
     pub reason: String,
     /// `5.x.x` bounces, `4.x.x` defers.
-    pub dsn: String,
+    pub dsn: Dsn,
 }
 
 /// Everything one recipient expands to.
@@ -141,7 +143,7 @@ impl DatabaseAliases {
             failures: vec![Failure {
                 target: local_part.to_string(),
                 reason: format!("alias database unavailable: {why}"),
-                dsn: "4.3.0".into(),
+                dsn: Dsn::TEMP_LOCAL,
             }],
         }
     }
@@ -188,7 +190,7 @@ impl From<crate::aliases::Expansion> for Expansion {
                 .map(|f| Failure {
                     target: f.target,
                     reason: f.reason,
-                    dsn: f.dsn.to_string(),
+                    dsn: f.dsn,
                 })
                 .collect(),
         }
@@ -223,7 +225,7 @@ mod tests {
         let deferred = |e: &Expansion| {
             e.deliveries.is_empty()
                 && e.failures.len() == 1
-                && e.failures[0].dsn == "4.3.0"
+                && e.failures[0].dsn == Dsn::TEMP_LOCAL
                 && e.failures[0].reason.contains("corrupt or truncated")
         };
         damage();
