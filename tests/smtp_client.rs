@@ -408,7 +408,7 @@ fn several_recipients_arrive_once_byte_exact_in_one_transaction() {
         assert_eq!(o.status, Status::Sent, "{o:?}");
         assert_eq!(o.text, "250 2.0.0 Ok: queued as PY1");
         assert_eq!(o.relay, format!("{LOCALHOST}:{}", server.port));
-        assert_eq!(o.dsn, "2.0.0");
+        assert_eq!(o.dsn.to_string(), "2.0.0");
     }
     let (meta, received) = server.received(0);
     assert_eq!(server.count(), 1, "one transaction for all recipients");
@@ -455,7 +455,7 @@ fn greeting_421_defers_as_refused_to_talk() {
     let ctx = relay_context(server.port, "");
     let outcomes = send(&ctx, &message("a@example.com", &["b@example.net"], BODY));
     assert_eq!(outcomes[0].status, Status::Deferred);
-    assert_eq!(outcomes[0].dsn, "4.3.2");
+    assert_eq!(outcomes[0].dsn.to_string(), "4.3.2");
     assert_eq!(
         outcomes[0].text,
         format!("host {LOCALHOST} refused to talk to me: 421 4.3.2 test server busy, closing")
@@ -479,7 +479,7 @@ fn rcpt_451_defers_with_postfixs_words() {
     let ctx = relay_context(server.port, "");
     let outcomes = send(&ctx, &message("a@example.com", &["b@example.net"], BODY));
     assert_eq!(outcomes[0].status, Status::Deferred);
-    assert_eq!(outcomes[0].dsn, "4.3.0");
+    assert_eq!(outcomes[0].dsn.to_string(), "4.3.0");
     assert_eq!(
         outcomes[0].text,
         format!("host {LOCALHOST} said: 451 4.3.0 try later (in reply to RCPT TO command)")
@@ -515,7 +515,7 @@ fn one_rejected_recipient_bounces_and_the_other_is_sent() {
     );
     let outcomes = send(&ctx, &m);
     assert_eq!(outcomes[0].status, Status::Bounced);
-    assert_eq!(outcomes[0].dsn, "5.1.1");
+    assert_eq!(outcomes[0].dsn.to_string(), "5.1.1");
     assert_eq!(
         outcomes[0].text,
         format!(
@@ -587,7 +587,7 @@ fn connection_dropped_during_data_defers() {
     }
     let outcomes = send(&ctx, &message("a@example.com", &["b@example.net"], &body));
     assert_eq!(outcomes[0].status, Status::Deferred);
-    assert_eq!(outcomes[0].dsn, "4.4.2");
+    assert_eq!(outcomes[0].dsn.to_string(), "4.4.2");
     assert_eq!(
         outcomes[0].text,
         format!("lost connection with {LOCALHOST} while sending message body")
@@ -620,7 +620,7 @@ fn refused_connection_defers_and_the_next_relayhost_is_tried() {
     let ctx = relay_context(dead, "");
     let outcomes = send(&ctx, &message("a@example.com", &["b@example.net"], BODY));
     assert_eq!(outcomes[0].status, Status::Deferred);
-    assert_eq!(outcomes[0].dsn, "4.4.1");
+    assert_eq!(outcomes[0].dsn.to_string(), "4.4.1");
     assert_eq!(
         outcomes[0].text,
         format!("connect to {LOCALHOST}:{dead}: Connection refused")
@@ -688,7 +688,7 @@ fn unknown_domains_bounce_without_a_connection() {
     let ctx = context_with("", FakeResolver::default());
     let o = &send(&ctx, &message("a@example.com", &["b@nosuch.test"], BODY))[0];
     assert_eq!(o.status, Status::Bounced);
-    assert_eq!(o.dsn, "5.4.4");
+    assert_eq!(o.dsn.to_string(), "5.4.4");
     assert_eq!(o.relay, "none");
     assert_eq!(
         o.text,
@@ -711,7 +711,7 @@ fn a_server_refusing_ehlo_defers_without_helo() {
     let ctx = relay_context(server.port, "");
     let o = &send(&ctx, &message("a@example.com", &["b@example.net"], BODY))[0];
     assert_eq!(o.status, Status::Deferred, "{o:?}");
-    assert_eq!(o.dsn, "4.5.2");
+    assert_eq!(o.dsn.to_string(), "4.5.2");
     assert_eq!(
         o.text,
         format!(
@@ -739,7 +739,7 @@ fn a_message_larger_than_the_servers_size_bounces() {
     let ctx = relay_context(server.port, "");
     let o = &send(&ctx, &message("a@example.com", &["b@example.net"], BODY))[0];
     assert_eq!(o.status, Status::Bounced);
-    assert_eq!(o.dsn, "5.3.4");
+    assert_eq!(o.dsn.to_string(), "5.3.4");
     assert_eq!(
         o.text,
         format!(
@@ -800,7 +800,7 @@ fn a_refusal_of_several_lines_reads_as_one() {
     let ctx = relay_context(server.port, "");
     let o = &send(&ctx, &message("a@example.com", &["b@example.net"], BODY))[0];
     assert_eq!(o.status, Status::Bounced);
-    assert_eq!(o.dsn, "5.7.1");
+    assert_eq!(o.dsn.to_string(), "5.7.1");
     assert_eq!(
         o.text,
         format!(
@@ -819,7 +819,7 @@ fn a_reply_that_is_not_smtp_defers() {
     let ctx = relay_context(server.port, "");
     let o = &send(&ctx, &message("a@example.com", &["b@example.net"], BODY))[0];
     assert_eq!(o.status, Status::Deferred);
-    assert_eq!(o.dsn, "4.5.0");
+    assert_eq!(o.dsn.to_string(), "4.5.0");
     assert_eq!(
         o.text,
         format!("host {LOCALHOST} sent a malformed reply (in reply to MAIL FROM command)")
@@ -987,7 +987,7 @@ fn verify_refuses_a_certificate_from_an_unknown_ca() {
     let ctx = relay_context(server.port, "smtp_tls_security_level = verify");
     let o = &send(&ctx, &message("a@example.com", &["b@example.net"], BODY))[0];
     assert_eq!(o.status, Status::Deferred);
-    assert_eq!(o.dsn, "4.7.5");
+    assert_eq!(o.dsn.to_string(), "4.7.5");
     assert_eq!(
         o.text,
         format!("Server certificate not verified: {LOCALHOST}")
@@ -1024,7 +1024,7 @@ fn encrypt_defers_when_starttls_is_not_offered() {
     let ctx = relay_context(server.port, "smtp_tls_security_level = encrypt");
     let o = &send(&ctx, &message("a@example.com", &["b@example.net"], BODY))[0];
     assert_eq!(o.status, Status::Deferred);
-    assert_eq!(o.dsn, "4.7.4");
+    assert_eq!(o.dsn.to_string(), "4.7.4");
     assert_eq!(
         o.text,
         format!("TLS is required, but was not offered by host {LOCALHOST}")
@@ -1112,7 +1112,7 @@ fn encrypt_defers_when_starttls_is_refused() {
     let ctx = relay_context(server.port, "smtp_tls_security_level = encrypt");
     let o = &send(&ctx, &message("a@example.com", &["b@example.net"], BODY))[0];
     assert_eq!(o.status, Status::Deferred);
-    assert_eq!(o.dsn, "4.7.4");
+    assert_eq!(o.dsn.to_string(), "4.7.4");
     assert_eq!(
         o.text,
         format!(
@@ -1197,7 +1197,7 @@ fn auth_failure_defers_with_the_servers_reply() {
     );
     let o = &send(&ctx, &message("a@example.com", &["b@example.net"], BODY))[0];
     assert_eq!(o.status, Status::Deferred);
-    assert_eq!(o.dsn, "4.7.8");
+    assert_eq!(o.dsn.to_string(), "4.7.8");
     assert_eq!(
         o.text,
         format!(

@@ -17,6 +17,7 @@ use std::path::Path;
 use super::database::{AliasDb, Privileges};
 use super::parse::{self, fold, split_targets, unquote};
 use crate::config::Config;
+use crate::deliver::Dsn;
 use crate::sysexits::{Error, Result, describe_io};
 
 /// One alias table entry as found: its right-hand side and the owner of the table it came
@@ -217,7 +218,7 @@ pub struct ExpansionError {
     pub chain: Vec<String>,
     pub reason: String,
     /// `5.x.x` bounces, `4.x.x` defers.
-    pub dsn: &'static str,
+    pub dsn: Dsn,
 }
 
 /// Everything one recipient expands to: what local delivery delivers and what
@@ -273,11 +274,11 @@ impl Expander<'_> {
     fn expand_name(&mut self, name: &str, context: &Context) {
         let key = fold(name.trim());
         if key.is_empty() {
-            return self.fail(name, "empty recipient address", "5.1.3");
+            return self.fail(name, "empty recipient address", Dsn::BAD_ADDRESS);
         }
         let found = match self.lookup(&key) {
             Ok(found) => found,
-            Err(reason) => return self.fail(name, &reason, "4.3.0"),
+            Err(reason) => return self.fail(name, &reason, Dsn::TEMP_LOCAL),
         };
         let (matched, value, extension) = match found {
             Some(value) => (key, value, None),
@@ -293,7 +294,7 @@ impl Expander<'_> {
                             context,
                         );
                     }
-                    Err(reason) => return self.fail(name, &reason, "4.3.0"),
+                    Err(reason) => return self.fail(name, &reason, Dsn::TEMP_LOCAL),
                 },
             },
         };
@@ -304,14 +305,18 @@ impl Expander<'_> {
         }
         if self.chain.contains(&matched) {
             let current = self.chain.last().cloned().unwrap_or_default();
-            return self.fail(name, &format!("alias database loop for {current}"), "5.4.6");
+            return self.fail(
+                name,
+                &format!("alias database loop for {current}"),
+                Dsn::LOOP,
+            );
         }
         if context.depth >= self.options.max_depth {
             let reason = format!(
                 "alias expansion of {matched} is nested more than {} levels deep",
                 self.options.max_depth
             );
-            return self.fail(name, &reason, "5.4.6");
+            return self.fail(name, &reason, Dsn::LOOP);
         }
         let privileges = if value.owner.uid == 0 {
             self.options.default_privs
@@ -351,14 +356,14 @@ impl Expander<'_> {
         let Privileges { uid, gid } = context.privileges;
         if let Some(command) = plain.strip_prefix('|') {
             if context.in_include && !self.options.commands_in_includes {
-                return self.fail(target, "mail to command is restricted", "5.7.1");
+                return self.fail(target, "mail to command is restricted", Dsn::NOT_AUTHORIZED);
             }
             let command = command.to_string();
             return self.deliver(Destination::Command { command, uid, gid }, context);
         }
         if plain.starts_with('/') {
             if context.in_include && !self.options.files_in_includes {
-                return self.fail(target, "mail to file is restricted", "5.7.1");
+                return self.fail(target, "mail to file is restricted", Dsn::NOT_AUTHORIZED);
             }
             let path = plain.to_string();
             return self.deliver(Destination::File { path, uid, gid }, context);
@@ -384,18 +389,18 @@ impl Expander<'_> {
     fn include(&mut self, target: &str, path: &str, extension: Option<&str>, context: &Context) {
         let marker = format!(":include:{path}");
         if self.chain.contains(&marker) {
-            return self.fail(target, &format!("include file loop for {path}"), "5.4.6");
+            return self.fail(target, &format!("include file loop for {path}"), Dsn::LOOP);
         }
         if context.depth >= self.options.max_depth {
             let reason = format!(
                 "include file {path} is nested more than {} levels deep",
                 self.options.max_depth
             );
-            return self.fail(target, &reason, "5.4.6");
+            return self.fail(target, &reason, Dsn::LOOP);
         }
         let (text, owner) = match read_include(path, context.privileges) {
             Ok(read) => read,
-            Err(reason) => return self.fail(target, &reason, "5.3.5"),
+            Err(reason) => return self.fail(target, &reason, Dsn::CONFIG_ERROR),
         };
         let inner = Context {
             privileges: if owner.uid == 0 {
@@ -442,7 +447,7 @@ impl Expander<'_> {
                 target,
                 chain: self.chain.clone(),
                 reason,
-                dsn: "5.5.3",
+                dsn: Dsn::TOO_MANY_RECIPIENTS,
             });
         }
         false
@@ -460,7 +465,7 @@ impl Expander<'_> {
         });
     }
 
-    fn fail(&mut self, target: &str, reason: &str, dsn: &'static str) {
+    fn fail(&mut self, target: &str, reason: &str, dsn: Dsn) {
         if !self.has_room() {
             return;
         }
@@ -566,7 +571,7 @@ mod tests {
             .collect()
     }
 
-    fn reasons(expansion: &Expansion) -> Vec<(String, &'static str)> {
+    fn reasons(expansion: &Expansion) -> Vec<(String, Dsn)> {
         expansion
             .failures
             .iter()
@@ -612,14 +617,14 @@ mod tests {
         assert!(result.deliveries.is_empty());
         assert_eq!(
             reasons(&result),
-            vec![("alias database loop for loopb".to_string(), "5.4.6")]
+            vec![("alias database loop for loopb".to_string(), Dsn::LOOP)]
         );
         assert_eq!(result.failures[0].chain, vec!["loopa", "loopb"]);
         let result = run("a: b, x\nb: a\n", "a", &options());
         assert_eq!(destinations(&result), vec![mailbox("x")]);
         assert_eq!(
             reasons(&result),
-            vec![("alias database loop for b".to_string(), "5.4.6")]
+            vec![("alias database loop for b".to_string(), Dsn::LOOP)]
         );
     }
 
@@ -745,7 +750,7 @@ mod tests {
             reasons(&result),
             vec![(
                 "alias expansion exceeds 1000 destinations".to_string(),
-                "5.5.3"
+                Dsn::TOO_MANY_RECIPIENTS
             )]
         );
         let mut deep = String::new();
@@ -754,7 +759,7 @@ mod tests {
         }
         let result = run(&deep, "d0", &options());
         assert!(result.deliveries.is_empty());
-        assert_eq!(result.failures[0].dsn, "5.4.6");
+        assert_eq!(result.failures[0].dsn, Dsn::LOOP);
         assert!(
             result.failures[0].reason.contains("more than 20 levels"),
             "{:?}",
@@ -801,8 +806,14 @@ mod tests {
         assert_eq!(
             reasons(&result),
             vec![
-                ("mail to command is restricted".to_string(), "5.7.1"),
-                ("mail to file is restricted".to_string(), "5.7.1"),
+                (
+                    "mail to command is restricted".to_string(),
+                    Dsn::NOT_AUTHORIZED
+                ),
+                (
+                    "mail to file is restricted".to_string(),
+                    Dsn::NOT_AUTHORIZED
+                ),
             ]
         );
         assert_eq!(
@@ -833,7 +844,7 @@ mod tests {
                     "cannot open include file {}: No such file or directory",
                     missing.display()
                 ),
-                "5.3.5"
+                Dsn::CONFIG_ERROR
             )]
         );
         assert_eq!(
@@ -854,7 +865,7 @@ mod tests {
                         "cannot open include file {}: Permission denied",
                         secret.display()
                     ),
-                    "5.3.5"
+                    Dsn::CONFIG_ERROR
                 )]
             );
         }
@@ -922,7 +933,7 @@ mod tests {
             vec![(
                 "alias database unavailable: open database /etc/aliases.cdb: Input/output error"
                     .to_string(),
-                "4.3.0"
+                Dsn::TEMP_LOCAL
             )]
         );
     }

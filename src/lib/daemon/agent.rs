@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use crate::address;
+use crate::deliver::Dsn;
 use crate::deliver::local::LocalContext;
 use crate::deliver::smtp::SmtpContext;
 use crate::deliver::{MessageSource, Outcome, Request};
@@ -119,7 +120,11 @@ impl Router {
         // An agent that answers for fewer recipients than asked must not make the
         // others look delivered: they wait for the next attempt.
         outcomes.resize_with(recipients.len(), || {
-            Outcome::deferred("none", "4.3.0", "no outcome from the delivery agent")
+            Outcome::deferred(
+                "none",
+                Dsn::TEMP_LOCAL,
+                "no outcome from the delivery agent",
+            )
         });
         outcomes
     }
@@ -167,7 +172,7 @@ impl Remote for RemoteUnavailable {
             .map(|_| {
                 Outcome::deferred(
                     "none",
-                    "4.3.0",
+                    Dsn::TEMP_LOCAL,
                     "remote delivery is not configured: see the daemon's start-up warning",
                 )
             })

@@ -106,6 +106,7 @@ pub fn expired(id: QueueId, sender: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::deliver::Dsn;
 
     #[test]
     fn delays_are_printed_like_postfix() {
@@ -135,7 +136,7 @@ mod tests {
              delays=0.01/0/0/0, dsn=2.0.0, status=sent (delivered to mailbox)"
         );
         let same = Recipient::new("bob@x", "bob@x");
-        let bounced = Outcome::bounced("local", "5.1.1", "unknown user: \"bob\"");
+        let bounced = Outcome::bounced("local", Dsn::UNKNOWN_USER, "unknown user: \"bob\"");
         assert_eq!(
             delivery(id, &same, &bounced, &Delays::default()),
             "0cQ3x7Lk2a: to=<bob@x>, relay=local, delay=0, delays=0/0/0/0, dsn=5.1.1, \

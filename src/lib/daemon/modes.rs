@@ -142,7 +142,10 @@ pub fn interactive_result(id: QueueId, report: &Report) -> Result<()> {
         .filter(|(_, o)| o.status == Status::Bounced)
         .collect();
     if !bounced.is_empty() {
-        let code = if bounced.iter().any(|(_, o)| o.dsn.starts_with("5.1.")) {
+        let code = if bounced
+            .iter()
+            .any(|(_, o)| o.dsn.is_permanent() && o.dsn.subject() == 1)
+        {
             ExitCode::NoUser
         } else {
             ExitCode::Unavailable
@@ -162,4 +165,37 @@ pub fn interactive_result(id: QueueId, report: &Report) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::deliver::{Dsn, Outcome};
+
+    fn exit_code(outcomes: Vec<Outcome>) -> Option<i32> {
+        let report = Report {
+            outcomes: outcomes
+                .into_iter()
+                .map(|o| ("u@example.com".to_string(), o))
+                .collect(),
+            ..Report::default()
+        };
+        interactive_result(QueueId::generate(), &report)
+            .err()
+            .map(|e| e.code())
+    }
+
+    #[test]
+    fn an_unknown_address_exits_nouser_another_bounce_unavailable() {
+        let sent = Outcome::sent("local", "delivered to mailbox");
+        assert_eq!(exit_code(vec![sent.clone()]), None);
+        let nouser = Outcome::bounced("local", Dsn::UNKNOWN_USER, "unknown user");
+        assert_eq!(exit_code(vec![sent.clone(), nouser]), Some(67));
+        let null_mx = Outcome::bounced("none", Dsn::NULL_MX, "nullMX");
+        assert_eq!(exit_code(vec![null_mx]), Some(67));
+        let denied = Outcome::bounced("local", Dsn::NOT_AUTHORIZED, "restricted");
+        assert_eq!(exit_code(vec![denied]), Some(69));
+        let later = Outcome::deferred("none", Dsn::TEMP_LOCAL, "try later");
+        assert_eq!(exit_code(vec![later]), Some(75));
+    }
 }

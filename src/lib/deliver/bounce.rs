@@ -294,7 +294,7 @@ fn status_report(
             ));
         }
         text.push_str("Action: failed\n");
-        text.push_str(&format!("Status: {}\n", status_code(&outcome.dsn)));
+        text.push_str(&format!("Status: {}\n", outcome.dsn));
         let diagnostic = match &outcome.remote {
             Some(remote) => {
                 text.push_str(&format!("Remote-MTA: dns; {}\n", ascii(&remote.mta)));
@@ -305,17 +305,6 @@ fn status_report(
         text.push_str(&fold(&diagnostic, 4));
     }
     text
-}
-
-/// A status code as RFC 3463 spells it; anything malformed is reported as `5.0.0`.
-fn status_code(dsn: &str) -> String {
-    let parts: Vec<&str> = dsn.split('.').collect();
-    let ok = parts.len() == 3
-        && matches!(parts[0], "2" | "4" | "5")
-        && parts[1..]
-            .iter()
-            .all(|p| !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()));
-    if ok { dsn.to_string() } else { "5.0.0".into() }
 }
 
 /// Printable ASCII only: our parts are declared us-ascii, and a control character in a

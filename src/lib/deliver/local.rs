@@ -42,7 +42,7 @@ use chrono::Local;
 
 use crate::address;
 use crate::config::Config;
-use crate::deliver::{Outcome, Request, Status};
+use crate::deliver::{Dsn, Outcome, Request, Status};
 use crate::queue::Queue;
 use crate::sysexits::{Error, Result, describe_io};
 
@@ -172,7 +172,7 @@ pub fn deliver(ctx: &LocalContext, req: &Request) -> Outcome {
         Ok(true) => {
             return Outcome::bounced(
                 RELAY,
-                "5.4.6",
+                Dsn::LOOP,
                 format!("mail forwarding loop for {address}"),
             );
         }
@@ -180,7 +180,7 @@ pub fn deliver(ctx: &LocalContext, req: &Request) -> Outcome {
         Err(e) => {
             return Outcome::deferred(
                 RELAY,
-                "4.3.0",
+                Dsn::TEMP_LOCAL,
                 format!("cannot read message: {}", describe_io(&e)),
             );
         }
@@ -239,7 +239,11 @@ impl Job<'_> {
                         ctx.commands.alias
                     };
                     if !allowed {
-                        Outcome::bounced(RELAY, "5.7.1", "mail to command is restricted")
+                        Outcome::bounced(
+                            RELAY,
+                            Dsn::NOT_AUTHORIZED,
+                            "mail to command is restricted",
+                        )
                     } else {
                         let id = ctx.privileges(*uid, *gid);
                         self.run_command(command, &id, self.address, &sender)
@@ -252,7 +256,7 @@ impl Job<'_> {
                         ctx.files.alias
                     };
                     if !allowed {
-                        Outcome::bounced(RELAY, "5.7.1", "mail to file is restricted")
+                        Outcome::bounced(RELAY, Dsn::NOT_AUTHORIZED, "mail to file is restricted")
                     } else {
                         let id = ctx.privileges(*uid, *gid);
                         self.append_file(path, &id, self.address, &sender)
@@ -278,12 +282,16 @@ impl Job<'_> {
         let user = match self.lookup_user(name) {
             Ok(Some(user)) => user,
             Ok(None) => {
-                return Outcome::bounced(RELAY, "5.1.1", format!("unknown user: \"{name}\""));
+                return Outcome::bounced(
+                    RELAY,
+                    Dsn::UNKNOWN_USER,
+                    format!("unknown user: \"{name}\""),
+                );
             }
             Err(e) => {
                 return Outcome::deferred(
                     RELAY,
-                    "4.3.0",
+                    Dsn::TEMP_LOCAL,
                     format!("user lookup error for \"{name}\": {}", describe_io(&e)),
                 );
             }
@@ -298,7 +306,7 @@ impl Job<'_> {
                 Err(e) => {
                     return Outcome::deferred(
                         RELAY,
-                        "4.3.0",
+                        Dsn::TEMP_LOCAL,
                         format!(
                             "cannot read forward file of user {}: {}",
                             user.name,
@@ -354,26 +362,26 @@ impl Job<'_> {
                 results.push(if allowed_cmd {
                     self.run_command(command, &rights, delivered_to, sender)
                 } else {
-                    Outcome::bounced(RELAY, "5.7.1", "mail to command is restricted")
+                    Outcome::bounced(RELAY, Dsn::NOT_AUTHORIZED, "mail to command is restricted")
                 });
             } else if target.starts_with('/') {
                 results.push(if allowed_file {
                     self.append_file(&target, &rights, delivered_to, sender)
                 } else {
-                    Outcome::bounced(RELAY, "5.7.1", "mail to file is restricted")
+                    Outcome::bounced(RELAY, Dsn::NOT_AUTHORIZED, "mail to file is restricted")
                 });
             } else if target.len() > 9 && target[..9].eq_ignore_ascii_case(":include:") {
                 if from_include {
                     results.push(Outcome::bounced(
                         RELAY,
-                        "5.4.6",
+                        Dsn::LOOP,
                         "nested include files in a forward file are not supported",
                     ));
                     continue;
                 }
                 match read_include(&target[9..], user) {
                     Ok(more) => pending.extend(more.into_iter().map(|t| (t, true))),
-                    Err(text) => results.push(Outcome::bounced(RELAY, "5.3.5", text)),
+                    Err(text) => results.push(Outcome::bounced(RELAY, Dsn::CONFIG_ERROR, text)),
                 }
             } else {
                 let plain = target.strip_prefix('\\').unwrap_or(&target);
@@ -416,7 +424,7 @@ impl Job<'_> {
                 }
                 Err(e) => Outcome::deferred(
                     RELAY,
-                    "4.3.0",
+                    Dsn::TEMP_LOCAL,
                     format!("maildir delivery failed: {}", describe_io(&e)),
                 ),
             };
@@ -545,12 +553,14 @@ impl Job<'_> {
                 Outcome::sent(RELAY, format!("forwarded as {}", ids.join(", ")))
             }
             // An alias or .forward target no queue file can hold: retrying cannot help.
-            Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
-                Outcome::bounced(RELAY, "5.1.3", format!("cannot forward message: {e}"))
-            }
+            Err(e) if e.kind() == io::ErrorKind::InvalidInput => Outcome::bounced(
+                RELAY,
+                Dsn::BAD_ADDRESS,
+                format!("cannot forward message: {e}"),
+            ),
             Err(e) => Outcome::deferred(
                 RELAY,
-                "4.3.0",
+                Dsn::TEMP_LOCAL,
                 format!("cannot forward message: {}", describe_io(&e)),
             ),
         }
@@ -618,8 +628,8 @@ fn already_delivered_to(req: &Request, address: &str) -> io::Result<bool> {
 }
 
 /// A failure with a DSN: 4.x.x defers, anything else bounces.
-fn failure_outcome(dsn: &str, text: String) -> Outcome {
-    if dsn.starts_with('4') {
+fn failure_outcome(dsn: Dsn, text: String) -> Outcome {
+    if dsn.is_transient() {
         Outcome::deferred(RELAY, dsn, text)
     } else {
         Outcome::bounced(RELAY, dsn, text)
@@ -631,7 +641,7 @@ fn failure_outcome(dsn: &str, text: String) -> Outcome {
 fn combine(results: Vec<Outcome>) -> Outcome {
     let mut results = results;
     match results.len() {
-        0 => return Outcome::bounced(RELAY, "5.3.5", "alias expands to no destinations"),
+        0 => return Outcome::bounced(RELAY, Dsn::CONFIG_ERROR, "alias expands to no destinations"),
         1 => return results.remove(0),
         _ => {}
     }

@@ -8,7 +8,10 @@ use std::os::unix::fs::FileExt;
 
 use crate::queue::{Envelope, QueueId, Recipient};
 
+pub use dsn::Dsn;
+
 pub mod bounce;
+pub mod dsn;
 pub mod local;
 pub mod smtp;
 #[cfg(test)]
@@ -28,7 +31,7 @@ pub enum Status {
 pub struct Outcome {
     pub status: Status,
     /// Enhanced status code (RFC 3463): `2.0.0`, `4.4.1`, `5.1.1`.
-    pub dsn: String,
+    pub dsn: Dsn,
     /// What Postfix puts in parentheses after `status=`: `delivered to mailbox`,
     /// `unknown user: "x"`, `connect to host[ip]:25: Connection refused`.
     pub text: String,
@@ -61,27 +64,27 @@ impl Outcome {
     pub fn sent(relay: &str, text: impl Into<String>) -> Outcome {
         Outcome {
             status: Status::Sent,
-            dsn: "2.0.0".into(),
+            dsn: Dsn::SENT,
             text: text.into(),
             relay: relay.into(),
             remote: None,
         }
     }
 
-    pub fn deferred(relay: &str, dsn: &str, text: impl Into<String>) -> Outcome {
+    pub fn deferred(relay: &str, dsn: Dsn, text: impl Into<String>) -> Outcome {
         Outcome {
             status: Status::Deferred,
-            dsn: dsn.into(),
+            dsn,
             text: text.into(),
             relay: relay.into(),
             remote: None,
         }
     }
 
-    pub fn bounced(relay: &str, dsn: &str, text: impl Into<String>) -> Outcome {
+    pub fn bounced(relay: &str, dsn: Dsn, text: impl Into<String>) -> Outcome {
         Outcome {
             status: Status::Bounced,
-            dsn: dsn.into(),
+            dsn,
             text: text.into(),
             relay: relay.into(),
             remote: None,

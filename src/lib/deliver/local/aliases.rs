@@ -3,6 +3,7 @@
 //! loops) answers through [`AliasExpander`], in that module's own types.
 
 pub use crate::aliases::{Delivery, Destination, Expansion, ExpansionError};
+use crate::deliver::Dsn;
 
 /// Alias expansion as delivery sees it. Implementations are shared by the daemon's
 /// delivery threads, so they take `&self` (and lock inside if they must).
@@ -112,7 +113,7 @@ impl DatabaseAliases {
                 target: local_part.to_string(),
                 chain: Vec::new(),
                 reason: format!("alias database unavailable: {why}"),
-                dsn: "4.3.0",
+                dsn: Dsn::TEMP_LOCAL,
             }],
         }
     }
@@ -169,7 +170,7 @@ mod tests {
         let deferred = |e: &Expansion| {
             e.deliveries.is_empty()
                 && e.failures.len() == 1
-                && e.failures[0].dsn == "4.3.0"
+                && e.failures[0].dsn == Dsn::TEMP_LOCAL
                 && e.failures[0].reason.contains("corrupt or truncated")
         };
         damage();

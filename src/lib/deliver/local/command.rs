@@ -21,7 +21,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use super::privileges::{Identity, is_root};
-use crate::deliver::Outcome;
+use crate::deliver::{Dsn, Outcome};
 use crate::sysexits::describe_io;
 
 /// How much of a failing command's output goes into the bounce reason.
@@ -42,7 +42,7 @@ pub fn run(spec: &Spec, input: impl Read) -> Outcome {
         Ok(end) => judge(spec.command, end),
         Err(e) => Outcome::deferred(
             "local",
-            "4.3.0",
+            Dsn::TEMP_LOCAL,
             format!(
                 "cannot execute command \"{}\": {}",
                 spec.command,
@@ -316,22 +316,22 @@ const SYS_SETRESGID: libc::c_long = libc::SYS_setresgid32;
 const SYS_SETRESUID: libc::c_long = libc::SYS_setresuid32;
 
 /// Postfix's `sys_exits` table: status code, DSN, text. Codes it marks as soft defer.
-const SYS_EXITS: &[(i32, &str, &str)] = &[
-    (64, "5.3.0", "command line usage error"),
-    (65, "5.6.0", "data format error"),
-    (66, "5.3.0", "cannot open input"),
-    (67, "5.1.1", "user unknown"),
-    (68, "5.1.2", "host name unknown"),
-    (69, "5.3.0", "service unavailable"),
-    (70, "5.3.0", "internal software error"),
-    (71, "4.3.0", "system resource problem"),
-    (72, "5.3.0", "critical OS file missing"),
-    (73, "5.2.0", "can't create user output file"),
-    (74, "5.3.0", "input/output error"),
-    (75, "4.3.0", "temporary failure"),
-    (76, "5.5.0", "remote error in protocol"),
-    (77, "5.7.0", "permission denied"),
-    (78, "5.3.5", "local configuration error"),
+const SYS_EXITS: &[(i32, Dsn, &str)] = &[
+    (64, Dsn::SYSTEM_ERROR, "command line usage error"),
+    (65, Dsn::MEDIA_ERROR, "data format error"),
+    (66, Dsn::SYSTEM_ERROR, "cannot open input"),
+    (67, Dsn::UNKNOWN_USER, "user unknown"),
+    (68, Dsn::UNKNOWN_HOST, "host name unknown"),
+    (69, Dsn::SYSTEM_ERROR, "service unavailable"),
+    (70, Dsn::SYSTEM_ERROR, "internal software error"),
+    (71, Dsn::TEMP_LOCAL, "system resource problem"),
+    (72, Dsn::SYSTEM_ERROR, "critical OS file missing"),
+    (73, Dsn::MAILBOX_UNUSABLE, "can't create user output file"),
+    (74, Dsn::SYSTEM_ERROR, "input/output error"),
+    (75, Dsn::TEMP_LOCAL, "temporary failure"),
+    (76, Dsn::PROTOCOL_ERROR, "remote error in protocol"),
+    (77, Dsn::PERMISSION_DENIED, "permission denied"),
+    (78, Dsn::CONFIG_ERROR, "local configuration error"),
 ];
 
 fn judge(command: &str, end: End) -> Outcome {
@@ -346,17 +346,17 @@ fn judge(command: &str, end: End) -> Outcome {
     if end.timed_out {
         return Outcome::bounced(
             "local",
-            "5.3.0",
+            Dsn::SYSTEM_ERROR,
             with_output(format!("Command time limit exceeded: \"{command}\"")),
         );
     }
     let Some(status) = end.status else {
-        return Outcome::deferred("local", "4.3.0", "command status unknown");
+        return Outcome::deferred("local", Dsn::TEMP_LOCAL, "command status unknown");
     };
     if let Some(signal) = status.signal() {
         return Outcome::bounced(
             "local",
-            "5.3.0",
+            Dsn::SYSTEM_ERROR,
             with_output(format!("Command died with signal {signal}: \"{command}\"")),
         );
     }
@@ -366,7 +366,7 @@ fn judge(command: &str, end: End) -> Outcome {
     }
     if let Some(&(_, dsn, text)) = SYS_EXITS.iter().find(|(c, _, _)| *c == code) {
         let text = with_output(text.to_string());
-        return if dsn.starts_with('4') {
+        return if dsn.is_transient() {
             Outcome::deferred("local", dsn, text)
         } else {
             Outcome::bounced("local", dsn, text)
@@ -374,7 +374,7 @@ fn judge(command: &str, end: End) -> Outcome {
     }
     Outcome::bounced(
         "local",
-        "5.3.0",
+        Dsn::SYSTEM_ERROR,
         with_output(format!("Command died with status {code}: \"{command}\"")),
     )
 }
@@ -426,7 +426,7 @@ mod tests {
             &b""[..],
         );
         assert_eq!(bad.status, Status::Bounced);
-        assert_eq!(bad.dsn, "5.3.0");
+        assert_eq!(bad.dsn, Dsn::SYSTEM_ERROR);
         assert_eq!(
             bad.text,
             "Command died with status 3: \"echo oops; echo err >&2; exit 3\". Command output: oops err"
@@ -435,11 +435,11 @@ mod tests {
         let temp = run(&spec("exit 75", &me, long), &b""[..]);
         assert_eq!(temp.status, Status::Deferred);
         assert_eq!(temp.text, "temporary failure");
-        assert_eq!(temp.dsn, "4.3.0");
+        assert_eq!(temp.dsn, Dsn::TEMP_LOCAL);
 
         let nouser = run(&spec("echo no such; exit 67", &me, long), &b""[..]);
         assert_eq!(nouser.status, Status::Bounced);
-        assert_eq!(nouser.dsn, "5.1.1");
+        assert_eq!(nouser.dsn, Dsn::UNKNOWN_USER);
         assert_eq!(nouser.text, "user unknown. Command output: no such");
     }
 

@@ -14,6 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::format::Limited;
 use super::mbox::{Failure, dsn_for};
+use crate::deliver::Dsn;
 use crate::sysexits::describe_io;
 
 /// Delivers one message written by `write` into the Maildir `dir` (without the trailing
@@ -111,7 +112,7 @@ fn write_and_link(
 fn fail(what: &str, err: &io::Error) -> Failure {
     Failure {
         text: format!("{what}: {}", describe_io(err)),
-        dsn: dsn_for(err, "4.2.0"),
+        dsn: dsn_for(err, Dsn::MAILBOX_BUSY),
     }
 }
 
@@ -162,7 +163,7 @@ mod tests {
             Ok(100)
         })
         .unwrap_err();
-        assert_eq!(err.dsn, "5.2.2");
+        assert_eq!(err.dsn, Dsn::MAILBOX_FULL);
         assert!(err.text.contains("File too large"), "{}", err.text);
         assert_eq!(fs::read_dir(md.join("tmp")).unwrap().count(), 0);
         assert_eq!(fs::read_dir(md.join("new")).unwrap().count(), 0);

@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 use super::format::Limited;
 use super::lock::{dotlock, fcntl_lock};
 use super::privileges::{Identity, as_identity};
+use crate::deliver::Dsn;
 use crate::mailbox::mbox::{append_note, repair_interrupted, separator};
 use crate::sysexits::describe_io;
 
@@ -71,18 +72,18 @@ pub struct Appended {
 #[derive(Debug)]
 pub struct Failure {
     pub text: String,
-    pub dsn: &'static str,
+    pub dsn: Dsn,
 }
 
 impl Failure {
-    fn new(text: impl Into<String>, dsn: &'static str) -> Failure {
+    fn new(text: impl Into<String>, dsn: Dsn) -> Failure {
         Failure {
             text: text.into(),
             dsn,
         }
     }
 
-    fn io(what: &str, err: &io::Error, default: &'static str) -> Failure {
+    fn io(what: &str, err: &io::Error, default: Dsn) -> Failure {
         Failure::new(
             format!("{what}: {}", describe_io(err)),
             dsn_for(err, default),
@@ -92,12 +93,12 @@ impl Failure {
 
 /// Postfix's `mbox_dsn()`: errors that may pass are temporary, a file that outgrew its
 /// limit is permanent, anything else takes the caller's default.
-pub fn dsn_for(err: &io::Error, default: &'static str) -> &'static str {
+pub fn dsn_for(err: &io::Error, default: Dsn) -> Dsn {
     match err.raw_os_error() {
-        Some(libc::EAGAIN) => "4.2.0",
-        Some(libc::ENOSPC) => "4.3.0",
-        Some(libc::EDQUOT) => "4.2.2",
-        Some(libc::EFBIG) => "5.2.2",
+        Some(libc::EAGAIN) => Dsn::MAILBOX_BUSY,
+        Some(libc::ENOSPC) => Dsn::TEMP_LOCAL,
+        Some(libc::EDQUOT) => Dsn::OVER_QUOTA,
+        Some(libc::EFBIG) => Dsn::MAILBOX_FULL,
         _ => default,
     }
 }
@@ -115,10 +116,10 @@ pub fn append(
         target.stale_after,
         target.dotlock_may_fail,
     )
-    .map_err(|e| Failure::io(&e.text, &e.error, "4.2.0"))?;
+    .map_err(|e| Failure::io(&e.text, &e.error, Dsn::MAILBOX_BUSY))?;
     let (file, readable) = open(target)?;
     check(target, &file)?;
-    fcntl_lock(&file, deadline).map_err(|e| Failure::io(&e.text, &e.error, "4.2.0"))?;
+    fcntl_lock(&file, deadline).map_err(|e| Failure::io(&e.text, &e.error, Dsn::MAILBOX_BUSY))?;
     let inherited = dotlock.as_ref().and_then(|lock| lock.inherited());
     let repaired = match inherited {
         // Not cutting it off is no reason to defer: the message is still separated.
@@ -127,7 +128,7 @@ pub fn append(
     };
     let meta = file
         .metadata()
-        .map_err(|e| Failure::io("cannot stat file", &e, "4.3.0"))?;
+        .map_err(|e| Failure::io("cannot stat file", &e, Dsn::TEMP_LOCAL))?;
     let old_size = meta.len();
     if let Some(lock) = &dotlock {
         // Without the note a kill leaves a torn message that the next delivery can
@@ -135,7 +136,8 @@ pub fn append(
         let _ = lock.note(&append_note(&meta));
     }
     let separator: &[u8] = if readable {
-        separator(&file, old_size).map_err(|e| Failure::io("cannot read file", &e, "4.3.0"))?
+        separator(&file, old_size)
+            .map_err(|e| Failure::io("cannot read file", &e, Dsn::TEMP_LOCAL))?
     } else {
         b""
     };
@@ -157,7 +159,7 @@ pub fn append(
             let _ = out.into_parts();
             let _ = file.set_len(old_size);
             let _ = file.sync_data();
-            Err(Failure::io("error writing message", &err, "4.3.0"))
+            Err(Failure::io("error writing message", &err, Dsn::TEMP_LOCAL))
         }
     }
 }
@@ -184,14 +186,17 @@ fn open(target: &Target) -> Result<(File, bool), Failure> {
                 opened => opened.map(|file| (file, true)),
             }
         })
-        .map_err(|e| Failure::io("cannot open file", &e, "4.3.0"))?;
+        .map_err(|e| Failure::io("cannot open file", &e, Dsn::TEMP_LOCAL))?;
         match opened {
             Ok(opened) => return Ok(opened),
             Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
-                return Err(Failure::new("file is a symbolic link", "5.2.0"));
+                return Err(Failure::new(
+                    "file is a symbolic link",
+                    Dsn::MAILBOX_UNUSABLE,
+                ));
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Failure::io("cannot open file", &e, "5.2.0")),
+            Err(e) => return Err(Failure::io("cannot open file", &e, Dsn::MAILBOX_UNUSABLE)),
         }
         let created = as_identity(target.creator, || {
             OpenOptions::new()
@@ -202,7 +207,7 @@ fn open(target: &Target) -> Result<(File, bool), Failure> {
                 .custom_flags(flags)
                 .open(target.path)
         })
-        .map_err(|e| Failure::io("cannot create file", &e, "4.3.0"))?;
+        .map_err(|e| Failure::io("cannot create file", &e, Dsn::TEMP_LOCAL))?;
         match created {
             Ok(file) => {
                 if target.chown_new && target.creator.uid != target.user.uid {
@@ -211,10 +216,13 @@ fn open(target: &Target) -> Result<(File, bool), Failure> {
                 return Ok((file, true));
             }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(Failure::io("cannot create file", &e, "5.2.0")),
+            Err(e) => return Err(Failure::io("cannot create file", &e, Dsn::MAILBOX_UNUSABLE)),
         }
     }
-    Err(Failure::new("file changed while being opened", "4.2.0"))
+    Err(Failure::new(
+        "file changed while being opened",
+        Dsn::MAILBOX_BUSY,
+    ))
 }
 
 /// Gives a new file to the user. The group stays the directory's when the directory is
@@ -227,27 +235,30 @@ fn give_to_user(file: &File, target: &Target) -> Result<(), Failure> {
         .is_some_and(|m| m.mode() & 0o2000 != 0);
     let gid = (!setgid_dir).then_some(target.user.gid);
     std::os::unix::fs::fchown(file, Some(target.user.uid), gid)
-        .map_err(|e| Failure::io("cannot set owner of new file", &e, "4.3.0"))
+        .map_err(|e| Failure::io("cannot set owner of new file", &e, Dsn::TEMP_LOCAL))
 }
 
 fn check(target: &Target, file: &File) -> Result<(), Failure> {
     let meta = file
         .metadata()
-        .map_err(|e| Failure::io("cannot stat file", &e, "4.3.0"))?;
+        .map_err(|e| Failure::io("cannot stat file", &e, Dsn::TEMP_LOCAL))?;
     if !meta.file_type().is_file() {
-        return Err(Failure::new("file is not a regular file", "5.2.0"));
+        return Err(Failure::new(
+            "file is not a regular file",
+            Dsn::MAILBOX_UNUSABLE,
+        ));
     }
     if meta.nlink() != 1 {
         return Err(Failure::new(
             format!("file has {} hard links", meta.nlink()),
-            "5.2.0",
+            Dsn::MAILBOX_UNUSABLE,
         ));
     }
     if target.require_owner && meta.uid() != target.user.uid {
-        return Err(Failure::new("file has wrong owner", "5.2.0"));
+        return Err(Failure::new("file has wrong owner", Dsn::MAILBOX_UNUSABLE));
     }
     if target.refuse_executable && meta.mode() & 0o111 != 0 {
-        return Err(Failure::new("file is executable", "5.7.1"));
+        return Err(Failure::new("file is executable", Dsn::NOT_AUTHORIZED));
     }
     Ok(())
 }

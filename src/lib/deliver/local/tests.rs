@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::*;
+use crate::deliver::Dsn;
 use crate::deliver::testutil::{Queued, message_of, python, queue_message};
 use crate::queue::{Queue, QueueName};
 
@@ -276,7 +277,7 @@ fn unknown_users_bounce_and_extensions_fall_back() {
     let out = s.deliver_to("nosuchuser", "nosuchuser@example.com");
     assert_eq!(
         out,
-        Outcome::bounced("local", "5.1.1", "unknown user: \"nosuchuser\"")
+        Outcome::bounced("local", Dsn::UNKNOWN_USER, "unknown user: \"nosuchuser\"")
     );
     let name = me().name;
     let out = s.deliver_to(&format!("{name}+tag"), &format!("{name}+tag@example.com"));
@@ -322,7 +323,7 @@ fn dot_locks_of_live_holders_are_respected_and_dead_ones_repaired() {
     fs::write(&lock, format!("{}\n", live.id())).unwrap();
     let out = s.deliver_to(&name, &name);
     assert_eq!(out.status, Status::Deferred, "{out:?}");
-    assert_eq!(out.dsn, "4.2.0");
+    assert_eq!(out.dsn, Dsn::MAILBOX_BUSY);
     assert!(
         out.text.contains("unable to create lock file"),
         "{}",
@@ -409,7 +410,7 @@ fn an_fcntl_lock_of_another_process_is_waited_for_then_gives_up() {
     let mut child = hold("3");
     let out = s.deliver_to(&name, &name);
     assert_eq!(out.status, Status::Deferred, "{out:?}");
-    assert_eq!(out.dsn, "4.2.0");
+    assert_eq!(out.dsn, Dsn::MAILBOX_BUSY);
     assert!(
         out.text
             .ends_with("unable to lock for exclusive access: Resource temporarily unavailable"),
@@ -433,7 +434,7 @@ fn mailbox_size_limit_bounces_and_truncates_back() {
     let big = [MESSAGE, &[b'x'; 70_000][..], b"\n"].concat();
     let out = s.deliver_message(&name, &name, &big);
     assert_eq!(out.status, Status::Bounced, "{out:?}");
-    assert_eq!(out.dsn, "5.2.2");
+    assert_eq!(out.dsn, Dsn::MAILBOX_FULL);
     assert!(
         out.text.ends_with("error writing message: File too large"),
         "{}",
@@ -451,7 +452,7 @@ fn symlinks_and_hard_links_are_refused() {
     std::os::unix::fs::symlink(&elsewhere, s.spool(&name)).unwrap();
     let out = s.deliver_to(&name, &name);
     assert_eq!(out.status, Status::Bounced, "{out:?}");
-    assert_eq!(out.dsn, "5.2.0");
+    assert_eq!(out.dsn, Dsn::MAILBOX_UNUSABLE);
     assert_eq!(
         out.text,
         format!(
@@ -479,7 +480,7 @@ fn forwarding_loops_are_caught() {
     );
     let out = s.deliver_message(&name, &name, looped.as_bytes());
     assert_eq!(out.status, Status::Bounced);
-    assert_eq!(out.dsn, "5.4.6");
+    assert_eq!(out.dsn, Dsn::LOOP);
     assert_eq!(out.text, format!("mail forwarding loop for {name}"));
     // Only the header counts.
     let body = format!("Subject: x\n\nDelivered-To: {name}\n");
@@ -521,7 +522,7 @@ fn several_targets_are_sent_on_as_a_new_queue_file() {
     // that part bounces (Postfix's `selfish: selfish, carol`), the rest is sent on.
     assert_eq!(
         out,
-        Outcome::bounced("local", "5.1.1", "unknown user: \"team\"")
+        Outcome::bounced("local", Dsn::UNKNOWN_USER, "unknown user: \"team\"")
     );
     let ids = s.resubmitted(&[q.envelope.id]);
     assert_eq!(ids.len(), 1);
@@ -557,7 +558,7 @@ fn several_targets_are_sent_on_as_a_new_queue_file() {
         recipient: &rcpt,
         ..again.request(0)
     };
-    assert_eq!(deliver(&s.ctx, &req).dsn, "5.4.6");
+    assert_eq!(deliver(&s.ctx, &req).dsn, Dsn::LOOP);
 }
 
 #[test]
@@ -614,7 +615,7 @@ fn alias_commands_run_with_default_privs_and_local8_environment() {
         out,
         Outcome::bounced(
             "local",
-            "5.3.0",
+            Dsn::SYSTEM_ERROR,
             "Command died with status 1: \"echo sorry; exit 1\". Command output: sorry"
         )
     );
@@ -675,8 +676,8 @@ fn file_targets_get_mbox_format() {
 #[test]
 fn combining_outcomes() {
     let sent = Outcome::sent("local", "a");
-    let bounced = Outcome::bounced("local", "5.1.1", "b");
-    let deferred = Outcome::deferred("local", "4.2.0", "c");
+    let bounced = Outcome::bounced("local", Dsn::UNKNOWN_USER, "b");
+    let deferred = Outcome::deferred("local", Dsn::MAILBOX_BUSY, "c");
     assert_eq!(combine(vec![sent.clone()]), sent);
     assert_eq!(
         combine(vec![sent.clone(), bounced.clone(), deferred.clone()]),
@@ -753,7 +754,7 @@ fn mailboxes_are_made_and_written_as_the_user() {
     fs::set_permissions(s.spool(name), fs::Permissions::from_mode(0o600)).unwrap();
     let out = s.deliver_to(name, name);
     assert_eq!(out.status, Status::Bounced);
-    assert_eq!(out.dsn, "5.2.0");
+    assert_eq!(out.dsn, Dsn::MAILBOX_UNUSABLE);
     assert_eq!(
         out.text,
         format!(
@@ -880,7 +881,7 @@ fn a_full_file_system_defers_and_truncates_back() {
     let big = [MESSAGE, &[b'y'; 200_000][..], b"\n"].concat();
     let out = s.deliver_message(&name, &name, &big);
     assert_eq!(out.status, Status::Deferred, "{out:?}");
-    assert_eq!(out.dsn, "4.3.0");
+    assert_eq!(out.dsn, Dsn::TEMP_LOCAL);
     assert!(
         out.text.ends_with("No space left on device"),
         "{}",

@@ -36,7 +36,7 @@ use super::reply::{Failure, Peer, Reply, Stage, io_source};
 use super::route::Target;
 use super::tls::Level;
 use crate::address;
-use crate::deliver::Outcome;
+use crate::deliver::{Dsn, Outcome};
 use crate::queue::Recipient;
 
 /// What one session is asked to deliver.
@@ -213,7 +213,7 @@ fn session(
             start_tls(conn, ctx, peer, id)?;
         } else if ctx.tls.level.required() {
             return Err(Failure::Local {
-                dsn: "4.7.4".into(),
+                dsn: Dsn::NO_TLS,
                 text: format!(
                     "TLS is required, but was not offered by host {}",
                     peer.name()
@@ -247,7 +247,7 @@ fn start_tls(
         .tls
         .parameters(&peer.host, peer.ip)
         .map_err(|text| Failure::Local {
-            dsn: "4.7.5".into(),
+            dsn: Dsn::CRYPTO_FAILURE,
             text,
             permanent: false,
         })?;
@@ -258,7 +258,7 @@ fn start_tls(
         // STARTTLS refused (lettre has closed the connection).
         if ctx.tls.level.required() {
             return Err(Failure::Local {
-                dsn: "4.7.4".into(),
+                dsn: Dsn::NO_TLS,
                 text: format!(
                     "TLS is required, but host {} refused to start TLS: {}",
                     peer.name(),
@@ -328,7 +328,7 @@ fn authenticate(
         return Ok(());
     }
     let failed = |detail: &str| Failure::Local {
-        dsn: "4.7.0".into(),
+        dsn: Dsn::SECURITY_TEMP,
         text: format!(
             "SASL authentication failed; cannot authenticate to server {}: {detail}",
             peer.name()
@@ -396,7 +396,7 @@ fn transaction(
         && size > limit
     {
         return Err(Failure::Local {
-            dsn: "5.3.4".into(),
+            dsn: Dsn::TOO_BIG,
             text: format!(
                 "message size {size} exceeds size limit {limit} of server {}",
                 peer.name()
@@ -408,7 +408,7 @@ fn transaction(
     let utf8 = !job.sender.is_ascii() || job.recipients.iter().any(|r| !r.address.is_ascii());
     if utf8 && !info.supports_feature(Extension::SmtpUtfEight) {
         return Err(Failure::Local {
-            dsn: "5.6.7".into(),
+            dsn: Dsn::NO_SMTPUTF8,
             text: format!(
                 "SMTPUTF8 is required, but was not offered by host {}",
                 peer.name()

@@ -43,7 +43,7 @@ use std::time::Duration;
 
 use crate::address;
 use crate::config::{Config, Table};
-use crate::deliver::{MessageSource, Outcome, Status};
+use crate::deliver::{Dsn, MessageSource, Outcome, Status};
 use crate::log::Log;
 use crate::queue::{Envelope, Recipient};
 use crate::sysexits::{Error, Result};
@@ -209,7 +209,7 @@ pub fn deliver(
         let text = format!("bad sender address syntax: {why}");
         return recipients
             .iter()
-            .map(|_| Outcome::bounced("none", "5.1.7", text.clone()))
+            .map(|_| Outcome::bounced("none", Dsn::BAD_SENDER, text.clone()))
             .collect();
     }
     let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
@@ -226,7 +226,7 @@ pub fn deliver(
             Err(why) => {
                 outcomes[i] = Some(Outcome::bounced(
                     "none",
-                    "5.1.3",
+                    Dsn::BAD_ADDRESS,
                     format!("bad address syntax: {why}"),
                 ))
             }
@@ -246,7 +246,9 @@ pub fn deliver(
     outcomes
         .into_iter()
         .map(|o| {
-            o.unwrap_or_else(|| Outcome::deferred("none", "4.3.0", "internal error: no outcome"))
+            o.unwrap_or_else(|| {
+                Outcome::deferred("none", Dsn::TEMP_LOCAL, "internal error: no outcome")
+            })
         })
         .collect()
 }
@@ -292,8 +294,8 @@ fn deliver_group(
         Err(err) => {
             for &i in indices {
                 outcomes[i] = Some(match err.permanent {
-                    true => Outcome::bounced("none", &err.dsn, err.text.clone()),
-                    false => Outcome::deferred("none", &err.dsn, err.text.clone()),
+                    true => Outcome::bounced("none", err.dsn, err.text.clone()),
+                    false => Outcome::deferred("none", err.dsn, err.text.clone()),
                 });
             }
             return;
@@ -307,7 +309,7 @@ fn deliver_group(
                 crate::sysexits::describe_io(&err)
             );
             for &i in indices {
-                outcomes[i] = Some(Outcome::deferred("none", "4.3.0", text.clone()));
+                outcomes[i] = Some(Outcome::deferred("none", Dsn::TEMP_LOCAL, text.clone()));
             }
             return;
         }
@@ -357,7 +359,7 @@ fn deliver_group(
                     Some(failure) => failure.outcome(&session.peer),
                     None => Outcome::deferred(
                         &session.peer.relay(),
-                        "4.3.0",
+                        Dsn::TEMP_LOCAL,
                         "internal error: recipient not handled",
                     ),
                 },
@@ -461,6 +463,6 @@ mod tests {
         };
         let outcomes = deliver(&c, &envelope, message, &[&bad]);
         assert_eq!(outcomes[0].status, Status::Bounced);
-        assert_eq!(outcomes[0].dsn, "5.1.3");
+        assert_eq!(outcomes[0].dsn, Dsn::BAD_ADDRESS);
     }
 }

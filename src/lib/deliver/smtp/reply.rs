@@ -17,6 +17,7 @@ use lettre::transport::smtp::Error as SmtpError;
 use lettre::transport::smtp::response::Response;
 
 use crate::deliver::Outcome;
+use crate::deliver::dsn::{Class, Dsn};
 
 /// One server reply, possibly of several lines.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,31 +72,20 @@ impl Reply {
     /// The enhanced status code (RFC 3463) of the first line, when it has one of the same
     /// class as the reply code; else `4.0.0` / `5.0.0` from the reply code, as Postfix
     /// derives it.
-    pub fn dsn(&self) -> String {
-        let class = match self.code / 100 {
-            2 => '2',
-            5 => '5',
-            _ => '4',
-        };
+    pub fn dsn(&self) -> Dsn {
+        let class = Class::of_reply(self.code);
         let first = self.lines.first().map(String::as_str).unwrap_or("");
         match enhanced_code(first) {
-            Some(code) if code.starts_with(class) => code.to_string(),
-            _ => format!("{class}.0.0"),
+            Some(code) if code.class() == class => code,
+            _ => Dsn::of_class(class),
         }
     }
 }
 
 /// `5.1.1` at the start of a reply line's text (`550 5.1.1 <x>: no such user`).
-fn enhanced_code(line: &str) -> Option<&str> {
+fn enhanced_code(line: &str) -> Option<Dsn> {
     let text = line.get(4..)?;
-    let code = text.split(' ').next()?;
-    let parts: Vec<&str> = code.split('.').collect();
-    let ok = parts.len() == 3
-        && matches!(parts[0], "2" | "4" | "5")
-        && parts[1..]
-            .iter()
-            .all(|p| (1..=3).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()));
-    ok.then_some(code)
+    text.split(' ').next()?.parse().ok()
 }
 
 /// The step of the conversation, for "in reply to X command" and "while X".
@@ -183,7 +173,7 @@ pub enum Failure {
     /// Something we decided ourselves, already worded (TLS required, message too large,
     /// authentication failed). `permanent` bounces, else defers.
     Local {
-        dsn: String,
+        dsn: Dsn,
         text: String,
         permanent: bool,
     },
@@ -236,17 +226,17 @@ impl Failure {
         let relay = peer.relay();
         let (dsn, text, reply) = match self {
             Failure::Connect(err) => (
-                "4.4.1".to_string(),
+                Dsn::NO_ANSWER,
                 format!("connect to {relay}: {}", describe_connect(err)),
                 None,
             ),
             Failure::Lost(stage) => (
-                "4.4.2".into(),
+                Dsn::BAD_CONNECTION,
                 format!("lost connection with {name} while {}", stage.activity()),
                 None,
             ),
             Failure::Timeout(stage) => (
-                "4.4.2".into(),
+                Dsn::BAD_CONNECTION,
                 format!(
                     "conversation with {name} timed out while {}",
                     stage.activity()
@@ -268,7 +258,7 @@ impl Failure {
                 Some(reply.text()),
             ),
             Failure::Malformed(stage) => (
-                "4.5.0".into(),
+                Dsn::PROTOCOL_TEMP,
                 format!(
                     "host {name} sent a malformed reply (in reply to {})",
                     stage.command()
@@ -284,9 +274,9 @@ impl Failure {
                 ),
                 Some(reply.text()),
             ),
-            Failure::Local { dsn, text, .. } => (dsn.clone(), text.clone(), None),
+            Failure::Local { dsn, text, .. } => (*dsn, text.clone(), None),
             Failure::TlsHandshake { verify } => (
-                "4.7.5".into(),
+                Dsn::CRYPTO_FAILURE,
                 match verify {
                     true => format!("Server certificate not verified: {name}"),
                     false => format!("Cannot start TLS: handshake failure with {name}"),
@@ -295,9 +285,9 @@ impl Failure {
             ),
         };
         let outcome = if self.is_permanent() {
-            Outcome::bounced(&relay, &dsn, text)
+            Outcome::bounced(&relay, dsn, text)
         } else {
-            Outcome::deferred(&relay, &soften(&dsn), text)
+            Outcome::deferred(&relay, dsn.softened(), text)
         };
         match reply {
             Some(reply) => outcome.with_remote(&peer.host, &reply),
@@ -316,15 +306,6 @@ pub fn io_source(err: &SmtpError) -> Option<&io::Error> {
         source = err.source();
     }
     None
-}
-
-/// A deferral never carries a 5.x.x code (a 5xx refusal during authentication is
-/// deferred, as Postfix's `smtp_sasl_auth_soft_bounce` does).
-fn soften(dsn: &str) -> String {
-    match dsn.strip_prefix('5') {
-        Some(rest) => format!("4{rest}"),
-        None => dsn.to_string(),
-    }
 }
 
 /// The reason a connection failed, worded as strerror(3) does, as Postfix logs it.
@@ -363,18 +344,21 @@ mod tests {
         assert_eq!(r.code, 250);
         assert_eq!(r.text(), "250-mx.example.net 250 2.0.0 Ok");
         let response: Response = "250 2.0.0 Ok: queued\r\n".parse().unwrap();
-        assert_eq!(Reply::from_response(&response).dsn(), "2.0.0");
+        assert_eq!(Reply::from_response(&response).dsn(), Dsn::SENT);
     }
 
     #[test]
     fn dsn_comes_from_the_enhanced_code_of_the_same_class() {
-        assert_eq!(reply(&["550 5.1.1 <x>: no such user"]).dsn(), "5.1.1");
-        assert_eq!(reply(&["451 4.3.0 try later"]).dsn(), "4.3.0");
-        assert_eq!(reply(&["550 no such user"]).dsn(), "5.0.0");
-        assert_eq!(reply(&["421 busy"]).dsn(), "4.0.0");
-        assert_eq!(reply(&["550 4.1.1 mixed up"]).dsn(), "5.0.0");
-        assert_eq!(reply(&["550 5.1.1234 too long"]).dsn(), "5.0.0");
-        assert_eq!(reply(&["250 2.0.0 Ok"]).dsn(), "2.0.0");
+        assert_eq!(
+            reply(&["550 5.1.1 <x>: no such user"]).dsn(),
+            Dsn::UNKNOWN_USER
+        );
+        assert_eq!(reply(&["451 4.3.0 try later"]).dsn(), Dsn::TEMP_LOCAL);
+        assert_eq!(reply(&["550 no such user"]).dsn().to_string(), "5.0.0");
+        assert_eq!(reply(&["421 busy"]).dsn().to_string(), "4.0.0");
+        assert_eq!(reply(&["550 4.1.1 mixed up"]).dsn().to_string(), "5.0.0");
+        assert_eq!(reply(&["550 5.1.1234 too long"]).dsn().to_string(), "5.0.0");
+        assert_eq!(reply(&["250 2.0.0 Ok"]).dsn(), Dsn::SENT);
     }
 
     #[test]
@@ -382,7 +366,7 @@ mod tests {
         let p = peer();
         let o = Failure::Said(reply(&["451 4.3.0 try later"]), Stage::Rcpt).outcome(&p);
         assert_eq!(o.status, Status::Deferred);
-        assert_eq!(o.dsn, "4.3.0");
+        assert_eq!(o.dsn, Dsn::TEMP_LOCAL);
         assert_eq!(
             o.text,
             "host 127.0.0.1[127.0.0.1] said: 451 4.3.0 try later (in reply to RCPT TO command)"
@@ -403,7 +387,7 @@ mod tests {
             o.text,
             "connect to 127.0.0.1[127.0.0.1]:43349: Connection refused"
         );
-        assert_eq!(o.dsn, "4.4.1");
+        assert_eq!(o.dsn, Dsn::NO_ANSWER);
         assert!(o.remote.is_none(), "our own finding, not the server's");
         let o = Failure::Lost(Stage::Body).outcome(&p);
         assert_eq!(
@@ -421,7 +405,7 @@ mod tests {
         )
         .outcome(&p);
         assert_eq!(o.status, Status::Bounced);
-        assert_eq!(o.dsn, "5.1.1");
+        assert_eq!(o.dsn, Dsn::UNKNOWN_USER);
         assert_eq!(
             o.text,
             "host 127.0.0.1[127.0.0.1] said: 550-5.1.1 first line 550 5.1.1 second line (in reply to end of DATA command)"
@@ -431,12 +415,12 @@ mod tests {
     #[test]
     fn deferrals_never_carry_a_permanent_code() {
         let o = Failure::Local {
-            dsn: "5.7.8".into(),
+            dsn: "5.7.8".parse().unwrap(),
             text: "SASL authentication failed".into(),
             permanent: false,
         }
         .outcome(&peer());
         assert_eq!(o.status, Status::Deferred);
-        assert_eq!(o.dsn, "4.7.8");
+        assert_eq!(o.dsn.to_string(), "4.7.8");
     }
 }

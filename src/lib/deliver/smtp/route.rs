@@ -5,6 +5,8 @@
 
 use std::net::IpAddr;
 
+use crate::deliver::Dsn;
+
 /// Answers the two DNS questions routing asks.
 pub trait Resolver: Send + Sync {
     /// The MX records of `domain` as (preference, host). `Ok(vec![])` when the domain
@@ -130,7 +132,7 @@ pub struct Target {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteError {
     pub permanent: bool,
-    pub dsn: String,
+    pub dsn: Dsn,
     pub text: String,
 }
 
@@ -213,12 +215,12 @@ pub fn route(
     }
     let mut err = last_error.unwrap_or_else(|| RouteError {
         permanent: false,
-        dsn: "4.3.5".into(),
+        dsn: Dsn::TEMP_CONFIG,
         text: "no next-hop destination".into(),
     });
-    if relayhost && err.permanent && !err.dsn.starts_with("5.1.10") {
+    if relayhost && err.permanent && err.dsn != Dsn::NULL_MX {
         err.permanent = false;
-        err.dsn = "4.4.3".into();
+        err.dsn = Dsn::DNS_TEMP;
     }
     Err(err)
 }
@@ -229,7 +231,7 @@ fn route_one(settings: &RouteSettings, hop: &Nexthop) -> Result<Vec<Target>, Rou
         if !settings.protocols.allows(&ip) {
             return Err(RouteError {
                 permanent: false,
-                dsn: "4.4.4".into(),
+                dsn: Dsn::NO_ROUTE_TEMP,
                 text: format!("{}: address family disabled by inet_protocols", hop.host),
             });
         }
@@ -277,7 +279,7 @@ fn mx_hosts(settings: &RouteSettings, domain: &str) -> Result<Vec<String>, Route
     if records.len() == 1 && matches!(records[0].1.as_str(), "" | ".") {
         return Err(RouteError {
             permanent: true,
-            dsn: "5.1.10".into(),
+            dsn: Dsn::NULL_MX,
             text: format!("Domain {domain} does not accept mail (nullMX)"),
         });
     }
@@ -295,7 +297,7 @@ fn mx_hosts(settings: &RouteSettings, domain: &str) -> Result<Vec<String>, Route
         if records.is_empty() {
             return Err(RouteError {
                 permanent: true,
-                dsn: "5.4.6".into(),
+                dsn: Dsn::LOOP,
                 text: format!("mail for {domain} loops back to myself"),
             });
         }
@@ -331,14 +333,14 @@ fn dns_failure(name: &str, kind: &str, err: &DnsError) -> RouteError {
     match err {
         DnsError::NotFound => RouteError {
             permanent: true,
-            dsn: "5.4.4".into(),
+            dsn: Dsn::NO_ROUTE,
             text: format!(
                 "Host or domain name not found. Name service error for name={name} type={kind}: Host not found"
             ),
         },
         DnsError::Temporary(_) => RouteError {
             permanent: false,
-            dsn: "4.4.3".into(),
+            dsn: Dsn::DNS_TEMP,
             text: format!(
                 "Host or domain name not found. Name service error for name={name} type={kind}: Host not found, try again"
             ),
@@ -520,17 +522,17 @@ pub mod tests {
         let r = resolver();
         let err = targets(&r, ALL, "nosuch.example").unwrap_err();
         assert!(err.permanent);
-        assert_eq!(err.dsn, "5.4.4");
+        assert_eq!(err.dsn, Dsn::NO_ROUTE);
         assert_eq!(
             err.text,
             "Host or domain name not found. Name service error for name=nosuch.example type=MX: Host not found"
         );
         let err = targets(&r, ALL, "flaky.example").unwrap_err();
         assert!(!err.permanent);
-        assert_eq!(err.dsn, "4.4.3");
+        assert_eq!(err.dsn, Dsn::DNS_TEMP);
         assert!(err.text.ends_with("type=MX: Host not found, try again"));
         let err = targets(&r, ALL, "null.example").unwrap_err();
-        assert_eq!((err.permanent, err.dsn.as_str()), (true, "5.1.10"));
+        assert_eq!((err.permanent, err.dsn), (true, Dsn::NULL_MX));
     }
 
     #[test]
@@ -539,14 +541,14 @@ pub mod tests {
         let hops = parse_relayhost("[typo.example]").unwrap();
         let err = route(&settings(&r, ALL), &hops, true).unwrap_err();
         assert!(!err.permanent);
-        assert_eq!(err.dsn, "4.4.3");
+        assert_eq!(err.dsn, Dsn::DNS_TEMP);
     }
 
     #[test]
     fn mx_naming_us_is_cut_at_our_preference() {
         let r = resolver();
         let err = targets(&r, ALL, "loop.example").unwrap_err();
-        assert_eq!(err.dsn, "5.4.6");
+        assert_eq!(err.dsn, Dsn::LOOP);
         assert_eq!(err.text, "mail for loop.example loops back to myself");
         assert_eq!(
             targets(&r, ALL, "below.example").unwrap(),
