@@ -149,6 +149,11 @@ fn greet() -> Vec<Step> {
     script(&[greet_once(), ehlo_again("250-test.example\r\n250 8BITMIME")])
 }
 
+/// The server answers a command that starts with `command` with `reply`.
+fn answer(command: &'static str, reply: &'static str) -> Vec<Step> {
+    vec![Expect(command), Say(reply)]
+}
+
 fn script(parts: &[Vec<Step>]) -> Vec<Step> {
     parts.concat()
 }
@@ -458,14 +463,9 @@ fn refusals_and_faults_defer_or_bounce_in_postfixs_words() {
             name: "RCPT 451",
             sessions: vec![script(&[
                 greet(),
-                vec![
-                    Expect("MAIL FROM:<a@example.com>"),
-                    Say("250 2.1.0 Ok"),
-                    Expect("RCPT TO:<b@example.net>"),
-                    Say("451 4.3.0 try later"),
-                    Expect("QUIT"),
-                    Say("221 Bye"),
-                ],
+                answer("MAIL FROM:<a@example.com>", "250 2.1.0 Ok"),
+                answer("RCPT TO:<b@example.net>", "451 4.3.0 try later"),
+                answer("QUIT", "221 Bye"),
             ])],
             want: vec![deferred(
                 "4.3.0",
@@ -478,20 +478,15 @@ fn refusals_and_faults_defer_or_bounce_in_postfixs_words() {
             name: "one recipient rejected, the other sent",
             sessions: vec![script(&[
                 greet(),
-                vec![
-                    Expect("MAIL FROM:<a@example.com>"),
-                    Say("250 2.1.0 Ok"),
-                    Expect("RCPT TO:<bad@example.net>"),
-                    Say("550 5.1.1 <bad@example.net>: Recipient address rejected: no such user"),
-                    Expect("RCPT TO:<good@example.net>"),
-                    Say("250 2.1.5 Ok"),
-                    Expect("DATA"),
-                    Say("354 go ahead"),
-                    Data,
-                    Say("250 2.0.0 Ok: queued as ABC123"),
-                    Expect("QUIT"),
-                    Say("221 Bye"),
-                ],
+                answer("MAIL FROM:<a@example.com>", "250 2.1.0 Ok"),
+                answer(
+                    "RCPT TO:<bad@example.net>",
+                    "550 5.1.1 <bad@example.net>: Recipient address rejected: no such user",
+                ),
+                answer("RCPT TO:<good@example.net>", "250 2.1.5 Ok"),
+                answer("DATA", "354 go ahead"),
+                vec![Data, Say("250 2.0.0 Ok: queued as ABC123")],
+                answer("QUIT", "221 Bye"),
             ])],
             recipients: &["bad@example.net", "good@example.net"],
             want: vec![
@@ -517,20 +512,12 @@ fn refusals_and_faults_defer_or_bounce_in_postfixs_words() {
             name: "a reply after DATA applies to every recipient",
             sessions: vec![script(&[
                 greet(),
-                vec![
-                    Expect("MAIL FROM:"),
-                    Say("250 Ok"),
-                    Expect("RCPT TO:"),
-                    Say("250 Ok"),
-                    Expect("RCPT TO:"),
-                    Say("250 Ok"),
-                    Expect("DATA"),
-                    Say("354 go ahead"),
-                    Data,
-                    Say("554 5.7.1 spam"),
-                    Expect("QUIT"),
-                    Say("221 Bye"),
-                ],
+                answer("MAIL FROM:", "250 Ok"),
+                answer("RCPT TO:", "250 Ok"),
+                answer("RCPT TO:", "250 Ok"),
+                answer("DATA", "354 go ahead"),
+                vec![Data, Say("554 5.7.1 spam")],
+                answer("QUIT", "221 Bye"),
             ])],
             recipients: &["b@example.net", "c@example.net"],
             want: vec![
@@ -546,15 +533,10 @@ fn refusals_and_faults_defer_or_bounce_in_postfixs_words() {
             name: "connection dropped during DATA",
             sessions: vec![script(&[
                 greet(),
-                vec![
-                    Expect("MAIL FROM:"),
-                    Say("250 Ok"),
-                    Expect("RCPT TO:"),
-                    Say("250 Ok"),
-                    Expect("DATA"),
-                    Say("354 go ahead"),
-                    DropDuringData,
-                ],
+                answer("MAIL FROM:", "250 Ok"),
+                answer("RCPT TO:", "250 Ok"),
+                answer("DATA", "354 go ahead"),
+                vec![DropDuringData],
             ])],
             big: true,
             want: vec![deferred(
@@ -580,13 +562,11 @@ fn refusals_and_faults_defer_or_bounce_in_postfixs_words() {
         // limitation; no HELO is sent.
         Case {
             name: "EHLO refused: deferred, without HELO",
-            sessions: vec![vec![
-                Say("220 old.example SMTP"),
-                Expect("EHLO me.example"),
-                Say("502 5.5.2 command not recognized"),
-                Expect("HELO me.example"),
-                Say("250 old.example"),
-            ]],
+            sessions: vec![script(&[
+                vec![Say("220 old.example SMTP")],
+                answer("EHLO me.example", "502 5.5.2 command not recognized"),
+                answer("HELO me.example", "250 old.example"),
+            ])],
             want: vec![deferred(
                 "4.5.2",
                 "host {host} said: 502 5.5.2 command not recognized (in reply to EHLO command)",
@@ -596,15 +576,12 @@ fn refusals_and_faults_defer_or_bounce_in_postfixs_words() {
         },
         Case {
             name: "a message larger than the server's SIZE",
-            sessions: vec![vec![
-                Say("220 small.example ESMTP"),
-                Expect("EHLO"),
-                Say("250-small.example\r\n250 SIZE 10"),
-                Expect("EHLO"),
-                Say("250-small.example\r\n250 SIZE 10"),
-                Expect("QUIT"),
-                Say("221 Bye"),
-            ]],
+            sessions: vec![script(&[
+                vec![Say("220 small.example ESMTP")],
+                answer("EHLO", "250-small.example\r\n250 SIZE 10"),
+                answer("EHLO", "250-small.example\r\n250 SIZE 10"),
+                answer("QUIT", "221 Bye"),
+            ])],
             want: vec![bounced(
                 "5.3.4",
                 "message size {size} exceeds size limit 10 of server {host}",
@@ -618,14 +595,9 @@ fn refusals_and_faults_defer_or_bounce_in_postfixs_words() {
             name: "a refusal of several lines reads as one",
             sessions: vec![script(&[
                 greet(),
-                vec![
-                    Expect("MAIL FROM:"),
-                    Say("250 Ok"),
-                    Expect("RCPT TO:"),
-                    Say("550-5.7.1 first line\r\n550 5.7.1 second line"),
-                    Expect("QUIT"),
-                    Say("221 Bye"),
-                ],
+                answer("MAIL FROM:", "250 Ok"),
+                answer("RCPT TO:", "550-5.7.1 first line\r\n550 5.7.1 second line"),
+                answer("QUIT", "221 Bye"),
             ])],
             want: vec![bounced(
                 "5.7.1",
@@ -635,10 +607,7 @@ fn refusals_and_faults_defer_or_bounce_in_postfixs_words() {
         },
         Case {
             name: "a reply that is not SMTP",
-            sessions: vec![script(&[
-                greet(),
-                vec![Expect("MAIL FROM:"), Say("hello there")],
-            ])],
+            sessions: vec![script(&[greet(), answer("MAIL FROM:", "hello there")])],
             want: vec![deferred(
                 "4.5.0",
                 "host {host} sent a malformed reply (in reply to MAIL FROM command)",
@@ -734,11 +703,8 @@ fn unknown_domains_bounce_without_a_connection() {
 fn dsn_parameters_go_to_a_server_that_offers_dsn() {
     let ehlo = "250-dsn.example\r\n250 DSN";
     let server = Scripted::start(vec![script(&[
-        vec![
-            Say("220 dsn.example ESMTP"),
-            Expect("EHLO me.example"),
-            Say(ehlo),
-        ],
+        vec![Say("220 dsn.example ESMTP")],
+        answer("EHLO me.example", ehlo),
         ehlo_again(ehlo),
         accept_all(1),
     ])]);
@@ -880,41 +846,42 @@ fn server_tls(cert: &TestCert) -> Arc<rustls::ServerConfig> {
 
 /// A plain-text server that offers STARTTLS, up to the client's STARTTLS.
 fn starttls_asked() -> Vec<Step> {
-    vec![
-        Say("220 tls.example ESMTP"),
-        Expect("EHLO me.example"),
-        Say("250-tls.example\r\n250 STARTTLS"),
-        Expect("STARTTLS"),
-    ]
+    script(&[
+        vec![Say("220 tls.example ESMTP")],
+        answer("EHLO me.example", "250-tls.example\r\n250 STARTTLS"),
+        vec![Expect("STARTTLS")],
+    ])
 }
 
 /// The connection after a failed STARTTLS: offered again, not used, the mail accepted.
 fn plain_retry() -> Vec<Step> {
     let offer = "250-tls.example\r\n250 STARTTLS";
     script(&[
-        vec![
-            Say("220 tls.example ESMTP"),
-            Expect("EHLO me.example"),
-            Say(offer),
-        ],
+        vec![Say("220 tls.example ESMTP")],
+        answer("EHLO me.example", offer),
         ehlo_again(offer),
         accept_all(1),
     ])
 }
 
 fn starttls_offer() -> Vec<Step> {
-    vec![
-        Say("220 tls.example ESMTP"),
-        Expect("EHLO me.example"),
-        Say("250-tls.example\r\n250-STARTTLS\r\n250 8BITMIME"),
-        Expect("STARTTLS"),
-        Say("220 2.0.0 Ready to start TLS"),
-        Tls,
-        Expect("EHLO me.example"),
-        Say("250-tls.example\r\n250-AUTH PLAIN LOGIN\r\n250 8BITMIME"),
-        Expect("EHLO me.example"),
-        Say("250-tls.example\r\n250-AUTH PLAIN LOGIN\r\n250 8BITMIME"),
-    ]
+    script(&[
+        vec![Say("220 tls.example ESMTP")],
+        answer(
+            "EHLO me.example",
+            "250-tls.example\r\n250-STARTTLS\r\n250 8BITMIME",
+        ),
+        answer("STARTTLS", "220 2.0.0 Ready to start TLS"),
+        vec![Tls],
+        answer(
+            "EHLO me.example",
+            "250-tls.example\r\n250-AUTH PLAIN LOGIN\r\n250 8BITMIME",
+        ),
+        answer(
+            "EHLO me.example",
+            "250-tls.example\r\n250-AUTH PLAIN LOGIN\r\n250 8BITMIME",
+        ),
+    ])
 }
 
 /// STARTTLS as `smtp_tls_security_level` asks: `may` uses it unchecked and falls back to
@@ -949,10 +916,7 @@ fn starttls_follows_the_security_level() {
         },
         Case {
             name: "encrypt: STARTTLS not offered",
-            sessions: vec![script(&[
-                greet_once(),
-                vec![Expect("QUIT"), Say("221 Bye")],
-            ])],
+            sessions: vec![script(&[greet_once(), answer("QUIT", "221 Bye")])],
             config: "smtp_tls_security_level = encrypt",
             want: vec![deferred(
                 "4.7.4",
@@ -1022,13 +986,17 @@ fn password_file(dir: &Path, line: &str) -> PathBuf {
 }
 
 fn auth_offer() -> Vec<Step> {
-    vec![
-        Say("220 relay.example ESMTP"),
-        Expect("EHLO me.example"),
-        Say("250-relay.example\r\n250-AUTH LOGIN PLAIN\r\n250 8BITMIME"),
-        Expect("EHLO me.example"),
-        Say("250-relay.example\r\n250-AUTH LOGIN PLAIN\r\n250 8BITMIME"),
-    ]
+    script(&[
+        vec![Say("220 relay.example ESMTP")],
+        answer(
+            "EHLO me.example",
+            "250-relay.example\r\n250-AUTH LOGIN PLAIN\r\n250 8BITMIME",
+        ),
+        answer(
+            "EHLO me.example",
+            "250-relay.example\r\n250-AUTH LOGIN PLAIN\r\n250 8BITMIME",
+        ),
+    ])
 }
 
 /// AUTH with the password map's entry for the relay, and what happens without one.
@@ -1039,10 +1007,7 @@ fn auth_follows_the_password_map() {
             name: "the entry for [host]:port is used",
             sessions: vec![script(&[
                 auth_offer(),
-                vec![
-                    Expect("AUTH PLAIN "),
-                    Say("235 2.7.0 Authentication successful"),
-                ],
+                answer("AUTH PLAIN ", "235 2.7.0 Authentication successful"),
                 accept_all(1),
             ])],
             config: "smtp_sasl_auth_enable = yes\nsmtp_sasl_password_maps = hash:{map}\n\
@@ -1060,12 +1025,8 @@ fn auth_follows_the_password_map() {
             name: "a failure defers with the server's reply",
             sessions: vec![script(&[
                 auth_offer(),
-                vec![
-                    Expect("AUTH PLAIN "),
-                    Say("535 5.7.8 Error: authentication failed"),
-                    Expect("QUIT"),
-                    Say("221 Bye"),
-                ],
+                answer("AUTH PLAIN ", "535 5.7.8 Error: authentication failed"),
+                answer("QUIT", "221 Bye"),
             ])],
             config: "smtp_sasl_auth_enable = yes\nsmtp_sasl_password_maps = texthash:{map}\n\
                      smtp_sasl_security_options = noanonymous",
@@ -1078,10 +1039,7 @@ fn auth_follows_the_password_map() {
         },
         Case {
             name: "no password goes out unencrypted by default",
-            sessions: vec![script(&[
-                auth_offer(),
-                vec![Expect("QUIT"), Say("221 Bye")],
-            ])],
+            sessions: vec![script(&[auth_offer(), answer("QUIT", "221 Bye")])],
             config: "smtp_sasl_auth_enable = yes\nsmtp_sasl_password_maps = hash:{map}",
             password: Some("127.0.0.1 relayuser:secret"),
             want: vec![deferred(
@@ -1095,7 +1053,7 @@ fn auth_follows_the_password_map() {
             name: "over STARTTLS with the default security options",
             sessions: vec![script(&[
                 starttls_offer(),
-                vec![Expect("AUTH PLAIN "), Say("235 2.7.0 Ok")],
+                answer("AUTH PLAIN ", "235 2.7.0 Ok"),
                 accept_all(1),
             ])],
             tls: true,
