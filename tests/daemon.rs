@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{require_python_module, require_tool};
+use common::require_tool;
+use common::smtp_server::{Aiosmtpd, free_port};
 
 const SENDMAIL: &str = env!("CARGO_BIN_EXE_sendmail");
 
@@ -525,15 +526,6 @@ fn pflogsumm_reads_the_log() {
     assert!(Path::new(&w.path("maillog")).exists());
 }
 
-/// A free TCP port on 127.0.0.1 (bound and released; the daemon binds it right after).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn the_daemon_listens_for_smtp_and_delivers_what_it_accepts() {
     let port = free_port();
@@ -568,33 +560,12 @@ fn the_daemon_listens_for_smtp_and_delivers_what_it_accepts() {
     assert!(stop(daemon).success());
 }
 
-/// Python's aiosmtpd on 127.0.0.1: saves each transaction's envelope and data.
-const AIOSMTPD: &str = include_str!("support/aiosmtpd_saver.py");
-
 #[test]
 fn remote_recipients_leave_in_one_transaction_through_the_relayhost() {
-    if !require_python_module("aiosmtpd") {
+    let Some(server) = Aiosmtpd::start() else {
         return;
-    }
-    let port = free_port();
-    let out_dir = tempfile::tempdir().unwrap();
-    let mut server = Command::new("python3")
-        .arg("-c")
-        .arg(AIOSMTPD)
-        .arg(port.to_string())
-        .arg(out_dir.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut ready = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(server.stdout.take().unwrap()),
-        &mut ready,
-    )
-    .unwrap();
-    assert_eq!(ready.trim(), "ready", "aiosmtpd did not start");
-
+    };
+    let port = server.port;
     let w = World::with(&format!("relayhost = [127.0.0.1]:{port}\n"));
     let daemon = w.daemon();
     let body = "Subject: leaving\n\nline one\n.dot line\nFrom the middle\n";
@@ -612,21 +583,14 @@ fn remote_recipients_leave_in_one_transaction_through_the_relayhost() {
     assert!(out.status.success(), "{}", stderr(&out));
     w.wait_for(|| w.queue_empty(), "remote delivery");
     assert!(stop(daemon).success());
-    let _ = server.kill();
-    let _ = server.wait();
 
-    let envelope = std::fs::read_to_string(out_dir.path().join("0.json")).unwrap();
-    assert!(
-        !out_dir.path().join("1.json").exists(),
-        "one transaction only"
-    );
-    let envelope: serde_json::Value = serde_json::from_str(&envelope).unwrap();
+    let (envelope, data) = server.received(0);
+    assert_eq!(server.count(), 1, "one transaction only");
     assert_eq!(envelope["mail_from"], "sender@example.org");
     assert_eq!(
         envelope["rcpt_tos"],
         serde_json::json!(["a@example.net", "b@example.net", "c@other.example"])
     );
-    let data = std::fs::read(out_dir.path().join("0.eml")).unwrap();
     let data = String::from_utf8_lossy(&data).replace("\r\n", "\n");
     assert!(
         data.ends_with("\nline one\n.dot line\nFrom the middle\n"),

@@ -9,6 +9,7 @@ use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::process::Output;
 
+use common::smtp_server::free_port;
 use common::{MailSystem, require_tool, stderr};
 use mailroom::queue::{Envelope, NewQueueFile, QueueId, QueueName, Recipient};
 
@@ -929,15 +930,6 @@ fn the_commands_act_on_a_daemon_started_by_sendmail_bd_foreground() {
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(daemon.wait().unwrap().success(), "SIGTERM is a clean exit");
     assert_eq!(code(&mailroom(&sys, &["status"])), 3);
-}
-
-/// A free TCP port on 127.0.0.1 (bound and released; the daemon binds it right after).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// `status` says where the SMTP listener listens only when it does: with no daemon it

@@ -1,0 +1,264 @@
+//! SMTP servers on 127.0.0.1 for the tests that send mail: a scripted one of our own, to
+//! make a server fail in every way a client must handle and record what the client said,
+//! and a real one (Python's aiosmtpd, `tests/support/aiosmtpd_saver.py`), an independent
+//! party that saves what arrives.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::require_python_module;
+
+/// A free TCP port on 127.0.0.1 (bound and released: a server binds it right after, or
+/// nothing does and a connection to it is refused).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+// ---------------------------------------------------------------------------------------
+// A scripted server: each accepted connection follows the next script; what the client
+// sends is recorded.
+
+#[derive(Clone, Debug)]
+pub enum Step {
+    /// Send this reply (CRLF added).
+    Say(&'static str),
+    /// Read one command line; it must start with this.
+    Expect(&'static str),
+    /// Read the message up to the final dot.
+    Data,
+    /// Read a little of the message, then close with the rest unread.
+    DropDuringData,
+    /// Say nothing for longer than the client waits.
+    Silence,
+    /// Run the TLS handshake as a server.
+    Tls,
+}
+use Step::*;
+
+pub struct Scripted {
+    pub port: u16,
+    transcript: Arc<Mutex<Vec<String>>>,
+    thread: JoinHandle<()>,
+}
+
+impl Scripted {
+    pub fn start(sessions: Vec<Vec<Step>>) -> Scripted {
+        Scripted::start_tls(sessions, None)
+    }
+
+    pub fn start_tls(sessions: Vec<Vec<Step>>, tls: Option<Arc<rustls::ServerConfig>>) -> Scripted {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let transcript = Arc::new(Mutex::new(Vec::new()));
+        let log = transcript.clone();
+        let thread = std::thread::spawn(move || {
+            for (n, steps) in sessions.into_iter().enumerate() {
+                let Ok((sock, _)) = listener.accept() else {
+                    return;
+                };
+                let _ = sock.set_read_timeout(Some(Duration::from_secs(10)));
+                log.lock().unwrap().push(format!("session {n}"));
+                run_session(Io::Plain(sock), &steps, &log, tls.clone());
+            }
+        });
+        Scripted {
+            port,
+            transcript,
+            thread,
+        }
+    }
+
+    /// Waits for every scripted session to end and returns what the client sent.
+    pub fn finish(self) -> Vec<String> {
+        let _ = self.thread.join();
+        self.transcript.lock().unwrap().clone()
+    }
+}
+
+enum Io {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ServerConnection, TcpStream>>),
+}
+
+impl Read for Io {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Io::Plain(s) => s.read(buf),
+            Io::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Io {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Io::Plain(s) => s.write(buf),
+            Io::Tls(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Io::Plain(s) => s.flush(),
+            Io::Tls(s) => s.flush(),
+        }
+    }
+}
+
+fn read_line(io: &mut Io) -> Option<String> {
+    let mut line = Vec::new();
+    let mut byte = [0u8];
+    loop {
+        match io.read(&mut byte) {
+            Ok(1) => {
+                line.push(byte[0]);
+                if byte[0] == b'\n' {
+                    return Some(String::from_utf8_lossy(&line).trim_end().to_string());
+                }
+            }
+            _ => return None,
+        }
+    }
+}
+
+fn run_session(
+    mut io: Io,
+    steps: &[Step],
+    log: &Mutex<Vec<String>>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) {
+    for step in steps {
+        match step {
+            Say(text) => {
+                if io.write_all(format!("{text}\r\n").as_bytes()).is_err() {
+                    return;
+                }
+                let _ = io.flush();
+            }
+            Expect(prefix) => {
+                let Some(line) = read_line(&mut io) else {
+                    log.lock().unwrap().push("EOF".into());
+                    return;
+                };
+                let ok = line.starts_with(prefix);
+                log.lock().unwrap().push(line.clone());
+                if !ok {
+                    log.lock()
+                        .unwrap()
+                        .push(format!("UNEXPECTED (wanted {prefix})"));
+                    return;
+                }
+            }
+            Data => {
+                let mut body = Vec::new();
+                while let Some(line) = read_line(&mut io) {
+                    if line == "." {
+                        break;
+                    }
+                    body.push(line);
+                }
+                log.lock()
+                    .unwrap()
+                    .push(format!("DATA {} lines", body.len()));
+            }
+            DropDuringData => {
+                let mut buf = [0u8; 1024];
+                let _ = io.read(&mut buf);
+                log.lock().unwrap().push("DROPPED".into());
+                return;
+            }
+            Silence => std::thread::sleep(Duration::from_secs(4)),
+            Tls => {
+                let Io::Plain(sock) = io else { return };
+                let config = tls.clone().expect("a TLS config for this script");
+                let conn = rustls::ServerConnection::new(config).unwrap();
+                let mut stream = rustls::StreamOwned::new(conn, sock);
+                while stream.conn.is_handshaking() {
+                    if stream.conn.complete_io(&mut stream.sock).is_err() {
+                        log.lock().unwrap().push("TLS FAILED".into());
+                        return;
+                    }
+                }
+                log.lock().unwrap().push("<TLS>".into());
+                io = Io::Tls(Box::new(stream));
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// A real server: aiosmtpd.
+
+const AIOSMTPD: &str = include_str!("../support/aiosmtpd_saver.py");
+
+pub struct Aiosmtpd {
+    child: Child,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Aiosmtpd {
+    /// None (the test returns) when aiosmtpd is not installed.
+    pub fn start() -> Option<Aiosmtpd> {
+        if !require_python_module("aiosmtpd") {
+            return None;
+        }
+        let port = free_port();
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new("python3")
+            .arg("-c")
+            .arg(AIOSMTPD)
+            .arg(port.to_string())
+            .arg(dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let mut ready = String::new();
+        let stdout = child.stdout.take().unwrap();
+        BufReader::new(stdout).read_line(&mut ready).unwrap();
+        assert_eq!(ready.trim(), "ready", "aiosmtpd did not start");
+        Some(Aiosmtpd { child, port, dir })
+    }
+
+    /// The `n`th transaction (from 0): its envelope (`mail_from`, `rcpt_tos`,
+    /// `mail_options`) and its data as received; waits up to 10 s for it to arrive.
+    pub fn received(&self, n: usize) -> (serde_json::Value, Vec<u8>) {
+        let json = self.dir.path().join(format!("{n}.json"));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !json.exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let meta = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        let body = std::fs::read(self.dir.path().join(format!("{n}.eml"))).unwrap();
+        (meta, body)
+    }
+
+    /// How many transactions have arrived.
+    pub fn count(&self) -> usize {
+        std::fs::read_dir(self.dir.path())
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "json")
+            })
+            .count()
+    }
+}
+
+impl Drop for Aiosmtpd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
