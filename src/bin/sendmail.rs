@@ -5,7 +5,7 @@ use std::io;
 use std::process::ExitCode;
 
 use mailroom::sendmail;
-use mailroom::sendmail_argv;
+use mailroom::sendmail::argv as sendmail_argv;
 
 fn main() -> ExitCode {
     // Installed set-gid: nothing of the caller's environment but the locale is trusted.

@@ -21,7 +21,6 @@ pub mod postsuper;
 pub mod privilege;
 pub mod queue;
 pub mod sendmail;
-pub mod sendmail_argv;
 pub mod smtpd;
 pub mod submit;
 pub mod sysexits;

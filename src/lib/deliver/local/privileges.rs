@@ -17,7 +17,7 @@
 //!   uid (in that order, with raw system calls) between `fork` and `exec`.
 //!
 //! Neither ever gives root's rights to a command or file delivery: uid 0 is replaced by
-//! `default_privs` before it gets here (see `local.rs`).
+//! `default_privs` before it gets here (see `local/mod.rs`).
 
 use std::io;
 use std::path::PathBuf;

@@ -1,6 +1,8 @@
 //! The `sendmail` command: dispatches the mode chosen on the command line. Submission is
 //! the common case and the one that must be fast: one config read, one durable write.
 
+pub mod argv;
+
 use std::fs::File;
 use std::io::{BufRead, Write};
 
@@ -11,9 +13,9 @@ use crate::daemon::modes::DeliveryMode;
 use crate::log::Log;
 use crate::privilege;
 use crate::queue::{Queue, QueueId};
-use crate::sendmail_argv::{Invocation, Mode};
 use crate::submit::{self, Invoker, Settings};
 use crate::sysexits::{Error, ExitCode, Result};
+use argv::{Invocation, Mode};
 
 /// Runs sendmail as `inv` asks, reading a message from `stdin` when submitting and
 /// writing reports (`-bv`, `-bp`) to `stdout`. Warnings go to stderr.
