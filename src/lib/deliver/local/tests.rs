@@ -1114,6 +1114,8 @@ fn kill_9_during_mbox_appends_never_leaves_a_torn_message() {
         fs::remove_file(&mailbox).unwrap();
     }
     eprintln!("{whole} whole messages, {torn} torn appends");
-    // The kills must have torn appends for this test to show anything.
-    assert!(torn >= 10, "only {torn} of 300 kills tore an append");
+    // The kills must have torn appends for this test to show anything. A quiet machine
+    // sees 40-170 of 300; a loaded one far fewer (the child may not run at all before the
+    // kill), so the bar is low: a few tears, each followed by a checked repair.
+    assert!(torn >= 3, "only {torn} of 300 kills tore an append");
 }
