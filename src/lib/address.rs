@@ -15,6 +15,53 @@ pub struct Found {
     pub end: usize,
 }
 
+/// Why an address list or an address was refused. Callers print it after the address
+/// (`malformed recipient address "...": unbalanced '<'`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddressError {
+    /// An opening or closing `(`, `)`, `<`, `>`, `[`, `]` or `"` without its partner.
+    Unbalanced(char),
+    StrayBackslash,
+    ControlCharacter,
+    TextAfterAngle,
+    NestedAngle,
+    UnexpectedColon,
+    Empty,
+    EmptyLocalPart,
+    BadQuotedLocalPart,
+    BadLocalCharacter,
+    /// Longer than [`MAX_ADDRESS_LEN`].
+    TooLong,
+    EmptyDomain,
+    BadDomainLiteral,
+    EmptyDomainLabel,
+    BadDomainCharacter,
+}
+
+impl std::fmt::Display for AddressError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AddressError::Unbalanced(c) => write!(f, "unbalanced '{c}'"),
+            AddressError::StrayBackslash => f.write_str("stray '\\'"),
+            AddressError::ControlCharacter => f.write_str("control character in address"),
+            AddressError::TextAfterAngle => f.write_str("text after '>'"),
+            AddressError::NestedAngle => f.write_str("nested '<'"),
+            AddressError::UnexpectedColon => f.write_str("unexpected ':'"),
+            AddressError::Empty => f.write_str("empty address"),
+            AddressError::EmptyLocalPart => f.write_str("empty local part"),
+            AddressError::BadQuotedLocalPart => f.write_str("bad quoted local part"),
+            AddressError::BadLocalCharacter => f.write_str("bad character in local part"),
+            AddressError::TooLong => write!(f, "address longer than {MAX_ADDRESS_LEN} bytes"),
+            AddressError::EmptyDomain => f.write_str("empty domain"),
+            AddressError::BadDomainLiteral => f.write_str("bad domain literal"),
+            AddressError::EmptyDomainLabel => f.write_str("empty label in domain"),
+            AddressError::BadDomainCharacter => f.write_str("bad character in domain"),
+        }
+    }
+}
+
+impl std::error::Error for AddressError {}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Tok {
     /// An atom, quoted string or domain literal: part of an address or display name.
@@ -39,7 +86,7 @@ struct Token {
 
 const SPECIALS: &[u8] = b"()<>@,;:\\\".[]";
 
-fn tokenize(input: &[u8]) -> Result<Vec<Token>, String> {
+fn tokenize(input: &[u8]) -> Result<Vec<Token>, AddressError> {
     let mut tokens = Vec::new();
     let mut i = 0;
     let mut spaced = false;
@@ -58,11 +105,11 @@ fn tokenize(input: &[u8]) -> Result<Vec<Token>, String> {
                 continue;
             }
             b'"' => {
-                i = skip_delimited(input, i, b'"', "unbalanced '\"'")?;
+                i = skip_delimited(input, i, b'"', AddressError::Unbalanced('"'))?;
                 Tok::Word
             }
             b'[' => {
-                i = skip_delimited(input, i, b']', "unbalanced '['")?;
+                i = skip_delimited(input, i, b']', AddressError::Unbalanced('['))?;
                 Tok::Word
             }
             b'.' => {
@@ -93,10 +140,10 @@ fn tokenize(input: &[u8]) -> Result<Vec<Token>, String> {
                 i += 1;
                 Tok::Close
             }
-            b')' => return Err("unbalanced ')'".into()),
-            b']' => return Err("unbalanced ']'".into()),
-            b'\\' => return Err("stray '\\'".into()),
-            c if c < 0x20 || c == 0x7f => return Err("control character in address".into()),
+            b')' => return Err(AddressError::Unbalanced(')')),
+            b']' => return Err(AddressError::Unbalanced(']')),
+            b'\\' => return Err(AddressError::StrayBackslash),
+            c if c < 0x20 || c == 0x7f => return Err(AddressError::ControlCharacter),
             _ => {
                 while i < input.len() {
                     let c = input[i];
@@ -119,7 +166,7 @@ fn tokenize(input: &[u8]) -> Result<Vec<Token>, String> {
     Ok(tokens)
 }
 
-fn skip_comment(input: &[u8], mut i: usize) -> Result<usize, String> {
+fn skip_comment(input: &[u8], mut i: usize) -> Result<usize, AddressError> {
     let mut depth = 0;
     while i < input.len() {
         match input[i] {
@@ -135,10 +182,15 @@ fn skip_comment(input: &[u8], mut i: usize) -> Result<usize, String> {
         }
         i += 1;
     }
-    Err("unbalanced '('".into())
+    Err(AddressError::Unbalanced('('))
 }
 
-fn skip_delimited(input: &[u8], mut i: usize, close: u8, err: &str) -> Result<usize, String> {
+fn skip_delimited(
+    input: &[u8],
+    mut i: usize,
+    close: u8,
+    err: AddressError,
+) -> Result<usize, AddressError> {
     i += 1;
     while i < input.len() {
         match input[i] {
@@ -148,14 +200,14 @@ fn skip_delimited(input: &[u8], mut i: usize, close: u8, err: &str) -> Result<us
         }
         i += 1;
     }
-    Err(err.into())
+    Err(err)
 }
 
 /// Splits an address list: `a, Bob <b@x>, group: c, d;`. As sendmail and Postfix do,
 /// words separated only by white space outside angle brackets are separate addresses
 /// (`sendmail 'a b c'` has three recipients). Fails on unbalanced quotes, brackets or
 /// comments; does not validate the addresses themselves (see [`validate`]).
-pub fn parse_list(input: &[u8]) -> Result<Vec<Found>, String> {
+pub fn parse_list(input: &[u8]) -> Result<Vec<Found>, AddressError> {
     let tokens = tokenize(input)?;
     let mut found = Vec::new();
     let mut i = 0;
@@ -168,7 +220,7 @@ pub fn parse_list(input: &[u8]) -> Result<Vec<Found>, String> {
                 Tok::Open => depth += 1,
                 Tok::Close => {
                     if depth == 0 {
-                        return Err("unbalanced '>'".into());
+                        return Err(AddressError::Unbalanced('>'));
                     }
                     depth -= 1;
                 }
@@ -178,7 +230,7 @@ pub fn parse_list(input: &[u8]) -> Result<Vec<Found>, String> {
             j += 1;
         }
         if depth != 0 {
-            return Err("unbalanced '<'".into());
+            return Err(AddressError::Unbalanced('<'));
         }
         element(input, &tokens[i..j], &mut found)?;
         i = j + 1;
@@ -186,7 +238,7 @@ pub fn parse_list(input: &[u8]) -> Result<Vec<Found>, String> {
     Ok(found)
 }
 
-fn element(input: &[u8], tokens: &[Token], found: &mut Vec<Found>) -> Result<(), String> {
+fn element(input: &[u8], tokens: &[Token], found: &mut Vec<Found>) -> Result<(), AddressError> {
     if tokens.is_empty() {
         return Ok(());
     }
@@ -195,9 +247,9 @@ fn element(input: &[u8], tokens: &[Token], found: &mut Vec<Found>) -> Result<(),
             + tokens[open..]
                 .iter()
                 .position(|t| t.kind == Tok::Close)
-                .ok_or("unbalanced '<'")?;
+                .ok_or(AddressError::Unbalanced('<'))?;
         if tokens[close + 1..].iter().any(|t| t.kind != Tok::Close) {
-            return Err("text after '>'".into());
+            return Err(AddressError::TextAfterAngle);
         }
         let mut inner = &tokens[open + 1..close];
         // Source routes (<@a,@b:user@c>) are obsolete: keep the final address.
@@ -205,7 +257,7 @@ fn element(input: &[u8], tokens: &[Token], found: &mut Vec<Found>) -> Result<(),
             inner = &inner[colon + 1..];
         }
         if inner.iter().any(|t| t.kind == Tok::Open) {
-            return Err("nested '<'".into());
+            return Err(AddressError::NestedAngle);
         }
         // `<>` is the null address: nothing to deliver to, nothing to qualify.
         let end = inner.last().map_or(tokens[open].end, |t| t.end);
@@ -231,7 +283,7 @@ fn element(input: &[u8], tokens: &[Token], found: &mut Vec<Found>) -> Result<(),
         if split {
             let part = &tokens[start..k];
             if part.iter().any(|t| t.kind == Tok::Colon) {
-                return Err("unexpected ':'".into());
+                return Err(AddressError::UnexpectedColon);
             }
             if !part.is_empty() {
                 found.push(Found {
@@ -266,24 +318,24 @@ pub const MAX_LOCAL_PART_LEN: usize = 64;
 /// string, obsolete consecutive dots tolerated as Postfix does), and optionally `@` and a
 /// domain of letters, digits, hyphens and dots, or a `[literal]`; [`MAX_ADDRESS_LEN`]
 /// bytes in all. Returns why not.
-pub fn validate(address: &str) -> Result<(), String> {
+pub fn validate(address: &str) -> Result<(), AddressError> {
     if address.is_empty() {
-        return Err("empty address".into());
+        return Err(AddressError::Empty);
     }
     check_length(address)?;
     let (local, domain) = split(address);
     if local.is_empty() {
-        return Err("empty local part".into());
+        return Err(AddressError::EmptyLocalPart);
     }
     if local.starts_with('"') {
         if local.len() < 2 || !local.ends_with('"') {
-            return Err("bad quoted local part".into());
+            return Err(AddressError::BadQuotedLocalPart);
         }
     } else if local
         .bytes()
         .any(|c| c <= b' ' || c == 0x7f || b"()<>@,;:\\\"[]".contains(&c))
     {
-        return Err("bad character in local part".into());
+        return Err(AddressError::BadLocalCharacter);
     }
     if let Some(domain) = domain {
         validate_domain(domain)?;
@@ -293,9 +345,9 @@ pub fn validate(address: &str) -> Result<(), String> {
 
 /// Only the length check of [`validate`], for an address built here (a bare name
 /// qualified with `$myorigin`).
-pub fn check_length(address: &str) -> Result<(), String> {
+pub fn check_length(address: &str) -> Result<(), AddressError> {
     if address.len() > MAX_ADDRESS_LEN {
-        return Err(format!("address longer than {MAX_ADDRESS_LEN} bytes"));
+        return Err(AddressError::TooLong);
     }
     Ok(())
 }
@@ -314,21 +366,21 @@ pub fn shorten(text: &str) -> String {
     format!("{}... ({} bytes)", &text[..end], text.len())
 }
 
-fn validate_domain(domain: &str) -> Result<(), String> {
+fn validate_domain(domain: &str) -> Result<(), AddressError> {
     if domain.is_empty() {
-        return Err("empty domain".into());
+        return Err(AddressError::EmptyDomain);
     }
     if domain.starts_with('[') {
         return if domain.ends_with(']') && domain.len() > 2 {
             Ok(())
         } else {
-            Err("bad domain literal".into())
+            Err(AddressError::BadDomainLiteral)
         };
     }
     let domain = domain.strip_suffix('.').unwrap_or(domain);
     for label in domain.split('.') {
         if label.is_empty() {
-            return Err("empty label in domain".into());
+            return Err(AddressError::EmptyDomainLabel);
         }
         // Non-ASCII labels are internationalised names; underscores occur in real host
         // names. Everything else must be a letter, digit or hyphen.
@@ -336,7 +388,7 @@ fn validate_domain(domain: &str) -> Result<(), String> {
             .bytes()
             .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_' || c >= 0x80)
         {
-            return Err("bad character in domain".into());
+            return Err(AddressError::BadDomainCharacter);
         }
     }
     Ok(())
@@ -444,6 +496,25 @@ mod tests {
         );
         assert_eq!(addrs("<>"), [""]);
         assert_eq!(addrs(""), Vec::<String>::new());
+    }
+
+    #[test]
+    fn errors_keep_their_words() {
+        let words = |text: &str| parse_list(text.as_bytes()).unwrap_err().to_string();
+        assert_eq!(words("<alice"), "unbalanced '<'");
+        assert_eq!(words("\"open"), "unbalanced '\"'");
+        assert_eq!(words("[open"), "unbalanced '['");
+        assert_eq!(words("a\\"), "stray '\\'");
+        assert_eq!(words("<a> b"), "text after '>'");
+        assert_eq!(
+            validate("a@b..c").unwrap_err().to_string(),
+            "empty label in domain"
+        );
+        let long = format!("{}@x.org", "a".repeat(MAX_ADDRESS_LEN));
+        assert_eq!(
+            check_length(&long).unwrap_err().to_string(),
+            "address longer than 320 bytes"
+        );
     }
 
     #[test]

@@ -442,7 +442,7 @@ fn envelope_sender(
             "{tag}: malformed sender address: line break in -f value"
         )));
     }
-    let bad = |why: String| {
+    let bad = |why: address::AddressError| {
         Error::data(format!(
             "{tag}: malformed sender address \"{}\": {why}",
             address::shorten(given)
@@ -472,7 +472,7 @@ struct Recipients {
 impl Recipients {
     fn add_list(&mut self, text: &[u8], settings: &Settings, tag: &str, argv: bool) -> Result<()> {
         let shown = address::shorten(String::from_utf8_lossy(text).trim());
-        let bad = |why: String| {
+        let bad = |why: &dyn std::fmt::Display| {
             Error::data(format!(
                 "{tag}: malformed recipient address \"{shown}\": {why}"
             ))
@@ -480,16 +480,16 @@ impl Recipients {
         // A line break in an argument is never a legitimate address list; refuse it
         // rather than guess what the caller meant.
         if argv && text.iter().any(|&c| c == b'\n' || c == b'\r' || c == 0) {
-            return Err(bad("line break in address".into()));
+            return Err(bad(&"line break in address"));
         }
-        let found = address::parse_list(text).map_err(bad)?;
+        let found = address::parse_list(text).map_err(|e| bad(&e))?;
         if found.is_empty() && argv {
-            return Err(bad("empty address".into()));
+            return Err(bad(&address::AddressError::Empty));
         }
         for f in found {
-            address::validate(&f.address).map_err(bad)?;
+            address::validate(&f.address).map_err(|e| bad(&e))?;
             let qualified = address::qualify(&f.address, &settings.myorigin);
-            address::check_length(&qualified).map_err(bad)?;
+            address::check_length(&qualified).map_err(|e| bad(&e))?;
             let (local, domain) = address::split(&qualified);
             let key = format!("{local}@{}", domain.unwrap_or("").to_ascii_lowercase());
             if self.seen.insert(key) {

@@ -21,10 +21,10 @@ pub trait Bouncer: Send + Sync {
     ) -> io::Result<Option<QueueId>>;
 }
 
-/// The DSN of `deliver::bounce`, in Postfix's layout.
-pub struct Dsn(pub BounceSettings);
+/// The bouncer the daemon runs: queues the DSN of `deliver::bounce`, in Postfix's layout.
+pub struct DsnBouncer(pub BounceSettings);
 
-impl Bouncer for Dsn {
+impl Bouncer for DsnBouncer {
     fn bounce(
         &self,
         queue: &Queue,

@@ -136,7 +136,7 @@ impl Runtime {
             queue,
             policy: RetryPolicy::from_config(config)?,
             router,
-            bouncer: Box::new(bounce::Dsn(BounceSettings::from_config(config)?)),
+            bouncer: Box::new(bounce::DsnBouncer(BounceSettings::from_config(config)?)),
             logs,
             workers: worker_count(limit),
             queue_run_delay: config.time("queue_run_delay")?,

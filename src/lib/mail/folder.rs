@@ -17,7 +17,7 @@ use crate::mailbox::lock::{self, Policy};
 use crate::mailbox::{maildir, mbox};
 use crate::sysexits::{Error, ExitCode};
 
-use super::Failure;
+use super::ExitError;
 
 /// One message.
 #[derive(Debug, Clone)]
@@ -103,7 +103,7 @@ pub fn reader_policy() -> Policy {
 impl Folder {
     /// Reads the mbox file or Maildir directory at `path`. A missing mbox is an empty
     /// folder; a damaged one is read as well as it can be.
-    pub fn open(path: &Path) -> Result<Folder, Failure> {
+    pub fn open(path: &Path) -> Result<Folder, ExitError> {
         if path.is_dir() {
             return Folder::open_maildir(path);
         }
@@ -141,7 +141,7 @@ impl Folder {
         })
     }
 
-    fn open_maildir(path: &Path) -> Result<Folder, Failure> {
+    fn open_maildir(path: &Path) -> Result<Folder, ExitError> {
         if !maildir::is_maildir(path) {
             return Err(Error::new(
                 ExitCode::NoInput,
@@ -187,7 +187,7 @@ impl Folder {
 
     /// Writes the session's marks back (see the module comment). Returns how many
     /// messages the mailbox still holds.
-    pub fn commit(&mut self) -> Result<usize, Failure> {
+    pub fn commit(&mut self) -> Result<usize, ExitError> {
         let held = self.live_count();
         match self.kind {
             Kind::Maildir => self.commit_maildir()?,
@@ -196,7 +196,7 @@ impl Folder {
         Ok(held)
     }
 
-    fn commit_mbox(&self) -> Result<(), Failure> {
+    fn commit_mbox(&self) -> Result<(), ExitError> {
         if self.read_only || self.original.is_empty() {
             return Ok(());
         }
@@ -238,7 +238,7 @@ impl Folder {
             &backup,
         ) {
             Ok(()) => Ok(()),
-            Err(mbox::RewriteError::Changed) => Err(Failure::new(
+            Err(mbox::RewriteError::Changed) => Err(ExitError::new(
                 ExitCode::TempFail.as_i32(),
                 format!(
                     "{}: changed by another program while open; changes not saved",
@@ -259,7 +259,7 @@ impl Folder {
         }
     }
 
-    fn commit_maildir(&self) -> Result<(), Failure> {
+    fn commit_maildir(&self) -> Result<(), ExitError> {
         for letter in &self.letters {
             let Some(entry) = &letter.maildir else {
                 continue;
@@ -297,7 +297,7 @@ fn read_locked(path: &Path) -> io::Result<Vec<u8>> {
     Ok(data)
 }
 
-fn io_failure(path: &Path, e: &io::Error) -> Failure {
+fn io_failure(path: &Path, e: &io::Error) -> ExitError {
     Error::io(path.display(), e).into()
 }
 

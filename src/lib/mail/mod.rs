@@ -21,28 +21,40 @@ use compose::Draft;
 /// What ends a `mail` run with a non-zero status: the exit code (sendmail's own, when it
 /// failed) and what to say, if anything (sendmail has already spoken on stderr).
 #[derive(Debug)]
-pub struct Failure {
+pub struct ExitError {
     pub code: i32,
     pub message: Option<String>,
 }
 
-impl Failure {
-    pub fn new(code: i32, message: impl Into<String>) -> Failure {
-        Failure {
+impl ExitError {
+    pub fn new(code: i32, message: impl Into<String>) -> ExitError {
+        ExitError {
             code,
             message: Some(message.into()),
         }
     }
 }
 
-impl From<Error> for Failure {
-    fn from(e: Error) -> Failure {
-        Failure::new(e.code(), e.message)
+/// The message, or the bare status when sendmail has already spoken.
+impl std::fmt::Display for ExitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.message {
+            Some(m) => f.write_str(m),
+            None => write!(f, "failed with status {}", self.code),
+        }
+    }
+}
+
+impl std::error::Error for ExitError {}
+
+impl From<Error> for ExitError {
+    fn from(e: Error) -> ExitError {
+        ExitError::new(e.code(), e.message)
     }
 }
 
 /// Runs `mail` as `inv` asks; returns the exit status (1 for `-e` with no mail).
-pub fn run(inv: &Invocation) -> Result<i32, Failure> {
+pub fn run(inv: &Invocation) -> Result<i32, ExitError> {
     if inv.help {
         println!("{}\n\n{}", argv::USAGE, argv::option_help());
         return Ok(0);
@@ -82,12 +94,12 @@ pub fn run(inv: &Invocation) -> Result<i32, Failure> {
     session.run(!inv.no_summary)
 }
 
-fn output_error(e: io::Error) -> Failure {
-    Failure::new(sysexits::ExitCode::IoErr.as_i32(), format!("output: {e}"))
+fn output_error(e: io::Error) -> ExitError {
+    ExitError::new(sysexits::ExitCode::IoErr.as_i32(), format!("output: {e}"))
 }
 
 /// Sends one message: recipients and options from `inv`, body from stdin.
-fn send_from_stdin(inv: &Invocation) -> Result<i32, Failure> {
+fn send_from_stdin(inv: &Invocation) -> Result<i32, ExitError> {
     let stdin = io::stdin();
     let interactive = stdin.is_terminal();
     let mut input = stdin.lock();
@@ -124,7 +136,7 @@ fn send_from_stdin(inv: &Invocation) -> Result<i32, Failure> {
 }
 
 /// Builds and sends `draft`; on failure the message is kept in `dead.letter`.
-pub fn send_draft(draft: &Draft, verbose: bool) -> Result<(), Failure> {
+pub fn send_draft(draft: &Draft, verbose: bool) -> Result<(), ExitError> {
     let recipients = draft.envelope_recipients()?;
     let sender = draft.envelope_sender()?;
     let date = crate::message::date::rfc2822_date(&chrono::Local::now());
@@ -140,14 +152,14 @@ pub fn send_draft(draft: &Draft, verbose: bool) -> Result<(), Failure> {
 /// Reads a message body. From a terminal a line holding only `.` ends it, as in every
 /// mailx; from a pipe everything up to end of file is the body (a `.` line included:
 /// scripts send text verbatim).
-pub fn read_body(input: &mut impl BufRead, interactive: bool) -> Result<Vec<u8>, Failure> {
+pub fn read_body(input: &mut impl BufRead, interactive: bool) -> Result<Vec<u8>, ExitError> {
     let mut body = Vec::new();
     let mut line = Vec::new();
     loop {
         line.clear();
-        let n = input
-            .read_until(b'\n', &mut line)
-            .map_err(|e| Failure::new(sysexits::ExitCode::IoErr.as_i32(), format!("stdin: {e}")))?;
+        let n = input.read_until(b'\n', &mut line).map_err(|e| {
+            ExitError::new(sysexits::ExitCode::IoErr.as_i32(), format!("stdin: {e}"))
+        })?;
         if n == 0 {
             break;
         }
@@ -160,13 +172,13 @@ pub fn read_body(input: &mut impl BufRead, interactive: bool) -> Result<Vec<u8>,
 }
 
 /// Prints `prompt` and reads one line (without its newline); `None` at end of input.
-pub fn prompt_line(input: &mut impl BufRead, prompt: &str) -> Result<Option<String>, Failure> {
+pub fn prompt_line(input: &mut impl BufRead, prompt: &str) -> Result<Option<String>, ExitError> {
     print!("{prompt}");
     let _ = io::stdout().flush();
     let mut line = Vec::new();
     let n = input
         .read_until(b'\n', &mut line)
-        .map_err(|e| Failure::new(sysexits::ExitCode::IoErr.as_i32(), format!("stdin: {e}")))?;
+        .map_err(|e| ExitError::new(sysexits::ExitCode::IoErr.as_i32(), format!("stdin: {e}")))?;
     if n == 0 {
         return Ok(None);
     }
@@ -203,7 +215,7 @@ fn home_dir() -> Option<PathBuf> {
 /// Which mailbox to read: `-f FILE` (default `$MBOX`, else `~/mbox`), `-u USER`'s spool
 /// file, else `$MAIL`, else what delivery uses: `home_mailbox` under the home directory
 /// when set, else `mail_spool_directory/USER`.
-fn mailbox_path(inv: &Invocation) -> Result<PathBuf, Failure> {
+fn mailbox_path(inv: &Invocation) -> Result<PathBuf, ExitError> {
     if inv.folder {
         if let Some(file) = inv.operands.first() {
             return Ok(expand_tilde(file));

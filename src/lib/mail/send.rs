@@ -9,7 +9,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use super::Failure;
+use super::ExitError;
 use crate::sysexits::ExitCode;
 
 pub const DEFAULT_SENDMAIL: &str = "/usr/sbin/sendmail";
@@ -45,7 +45,7 @@ pub fn arguments(sender: Option<&str>, recipients: &[String], verbose: bool) -> 
 /// Runs `program` with `args`, feeding it `message`. Its stderr goes straight to ours;
 /// a non-zero exit becomes a failure with the same code (a death by signal, 75: the mail
 /// may be retried).
-pub fn run(program: &Path, args: &[String], message: &[u8]) -> Result<(), Failure> {
+pub fn run(program: &Path, args: &[String], message: &[u8]) -> Result<(), ExitError> {
     let mut child = Command::new(program)
         .args(args)
         .stdin(Stdio::piped())
@@ -58,7 +58,7 @@ pub fn run(program: &Path, args: &[String], message: &[u8]) -> Result<(), Failur
                 io::ErrorKind::PermissionDenied => ExitCode::NoPerm,
                 _ => ExitCode::OsErr,
             };
-            Failure::new(
+            ExitError::new(
                 code.as_i32(),
                 format!(
                     "cannot run {}: {}",
@@ -74,7 +74,7 @@ pub fn run(program: &Path, args: &[String], message: &[u8]) -> Result<(), Failur
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}
             Err(e) => {
-                return Err(Failure::new(
+                return Err(ExitError::new(
                     ExitCode::IoErr.as_i32(),
                     format!("writing to {}: {e}", program.display()),
                 ));
@@ -82,18 +82,18 @@ pub fn run(program: &Path, args: &[String], message: &[u8]) -> Result<(), Failur
         }
     }
     let status = child.wait().map_err(|e| {
-        Failure::new(
+        ExitError::new(
             ExitCode::OsErr.as_i32(),
             format!("waiting for {}: {e}", program.display()),
         )
     })?;
     match status.code() {
         Some(0) => Ok(()),
-        Some(code) => Err(Failure::new(
+        Some(code) => Err(ExitError::new(
             code,
             format!("{} exited with status {code}", program.display()),
         )),
-        None => Err(Failure::new(
+        None => Err(ExitError::new(
             ExitCode::TempFail.as_i32(),
             format!(
                 "{} killed by signal {}",

@@ -13,7 +13,7 @@ use super::compose::Draft;
 use super::display;
 use super::folder::Folder;
 use super::msglist::{self, Want};
-use super::{Failure, login_name};
+use super::{ExitError, login_name};
 use crate::mailbox::mbox;
 
 /// Messages per page of `headers`.
@@ -166,7 +166,7 @@ impl<'f, R: BufRead, W: Write> Session<'f, R, W> {
     }
 
     /// Runs commands until `quit`, `exit` or end of input (which quits).
-    pub fn run(&mut self, summary: bool) -> Result<i32, Failure> {
+    pub fn run(&mut self, summary: bool) -> Result<i32, ExitError> {
         if summary {
             let _ = writeln!(self.out, "{}", display::folder_line(self.folder));
             self.headers("");
@@ -494,7 +494,7 @@ impl<'f, R: BufRead, W: Write> Session<'f, R, W> {
         Ok(())
     }
 
-    fn quit(&mut self) -> Result<i32, Failure> {
+    fn quit(&mut self) -> Result<i32, ExitError> {
         let held = self.folder.commit()?;
         if held > 0 && !self.folder.read_only {
             let _ = writeln!(
@@ -535,11 +535,8 @@ impl<'f, R: BufRead, W: Write> Session<'f, R, W> {
     }
 }
 
-fn failure_text(f: Failure) -> String {
-    match f.message {
-        Some(m) => format!("mail: {m}"),
-        None => format!("mail: failed with status {}", f.code),
-    }
+fn failure_text(f: ExitError) -> String {
+    format!("mail: {f}")
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::format::Limited;
-use super::mbox::{Failure, dsn_for};
+use super::mbox::{AppendError, dsn_for};
 use crate::deliver::Dsn;
 use crate::sysexits::describe_io;
 
@@ -24,7 +24,7 @@ pub fn deliver(
     host: &str,
     size_limit: u64,
     write: impl FnOnce(&mut dyn Write) -> io::Result<u64>,
-) -> Result<PathBuf, Failure> {
+) -> Result<PathBuf, AppendError> {
     for sub in ["", "tmp", "new", "cur"] {
         let path = dir.join(sub);
         if let Err(e) = DirBuilder::new().recursive(true).mode(0o700).create(&path) {
@@ -68,7 +68,7 @@ fn write_and_link(
     now: std::time::Duration,
     size_limit: u64,
     write: impl FnOnce(&mut dyn Write) -> io::Result<u64>,
-) -> Result<PathBuf, Failure> {
+) -> Result<PathBuf, AppendError> {
     let room = (size_limit > 0).then_some(size_limit);
     let mut out = BufWriter::with_capacity(64 * 1024, Limited { inner: file, room });
     let written = write(&mut out)
@@ -109,8 +109,8 @@ fn write_and_link(
 
 /// Postfix's Maildir errors default to "try again" (4.2.0): a missing or unwritable home
 /// directory is usually fixed by an administrator soon.
-fn fail(what: &str, err: &io::Error) -> Failure {
-    Failure {
+fn fail(what: &str, err: &io::Error) -> AppendError {
+    AppendError {
         text: format!("{what}: {}", describe_io(err)),
         dsn: dsn_for(err, Dsn::MAILBOX_BUSY),
     }

@@ -70,26 +70,34 @@ pub struct Appended {
 /// Why an append failed: the text after Postfix's `cannot update mailbox ... for user X.`
 /// and the enhanced status code (4.x.x defers, 5.x.x bounces).
 #[derive(Debug)]
-pub struct Failure {
+pub struct AppendError {
     pub text: String,
     pub dsn: Dsn,
 }
 
-impl Failure {
-    fn new(text: impl Into<String>, dsn: Dsn) -> Failure {
-        Failure {
+impl AppendError {
+    fn new(text: impl Into<String>, dsn: Dsn) -> AppendError {
+        AppendError {
             text: text.into(),
             dsn,
         }
     }
 
-    fn io(what: &str, err: &io::Error, default: Dsn) -> Failure {
-        Failure::new(
+    fn io(what: &str, err: &io::Error, default: Dsn) -> AppendError {
+        AppendError::new(
             format!("{what}: {}", describe_io(err)),
             dsn_for(err, default),
         )
     }
 }
+
+impl std::fmt::Display for AppendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl std::error::Error for AppendError {}
 
 /// Postfix's `mbox_dsn()`: errors that may pass are temporary, a file that outgrew its
 /// limit is permanent, anything else takes the caller's default.
@@ -107,7 +115,7 @@ pub fn dsn_for(err: &io::Error, default: Dsn) -> Dsn {
 pub fn append(
     target: &Target,
     write: impl FnOnce(&mut dyn Write) -> io::Result<u64>,
-) -> Result<Appended, Failure> {
+) -> Result<Appended, AppendError> {
     let deadline = Instant::now() + target.lock_wait;
     let dotlock = dotlock(
         target.path,
@@ -116,10 +124,11 @@ pub fn append(
         target.stale_after,
         target.dotlock_may_fail,
     )
-    .map_err(|e| Failure::io(&e.text, &e.error, Dsn::MAILBOX_BUSY))?;
+    .map_err(|e| AppendError::io(&e.text, &e.error, Dsn::MAILBOX_BUSY))?;
     let (file, readable) = open(target)?;
     check(target, &file)?;
-    fcntl_lock(&file, deadline).map_err(|e| Failure::io(&e.text, &e.error, Dsn::MAILBOX_BUSY))?;
+    fcntl_lock(&file, deadline)
+        .map_err(|e| AppendError::io(&e.text, &e.error, Dsn::MAILBOX_BUSY))?;
     let inherited = dotlock.as_ref().and_then(|lock| lock.inherited());
     let repaired = match inherited {
         // Not cutting it off is no reason to defer: the message is still separated.
@@ -128,7 +137,7 @@ pub fn append(
     };
     let meta = file
         .metadata()
-        .map_err(|e| Failure::io("cannot stat file", &e, Dsn::TEMP_LOCAL))?;
+        .map_err(|e| AppendError::io("cannot stat file", &e, Dsn::TEMP_LOCAL))?;
     let old_size = meta.len();
     if let Some(lock) = &dotlock {
         // Without the note a kill leaves a torn message that the next delivery can
@@ -137,7 +146,7 @@ pub fn append(
     }
     let separator: &[u8] = if readable {
         separator(&file, old_size)
-            .map_err(|e| Failure::io("cannot read file", &e, Dsn::TEMP_LOCAL))?
+            .map_err(|e| AppendError::io("cannot read file", &e, Dsn::TEMP_LOCAL))?
     } else {
         b""
     };
@@ -159,14 +168,18 @@ pub fn append(
             let _ = out.into_parts();
             let _ = file.set_len(old_size);
             let _ = file.sync_data();
-            Err(Failure::io("error writing message", &err, Dsn::TEMP_LOCAL))
+            Err(AppendError::io(
+                "error writing message",
+                &err,
+                Dsn::TEMP_LOCAL,
+            ))
         }
     }
 }
 
 /// Opens (or creates) the target for appending, and for reading when the rights allow
 /// (a `/file` target may be writable only): returns the file and whether it can be read.
-fn open(target: &Target) -> Result<(File, bool), Failure> {
+fn open(target: &Target) -> Result<(File, bool), AppendError> {
     let flags = libc::O_NOFOLLOW | libc::O_NOCTTY | libc::O_NONBLOCK;
     // Two rounds: open, or create when missing; if someone else creates it in between,
     // open what they made (and check it like any other).
@@ -186,17 +199,23 @@ fn open(target: &Target) -> Result<(File, bool), Failure> {
                 opened => opened.map(|file| (file, true)),
             }
         })
-        .map_err(|e| Failure::io("cannot open file", &e, Dsn::TEMP_LOCAL))?;
+        .map_err(|e| AppendError::io("cannot open file", &e, Dsn::TEMP_LOCAL))?;
         match opened {
             Ok(opened) => return Ok(opened),
             Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
-                return Err(Failure::new(
+                return Err(AppendError::new(
                     "file is a symbolic link",
                     Dsn::MAILBOX_UNUSABLE,
                 ));
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Failure::io("cannot open file", &e, Dsn::MAILBOX_UNUSABLE)),
+            Err(e) => {
+                return Err(AppendError::io(
+                    "cannot open file",
+                    &e,
+                    Dsn::MAILBOX_UNUSABLE,
+                ));
+            }
         }
         let created = as_identity(target.creator, || {
             OpenOptions::new()
@@ -207,7 +226,7 @@ fn open(target: &Target) -> Result<(File, bool), Failure> {
                 .custom_flags(flags)
                 .open(target.path)
         })
-        .map_err(|e| Failure::io("cannot create file", &e, Dsn::TEMP_LOCAL))?;
+        .map_err(|e| AppendError::io("cannot create file", &e, Dsn::TEMP_LOCAL))?;
         match created {
             Ok(file) => {
                 if target.chown_new && target.creator.uid != target.user.uid {
@@ -216,10 +235,16 @@ fn open(target: &Target) -> Result<(File, bool), Failure> {
                 return Ok((file, true));
             }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(Failure::io("cannot create file", &e, Dsn::MAILBOX_UNUSABLE)),
+            Err(e) => {
+                return Err(AppendError::io(
+                    "cannot create file",
+                    &e,
+                    Dsn::MAILBOX_UNUSABLE,
+                ));
+            }
         }
     }
-    Err(Failure::new(
+    Err(AppendError::new(
         "file changed while being opened",
         Dsn::MAILBOX_BUSY,
     ))
@@ -227,7 +252,7 @@ fn open(target: &Target) -> Result<(File, bool), Failure> {
 
 /// Gives a new file to the user. The group stays the directory's when the directory is
 /// set-group-ID (the spool's `mail` group, as on Debian), else becomes the user's.
-fn give_to_user(file: &File, target: &Target) -> Result<(), Failure> {
+fn give_to_user(file: &File, target: &Target) -> Result<(), AppendError> {
     let setgid_dir = target
         .path
         .parent()
@@ -235,30 +260,33 @@ fn give_to_user(file: &File, target: &Target) -> Result<(), Failure> {
         .is_some_and(|m| m.mode() & 0o2000 != 0);
     let gid = (!setgid_dir).then_some(target.user.gid);
     std::os::unix::fs::fchown(file, Some(target.user.uid), gid)
-        .map_err(|e| Failure::io("cannot set owner of new file", &e, Dsn::TEMP_LOCAL))
+        .map_err(|e| AppendError::io("cannot set owner of new file", &e, Dsn::TEMP_LOCAL))
 }
 
-fn check(target: &Target, file: &File) -> Result<(), Failure> {
+fn check(target: &Target, file: &File) -> Result<(), AppendError> {
     let meta = file
         .metadata()
-        .map_err(|e| Failure::io("cannot stat file", &e, Dsn::TEMP_LOCAL))?;
+        .map_err(|e| AppendError::io("cannot stat file", &e, Dsn::TEMP_LOCAL))?;
     if !meta.file_type().is_file() {
-        return Err(Failure::new(
+        return Err(AppendError::new(
             "file is not a regular file",
             Dsn::MAILBOX_UNUSABLE,
         ));
     }
     if meta.nlink() != 1 {
-        return Err(Failure::new(
+        return Err(AppendError::new(
             format!("file has {} hard links", meta.nlink()),
             Dsn::MAILBOX_UNUSABLE,
         ));
     }
     if target.require_owner && meta.uid() != target.user.uid {
-        return Err(Failure::new("file has wrong owner", Dsn::MAILBOX_UNUSABLE));
+        return Err(AppendError::new(
+            "file has wrong owner",
+            Dsn::MAILBOX_UNUSABLE,
+        ));
     }
     if target.refuse_executable && meta.mode() & 0o111 != 0 {
-        return Err(Failure::new("file is executable", Dsn::NOT_AUTHORIZED));
+        return Err(AppendError::new("file is executable", Dsn::NOT_AUTHORIZED));
     }
     Ok(())
 }

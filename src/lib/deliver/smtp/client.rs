@@ -21,7 +21,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use lettre::Address;
-use lettre::transport::smtp::Error as SmtpError;
+use lettre::transport::smtp::Error as LettreError;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::SmtpConnection;
 use lettre::transport::smtp::commands::{Data, Ehlo, Mail, Rcpt};
@@ -32,7 +32,7 @@ use lettre::transport::smtp::response::Response;
 
 use super::SmtpContext;
 use super::auth;
-use super::reply::{Failure, Peer, Reply, Stage, io_source};
+use super::reply::{Peer, Reply, SmtpError, Stage, io_source};
 use super::route::Target;
 use super::tls::Level;
 use crate::address;
@@ -61,7 +61,7 @@ pub struct Job<'a> {
 pub struct Session {
     pub peer: Peer,
     pub results: Vec<Option<Outcome>>,
-    pub failure: Option<Failure>,
+    pub failure: Option<SmtpError>,
 }
 
 /// Talks to one address. `try_tls` false is the plain-text retry after a failed
@@ -119,7 +119,7 @@ fn converse(
     job: &Job,
     try_tls: bool,
     results: &mut [Option<Outcome>],
-) -> Result<(), Failure> {
+) -> Result<(), SmtpError> {
     let t = &ctx.timeouts;
     let id = ClientId::Domain(ctx.helo_name.clone());
     let addr = SocketAddr::new(peer.ip, peer.port);
@@ -133,7 +133,7 @@ fn converse(
     // broke inside DATA must not have QUIT taken for message text.
     if matches!(
         result,
-        Ok(()) | Err(Failure::Local { .. } | Failure::Said(..))
+        Ok(()) | Err(SmtpError::Local { .. } | SmtpError::Said(..))
     ) {
         let _ = conn.set_timeout(limit(t.quit));
         let _ = conn.quit();
@@ -176,22 +176,22 @@ fn set_nodelay(peer: SocketAddr) {
 
 /// Why `connect` failed: no TCP connection, a refused greeting or EHLO, or a greeting
 /// that never came.
-fn refused(err: &SmtpError) -> Failure {
+fn refused(err: &LettreError) -> SmtpError {
     // lettre has no predicate for its connection errors; its Display names the kind.
     if err.to_string().starts_with("Connection error")
         && let Some(io) = io_source(err)
     {
-        return Failure::Connect(std::io::Error::new(io.kind(), io.to_string()));
+        return SmtpError::Connect(std::io::Error::new(io.kind(), io.to_string()));
     }
-    match Failure::from_lettre(err, Stage::Greeting) {
+    match SmtpError::from_lettre(err, Stage::Greeting) {
         // The greeting and EHLO share one call: the code tells them apart. 500, 501,
         // 502 and 504 are what a server that does not know EHLO says (no greeting is
         // ever refused with them); anything else (421, 554) is a server that will not
         // talk to us, whichever of the two it refused.
-        Failure::Said(reply, _) if matches!(reply.code, 500 | 501 | 502 | 504) => {
-            Failure::EhloRefused(reply)
+        SmtpError::Said(reply, _) if matches!(reply.code, 500 | 501 | 502 | 504) => {
+            SmtpError::EhloRefused(reply)
         }
-        Failure::Said(reply, _) => Failure::Refused(reply),
+        SmtpError::Said(reply, _) => SmtpError::Refused(reply),
         other => other,
     }
 }
@@ -205,14 +205,14 @@ fn session(
     try_tls: bool,
     id: &ClientId,
     results: &mut [Option<Outcome>],
-) -> Result<(), Failure> {
+) -> Result<(), SmtpError> {
     let t = &ctx.timeouts;
     if try_tls && ctx.tls.level != Level::None {
         if conn.can_starttls() {
             let _ = conn.set_timeout(limit(t.starttls));
             start_tls(conn, ctx, peer, id)?;
         } else if ctx.tls.level.required() {
-            return Err(Failure::Local {
+            return Err(SmtpError::Local {
                 dsn: Dsn::NO_TLS,
                 text: format!(
                     "TLS is required, but was not offered by host {}",
@@ -226,7 +226,7 @@ fn session(
     let _ = conn.set_timeout(limit(t.helo));
     let ehlo = conn
         .command(Ehlo::new(id.clone()))
-        .map_err(|err| Failure::from_lettre(&err, Stage::Ehlo))?;
+        .map_err(|err| SmtpError::from_lettre(&err, Stage::Ehlo))?;
     let features = Features::from_ehlo(&ehlo);
 
     if ctx.sasl.is_some() {
@@ -242,11 +242,11 @@ fn start_tls(
     ctx: &SmtpContext,
     peer: &Peer,
     id: &ClientId,
-) -> Result<(), Failure> {
+) -> Result<(), SmtpError> {
     let params = ctx
         .tls
         .parameters(&peer.host, peer.ip)
-        .map_err(|text| Failure::Local {
+        .map_err(|text| SmtpError::Local {
             dsn: Dsn::CRYPTO_FAILURE,
             text,
             permanent: false,
@@ -254,10 +254,10 @@ fn start_tls(
     let Err(err) = conn.starttls(&params, id) else {
         return Ok(());
     };
-    if let Failure::Said(reply, _) = Failure::from_lettre(&err, Stage::Starttls) {
+    if let SmtpError::Said(reply, _) = SmtpError::from_lettre(&err, Stage::Starttls) {
         // STARTTLS refused (lettre has closed the connection).
         if ctx.tls.level.required() {
-            return Err(Failure::Local {
+            return Err(SmtpError::Local {
                 dsn: Dsn::NO_TLS,
                 text: format!(
                     "TLS is required, but host {} refused to start TLS: {}",
@@ -272,7 +272,7 @@ fn start_tls(
             peer.name(),
             reply.text()
         ));
-        return Err(Failure::TlsHandshake { verify: false });
+        return Err(SmtpError::TlsHandshake { verify: false });
     }
     // lettre runs the handshake as it writes the next EHLO, so a connection lost or
     // stalled then is a failed handshake too: for `may` that means a retry in plain
@@ -286,19 +286,19 @@ fn start_tls(
                 "server certificate of {} not verified: {reason:?}",
                 peer.name()
             ));
-            Err(Failure::TlsHandshake { verify: true })
+            Err(SmtpError::TlsHandshake { verify: true })
         }
         Some(other) => {
             ctx.log.warning(&format!(
                 "TLS handshake with {} failed: {other}",
                 peer.name()
             ));
-            Err(Failure::TlsHandshake { verify: false })
+            Err(SmtpError::TlsHandshake { verify: false })
         }
         None => {
             ctx.log
                 .warning(&format!("TLS handshake with {} failed: {err}", peer.name()));
-            Err(Failure::TlsHandshake { verify: false })
+            Err(SmtpError::TlsHandshake { verify: false })
         }
     }
 }
@@ -312,7 +312,7 @@ fn authenticate(
     peer: &Peer,
     job: &Job,
     features: &Features,
-) -> Result<(), Failure> {
+) -> Result<(), SmtpError> {
     let Some(sasl) = &ctx.sasl else {
         return Ok(());
     };
@@ -327,7 +327,7 @@ fn authenticate(
     if !features.auth {
         return Ok(());
     }
-    let failed = |detail: &str| Failure::Local {
+    let failed = |detail: &str| SmtpError::Local {
         dsn: Dsn::SECURITY_TEMP,
         text: format!(
             "SASL authentication failed; cannot authenticate to server {}: {detail}",
@@ -356,8 +356,8 @@ fn authenticate(
         Ok(_) => Ok(()),
         // A LOGIN prompt lettre does not recognise, or too many challenges.
         Err(err) if err.is_client() || err.is_response() => Err(failed(&err.to_string())),
-        Err(err) => match Failure::from_lettre(&err, Stage::Auth) {
-            Failure::Said(reply, _) => Err(Failure::Local {
+        Err(err) => match SmtpError::from_lettre(&err, Stage::Auth) {
+            SmtpError::Said(reply, _) => Err(SmtpError::Local {
                 dsn: reply.dsn(),
                 text: format!(
                     "SASL authentication failed; server {} said: {}",
@@ -389,13 +389,13 @@ fn transaction(
     job: &Job,
     features: &Features,
     results: &mut [Option<Outcome>],
-) -> Result<(), Failure> {
+) -> Result<(), SmtpError> {
     let t = &ctx.timeouts;
     let size = job.size;
     if let Some(limit) = features.size.filter(|&l| l > 0)
         && size > limit
     {
-        return Err(Failure::Local {
+        return Err(SmtpError::Local {
             dsn: Dsn::TOO_BIG,
             text: format!(
                 "message size {size} exceeds size limit {limit} of server {}",
@@ -407,7 +407,7 @@ fn transaction(
     let info = conn.server_info();
     let utf8 = !job.sender.is_ascii() || job.recipients.iter().any(|r| !r.address.is_ascii());
     if utf8 && !info.supports_feature(Extension::SmtpUtfEight) {
-        return Err(Failure::Local {
+        return Err(SmtpError::Local {
             dsn: Dsn::NO_SMTPUTF8,
             text: format!(
                 "SMTPUTF8 is required, but was not offered by host {}",
@@ -443,8 +443,8 @@ fn transaction(
     };
     let _ = conn.set_timeout(limit(t.mail));
     if let Err(err) = conn.command(Mail::new(sender, params)) {
-        let failure = Failure::from_lettre(&err, Stage::Mail);
-        if !matches!(failure, Failure::Said(..)) {
+        let failure = SmtpError::from_lettre(&err, Stage::Mail);
+        if !matches!(failure, SmtpError::Said(..)) {
             return Err(failure);
         }
         results.fill_with(|| Some(failure.outcome(peer)));
@@ -467,8 +467,8 @@ fn transaction(
         let address = lettre_address(&rcpt.address, &ctx.myhostname);
         match conn.command(Rcpt::new(address, params)) {
             Ok(_) => accepted.push(i),
-            Err(err) => match Failure::from_lettre(&err, Stage::Rcpt) {
-                failure @ Failure::Said(..) => results[i] = Some(failure.outcome(peer)),
+            Err(err) => match SmtpError::from_lettre(&err, Stage::Rcpt) {
+                failure @ SmtpError::Said(..) => results[i] = Some(failure.outcome(peer)),
                 failure => return Err(failure),
             },
         }
@@ -479,8 +479,8 @@ fn transaction(
 
     let _ = conn.set_timeout(limit(t.data_init));
     if let Err(err) = conn.command(Data) {
-        let failure = Failure::from_lettre(&err, Stage::Data);
-        if !matches!(failure, Failure::Said(..)) {
+        let failure = SmtpError::from_lettre(&err, Stage::Data);
+        if !matches!(failure, SmtpError::Said(..)) {
             return Err(failure);
         }
         for &i in &accepted {
@@ -503,16 +503,18 @@ fn transaction(
             }
         }
         Err(err) => {
-            let failure = match Failure::from_lettre(&err, Stage::Body) {
-                Failure::Said(reply, _) => Failure::Said(reply, Stage::EndOfData),
+            let failure = match SmtpError::from_lettre(&err, Stage::Body) {
+                SmtpError::Said(reply, _) => SmtpError::Said(reply, Stage::EndOfData),
                 // Whether the server stopped reading or stopped answering, lettre does
                 // not say: a time-out warns that the message may arrive twice.
-                Failure::Timeout(_) => Failure::Timeout(Stage::EndOfData),
+                SmtpError::Timeout(_) => SmtpError::Timeout(Stage::EndOfData),
                 // The end of the stream while a reply was awaited: the message was sent.
-                Failure::Lost(_) if io_source(&err).is_none() => Failure::Lost(Stage::EndOfData),
+                SmtpError::Lost(_) if io_source(&err).is_none() => {
+                    SmtpError::Lost(Stage::EndOfData)
+                }
                 other => other,
             };
-            if !matches!(failure, Failure::Said(..)) {
+            if !matches!(failure, SmtpError::Said(..)) {
                 return Err(failure);
             }
             for &i in &accepted {

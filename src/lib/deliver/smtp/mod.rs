@@ -340,7 +340,7 @@ fn deliver_group(
         };
         let mut session = client::attempt(ctx, target, &job, true);
         let untouched = session.results.iter().all(Option::is_none);
-        if matches!(session.failure, Some(reply::Failure::TlsHandshake { .. }))
+        if matches!(session.failure, Some(reply::SmtpError::TlsHandshake { .. }))
             && ctx.tls.level == tls::Level::May
             && untouched
         {
@@ -348,7 +348,7 @@ fn deliver_group(
             // delivery in plain text beats no delivery.
             session = client::attempt(ctx, target, &job, false);
         }
-        if matches!(session.failure, Some(reply::Failure::Connect(_))) {
+        if matches!(session.failure, Some(reply::SmtpError::Connect(_))) {
             unreachable.insert((target.ip, target.port));
         }
         let mut still_pending = Vec::new();

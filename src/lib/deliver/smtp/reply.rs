@@ -10,10 +10,11 @@
 //! ```
 
 use std::error::Error as _;
+use std::fmt;
 use std::io;
 use std::net::IpAddr;
 
-use lettre::transport::smtp::Error as SmtpError;
+use lettre::transport::smtp::Error as LettreError;
 use lettre::transport::smtp::response::Response;
 
 use crate::deliver::Outcome;
@@ -50,7 +51,7 @@ impl Reply {
     /// and the text of the lines joined by spaces (an enhanced status code repeated on
     /// every line kept once), so a reply of several lines comes back as one line:
     /// `550 5.7.1 first line second line`.
-    fn from_error(code: u16, err: &SmtpError) -> Reply {
+    fn from_error(code: u16, err: &LettreError) -> Reply {
         let text = err.source().map(|s| s.to_string()).unwrap_or_default();
         let line = format!("{code} {text}").trim_end().to_string();
         Reply {
@@ -154,7 +155,7 @@ impl Peer {
 
 /// Why a conversation (or one command of it) did not succeed.
 #[derive(Debug)]
-pub enum Failure {
+pub enum SmtpError {
     /// The TCP connection could not be made.
     Connect(io::Error),
     /// The connection closed or broke.
@@ -181,39 +182,39 @@ pub enum Failure {
     TlsHandshake { verify: bool },
 }
 
-impl Failure {
+impl SmtpError {
     /// An I/O error while talking at `stage`: a time-out or a lost connection.
-    pub fn io(err: &io::Error, stage: Stage) -> Failure {
+    pub fn io(err: &io::Error, stage: Stage) -> SmtpError {
         match err.kind() {
-            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => Failure::Timeout(stage),
-            _ => Failure::Lost(stage),
+            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => SmtpError::Timeout(stage),
+            _ => SmtpError::Lost(stage),
         }
     }
 
     /// What lettre's error means at `stage`: the server's refusal, a time-out, a lost
     /// connection, or an answer that is not a reply.
-    pub fn from_lettre(err: &SmtpError, stage: Stage) -> Failure {
+    pub fn from_lettre(err: &LettreError, stage: Stage) -> SmtpError {
         if let Some(code) = err.status() {
-            return Failure::Said(Reply::from_error(u16::from(code), err), stage);
+            return SmtpError::Said(Reply::from_error(u16::from(code), err), stage);
         }
         if let Some(io) = io_source(err) {
-            return Failure::io(io, stage);
+            return SmtpError::io(io, stage);
         }
         // lettre's words for a connection closed before the reply was complete.
         let closed = err
             .source()
             .is_some_and(|s| s.to_string() == "incomplete response");
         if err.is_response() && !closed {
-            return Failure::Malformed(stage);
+            return SmtpError::Malformed(stage);
         }
-        Failure::Lost(stage)
+        SmtpError::Lost(stage)
     }
 
     /// Whether the recipients should bounce rather than wait for another try.
     pub fn is_permanent(&self) -> bool {
         match self {
-            Failure::Refused(reply) | Failure::Said(reply, _) => reply.is_permanent(),
-            Failure::Local { permanent, .. } => *permanent,
+            SmtpError::Refused(reply) | SmtpError::Said(reply, _) => reply.is_permanent(),
+            SmtpError::Local { permanent, .. } => *permanent,
             _ => false,
         }
     }
@@ -225,17 +226,17 @@ impl Failure {
         let name = peer.name();
         let relay = peer.relay();
         let (dsn, text, reply) = match self {
-            Failure::Connect(err) => (
+            SmtpError::Connect(err) => (
                 Dsn::NO_ANSWER,
                 format!("connect to {relay}: {}", describe_connect(err)),
                 None,
             ),
-            Failure::Lost(stage) => (
+            SmtpError::Lost(stage) => (
                 Dsn::BAD_CONNECTION,
                 format!("lost connection with {name} while {}", stage.activity()),
                 None,
             ),
-            Failure::Timeout(stage) => (
+            SmtpError::Timeout(stage) => (
                 Dsn::BAD_CONNECTION,
                 format!(
                     "conversation with {name} timed out while {}",
@@ -243,12 +244,12 @@ impl Failure {
                 ),
                 None,
             ),
-            Failure::Refused(reply) => (
+            SmtpError::Refused(reply) => (
                 reply.dsn(),
                 format!("host {name} refused to talk to me: {}", reply.text()),
                 Some(reply.text()),
             ),
-            Failure::EhloRefused(reply) => (
+            SmtpError::EhloRefused(reply) => (
                 reply.dsn(),
                 format!(
                     "host {name} said: {} (in reply to {})",
@@ -257,7 +258,7 @@ impl Failure {
                 ),
                 Some(reply.text()),
             ),
-            Failure::Malformed(stage) => (
+            SmtpError::Malformed(stage) => (
                 Dsn::PROTOCOL_TEMP,
                 format!(
                     "host {name} sent a malformed reply (in reply to {})",
@@ -265,7 +266,7 @@ impl Failure {
                 ),
                 None,
             ),
-            Failure::Said(reply, stage) => (
+            SmtpError::Said(reply, stage) => (
                 reply.dsn(),
                 format!(
                     "host {name} said: {} (in reply to {})",
@@ -274,8 +275,8 @@ impl Failure {
                 ),
                 Some(reply.text()),
             ),
-            Failure::Local { dsn, text, .. } => (*dsn, text.clone(), None),
-            Failure::TlsHandshake { verify } => (
+            SmtpError::Local { dsn, text, .. } => (*dsn, text.clone(), None),
+            SmtpError::TlsHandshake { verify } => (
                 Dsn::CRYPTO_FAILURE,
                 match verify {
                     true => format!("Server certificate not verified: {name}"),
@@ -296,8 +297,49 @@ impl Failure {
     }
 }
 
+/// The same findings as [`SmtpError::outcome`], without the peer's name (which only the
+/// outcome knows).
+impl fmt::Display for SmtpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SmtpError::Connect(err) => write!(f, "connect: {}", describe_connect(err)),
+            SmtpError::Lost(stage) => write!(f, "lost connection while {}", stage.activity()),
+            SmtpError::Timeout(stage) => {
+                write!(f, "conversation timed out while {}", stage.activity())
+            }
+            SmtpError::Refused(reply) => write!(f, "host refused to talk to me: {}", reply.text()),
+            SmtpError::EhloRefused(reply) => write!(
+                f,
+                "host said: {} (in reply to {})",
+                reply.text(),
+                Stage::Ehlo.command()
+            ),
+            SmtpError::Malformed(stage) => write!(
+                f,
+                "host sent a malformed reply (in reply to {})",
+                stage.command()
+            ),
+            SmtpError::Said(reply, stage) => write!(
+                f,
+                "host said: {} (in reply to {})",
+                reply.text(),
+                stage.command()
+            ),
+            SmtpError::Local { text, .. } => f.write_str(text),
+            SmtpError::TlsHandshake { verify: true } => {
+                f.write_str("server certificate not verified")
+            }
+            SmtpError::TlsHandshake { verify: false } => {
+                f.write_str("cannot start TLS: handshake failure")
+            }
+        }
+    }
+}
+
+impl std::error::Error for SmtpError {}
+
 /// The I/O error under a lettre error, if there is one.
-pub fn io_source(err: &SmtpError) -> Option<&io::Error> {
+pub fn io_source(err: &LettreError) -> Option<&io::Error> {
     let mut source = err.source();
     while let Some(err) = source {
         if let Some(io) = err.downcast_ref::<io::Error>() {
@@ -364,7 +406,7 @@ mod tests {
     #[test]
     fn wording_is_postfixs() {
         let p = peer();
-        let o = Failure::Said(reply(&["451 4.3.0 try later"]), Stage::Rcpt).outcome(&p);
+        let o = SmtpError::Said(reply(&["451 4.3.0 try later"]), Stage::Rcpt).outcome(&p);
         assert_eq!(o.status, Status::Deferred);
         assert_eq!(o.dsn, Dsn::TEMP_LOCAL);
         assert_eq!(
@@ -376,30 +418,30 @@ mod tests {
         assert_eq!(remote.mta, "127.0.0.1");
         assert_eq!(remote.reply, "451 4.3.0 try later");
 
-        let o = Failure::Refused(reply(&["421 4.3.2 test server busy, closing"])).outcome(&p);
+        let o = SmtpError::Refused(reply(&["421 4.3.2 test server busy, closing"])).outcome(&p);
         assert_eq!(
             o.text,
             "host 127.0.0.1[127.0.0.1] refused to talk to me: 421 4.3.2 test server busy, closing"
         );
         let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
-        let o = Failure::Connect(refused).outcome(&p);
+        let o = SmtpError::Connect(refused).outcome(&p);
         assert_eq!(
             o.text,
             "connect to 127.0.0.1[127.0.0.1]:43349: Connection refused"
         );
         assert_eq!(o.dsn, Dsn::NO_ANSWER);
         assert!(o.remote.is_none(), "our own finding, not the server's");
-        let o = Failure::Lost(Stage::Body).outcome(&p);
+        let o = SmtpError::Lost(Stage::Body).outcome(&p);
         assert_eq!(
             o.text,
             "lost connection with 127.0.0.1[127.0.0.1] while sending message body"
         );
-        let o = Failure::Timeout(Stage::Greeting).outcome(&p);
+        let o = SmtpError::Timeout(Stage::Greeting).outcome(&p);
         assert_eq!(
             o.text,
             "conversation with 127.0.0.1[127.0.0.1] timed out while receiving the initial server greeting"
         );
-        let o = Failure::Said(
+        let o = SmtpError::Said(
             reply(&["550-5.1.1 first line", "550 5.1.1 second line"]),
             Stage::EndOfData,
         )
@@ -414,7 +456,7 @@ mod tests {
 
     #[test]
     fn deferrals_never_carry_a_permanent_code() {
-        let o = Failure::Local {
+        let o = SmtpError::Local {
             dsn: "5.7.8".parse().unwrap(),
             text: "SASL authentication failed".into(),
             permanent: false,
