@@ -16,7 +16,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::deliver::{MessageSource, Outcome, Status};
-use crate::queue::{LockedFile, QueueName, RcptState, ReadError, Recipient, read_envelope_from};
+use crate::queue::{
+    Envelope, LockedFile, QueueName, RcptState, ReadError, Recipient, read_envelope_from,
+};
 
 use super::logline::{self, Delays};
 use super::{Runtime, pickup};
@@ -43,33 +45,12 @@ impl Report {
 
 /// Delivers what is pending in `locked` (from any queue but `maildrop/`, which goes
 /// through pickup first). `stop` is checked between recipients.
-pub fn process(rt: &Runtime, mut locked: LockedFile, stop: &AtomicBool) -> Report {
-    let mut report = Report::default();
-    let queue = &rt.queue;
-    if locked.queue != QueueName::Active
-        && let Err(e) = queue.relocate(&mut locked, QueueName::Active)
-    {
-        return trouble(rt, &locked, report, "move to active", &e.to_string());
-    }
-    let id = locked.id;
-    let _ = locked.file.seek(SeekFrom::Start(0));
-    let mut env = match read_envelope_from(&mut locked.file) {
-        Ok(env) => env,
-        Err(ReadError::Corrupt(why)) => {
-            pickup::quarantine(rt, locked, &why);
-            report.trouble = Some("corrupt queue file".into());
-            return report;
-        }
-        Err(e) => return trouble(rt, &locked, report, "read", &e.to_string()),
+pub fn process(rt: &Runtime, locked: LockedFile, stop: &AtomicBool) -> Report {
+    let (mut locked, mut env) = match activate(rt, locked) {
+        Ok(active) => active,
+        Err(report) => return report,
     };
-    let length = locked.file.metadata().map(|m| m.len()).unwrap_or(0);
-    if env.message_offset.checked_add(env.size) != Some(length) {
-        let why = format!("size record does not match the file ({length} bytes)");
-        pickup::quarantine(rt, locked, &why);
-        report.trouble = Some("corrupt queue file".into());
-        return report;
-    }
-
+    let id = locked.id;
     let activated = Instant::now();
     let now = SystemTime::now();
     let arrival = UNIX_EPOCH + Duration::from_micros(env.arrival_micros);
@@ -81,24 +62,137 @@ pub fn process(rt: &Runtime, mut locked: LockedFile, stop: &AtomicBool) -> Repor
         env.recipients.len(),
     ));
 
-    let mut deferred: Vec<(usize, Outcome)> = Vec::new();
-    let mut bounced: Vec<(usize, Outcome)> = Vec::new();
+    let mut report = Report::default();
+    let Tried {
+        mut deferred,
+        mut bounced,
+        mut unmarked,
+    } = deliver_pending(
+        rt,
+        &locked,
+        &mut env,
+        stop,
+        &mut report,
+        activated,
+        before_active,
+    );
+
+    let now_secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    if !deferred.is_empty()
+        && !report.interrupted
+        && rt
+            .policy
+            .expired(env.sender.is_empty(), env.arrival_secs(), now_secs as i64)
+    {
+        rt.logs.qmgr.info(&logline::expired(id, &env.sender));
+        bounced.append(&mut deferred);
+    }
+
+    if !bounced.is_empty() {
+        notify_bounced(rt, &locked, &mut env, &mut bounced, &mut deferred);
+    }
+
+    if report.interrupted {
+        // Left in active/: the next start (or scan) finishes it, without repeating what
+        // was delivered.
+        record(rt, &locked, &env, &mut unmarked, RcptState::Delivered);
+        let mut notified: Vec<usize> = bounced.iter().map(|(i, _)| *i).collect();
+        record(rt, &locked, &env, &mut notified, RcptState::Bounced);
+        return report;
+    }
+    if deferred.is_empty() {
+        // Removing the file records that every recipient is done.
+        match rt.queue.remove(&locked) {
+            Ok(_) => rt.logs.qmgr.info(&logline::removed(id)),
+            Err(e) => {
+                rt.logs
+                    .qmgr
+                    .warning(&format!("{id}: cannot remove queue file: {e}"));
+            }
+        }
+        return report;
+    }
+    defer(rt, &mut locked, &mut env, &deferred, now_secs, report)
+}
+
+/// Moves `locked` to `active/` and reads its envelope. A file that cannot be read is
+/// left where it is, a corrupt one quarantined; either ends the attempt with the report
+/// returned as the error.
+fn activate(rt: &Runtime, mut locked: LockedFile) -> Result<(LockedFile, Envelope), Report> {
+    let mut report = Report::default();
+    if locked.queue != QueueName::Active
+        && let Err(e) = rt.queue.relocate(&mut locked, QueueName::Active)
+    {
+        return Err(trouble(
+            rt,
+            &locked,
+            report,
+            "move to active",
+            &e.to_string(),
+        ));
+    }
+    let _ = locked.file.seek(SeekFrom::Start(0));
+    let env = match read_envelope_from(&mut locked.file) {
+        Ok(env) => env,
+        Err(ReadError::Corrupt(why)) => {
+            pickup::quarantine(rt, locked, &why);
+            report.trouble = Some("corrupt queue file".into());
+            return Err(report);
+        }
+        Err(e) => return Err(trouble(rt, &locked, report, "read", &e.to_string())),
+    };
+    let length = locked.file.metadata().map(|m| m.len()).unwrap_or(0);
+    if env.message_offset.checked_add(env.size) != Some(length) {
+        let why = format!("size record does not match the file ({length} bytes)");
+        pickup::quarantine(rt, locked, &why);
+        report.trouble = Some("corrupt queue file".into());
+        return Err(report);
+    }
+    Ok((locked, env))
+}
+
+/// The recipients of one attempt that were not delivered, or not yet recorded as
+/// delivered.
+struct Tried {
+    deferred: Vec<(usize, Outcome)>,
+    bounced: Vec<(usize, Outcome)>,
+    /// Delivered but not yet recorded on disk.
+    unmarked: Vec<usize>,
+}
+
+/// Hands the pending recipients to the agents, batch by batch, logging each outcome
+/// into `report`; stops early (setting `report.interrupted`) once `stop` is set.
+fn deliver_pending(
+    rt: &Runtime,
+    locked: &LockedFile,
+    env: &mut Envelope,
+    stop: &AtomicBool,
+    report: &mut Report,
+    activated: Instant,
+    before_active: Duration,
+) -> Tried {
+    let id = locked.id;
+    let mut tried = Tried {
+        deferred: Vec::new(),
+        bounced: Vec::new(),
+        unmarked: Vec::new(),
+    };
     let pending: Vec<usize> = (0..env.recipients.len())
         .filter(|&i| !env.recipients[i].state.is_done())
         .collect();
-    let message = MessageSource::for_envelope(&locked.file, &env);
-    let batches = rt.router.plan(&env, &pending);
-    // Delivered but not yet recorded on disk.
-    let mut unmarked: Vec<usize> = Vec::new();
+    let message = MessageSource::for_envelope(&locked.file, env);
+    let batches = rt.router.plan(env, &pending);
     for batch in batches {
         // What the previous call delivered is on disk before the next call starts.
-        record(rt, &locked, &env, &mut unmarked, RcptState::Delivered);
+        record(rt, locked, env, &mut tried.unmarked, RcptState::Delivered);
         if stop.load(Ordering::Relaxed) {
             report.interrupted = true;
             break;
         }
         let started = Instant::now();
-        let outcomes = rt.router.deliver(id, &env, message, &batch);
+        let outcomes = rt.router.deliver(id, env, message, &batch);
         let delays = Delays {
             before_active,
             in_qmgr: started.duration_since(activated),
@@ -118,87 +212,76 @@ pub fn process(rt: &Runtime, mut locked: LockedFile, stop: &AtomicBool) -> Repor
             match outcome.status {
                 Status::Sent => {
                     env.recipients[i].state = RcptState::Delivered;
-                    unmarked.push(i);
+                    tried.unmarked.push(i);
                 }
-                Status::Deferred => deferred.push((i, outcome)),
-                Status::Bounced => bounced.push((i, outcome)),
+                Status::Deferred => tried.deferred.push((i, outcome)),
+                Status::Bounced => tried.bounced.push((i, outcome)),
             }
         }
     }
+    tried
+}
 
-    let now_secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    if !deferred.is_empty()
-        && !report.interrupted
-        && rt
-            .policy
-            .expired(env.sender.is_empty(), env.arrival_secs(), now_secs as i64)
-    {
-        rt.logs.qmgr.info(&logline::expired(id, &env.sender));
-        bounced.append(&mut deferred);
-    }
-
-    if !bounced.is_empty() {
-        let failed: Vec<(Recipient, Outcome)> = bounced
-            .iter()
-            .map(|(i, o)| (env.recipients[*i].clone(), o.clone()))
-            .collect();
-        let message = MessageSource::for_envelope(&locked.file, &env);
-        let notified = match rt.bouncer.bounce(queue, &env, message, &failed) {
-            Ok(Some(bounce_id)) => {
-                rt.logs.bounce.info(&logline::bounce_sent(id, bounce_id));
-                true
-            }
-            // A bounce never bounces; NOTIFY=NEVER asked for silence.
-            Ok(None) => true,
-            Err(e) => {
-                rt.logs.bounce.warning(&format!(
-                    "{id}: cannot queue the non-delivery notification: {e}"
-                ));
-                false
-            }
-        };
-        if notified {
-            for (i, _) in &bounced {
-                env.recipients[*i].state = RcptState::Bounced;
-            }
-        } else {
-            // Keep them for the next attempt, which bounces them again.
-            deferred.append(&mut bounced);
+/// Queues the non-delivery notification for the `bounced` recipients and marks them
+/// bounced (in memory); when it cannot be queued they move to `deferred`, to be bounced
+/// again by the next attempt.
+fn notify_bounced(
+    rt: &Runtime,
+    locked: &LockedFile,
+    env: &mut Envelope,
+    bounced: &mut Vec<(usize, Outcome)>,
+    deferred: &mut Vec<(usize, Outcome)>,
+) {
+    let id = locked.id;
+    let failed: Vec<(Recipient, Outcome)> = bounced
+        .iter()
+        .map(|(i, o)| (env.recipients[*i].clone(), o.clone()))
+        .collect();
+    let message = MessageSource::for_envelope(&locked.file, env);
+    let notified = match rt.bouncer.bounce(&rt.queue, env, message, &failed) {
+        Ok(Some(bounce_id)) => {
+            rt.logs.bounce.info(&logline::bounce_sent(id, bounce_id));
+            true
         }
-    }
-
-    if report.interrupted {
-        // Left in active/: the next start (or scan) finishes it, without repeating what
-        // was delivered.
-        record(rt, &locked, &env, &mut unmarked, RcptState::Delivered);
-        let mut notified: Vec<usize> = bounced.iter().map(|(i, _)| *i).collect();
-        record(rt, &locked, &env, &mut notified, RcptState::Bounced);
-        return report;
-    }
-    if deferred.is_empty() {
-        // Removing the file records that every recipient is done.
-        match queue.remove(&locked) {
-            Ok(_) => rt.logs.qmgr.info(&logline::removed(id)),
-            Err(e) => {
-                rt.logs
-                    .qmgr
-                    .warning(&format!("{id}: cannot remove queue file: {e}"));
-            }
+        // A bounce never bounces; NOTIFY=NEVER asked for silence.
+        Ok(None) => true,
+        Err(e) => {
+            rt.logs.bounce.warning(&format!(
+                "{id}: cannot queue the non-delivery notification: {e}"
+            ));
+            false
         }
-        return report;
+    };
+    if notified {
+        for (i, _) in bounced.iter() {
+            env.recipients[*i].state = RcptState::Bounced;
+        }
+    } else {
+        // Keep them for the next attempt, which bounces them again.
+        deferred.append(bounced);
     }
-    for (i, outcome) in &deferred {
+}
+
+/// Records the deferral (reasons, attempt count, next try) in the envelope and moves the
+/// file to `deferred/`.
+fn defer(
+    rt: &Runtime,
+    locked: &mut LockedFile,
+    env: &mut Envelope,
+    deferred: &[(usize, Outcome)],
+    now_secs: u64,
+    report: Report,
+) -> Report {
+    for (i, outcome) in deferred {
         env.recipients[*i].reason = outcome.text.clone();
     }
     env.attempts = env.attempts.saturating_add(1);
     env.next_attempt = now_secs + rt.policy.backoff(env.attempts).as_secs();
-    if let Err(e) = queue.rewrite_envelope(&mut locked, &mut env) {
-        return trouble(rt, &locked, report, "record deferral", &e.to_string());
+    if let Err(e) = rt.queue.rewrite_envelope(locked, env) {
+        return trouble(rt, locked, report, "record deferral", &e.to_string());
     }
-    if let Err(e) = queue.relocate(&mut locked, QueueName::Deferred) {
-        return trouble(rt, &locked, report, "move to deferred", &e.to_string());
+    if let Err(e) = rt.queue.relocate(locked, QueueName::Deferred) {
+        return trouble(rt, locked, report, "move to deferred", &e.to_string());
     }
     report
 }

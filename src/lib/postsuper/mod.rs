@@ -180,12 +180,46 @@ pub fn run(
     stdin: &mut dyn BufRead,
     report: &mut Reporter<'_>,
 ) -> Result<Counts> {
-    let root = queue.root().display().to_string();
     let (structure, purge) = if request.is_empty() {
         (true, true)
     } else {
         (request.structure, request.purge)
     };
+    warn_all_ignores_ids(request, report);
+    if structure {
+        check_structure(queue, report)?;
+    }
+    if purge {
+        purge_temp_files(queue, report)?;
+    }
+
+    let mut counts = Counts::default();
+    let mut failures = act_on_all_requested(request, queue, &mut counts, report)?;
+    failures += act_on_listed_ids(request, queue, stdin, &mut counts, report)?;
+
+    // Postfix's order of summaries.
+    for action in [
+        Action::Requeue,
+        Action::Delete,
+        Action::Hold,
+        Action::Release,
+    ] {
+        if !request.targets(action).is_empty() {
+            let n = counts.get(action);
+            report.info(&format!("{}: {n} message{}", action.summary(), plural(n)));
+        }
+    }
+    if failures > 0 {
+        return Err(Error::temp(format!(
+            "{failures} message{} could not be processed",
+            plural(failures)
+        )));
+    }
+    Ok(counts)
+}
+
+/// Warns, as Postfix does, when an action names `ALL` beside single IDs.
+fn warn_all_ignores_ids(request: &Request, report: &mut Reporter<'_>) {
     for action in Action::ORDER {
         let targets = request.targets(action);
         if targets.contains(&Target::All) && targets.iter().any(|t| *t != Target::All) {
@@ -195,48 +229,79 @@ pub fn run(
             ));
         }
     }
-    if structure {
-        queue
-            .check_structure(&mut |fix| report.warning(&fix))
-            .map_err(|e| Error::io(format!("check queue {root}"), &e))?;
-    }
-    if purge {
-        let removed = queue
-            .purge_temp_files()
-            .map_err(|e| Error::io(format!("purge queue {root}"), &e))?;
-        for path in removed {
-            report.detail(&format!("removed temporary file {path}"));
-        }
-    }
+}
 
-    let mut counts = Counts::default();
-    let mut failures = 0u64;
+/// `-s`: checks and repairs the queue's structure, warning about each repair.
+fn check_structure(queue: &Queue, report: &mut Reporter<'_>) -> Result<()> {
+    let root = queue.root().display().to_string();
+    queue
+        .check_structure(&mut |fix| report.warning(&fix))
+        .map_err(|e| Error::io(format!("check queue {root}"), &e))?;
+    Ok(())
+}
+
+/// `-p`: removes the temporary files crashed writers left.
+fn purge_temp_files(queue: &Queue, report: &mut Reporter<'_>) -> Result<()> {
+    let root = queue.root().display().to_string();
+    let removed = queue
+        .purge_temp_files()
+        .map_err(|e| Error::io(format!("purge queue {root}"), &e))?;
+    for path in removed {
+        report.detail(&format!("removed temporary file {path}"));
+    }
+    Ok(())
+}
+
+/// The actions given `ALL`, in one pass over the queues. Adds to `counts`; returns how
+/// many messages failed.
+fn act_on_all_requested(
+    request: &Request,
+    queue: &Queue,
+    counts: &mut Counts,
+    report: &mut Reporter<'_>,
+) -> Result<u64> {
     let mass: Vec<Action> = Action::ORDER
         .into_iter()
         .filter(|&a| request.targets(a).contains(&Target::All))
         .collect();
-    if !mass.is_empty() {
-        let outcome = act_on_all(queue, &mass, &request.queues)
-            .map_err(|e| Error::io(format!("queue {root}"), &e))?;
-        for action in Action::ORDER {
-            counts.add(action, outcome.counts.get(action));
-        }
-        failures += outcome.errors.len() as u64;
-        for e in outcome.errors {
-            report.warning(&e);
-        }
-        for w in outcome.skipped {
-            report.warning(&w);
-        }
-        if outcome.busy > 0 {
-            report.warning(&format!(
-                "{} message{} being delivered left alone",
-                outcome.busy,
-                plural(outcome.busy)
-            ));
-        }
+    if mass.is_empty() {
+        return Ok(0);
     }
+    let root = queue.root().display().to_string();
+    let outcome = act_on_all(queue, &mass, &request.queues)
+        .map_err(|e| Error::io(format!("queue {root}"), &e))?;
+    for action in Action::ORDER {
+        counts.add(action, outcome.counts.get(action));
+    }
+    let failures = outcome.errors.len() as u64;
+    for e in outcome.errors {
+        report.warning(&e);
+    }
+    for w in outcome.skipped {
+        report.warning(&w);
+    }
+    if outcome.busy > 0 {
+        report.warning(&format!(
+            "{} message{} being delivered left alone",
+            outcome.busy,
+            plural(outcome.busy)
+        ));
+    }
+    Ok(failures)
+}
 
+/// The actions given single IDs (on the command line or, for `-`, on `stdin`), one ID at
+/// a time, then the syncs that make them durable. Adds to `counts`; returns how many
+/// messages failed.
+fn act_on_listed_ids(
+    request: &Request,
+    queue: &Queue,
+    stdin: &mut dyn BufRead,
+    counts: &mut Counts,
+    report: &mut Reporter<'_>,
+) -> Result<u64> {
+    let root = queue.root().display().to_string();
+    let mut failures = 0u64;
     let mut dirs =
         QueueDirs::open(queue).map_err(|e| Error::io(format!("open queue {root}"), &e))?;
     for action in Action::ORDER {
@@ -302,26 +367,7 @@ pub fn run(
             }
         }
     }
-
-    // Postfix's order of summaries.
-    for action in [
-        Action::Requeue,
-        Action::Delete,
-        Action::Hold,
-        Action::Release,
-    ] {
-        if !request.targets(action).is_empty() {
-            let n = counts.get(action);
-            report.info(&format!("{}: {n} message{}", action.summary(), plural(n)));
-        }
-    }
-    if failures > 0 {
-        return Err(Error::temp(format!(
-            "{failures} message{} could not be processed",
-            plural(failures)
-        )));
-    }
-    Ok(counts)
+    Ok(failures)
 }
 
 fn plural(n: u64) -> &'static str {

@@ -60,71 +60,29 @@ impl Queue {
             note(format!("{}: missing directory", self.root().display()));
             return Ok(found);
         }
+        self.check_directories(mode, &mut note)?;
+        self.check_queue_files(mode, &mut note)?;
+        Ok(found)
+    }
+
+    /// The queue directories and the PID directory: present, directories, with their
+    /// group and mode.
+    fn check_directories(&self, mode: Mode, note: &mut dyn FnMut(String)) -> io::Result<()> {
         let mut wanted: Vec<(std::path::PathBuf, u32, Option<u32>)> = QueueName::ALL
             .into_iter()
             .map(|q| (self.dir(q), self.dir_mode(q), self.group()))
             .collect();
         wanted.push((self.pid_dir(), 0o755, None));
         for (dir, want, group) in wanted {
-            match fs::symlink_metadata(&dir) {
-                Ok(meta) if meta.is_dir() => {
-                    if let Some(gid) = group
-                        && meta.gid() != gid
-                    {
-                        if repair {
-                            // Before the mode: chown may clear set-id bits.
-                            nix::unistd::chown(&dir, None, Some(Gid::from_raw(gid)))?;
-                            note(format!(
-                                "{}: fixed group {} to {gid}",
-                                dir.display(),
-                                meta.gid()
-                            ));
-                        } else {
-                            note(format!(
-                                "{}: group {}, should be {gid}",
-                                dir.display(),
-                                meta.gid()
-                            ));
-                        }
-                    }
-                    let have = meta.permissions().mode() & 0o7777;
-                    if have == want {
-                        continue;
-                    }
-                    if repair {
-                        fs::set_permissions(&dir, fs::Permissions::from_mode(want))?;
-                        note(format!(
-                            "{}: fixed mode {have:04o} to {want:04o}",
-                            dir.display()
-                        ));
-                    } else {
-                        note(format!(
-                            "{}: mode {have:04o}, should be {want:04o}",
-                            dir.display()
-                        ));
-                    }
-                }
-                Ok(_) if repair => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::AlreadyExists,
-                        format!("{} is not a directory", dir.display()),
-                    ));
-                }
-                Ok(_) => note(format!("{}: not a directory", dir.display())),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    if repair {
-                        make_dir(&dir, want)?;
-                        if let Some(gid) = group {
-                            nix::unistd::chown(&dir, None, Some(Gid::from_raw(gid)))?;
-                        }
-                        note(format!("{}: created missing directory", dir.display()));
-                    } else {
-                        note(format!("{}: missing directory", dir.display()));
-                    }
-                }
-                Err(e) => return Err(e),
-            }
+            check_directory(&dir, want, group, mode, note)?;
         }
+        Ok(())
+    }
+
+    /// Every entry of the mail queues: named by its ID, a regular file, readable, its ID
+    /// record agreeing with its name. What fails is moved to `corrupt/` when repairing.
+    fn check_queue_files(&self, mode: Mode, note: &mut dyn FnMut(String)) -> io::Result<()> {
+        let repair = mode == Mode::Repair;
         let dirs = QueueDirs::open(self)?;
         let corrupt = match repair {
             true => Some(fs::File::open(self.dir(QueueName::Corrupt))?),
@@ -164,68 +122,8 @@ impl Queue {
                 let why = match id {
                     None => Some("not a queue file name".to_string()),
                     Some(_) if !kind.is_file() => Some("not a regular file".to_string()),
-                    Some(id) if !repair => match dirs.read_envelope(queue, id, &mut buf) {
-                        Ok(env) if env.id != id => {
-                            note(format!(
-                                "{}/{id}: id record says {}",
-                                queue.as_str(),
-                                env.id
-                            ));
-                            None
-                        }
-                        Ok(_) | Err(super::ReadError::Missing) => None,
-                        Err(super::ReadError::Io(e)) => return Err(e),
-                        Err(e @ super::ReadError::NotRegular(_)) => Some(e.to_string()),
-                        Err(super::ReadError::Corrupt(why)) => {
-                            Some(format!("corrupt queue file ({why})"))
-                        }
-                    },
-                    Some(id) => match dirs.try_lock(queue, id) {
-                        // Replaced by something else since the directory was read.
-                        Err(e) if super::not_regular(&e).is_some() => Some(e.to_string()),
-                        Err(e) => return Err(e),
-                        Ok(None) => None, // being delivered, or gone meanwhile
-                        Ok(Some(mut locked)) => match read_envelope_from(&mut locked.file) {
-                            Ok(env)
-                                if queue != QueueName::Maildrop
-                                    && self.group().is_some()
-                                    && !shared_with_group(&locked.file, self.group())? =>
-                            {
-                                // Picked up before the group existed, or changed by hand:
-                                // mailq could not read it.
-                                self.share_with_group(&locked.file);
-                                note(format!(
-                                    "{}/{id}: fixed owner and mode to root, group {}, {:04o}",
-                                    queue.as_str(),
-                                    self.group().unwrap_or(0),
-                                    super::FILE_MODE_GROUP
-                                ));
-                                if env.id != id {
-                                    write_id_record(&locked.file, id)?;
-                                    locked.file.sync_data()?;
-                                }
-                                None
-                            }
-                            Ok(env) if env.id != id => {
-                                write_id_record(&locked.file, id)?;
-                                locked.file.sync_data()?;
-                                note(format!(
-                                    "{}/{id}: id record said {}; corrected",
-                                    queue.as_str(),
-                                    env.id
-                                ));
-                                None
-                            }
-                            Ok(_) => None,
-                            Err(super::ReadError::Missing | super::ReadError::NotRegular(_)) => {
-                                None
-                            }
-                            Err(super::ReadError::Io(e)) => return Err(e),
-                            Err(super::ReadError::Corrupt(why)) => {
-                                Some(format!("corrupt queue file ({why})"))
-                            }
-                        },
-                    },
+                    Some(id) if !repair => inspect_queue_file(&dirs, queue, id, &mut buf, note)?,
+                    Some(id) => self.repair_queue_file(&dirs, queue, id, note)?,
                 };
                 if let Some(why) = why {
                     match &corrupt {
@@ -247,7 +145,61 @@ impl Queue {
         if let Some(corrupt) = corrupt {
             corrupt.sync_all()?;
         }
-        Ok(found)
+        Ok(())
+    }
+
+    /// Checks one queue file under its lock, fixing its group sharing and ID record.
+    /// Returns why it must be moved aside, if it must; a file being delivered (locked by
+    /// another process) is left alone.
+    fn repair_queue_file(
+        &self,
+        dirs: &QueueDirs,
+        queue: QueueName,
+        id: QueueId,
+        note: &mut dyn FnMut(String),
+    ) -> io::Result<Option<String>> {
+        Ok(match dirs.try_lock(queue, id) {
+            // Replaced by something else since the directory was read.
+            Err(e) if super::not_regular(&e).is_some() => Some(e.to_string()),
+            Err(e) => return Err(e),
+            Ok(None) => None, // being delivered, or gone meanwhile
+            Ok(Some(mut locked)) => match read_envelope_from(&mut locked.file) {
+                Ok(env)
+                    if queue != QueueName::Maildrop
+                        && self.group().is_some()
+                        && !shared_with_group(&locked.file, self.group())? =>
+                {
+                    // Picked up before the group existed, or changed by hand:
+                    // mailq could not read it.
+                    self.share_with_group(&locked.file);
+                    note(format!(
+                        "{}/{id}: fixed owner and mode to root, group {}, {:04o}",
+                        queue.as_str(),
+                        self.group().unwrap_or(0),
+                        super::FILE_MODE_GROUP
+                    ));
+                    if env.id != id {
+                        write_id_record(&locked.file, id)?;
+                        locked.file.sync_data()?;
+                    }
+                    None
+                }
+                Ok(env) if env.id != id => {
+                    write_id_record(&locked.file, id)?;
+                    locked.file.sync_data()?;
+                    note(format!(
+                        "{}/{id}: id record said {}; corrected",
+                        queue.as_str(),
+                        env.id
+                    ));
+                    None
+                }
+                Ok(_) => None,
+                Err(super::ReadError::Missing | super::ReadError::NotRegular(_)) => None,
+                Err(super::ReadError::Io(e)) => return Err(e),
+                Err(super::ReadError::Corrupt(why)) => Some(format!("corrupt queue file ({why})")),
+            },
+        })
     }
 
     /// Removes temporary files left behind by crashed writers (`postsuper -p`): those
@@ -323,6 +275,101 @@ fn writer_is_gone(rest: &str) -> bool {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
         Err(Errno::ESRCH)
     )
+}
+
+/// One directory of the queue: present and a directory, of `group` and mode `want`.
+fn check_directory(
+    dir: &Path,
+    want: u32,
+    group: Option<u32>,
+    mode: Mode,
+    note: &mut dyn FnMut(String),
+) -> io::Result<()> {
+    let repair = mode == Mode::Repair;
+    match fs::symlink_metadata(dir) {
+        Ok(meta) if meta.is_dir() => {
+            if let Some(gid) = group
+                && meta.gid() != gid
+            {
+                if repair {
+                    // Before the mode: chown may clear set-id bits.
+                    nix::unistd::chown(dir, None, Some(Gid::from_raw(gid)))?;
+                    note(format!(
+                        "{}: fixed group {} to {gid}",
+                        dir.display(),
+                        meta.gid()
+                    ));
+                } else {
+                    note(format!(
+                        "{}: group {}, should be {gid}",
+                        dir.display(),
+                        meta.gid()
+                    ));
+                }
+            }
+            let have = meta.permissions().mode() & 0o7777;
+            if have == want {
+                return Ok(());
+            }
+            if repair {
+                fs::set_permissions(dir, fs::Permissions::from_mode(want))?;
+                note(format!(
+                    "{}: fixed mode {have:04o} to {want:04o}",
+                    dir.display()
+                ));
+            } else {
+                note(format!(
+                    "{}: mode {have:04o}, should be {want:04o}",
+                    dir.display()
+                ));
+            }
+        }
+        Ok(_) if repair => {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{} is not a directory", dir.display()),
+            ));
+        }
+        Ok(_) => note(format!("{}: not a directory", dir.display())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if repair {
+                make_dir(dir, want)?;
+                if let Some(gid) = group {
+                    nix::unistd::chown(dir, None, Some(Gid::from_raw(gid)))?;
+                }
+                note(format!("{}: created missing directory", dir.display()));
+            } else {
+                note(format!("{}: missing directory", dir.display()));
+            }
+        }
+        Err(e) => return Err(e),
+    }
+    Ok(())
+}
+
+/// Reads one queue file without locking it; returns why `postsuper -s` would move it
+/// aside, if it would. A wrong ID record is only noted (a repair rewrites it).
+fn inspect_queue_file(
+    dirs: &QueueDirs,
+    queue: QueueName,
+    id: QueueId,
+    buf: &mut Vec<u8>,
+    note: &mut dyn FnMut(String),
+) -> io::Result<Option<String>> {
+    Ok(match dirs.read_envelope(queue, id, buf) {
+        Ok(env) if env.id != id => {
+            note(format!(
+                "{}/{id}: id record says {}",
+                queue.as_str(),
+                env.id
+            ));
+            None
+        }
+        Ok(_) | Err(super::ReadError::Missing) => None,
+        Err(super::ReadError::Io(e)) => return Err(e),
+        Err(e @ super::ReadError::NotRegular(_)) => Some(e.to_string()),
+        Err(super::ReadError::Corrupt(why)) => Some(format!("corrupt queue file ({why})")),
+    })
 }
 
 /// Renames `name` from `from` into `corrupt/` without replacing anything there; returns

@@ -131,18 +131,21 @@ fn pump(
     input: &mut dyn Read,
     deadline: Instant,
 ) -> io::Result<(Option<ExitStatus>, Vec<u8>)> {
-    let mut stdin = stdin;
+    let mut feed = Feed {
+        fd: stdin,
+        buf: vec![0u8; 64 * 1024],
+        start: 0,
+        end: 0,
+        done: false,
+    };
     let mut out = Some(output);
-    if let Some(fd) = &stdin {
+    if let Some(fd) = &feed.fd {
         set_nonblocking(fd.as_raw_fd())?;
     }
     if let Some(fd) = &out {
         set_nonblocking(fd.as_raw_fd())?;
     }
     let mut kept = Vec::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    let (mut start, mut end) = (0usize, 0usize);
-    let mut input_done = false;
     let mut exited: Option<ExitStatus> = None;
     loop {
         let now = Instant::now();
@@ -162,97 +165,147 @@ fn pump(
             }
             return Ok((Some(status), kept));
         }
-        // Refill the input buffer.
-        if stdin.is_some() && start == end && !input_done {
-            let n = input.read(&mut buf)?;
-            start = 0;
-            end = n;
-            input_done = n == 0;
-        }
-        if stdin.is_some() && start == end && input_done {
-            stdin = None; // end of input for the command
-        }
-        let mut fds = Vec::with_capacity(2);
-        if let Some(fd) = &stdin {
-            fds.push(libc::pollfd {
-                fd: fd.as_raw_fd(),
-                events: libc::POLLOUT,
-                revents: 0,
-            });
-        }
-        if let Some(fd) = &out {
-            fds.push(libc::pollfd {
-                fd: fd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            });
-        }
+        feed.refill(input)?;
         let wait = deadline
             .saturating_duration_since(now)
             .min(Duration::from_millis(50));
-        // SAFETY: fds is a live array of pollfd of the given length.
-        let rc = unsafe {
-            libc::poll(
-                fds.as_mut_ptr(),
-                fds.len() as libc::nfds_t,
-                wait.as_millis() as i32,
-            )
+        let Some(fds) = poll_ready(feed.fd.as_ref(), out.as_ref(), wait)? else {
+            continue;
         };
-        if rc < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
         for pfd in &fds {
             if pfd.revents == 0 {
                 continue;
             }
-            if stdin.as_ref().is_some_and(|fd| fd.as_raw_fd() == pfd.fd) {
-                // SAFETY: writing from our buffer to an fd we own.
-                let n =
-                    unsafe { libc::write(pfd.fd, buf[start..end].as_ptr().cast(), end - start) };
-                if n >= 0 {
-                    start += n as usize;
-                } else {
-                    let e = io::Error::last_os_error();
-                    match e.raw_os_error() {
-                        Some(libc::EAGAIN) | Some(libc::EINTR) => {}
-                        // The command stopped reading: that is its business (many
-                        // filters only look at the headers).
-                        _ => {
-                            stdin = None;
-                            input_done = true;
-                        }
-                    }
-                }
+            if feed.fd.as_ref().is_some_and(|fd| fd.as_raw_fd() == pfd.fd) {
+                feed.write_some(pfd.fd);
             } else if out.as_ref().is_some_and(|fd| fd.as_raw_fd() == pfd.fd) {
-                let mut chunk = [0u8; 4096];
-                // SAFETY: reading into our stack buffer from an fd we own.
-                let n = unsafe { libc::read(pfd.fd, chunk.as_mut_ptr().cast(), chunk.len()) };
-                if n > 0 {
-                    keep(&mut kept, &chunk[..n as usize]);
-                } else if n == 0 {
-                    out = None;
-                } else {
-                    let e = io::Error::last_os_error();
-                    if !matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EINTR)) {
-                        out = None;
-                    }
-                }
+                read_some(pfd.fd, &mut out, &mut kept);
             }
         }
-        if stdin.is_none() && out.is_none() && exited.is_none() {
+        if feed.fd.is_none() && out.is_none() && exited.is_none() {
             // Nothing left to move: wait for the exit, still bounded by the deadline.
-            while Instant::now() < deadline {
-                if let Some(status) = child.try_wait()? {
-                    return Ok((Some(status), kept));
-                }
-                std::thread::sleep(Duration::from_millis(10));
+            if let Some(status) = wait_before(child, deadline)? {
+                return Ok((Some(status), kept));
             }
         }
     }
+}
+
+/// The command's standard input, and what was read for it but not yet written.
+struct Feed {
+    /// `None` once the input has ended or the command stopped reading.
+    fd: Option<OwnedFd>,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// The input has ended (or no longer matters).
+    done: bool,
+}
+
+impl Feed {
+    /// Reads more input when all that was read is written; closes the pipe at the end.
+    fn refill(&mut self, input: &mut dyn Read) -> io::Result<()> {
+        if self.fd.is_some() && self.start == self.end && !self.done {
+            let n = input.read(&mut self.buf)?;
+            self.start = 0;
+            self.end = n;
+            self.done = n == 0;
+        }
+        if self.fd.is_some() && self.start == self.end && self.done {
+            self.fd = None; // end of input for the command
+        }
+        Ok(())
+    }
+
+    /// Writes what the pipe `fd` (ours) takes of the buffer.
+    fn write_some(&mut self, fd: RawFd) {
+        let (start, end) = (self.start, self.end);
+        // SAFETY: writing from our buffer to an fd we own.
+        let n = unsafe { libc::write(fd, self.buf[start..end].as_ptr().cast(), end - start) };
+        if n >= 0 {
+            self.start += n as usize;
+        } else {
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EAGAIN) | Some(libc::EINTR) => {}
+                // The command stopped reading: that is its business (many
+                // filters only look at the headers).
+                _ => {
+                    self.fd = None;
+                    self.done = true;
+                }
+            }
+        }
+    }
+}
+
+/// Waits up to `wait` for the input pipe to take more or the output to have some.
+/// Returns the descriptors polled with what is ready, `None` when interrupted.
+fn poll_ready(
+    stdin: Option<&OwnedFd>,
+    out: Option<&OwnedFd>,
+    wait: Duration,
+) -> io::Result<Option<Vec<libc::pollfd>>> {
+    let mut fds = Vec::with_capacity(2);
+    if let Some(fd) = stdin {
+        fds.push(libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLOUT,
+            revents: 0,
+        });
+    }
+    if let Some(fd) = out {
+        fds.push(libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        });
+    }
+    // SAFETY: fds is a live array of pollfd of the given length.
+    let rc = unsafe {
+        libc::poll(
+            fds.as_mut_ptr(),
+            fds.len() as libc::nfds_t,
+            wait.as_millis() as i32,
+        )
+    };
+    if rc < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() == io::ErrorKind::Interrupted {
+            return Ok(None);
+        }
+        return Err(e);
+    }
+    Ok(Some(fds))
+}
+
+/// Reads what the output pipe `fd` (ours) holds into `kept`; at its end, or on an
+/// error, stops watching it (`out` becomes `None`).
+fn read_some(fd: RawFd, out: &mut Option<OwnedFd>, kept: &mut Vec<u8>) {
+    let mut chunk = [0u8; 4096];
+    // SAFETY: reading into our stack buffer from an fd we own.
+    let n = unsafe { libc::read(fd, chunk.as_mut_ptr().cast(), chunk.len()) };
+    if n > 0 {
+        keep(kept, &chunk[..n as usize]);
+    } else if n == 0 {
+        *out = None;
+    } else {
+        let e = io::Error::last_os_error();
+        if !matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EINTR)) {
+            *out = None;
+        }
+    }
+}
+
+/// The command's exit status if it exits before `deadline`.
+fn wait_before(child: &mut Child, deadline: Instant) -> io::Result<Option<ExitStatus>> {
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(None)
 }
 
 fn keep(kept: &mut Vec<u8>, bytes: &[u8]) {
@@ -263,7 +316,7 @@ fn keep(kept: &mut Vec<u8>, bytes: &[u8]) {
 fn drain(fd: RawFd, kept: &mut Vec<u8>) {
     let mut chunk = [0u8; 4096];
     loop {
-        // SAFETY: as in `pump`; the descriptor is non-blocking.
+        // SAFETY: as in `read_some`; the descriptor is non-blocking.
         let n = unsafe { libc::read(fd, chunk.as_mut_ptr().cast(), chunk.len()) };
         if n <= 0 {
             return;

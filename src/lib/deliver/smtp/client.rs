@@ -391,6 +391,51 @@ fn transaction(
     results: &mut [Option<Outcome>],
 ) -> Result<(), SmtpError> {
     let t = &ctx.timeouts;
+    let utf8 = !job.sender.is_ascii() || job.recipients.iter().any(|r| !r.address.is_ascii());
+    check_server_limits(conn, peer, job, features, utf8)?;
+    let params = mail_parameters(conn, job, features, utf8);
+    let sender = match job.sender {
+        "" => None,
+        sender => Some(lettre_address(sender, &ctx.myhostname)),
+    };
+    let _ = conn.set_timeout(limit(t.mail));
+    if let Err(err) = conn.command(Mail::new(sender, params)) {
+        let failure = SmtpError::from_lettre(&err, Stage::Mail);
+        if !matches!(failure, SmtpError::Said(..)) {
+            return Err(failure);
+        }
+        results.fill_with(|| Some(failure.outcome(peer)));
+        return Ok(());
+    }
+
+    let accepted = send_recipients(conn, ctx, peer, job, features, results)?;
+    if accepted.is_empty() {
+        return Ok(());
+    }
+
+    let _ = conn.set_timeout(limit(t.data_init));
+    if let Err(err) = conn.command(Data) {
+        let failure = SmtpError::from_lettre(&err, Stage::Data);
+        if !matches!(failure, SmtpError::Said(..)) {
+            return Err(failure);
+        }
+        for &i in &accepted {
+            results[i] = Some(failure.outcome(peer));
+        }
+        return Ok(());
+    }
+    send_message(conn, ctx, peer, job, &accepted, results)
+}
+
+/// Refuses, before MAIL FROM, a message the server announced it would not take: larger
+/// than its SIZE, or needing SMTPUTF8 it did not offer.
+fn check_server_limits(
+    conn: &SmtpConnection,
+    peer: &Peer,
+    job: &Job,
+    features: &Features,
+    utf8: bool,
+) -> Result<(), SmtpError> {
     let size = job.size;
     if let Some(limit) = features.size.filter(|&l| l > 0)
         && size > limit
@@ -404,9 +449,7 @@ fn transaction(
             permanent: true,
         });
     }
-    let info = conn.server_info();
-    let utf8 = !job.sender.is_ascii() || job.recipients.iter().any(|r| !r.address.is_ascii());
-    if utf8 && !info.supports_feature(Extension::SmtpUtfEight) {
+    if utf8 && !conn.server_info().supports_feature(Extension::SmtpUtfEight) {
         return Err(SmtpError::Local {
             dsn: Dsn::NO_SMTPUTF8,
             text: format!(
@@ -416,10 +459,21 @@ fn transaction(
             permanent: true,
         });
     }
+    Ok(())
+}
 
+/// The MAIL FROM parameters the server's extensions allow: SIZE, BODY, SMTPUTF8, and
+/// the DSN's RET and ENVID.
+fn mail_parameters(
+    conn: &SmtpConnection,
+    job: &Job,
+    features: &Features,
+    utf8: bool,
+) -> Vec<MailParameter> {
+    let info = conn.server_info();
     let mut params = Vec::new();
     if features.size.is_some() {
-        params.push(MailParameter::Size(size as usize));
+        params.push(MailParameter::Size(job.size as usize));
     }
     if job.eight_bit && info.supports_feature(Extension::EightBitMime) {
         params.push(MailParameter::Body(MailBodyParameter::EightBitMime));
@@ -437,22 +491,21 @@ fn transaction(
             params.push(other_mail("ENVID", &xtext(job.envid)));
         }
     }
-    let sender = match job.sender {
-        "" => None,
-        sender => Some(lettre_address(sender, &ctx.myhostname)),
-    };
-    let _ = conn.set_timeout(limit(t.mail));
-    if let Err(err) = conn.command(Mail::new(sender, params)) {
-        let failure = SmtpError::from_lettre(&err, Stage::Mail);
-        if !matches!(failure, SmtpError::Said(..)) {
-            return Err(failure);
-        }
-        results.fill_with(|| Some(failure.outcome(peer)));
-        return Ok(());
-    }
+    params
+}
 
+/// RCPT TO for each recipient; a refused one gets its outcome in `results`. Returns the
+/// indexes of those the server accepted.
+fn send_recipients(
+    conn: &mut SmtpConnection,
+    ctx: &SmtpContext,
+    peer: &Peer,
+    job: &Job,
+    features: &Features,
+    results: &mut [Option<Outcome>],
+) -> Result<Vec<usize>, SmtpError> {
     let mut accepted = Vec::new();
-    let _ = conn.set_timeout(limit(t.rcpt));
+    let _ = conn.set_timeout(limit(ctx.timeouts.rcpt));
     for (i, rcpt) in job.recipients.iter().enumerate() {
         let mut params = Vec::new();
         if features.dsn {
@@ -473,22 +526,20 @@ fn transaction(
             },
         }
     }
-    if accepted.is_empty() {
-        return Ok(());
-    }
+    Ok(accepted)
+}
 
-    let _ = conn.set_timeout(limit(t.data_init));
-    if let Err(err) = conn.command(Data) {
-        let failure = SmtpError::from_lettre(&err, Stage::Data);
-        if !matches!(failure, SmtpError::Said(..)) {
-            return Err(failure);
-        }
-        for &i in &accepted {
-            results[i] = Some(failure.outcome(peer));
-        }
-        return Ok(());
-    }
-
+/// Sends the message after DATA was accepted, and records the server's final reply as
+/// the outcome of each `accepted` recipient.
+fn send_message(
+    conn: &mut SmtpConnection,
+    ctx: &SmtpContext,
+    peer: &Peer,
+    job: &Job,
+    accepted: &[usize],
+    results: &mut [Option<Outcome>],
+) -> Result<(), SmtpError> {
+    let t = &ctx.timeouts;
     // lettre writes the message and waits for the reply in one call, so one limit
     // serves both: the longer of the two.
     let _ = conn.set_timeout(limit(t.data_xfer.max(t.data_done)));
@@ -496,7 +547,7 @@ fn transaction(
         Ok(response) => {
             let reply = Reply::from_response(&response);
             let text = reply.text();
-            for &i in &accepted {
+            for &i in accepted {
                 let mut sent = Outcome::sent(&peer.relay(), text.clone());
                 sent.dsn = reply.dsn();
                 results[i] = Some(sent.with_remote(&peer.host, &text));
@@ -517,7 +568,7 @@ fn transaction(
             if !matches!(failure, SmtpError::Said(..)) {
                 return Err(failure);
             }
-            for &i in &accepted {
+            for &i in accepted {
                 results[i] = Some(failure.outcome(peer));
             }
         }
