@@ -513,6 +513,21 @@ From b@y Tue Nov 24 11:00:00 2020\nSubject: two\n\ntext\nFrom not after a blank 
     fn only_what_an_interrupted_append_left_is_cut_off() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("box");
+        // Writes `contents` to the mailbox and opens it as an appender does; returns it
+        // with the note an appender that started at `start` would have left, naming
+        // another file when `other_inode`.
+        let open_noted = |contents: &[u8], start: usize, other_inode: bool| {
+            std::fs::write(&path, contents).unwrap();
+            let file = OpenOptions::new()
+                .read(true)
+                .append(true)
+                .open(&path)
+                .unwrap();
+            let meta = file.metadata().unwrap();
+            let inode = meta.ino() + u64::from(other_inode);
+            let note = format!("mailroom-append {start} {} {inode}", meta.dev());
+            (file, note)
+        };
         let old = b"From a Tue Nov 24 10:00:00 2020\nSubject: 1\n\nx\n\n";
         let cases: &[(&[u8], &[u8], bool)] = &[
             // (old contents, what the append left, cut off?)
@@ -540,19 +555,7 @@ From b@y Tue Nov 24 11:00:00 2020\nSubject: two\n\ntext\nFrom not after a blank 
             (old, b"", false),
         ];
         for (n, (before, left, cut)) in cases.iter().enumerate() {
-            std::fs::write(&path, [*before, *left].concat()).unwrap();
-            let file = OpenOptions::new()
-                .read(true)
-                .append(true)
-                .open(&path)
-                .unwrap();
-            let meta = file.metadata().unwrap();
-            let note = format!(
-                "mailroom-append {} {} {}",
-                before.len(),
-                meta.dev(),
-                meta.ino()
-            );
+            let (file, note) = open_noted(&[*before, *left].concat(), before.len(), false);
             let removed = repair_interrupted(&file, &note).unwrap();
             let meta = file.metadata().unwrap();
             if *cut {
@@ -564,19 +567,7 @@ From b@y Tue Nov 24 11:00:00 2020\nSubject: two\n\ntext\nFrom not after a blank 
             }
         }
         // A note for another file, or no note of ours, changes nothing.
-        std::fs::write(&path, [&old[..], b"From b\n\nhalf"].concat()).unwrap();
-        let file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .open(&path)
-            .unwrap();
-        let meta = file.metadata().unwrap();
-        let other = format!(
-            "mailroom-append {} {} {}",
-            old.len(),
-            meta.dev(),
-            meta.ino() + 1
-        );
+        let (file, other) = open_noted(&[&old[..], b"From b\n\nhalf"].concat(), old.len(), true);
         for note in [other.as_str(), "", "12 13", "mailroom-append x y z"] {
             assert_eq!(repair_interrupted(&file, note).unwrap(), 0, "{note:?}");
         }
@@ -584,19 +575,7 @@ From b@y Tue Nov 24 11:00:00 2020\nSubject: two\n\ntext\nFrom not after a blank 
         let mut long = b"From b\n\n".to_vec();
         long.extend(std::iter::repeat_n(b"line of text\n".as_slice(), 200_000).flatten());
         for (tail, cut) in [(&b"half"[..], true), (&b"\nFrom c\n\n"[..], false)] {
-            std::fs::write(&path, [&old[..], &long, tail].concat()).unwrap();
-            let file = OpenOptions::new()
-                .read(true)
-                .append(true)
-                .open(&path)
-                .unwrap();
-            let meta = file.metadata().unwrap();
-            let note = format!(
-                "mailroom-append {} {} {}",
-                old.len(),
-                meta.dev(),
-                meta.ino()
-            );
+            let (file, note) = open_noted(&[&old[..], &long, tail].concat(), old.len(), false);
             assert_eq!(repair_interrupted(&file, &note).unwrap() > 0, cut);
         }
     }
