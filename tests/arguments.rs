@@ -8,7 +8,7 @@ use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Output, Stdio};
+use std::process::Output;
 
 use common::MailSystem;
 use mailroom::queue::QueueName;
@@ -19,23 +19,13 @@ fn os(bytes: &[u8]) -> OsString {
 
 /// Runs `program` with `args` against `sys`, with `$sendmail` (for `mail`) set to `fake`.
 fn run(sys: &MailSystem, program: &str, args: &[OsString], fake: &Path) -> Output {
-    use std::io::Write;
-    let mut child = sys
-        .command(program)
-        .env("sendmail", fake)
-        .env("HOME", sys.root())
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let _ = child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(b"Subject: hi\n\nbody\n");
-    child.wait_with_output().expect("wait")
+    common::feed(
+        sys.command(program)
+            .env("sendmail", fake)
+            .env("HOME", sys.root())
+            .args(args),
+        b"Subject: hi\n\nbody\n",
+    )
 }
 
 #[test]

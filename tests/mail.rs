@@ -114,6 +114,21 @@ fn sha256(data: &[u8]) -> String {
     .to_string()
 }
 
+/// A `$sendmail` for `mail`: the real sendmail with `flag` (`-odi`, `-odq`) added.
+fn sendmail_wrapper(sys: &MailSystem, flag: &str) -> std::path::PathBuf {
+    let wrapper = sys.root().join(format!("sendmail{flag}"));
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nexec '{}' {flag} \"$@\"\n",
+            env!("CARGO_BIN_EXE_sendmail")
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    wrapper
+}
+
 #[test]
 fn seed_command_sends_through_sendmail() {
     let fake = Fake::new();
@@ -265,16 +280,7 @@ fn from_lines_in_text_parts_survive_an_mbox() {
         .unwrap()
         .name;
     let sys = MailSystem::new("");
-    let wrapper = sys.root().join("sendmail-odi");
-    std::fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\nexec '{}' -odi \"$@\"\n",
-            env!("CARGO_BIN_EXE_sendmail")
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let wrapper = sendmail_wrapper(&sys, "-odi");
     // "From " at the start of a line, after a line break that quoted-printable inserts
     // to keep lines short (every position of it), and mid-line (left alone by mbox).
     let mut text = String::from("From the start\nplain\n>From already quoted\nnot From\n");
@@ -375,16 +381,7 @@ fn usage_errors() {
 #[test]
 fn through_the_real_sendmail_into_the_queue() {
     let sys = MailSystem::new("");
-    let wrapper = sys.root().join("sendmail-odq");
-    std::fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\nexec '{}' -odq \"$@\"\n",
-            env!("CARGO_BIN_EXE_sendmail")
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let wrapper = sendmail_wrapper(&sys, "-odq");
     let attachment = sys.root().join("data.bin");
     std::fs::write(&attachment, b"\x00\x01\x02binary\xff").unwrap();
     let mut cmd = Command::new(MAIL);

@@ -179,12 +179,13 @@ fn a_group_that_may_not_read_maildrop_still_submits() {
 /// this machine has, and gives up with nothing queued. `None` when namespaces or mounts
 /// are not available here (the test then says it is skipped).
 fn private_spool_command() -> Option<Command> {
-    let script = "mount -t tmpfs -o mode=755 none /var/spool || exit 99; \
-                  if [ -d /etc/mailroom ]; then \
-                  mount -t tmpfs -o mode=755 none /etc/mailroom || exit 99; fi; \
-                  exec \"$@\"";
-    let probe = Command::new("unshare")
-        .args([
+    let command = || {
+        let script = "mount -t tmpfs -o mode=755 none /var/spool || exit 99; \
+                      if [ -d /etc/mailroom ]; then \
+                      mount -t tmpfs -o mode=755 none /etc/mailroom || exit 99; fi; \
+                      exec \"$@\"";
+        let mut cmd = Command::new("unshare");
+        cmd.args([
             "--mount",
             "--propagation",
             "private",
@@ -192,24 +193,11 @@ fn private_spool_command() -> Option<Command> {
             "-c",
             script,
             "sh",
-            "true",
-        ])
-        .output()
-        .ok()?;
-    if !probe.status.success() {
-        return None;
-    }
-    let mut cmd = Command::new("unshare");
-    cmd.args([
-        "--mount",
-        "--propagation",
-        "private",
-        "sh",
-        "-c",
-        script,
-        "sh",
-    ]);
-    Some(cmd)
+        ]);
+        cmd
+    };
+    let probe = command().arg("true").output().ok()?;
+    probe.status.success().then(command)
 }
 
 /// `TZ` naming a file (`/path` or `:/path`) would make the set-gid `sendmail` open a file

@@ -59,19 +59,7 @@ impl MailSystem {
 
     /// Runs a binary with `args`, feeding `stdin`.
     pub fn run(&self, program: &str, args: &[&str], stdin: &[u8]) -> Output {
-        let mut child = self
-            .command(program)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn");
-        let mut input = child.stdin.take().unwrap();
-        // The program may exit before reading everything (an error, a lone dot).
-        let _ = input.write_all(stdin);
-        drop(input);
-        child.wait_with_output().expect("wait")
+        feed(self.command(program).args(args), stdin)
     }
 
     /// Every message in the given queue: its envelope and its message bytes.
@@ -102,6 +90,21 @@ impl MailSystem {
             Err(_) => Vec::new(),
         }
     }
+}
+
+/// Runs `cmd` with `stdin` as its input and returns what it wrote.
+pub fn feed(cmd: &mut Command, stdin: &[u8]) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut input = child.stdin.take().expect("stdin");
+    // The program may exit before reading everything (an error, a lone dot).
+    let _ = input.write_all(stdin);
+    drop(input);
+    child.wait_with_output().expect("wait")
 }
 
 pub fn stderr(out: &Output) -> String {
