@@ -206,6 +206,84 @@ pub fn require_root(refusal: &str) -> Result<()> {
     }
 }
 
+/// The unprivileged account that every process parsing bytes from the network runs as
+/// (the SMTP server sessions, the SMTP client and its DNS lookups), and the owner of the
+/// queue's directories and files: Postfix's `mail_owner`. Never root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailOwner {
+    pub name: String,
+    pub uid: u32,
+    /// The primary group: the only group the account keeps once dropped to.
+    pub gid: u32,
+}
+
+impl MailOwner {
+    /// The account `name` from the password database. Refused when there is none, or
+    /// when it is the super-user (uid 0) or in root's group (gid 0): running "without
+    /// root" as root would be no separation at all.
+    pub fn lookup(name: &str) -> Result<MailOwner> {
+        let user = user_by_name(name)
+            .map_err(|e| Error::temp(format!("mail_owner: cannot look up user \"{name}\": {e}")))?
+            .ok_or_else(|| {
+                Error::config(format!(
+                    "mail_owner: no user \"{name}\"; create it (useradd --system --gid mailroom \
+                     --no-create-home --shell /usr/sbin/nologin {name}) or set mail_owner"
+                ))
+            })?;
+        if user.uid.is_root() || user.gid.as_raw() == 0 {
+            return Err(Error::config(format!(
+                "mail_owner: user \"{name}\" has uid {} and gid {}: it must be neither root \
+                 nor in root's group",
+                user.uid, user.gid
+            )));
+        }
+        Ok(MailOwner {
+            name: name.to_string(),
+            uid: user.uid.as_raw(),
+            gid: user.gid.as_raw(),
+        })
+    }
+
+    /// Becomes this account for good, for the whole process: no supplementary groups,
+    /// then real, effective and saved gid, then uid (in that order: once the uid is not 0
+    /// the groups can no longer change). Checked afterwards, including that root cannot
+    /// be taken back. Called by a process that has read what it needs as root (its
+    /// configuration, a TLS key) and is about to parse network input. A process that is
+    /// not root cannot change users: it runs on as itself and `Ok(false)` says so.
+    pub fn become_owner(&self) -> Result<bool> {
+        use nix::unistd::{Uid, getresuid, setgroups, setresuid};
+        if !nix::unistd::geteuid().is_root() {
+            return Ok(false);
+        }
+        let fail = |what: &str, e: nix::Error| {
+            Error::new(
+                ExitCode::OsErr,
+                format!("{what} (mail_owner {}): {e}", self.name),
+            )
+        };
+        let gid = Gid::from_raw(self.gid);
+        let uid = Uid::from_raw(self.uid);
+        // glibc applies these to every thread of the process, as wanted here.
+        setgroups(&[]).map_err(|e| fail("setgroups", e))?;
+        setresgid(gid, gid, gid).map_err(|e| fail("setresgid", e))?;
+        setresuid(uid, uid, uid).map_err(|e| fail("setresuid", e))?;
+        let uids = getresuid().map_err(|e| fail("getresuid", e))?;
+        let gids = getresgid().map_err(|e| fail("getresgid", e))?;
+        let groups = nix::unistd::getgroups().map_err(|e| fail("getgroups", e))?;
+        let dropped = [uids.real, uids.effective, uids.saved] == [uid; 3]
+            && [gids.real, gids.effective, gids.saved] == [gid; 3]
+            && groups.iter().all(|g| *g == gid)
+            && nix::unistd::setuid(Uid::from_raw(0)).is_err();
+        if !dropped {
+            return Err(Error::new(
+                ExitCode::OsErr,
+                format!("could not become mail_owner {}", self.name),
+            ));
+        }
+        Ok(true)
+    }
+}
+
 /// The passwd entry of the user `name` (`getpwnam_r`); `Ok(None)` when there is none.
 /// Every lookup of a user by name goes through here, because names come from outside (a
 /// recipient's local part, `sendmail -bv`'s arguments): one longer than an RFC 5321 local
@@ -244,6 +322,23 @@ mod tests {
     fn root_and_unprivileged_callers_are_trusted() {
         assert!(!ids(0, 0, 0, 50).distrusts_caller());
         assert!(!ids(1000, 1000, 1000, 1000).distrusts_caller());
+    }
+
+    #[test]
+    fn mail_owner_is_an_existing_account_other_than_root() {
+        // (name, accepted)
+        let table = [
+            ("root", false),
+            ("no-such-user-mailroom-test", false),
+            ("", false),
+            ("nobody", true),
+        ];
+        for (name, accepted) in table {
+            let got = MailOwner::lookup(name);
+            assert_eq!(got.is_ok(), accepted, "{name}: {got:?}");
+        }
+        let nobody = MailOwner::lookup("nobody").unwrap();
+        assert!(nobody.uid != 0 && nobody.gid != 0);
     }
 
     #[test]

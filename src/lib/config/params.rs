@@ -153,6 +153,8 @@ static PARAMETERS: &[ParamInfo] = &[
       "The most deliveries the daemon runs at once."),
     p("setgid_group", "mailroom", Text,
       "The group the installed sendmail and mailq run set-gid as (Postfix: setgid_group = postdrop). It owns maildrop/ (mode 1730: submissions only) and may read the other queue directories (mode 0750) and their files (mode 0640, set by the daemon at pickup), so that mailq works for the users authorized_mailq_users names. postsuper -s sets these modes and groups. When no such group exists, the queue stays root's alone (0700, 0600)."),
+    p("mail_owner", "mailroom", Text,
+      "The unprivileged account the SMTP server sessions and the SMTP client (with its DNS lookups) run as, and the owner of the queue directories and of the queue files (Postfix's parameter, whose default there is postfix). install.sh and the package create it as a system user whose primary group is setgid_group. It must not be root or in root's group. When the daemon runs as root and the account does not exist, the listener does not start and remote mail is deferred, and the log says why; mailroom check reports it."),
     p("authorized_mailq_users", "static:anyone", List,
       "Who may list the queue: static:anyone, or a list of user names."),
     // Logging.
@@ -247,7 +249,6 @@ static PARAMETERS: &[ParamInfo] = &[
     inert("sendmail_path", "/usr/sbin/sendmail", Text, "Postfix's sendmail path."),
     inert("newaliases_path", "/usr/bin/newaliases", Text, "Postfix's newaliases path."),
     inert("mailq_path", "/usr/bin/mailq", Text, "Postfix's mailq path."),
-    inert("mail_owner", "postfix", Text, "Postfix's queue owner."),
     inert("default_transport", "smtp", Text,
       "Postfix's delivery transport for remote mail (error in a local-only setup)."),
     inert("relay_transport", "relay", Text, "Postfix's delivery transport for relay_domains."),

@@ -114,8 +114,8 @@ pub fn accept(rt: &Runtime, mut locked: LockedFile) -> Option<LockedFile> {
         ));
         return None;
     }
-    // Out of the submitter's hands: root's, and readable by mailq's group.
-    queue.share_with_group(&locked.file);
+    // Out of the submitter's hands: mail_owner's, and readable by mailq's group.
+    queue.give_to_owner(&locked.file);
     let _ = locked.file.seek(SeekFrom::Start(0));
     rt.logs
         .pickup

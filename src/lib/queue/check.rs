@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use nix::errno::Errno;
 use nix::fcntl::{RenameFlags, renameat2};
-use nix::unistd::Gid;
+use nix::unistd::{Gid, Uid};
 
 use super::dirs::write_id_record;
 use super::store::TEMP_PREFIX;
@@ -66,15 +66,19 @@ impl Queue {
     }
 
     /// The queue directories and the PID directory: present, directories, with their
-    /// group and mode.
+    /// owner (`mail_owner`; the PID directory stays root's), group and mode.
     fn check_directories(&self, mode: Mode, note: &mut dyn FnMut(String)) -> io::Result<()> {
-        let mut wanted: Vec<(std::path::PathBuf, u32, Option<u32>)> = QueueName::ALL
+        let queues = Owners {
+            uid: self.owner_uid(),
+            gid: self.group(),
+        };
+        let mut wanted: Vec<(std::path::PathBuf, u32, Owners)> = QueueName::ALL
             .into_iter()
-            .map(|q| (self.dir(q), self.dir_mode(q), self.group()))
+            .map(|q| (self.dir(q), self.dir_mode(q), queues))
             .collect();
-        wanted.push((self.pid_dir(), 0o755, None));
-        for (dir, want, group) in wanted {
-            check_directory(&dir, want, group, mode, note)?;
+        wanted.push((self.pid_dir(), 0o755, Owners::default()));
+        for (dir, want, owners) in wanted {
+            check_directory(&dir, want, owners, mode, note)?;
         }
         Ok(())
     }
@@ -166,17 +170,18 @@ impl Queue {
             Ok(Some(mut locked)) => match read_envelope_from(&mut locked.file) {
                 Ok(env)
                     if queue != QueueName::Maildrop
-                        && self.group().is_some()
-                        && !shared_with_group(&locked.file, self.group())? =>
+                        && (self.group().is_some() || self.owner_uid().is_some())
+                        && !owned_as_wanted(&locked.file, self)? =>
                 {
-                    // Picked up before the group existed, or changed by hand:
-                    // mailq could not read it.
-                    self.share_with_group(&locked.file);
+                    // Picked up before the group or mail_owner existed (an upgrade),
+                    // or changed by hand: mailq could not read it.
+                    self.give_to_owner(&locked.file);
                     note(format!(
-                        "{}/{id}: fixed owner and mode to root, group {}, {:04o}",
+                        "{}/{id}: fixed owner and mode to uid {}, group {}, {:04o}",
                         queue.as_str(),
+                        self.owner(),
                         self.group().unwrap_or(0),
-                        super::FILE_MODE_GROUP
+                        file_mode(self)
                     ));
                     if env.id != id {
                         write_id_record(&locked.file, id)?;
@@ -277,17 +282,44 @@ fn writer_is_gone(rest: &str) -> bool {
     )
 }
 
-/// One directory of the queue: present and a directory, of `group` and mode `want`.
+/// Who a directory should belong to; `None` leaves that id unchecked.
+#[derive(Debug, Clone, Copy, Default)]
+struct Owners {
+    uid: Option<u32>,
+    gid: Option<u32>,
+}
+
+/// One directory of the queue: present and a directory, of `owners` and mode `want`.
 fn check_directory(
     dir: &Path,
     want: u32,
-    group: Option<u32>,
+    owners: Owners,
     mode: Mode,
     note: &mut dyn FnMut(String),
 ) -> io::Result<()> {
     let repair = mode == Mode::Repair;
+    let group = owners.gid;
     match fs::symlink_metadata(dir) {
         Ok(meta) if meta.is_dir() => {
+            if let Some(uid) = owners.uid
+                && meta.uid() != uid
+            {
+                if repair {
+                    // Before the mode: chown may clear set-id bits.
+                    nix::unistd::chown(dir, Some(Uid::from_raw(uid)), None)?;
+                    note(format!(
+                        "{}: fixed owner {} to {uid}",
+                        dir.display(),
+                        meta.uid()
+                    ));
+                } else {
+                    note(format!(
+                        "{}: owner {}, should be {uid}",
+                        dir.display(),
+                        meta.uid()
+                    ));
+                }
+            }
             if let Some(gid) = group
                 && meta.gid() != gid
             {
@@ -334,8 +366,12 @@ fn check_directory(
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             if repair {
                 make_dir(dir, want)?;
-                if let Some(gid) = group {
-                    nix::unistd::chown(dir, None, Some(Gid::from_raw(gid)))?;
+                if owners.uid.is_some() || group.is_some() {
+                    nix::unistd::chown(
+                        dir,
+                        owners.uid.map(Uid::from_raw),
+                        group.map(Gid::from_raw),
+                    )?;
                 }
                 note(format!("{}: created missing directory", dir.display()));
             } else {
@@ -416,12 +452,21 @@ fn move_aside(
     Err(io::Error::other("no free name in corrupt/"))
 }
 
-/// Whether a queue file outside `maildrop/` is root's, of the queue's group, mode 0640.
-fn shared_with_group(file: &fs::File, group: Option<u32>) -> io::Result<bool> {
+/// The mode of a queue file outside `maildrop/`: readable by the group when there is one.
+fn file_mode(queue: &Queue) -> u32 {
+    match queue.group() {
+        Some(_) => super::FILE_MODE_GROUP,
+        None => 0o600,
+    }
+}
+
+/// Whether a queue file outside `maildrop/` is `mail_owner`'s (root's when unknown), of
+/// the queue's group, with [`file_mode`].
+fn owned_as_wanted(file: &fs::File, queue: &Queue) -> io::Result<bool> {
     let meta = file.metadata()?;
-    Ok(meta.uid() == 0
-        && Some(meta.gid()) == group
-        && meta.mode() & 0o7777 == super::FILE_MODE_GROUP)
+    Ok(meta.uid() == queue.owner()
+        && queue.group().is_none_or(|gid| meta.gid() == gid)
+        && meta.mode() & 0o7777 == file_mode(queue))
 }
 
 #[cfg(test)]
@@ -465,6 +510,32 @@ mod tests {
         );
         assert!(seen.iter().any(|t| t.contains("fixed group")), "{seen:?}");
         // Twice changes nothing.
+        let mut again = Vec::new();
+        assert_eq!(
+            queue.check_structure(&mut |t| again.push(t)).unwrap(),
+            0,
+            "{again:?}"
+        );
+        // An upgrade that introduces mail_owner: postsuper -s gives it the queue
+        // directories (not pid/) and the files outside maildrop/.
+        const UID: u32 = 47_314;
+        let queue = queue.with_owner(Some(UID));
+        let mut seen = Vec::new();
+        queue.check_structure(&mut |t| seen.push(t)).unwrap();
+        for name in QueueName::ALL {
+            assert_eq!(
+                fs::metadata(queue.dir(name)).unwrap().uid(),
+                UID,
+                "{name:?}"
+            );
+        }
+        assert_eq!(fs::metadata(queue.pid_dir()).unwrap().uid(), 0);
+        let meta = fs::metadata(queue.path(QueueName::Hold, id)).unwrap();
+        assert_eq!(
+            (meta.uid(), meta.gid(), meta.mode() & 0o7777),
+            (UID, GID, 0o640)
+        );
+        assert!(seen.iter().any(|t| t.contains("fixed owner")), "{seen:?}");
         let mut again = Vec::new();
         assert_eq!(
             queue.check_structure(&mut |t| again.push(t)).unwrap(),

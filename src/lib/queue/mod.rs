@@ -217,6 +217,10 @@ pub struct Queue {
     /// The gid of `setgid_group`, when that group exists: the group of the queue
     /// directories and (outside `maildrop/`) of the queue files.
     group: Option<u32>,
+    /// The uid of `mail_owner`, when known: the owner of the queue directories and
+    /// (outside `maildrop/`) of the queue files. Only looked up by root, the only one who
+    /// can give files away; `None` leaves them root's.
+    owner: Option<u32>,
 }
 
 /// The mode of a queue file outside `maildrop/` when the queue has a group: readable by
@@ -229,6 +233,7 @@ impl Queue {
         Queue {
             root: root.into(),
             group: None,
+            owner: None,
         }
     }
 
@@ -242,7 +247,34 @@ impl Queue {
                 .flatten()
                 .map(|g| g.gid.as_raw()),
         };
-        Ok(Queue::new(config.queue_directory()?).with_group(group))
+        // Only root can give a file away, so only root asks who mail_owner is (a
+        // submission by anyone else saves the password-database lookup).
+        let owner = if nix::unistd::geteuid().is_root() {
+            crate::privilege::MailOwner::lookup(&config.get("mail_owner")?)
+                .ok()
+                .map(|owner| owner.uid)
+        } else {
+            None
+        };
+        Ok(Queue::new(config.queue_directory()?)
+            .with_group(group)
+            .with_owner(owner))
+    }
+
+    /// The same queue with `owner` (the uid of `mail_owner`) as its owner.
+    pub fn with_owner(mut self, owner: Option<u32>) -> Queue {
+        self.owner = owner;
+        self
+    }
+
+    /// The uid of `mail_owner`, when known.
+    pub fn owner_uid(&self) -> Option<u32> {
+        self.owner
+    }
+
+    /// The uid that owns the queue's directories and files: `mail_owner`'s, else root's.
+    pub fn owner(&self) -> u32 {
+        self.owner.unwrap_or(0)
     }
 
     /// The same queue with `group` as its set-gid group.
@@ -262,19 +294,24 @@ impl Queue {
     }
 
     /// Gives a queue file that has left `maildrop/` (and so its submitter's ownership)
-    /// to root and the queue's group, mode 0640, so that `mailq` can read its envelope.
-    /// Does nothing when the queue has no group; best effort when not run as root.
-    pub fn share_with_group(&self, file: &File) {
+    /// to `mail_owner` (root when unknown) and the queue's group, mode 0640, so that
+    /// `mailq` can read its envelope (0600 without a group). Does nothing when the queue
+    /// has neither; best effort when not run as root.
+    pub fn give_to_owner(&self, file: &File) {
         use std::os::fd::AsFd;
-        let Some(gid) = self.group else {
+        if self.group.is_none() && self.owner.is_none() {
             return;
-        };
+        }
         let _ = nix::unistd::fchown(
             file.as_fd(),
-            Some(nix::unistd::Uid::from_raw(0)),
-            Some(nix::unistd::Gid::from_raw(gid)),
+            Some(nix::unistd::Uid::from_raw(self.owner())),
+            self.group.map(nix::unistd::Gid::from_raw),
         );
-        let _ = file.set_permissions(fs::Permissions::from_mode(FILE_MODE_GROUP));
+        let mode = match self.group {
+            Some(_) => FILE_MODE_GROUP,
+            None => 0o600,
+        };
+        let _ = file.set_permissions(fs::Permissions::from_mode(mode));
     }
 
     pub fn root(&self) -> &Path {
@@ -313,10 +350,14 @@ impl Queue {
             return Ok(());
         }
         make_dir(&dir, self.dir_mode(queue))?;
-        if let Some(gid) = self.group {
+        if self.group.is_some() || self.owner.is_some() {
             // chown clears no bits of a directory, but a failed one (not root) leaves the
-            // group's access out, never in.
-            let _ = nix::unistd::chown(&dir, None, Some(nix::unistd::Gid::from_raw(gid)));
+            // group's and mail_owner's access out, never in.
+            let _ = nix::unistd::chown(
+                &dir,
+                self.owner.map(nix::unistd::Uid::from_raw),
+                self.group.map(nix::unistd::Gid::from_raw),
+            );
         }
         Ok(())
     }
