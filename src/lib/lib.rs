@@ -19,6 +19,7 @@ pub mod message;
 pub mod operator;
 pub mod postsuper;
 pub mod privilege;
+pub mod programs;
 pub mod queue;
 pub mod sendmail;
 pub mod smtpd;
