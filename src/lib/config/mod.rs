@@ -235,12 +235,12 @@ impl Config {
         Ok(list.into_iter().map(|d| d.to_ascii_lowercase()).collect())
     }
 
-    /// The queue's top directory; must be absolute, since every queue path hangs off it.
     /// The account network-facing processes run as (`mail_owner`), looked up.
     pub fn mail_owner(&self) -> Result<crate::privilege::MailOwner> {
         crate::privilege::MailOwner::lookup(&self.get("mail_owner")?)
     }
 
+    /// The queue's top directory; must be absolute, since every queue path hangs off it.
     pub fn queue_directory(&self) -> Result<PathBuf> {
         let dir = PathBuf::from(self.get("queue_directory")?);
         if !dir.is_absolute() {

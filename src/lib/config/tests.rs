@@ -594,3 +594,88 @@ fn man_page_documents_every_parameter() {
         );
     }
 }
+
+/// The table is the type system of `main.cf`: every parameter the code reads by name
+/// (`config.number("smtpd_timeout")`...) is in it, and read as the kind the table gives
+/// it, so that `mailroom check`, `mailroom config` and the man page describe what the
+/// code does. Scans the source, since the names are string literals.
+#[test]
+fn every_parameter_read_by_the_code_is_in_the_table_with_its_kind() {
+    fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                rust_files(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&root, &mut files);
+    let receivers = ["config.", "c.", "fresh.", "self."];
+    let mut seen = 0;
+    let mut wrong = Vec::new();
+    for file in files {
+        if file.file_name().is_some_and(|n| n == "tests.rs") {
+            continue; // made-up names
+        }
+        let text = fs::read_to_string(&file).unwrap();
+        // Tests read made-up parameters.
+        let text = text.split("#[cfg(test)]").next().unwrap_or_default();
+        // self.get(...) is Config's own only in config/.
+        let config_module = file.starts_with(root.join("lib/config"));
+        for (at, _) in text.match_indices("(\"") {
+            let before = &text[..at];
+            let Some(dot) = before.rfind('.') else {
+                continue;
+            };
+            let getter = &before[dot + 1..];
+            let receiver_start = before[..dot]
+                .rfind(|ch: char| !(ch.is_ascii_alphanumeric() || ch == '_'))
+                .map_or(0, |i| i + 1);
+            let receiver = &before[receiver_start..=dot];
+            if !receivers.contains(&receiver) || (receiver == "self." && !config_module) {
+                continue;
+            }
+            let rest = &text[at + 2..];
+            let Some(end) = rest.find("\")") else {
+                continue;
+            };
+            let name = &rest[..end];
+            if !name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+            {
+                continue;
+            }
+            let fits = |kind: ParamKind| match getter {
+                "get" => true,
+                "list" => matches!(kind, ParamKind::List | ParamKind::Tables),
+                "time" => matches!(kind, ParamKind::Time(_)),
+                "number" => kind == ParamKind::Number,
+                "boolean" => kind == ParamKind::Bool,
+                "tables" => kind == ParamKind::Tables,
+                _ => true,
+            };
+            if !["get", "list", "time", "number", "boolean", "tables"].contains(&getter) {
+                continue;
+            }
+            seen += 1;
+            let place = format!("{}: {receiver}{getter}(\"{name}\")", file.display());
+            match known_parameters().iter().find(|p| p.name == name) {
+                None => wrong.push(format!("{place}: not in the table")),
+                Some(info) if !fits(info.kind) => {
+                    wrong.push(format!("{place}: the table says {:?}", info.kind))
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    assert!(
+        seen > 50,
+        "the scan found only {seen} reads: has the code changed shape?"
+    );
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
