@@ -298,89 +298,82 @@ fn check_directory(
     note: &mut dyn FnMut(String),
 ) -> io::Result<()> {
     let repair = mode == Mode::Repair;
-    let group = owners.gid;
     match fs::symlink_metadata(dir) {
-        Ok(meta) if meta.is_dir() => {
-            if let Some(uid) = owners.uid
-                && meta.uid() != uid
-            {
-                if repair {
-                    // Before the mode: chown may clear set-id bits.
-                    nix::unistd::chown(dir, Some(Uid::from_raw(uid)), None)?;
-                    note(format!(
-                        "{}: fixed owner {} to {uid}",
-                        dir.display(),
-                        meta.uid()
-                    ));
-                } else {
-                    note(format!(
-                        "{}: owner {}, should be {uid}",
-                        dir.display(),
-                        meta.uid()
-                    ));
-                }
-            }
-            if let Some(gid) = group
-                && meta.gid() != gid
-            {
-                if repair {
-                    // Before the mode: chown may clear set-id bits.
-                    nix::unistd::chown(dir, None, Some(Gid::from_raw(gid)))?;
-                    note(format!(
-                        "{}: fixed group {} to {gid}",
-                        dir.display(),
-                        meta.gid()
-                    ));
-                } else {
-                    note(format!(
-                        "{}: group {}, should be {gid}",
-                        dir.display(),
-                        meta.gid()
-                    ));
-                }
-            }
-            let have = meta.permissions().mode() & 0o7777;
-            if have == want {
-                return Ok(());
-            }
-            if repair {
-                fs::set_permissions(dir, fs::Permissions::from_mode(want))?;
-                note(format!(
-                    "{}: fixed mode {have:04o} to {want:04o}",
-                    dir.display()
-                ));
-            } else {
-                note(format!(
-                    "{}: mode {have:04o}, should be {want:04o}",
-                    dir.display()
-                ));
-            }
+        Ok(meta) if meta.is_dir() => check_existing_directory(dir, &meta, want, owners, mode, note),
+        Ok(_) if repair => Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("{} is not a directory", dir.display()),
+        )),
+        Ok(_) => {
+            note(format!("{}: not a directory", dir.display()));
+            Ok(())
         }
-        Ok(_) if repair => {
-            return Err(io::Error::new(
-                io::ErrorKind::AlreadyExists,
-                format!("{} is not a directory", dir.display()),
-            ));
-        }
-        Ok(_) => note(format!("{}: not a directory", dir.display())),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             if repair {
                 make_dir(dir, want)?;
-                if owners.uid.is_some() || group.is_some() {
+                if owners.uid.is_some() || owners.gid.is_some() {
                     nix::unistd::chown(
                         dir,
                         owners.uid.map(Uid::from_raw),
-                        group.map(Gid::from_raw),
+                        owners.gid.map(Gid::from_raw),
                     )?;
                 }
                 note(format!("{}: created missing directory", dir.display()));
             } else {
                 note(format!("{}: missing directory", dir.display()));
             }
+            Ok(())
         }
-        Err(e) => return Err(e),
+        Err(e) => Err(e),
     }
-    Ok(())
+}
+
+/// An existing queue directory's owner, group and mode: each wrong one noted, and fixed
+/// when repairing (owner and group before the mode: chown may clear set-id bits).
+fn check_existing_directory(
+    dir: &Path,
+    meta: &fs::Metadata,
+    want: u32,
+    owners: Owners,
+    mode: Mode,
+    note: &mut dyn FnMut(String),
+) -> io::Result<()> {
+    let repair = mode == Mode::Repair;
+    let mut check = |what: &str, have: u32, should: u32, fix: &dyn Fn() -> io::Result<()>| {
+        if have == should {
+            return Ok(());
+        }
+        let (have, should) = match what {
+            "mode" => (format!("{have:04o}"), format!("{should:04o}")),
+            _ => (have.to_string(), should.to_string()),
+        };
+        if repair {
+            fix()?;
+            note(format!(
+                "{}: fixed {what} {have} to {should}",
+                dir.display()
+            ));
+        } else {
+            note(format!(
+                "{}: {what} {have}, should be {should}",
+                dir.display()
+            ));
+        }
+        io::Result::Ok(())
+    };
+    if let Some(uid) = owners.uid {
+        check("owner", meta.uid(), uid, &|| {
+            Ok(nix::unistd::chown(dir, Some(Uid::from_raw(uid)), None)?)
+        })?;
+    }
+    if let Some(gid) = owners.gid {
+        check("group", meta.gid(), gid, &|| {
+            Ok(nix::unistd::chown(dir, None, Some(Gid::from_raw(gid)))?)
+        })?;
+    }
+    check("mode", meta.permissions().mode() & 0o7777, want, &|| {
+        fs::set_permissions(dir, fs::Permissions::from_mode(want))
+    })
 }
 
 /// Reads one queue file without locking it; returns why `postsuper -s` would move it
