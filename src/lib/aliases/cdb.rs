@@ -234,16 +234,49 @@ impl Reader {
     }
 }
 
-/// The checks of [`Reader::new`].
+/// The checks of [`Reader::new`]: the header's hash tables fit, the records run
+/// back to back up to the first table, the tables back to back up to the end, and the
+/// tables name every record once, under its key's hash.
 fn check(bytes: &[u8]) -> Result<(), Corrupt> {
-    let bad = |why: String| Err(Corrupt(why));
     let len = bytes.len();
     if len < HEADER {
-        return bad(format!(
+        return Err(Corrupt(format!(
             "{len} bytes, shorter than the {HEADER}-byte header"
-        ));
+        )));
     }
-    // The hash tables that have slots, as (table, position, slots).
+    let mut tables = hash_tables(bytes)?;
+    let records_end = tables.iter().map(|t| t.position).min().unwrap_or(len);
+    let records = record_starts(bytes, records_end)?;
+    tables.sort_by_key(|t| t.position);
+    let mut expected = records_end;
+    for t in &tables {
+        if t.position != expected {
+            return Err(Corrupt(format!(
+                "hash table {} is at byte {}, not at byte {expected}",
+                t.table, t.position
+            )));
+        }
+        expected = t.position + t.slots * 8;
+    }
+    if expected != len {
+        return Err(Corrupt(format!(
+            "{} bytes after the last hash table",
+            len.saturating_sub(expected)
+        )));
+    }
+    check_slots(bytes, &tables, &records)
+}
+
+/// One hash table of the header that has slots.
+struct HashTable {
+    table: usize,
+    position: usize,
+    slots: usize,
+}
+
+/// The header's hash tables that have slots; each must fit in the file.
+fn hash_tables(bytes: &[u8]) -> Result<Vec<HashTable>, Corrupt> {
+    let len = bytes.len();
     let mut tables = Vec::new();
     for table in 0..256 {
         let position = read_u32(bytes, table * 8).unwrap_or(0) as usize;
@@ -252,18 +285,25 @@ fn check(bytes: &[u8]) -> Result<(), Corrupt> {
         match end {
             _ if slots == 0 && position <= len => {}
             Some(end) if slots > 0 && position >= HEADER && end <= len => {
-                tables.push((table, position, slots));
+                tables.push(HashTable {
+                    table,
+                    position,
+                    slots,
+                });
             }
             _ => {
-                return bad(format!(
+                return Err(Corrupt(format!(
                     "hash table {table} ({slots} slots at byte {position}) does not fit in \
                      the file ({len} bytes)"
-                ));
+                )));
             }
         }
     }
-    let records_end = tables.iter().map(|&(_, p, _)| p).min().unwrap_or(len);
-    // The records, one after another up to the first hash table.
+    Ok(tables)
+}
+
+/// Where each record starts: one after another from the header up to `records_end`.
+fn record_starts(bytes: &[u8], records_end: usize) -> Result<Vec<usize>, Corrupt> {
     let mut records = Vec::new();
     let mut at = HEADER;
     while at < records_end {
@@ -279,48 +319,36 @@ fn check(bytes: &[u8]) -> Result<(), Corrupt> {
                 at = end;
             }
             _ => {
-                return bad(format!(
+                return Err(Corrupt(format!(
                     "the record at byte {at} runs past the end of the records (byte \
                      {records_end})"
-                ));
+                )));
             }
         }
     }
-    // The hash tables, one after another up to the end of the file.
-    tables.sort_by_key(|&(_, position, _)| position);
-    let mut expected = records_end;
-    for &(table, position, slots) in &tables {
-        if position != expected {
-            return bad(format!(
-                "hash table {table} is at byte {position}, not at byte {expected}"
-            ));
-        }
-        expected = position + slots * 8;
-    }
-    if expected != len {
-        return bad(format!(
-            "{} bytes after the last hash table",
-            len.saturating_sub(expected)
-        ));
-    }
-    // Every slot in use names a record start whose key has the slot's hash, of this
-    // table; every record is named once.
+    Ok(records)
+}
+
+/// Every slot in use names a record start whose key has the slot's hash, of this
+/// table; every record is named once.
+fn check_slots(bytes: &[u8], tables: &[HashTable], records: &[usize]) -> Result<(), Corrupt> {
     let mut named = vec![false; records.len()];
-    for &(table, position, slots) in &tables {
-        for slot in (position..position + slots * 8).step_by(8) {
+    for t in tables {
+        let table = t.table;
+        for slot in (t.position..t.position + t.slots * 8).step_by(8) {
             let (Some(slot_hash), Some(record)) =
                 (read_u32(bytes, slot), read_u32(bytes, slot + 4))
             else {
-                return bad(format!("hash table {table} is cut off"));
+                return Err(Corrupt(format!("hash table {table} is cut off")));
             };
             if record == 0 {
                 continue;
             }
             let Ok(index) = records.binary_search(&(record as usize)) else {
-                return bad(format!(
+                return Err(Corrupt(format!(
                     "a slot of hash table {table} points to byte {record}, where no record \
                      starts"
-                ));
+                )));
             };
             let record = record as usize;
             let key_len = read_u32(bytes, record).unwrap_or(0) as usize;
@@ -328,20 +356,22 @@ fn check(bytes: &[u8]) -> Result<(), Corrupt> {
                 .get(record + 8..record + 8 + key_len)
                 .unwrap_or_default();
             if hash(key) != slot_hash || (slot_hash & 255) as usize != table {
-                return bad(format!(
+                return Err(Corrupt(format!(
                     "the key of the record at byte {record} does not match its hash"
-                ));
+                )));
             }
             if std::mem::replace(&mut named[index], true) {
-                return bad(format!("the record at byte {record} is in two slots"));
+                return Err(Corrupt(format!(
+                    "the record at byte {record} is in two slots"
+                )));
             }
         }
     }
     if let Some(index) = named.iter().position(|&n| !n) {
-        return bad(format!(
+        return Err(Corrupt(format!(
             "the record at byte {} is in no hash table",
             records[index]
-        ));
+        )));
     }
     Ok(())
 }
