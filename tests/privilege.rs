@@ -35,7 +35,32 @@ fn setgid_sendmail() -> Option<SetgidCopy> {
     nix::unistd::chown(&program, Some(0.into()), Some(GROUP.into())).unwrap();
     // chown clears the set-id bits: set the mode afterwards.
     std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o2755)).unwrap();
+    // sendmail hands the daemon and deliveries over to the mailroom beside it: here one
+    // that says it was reached, with its group ids and arguments, and exits 42.
+    if let Some(python) = real_python() {
+        let mailroom = dir.path().join("mailroom");
+        let script = format!(
+            "#!{}\n\
+             import os, sys\n\
+             sys.stderr.write('mailroom reached: gids=%s args=%s\\n' % (list(os.getresgid()), sys.argv[1:]))\n\
+             sys.exit(42)\n",
+            python.display()
+        );
+        std::fs::write(&mailroom, script).unwrap();
+        std::fs::set_permissions(&mailroom, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
     Some(SetgidCopy { _dir: dir, program })
+}
+
+/// A python3 interpreter that is a program, not a script (pyenv's shims are bash, and a
+/// shell gives up an effective gid that differs from the real one, which would hide
+/// whether sendmail dropped its group before the exec).
+fn real_python() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/bin")])
+        .map(|dir| dir.join("python3"))
+        .find(|p| std::fs::read(p).is_ok_and(|bytes| !bytes.starts_with(b"#!")))
 }
 
 fn as_user(program: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
@@ -72,6 +97,55 @@ fn modes_reserved_to_root_exit_77() {
         let err = stderr(&out);
         assert!(
             err.contains(what) && err.contains("super-user"),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains("mailroom reached"), "{args:?}: {err}");
+    }
+}
+
+/// Root's `-bD`, `-bd` and `-q` reach the mailroom beside sendmail (the refusals above
+/// are not a missing mailroom), with the set-gid group given up and the configuration
+/// directory and interval passed on.
+#[test]
+fn root_is_handed_over_to_mailroom_without_the_group() {
+    let Some(copy) = setgid_sendmail() else {
+        return;
+    };
+    if !copy.program.with_file_name("mailroom").exists() {
+        eprintln!("skipped: needs python3");
+        return;
+    }
+    let config = tempfile::tempdir().unwrap();
+    std::fs::write(
+        config.path().join("main.cf"),
+        format!(
+            "queue_directory = {}\nsmtpd_port =\n",
+            config.path().join("queue").display()
+        ),
+    )
+    .unwrap();
+    let dir = config.path().to_string_lossy().into_owned();
+    for (args, expected) in [
+        (&["-bD"][..], "'daemon'"),
+        (&["-bd", "-q30m"], "'start', '--interval=30m'"),
+        (&["-q"], "'deliver'"),
+        (&["-qI0cQ3x7Lk2a"], "'deliver', '--', '0cQ3x7Lk2a'"),
+    ] {
+        let out = Command::new(&copy.program)
+            .args(["-C", &dir])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(42), "{args:?}: {err}");
+        let gid = nix::unistd::getgid().as_raw();
+        assert!(
+            err.contains(&format!("gids=[{gid}, {gid}, {gid}]")),
+            "{args:?}: {err}"
+        );
+        assert!(
+            err.contains(&format!("'--for-sendmail', '-c', '{dir}', {expected}]")),
             "{args:?}: {err}"
         );
     }
