@@ -265,6 +265,7 @@ fn mailroom_deliver_delivers_the_messages_named() {
         Command::new(MAILROOM)
             .args(args)
             .env("MAIL_CONFIG", w.path("config"))
+            .stdin(Stdio::null())
             .output()
             .unwrap()
     };
@@ -274,6 +275,18 @@ fn mailroom_deliver_delivers_the_messages_named() {
     assert_eq!(
         stderr(&out),
         "mailroom: fatal: 0000000000: no such message in the queue\n"
+    );
+    assert_eq!(w.messages("root"), 0, "nothing delivered");
+
+    // sendmail -odi's handover delivers only the file it is handed, locked, on stdin.
+    let out = mailroom(&["deliver", "--queued-on-stdin", &ids[0]]);
+    assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "mailroom: fatal: standard input is not the queue file maildrop/{}\n",
+            ids[0]
+        )
     );
     assert_eq!(w.messages("root"), 0, "nothing delivered");
 
