@@ -31,6 +31,7 @@ fn setgid_sendmail() -> Option<SetgidCopy> {
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let program = dir.path().join("sendmail");
+    let _writing = PROGRAMS.write().unwrap_or_else(|e| e.into_inner());
     std::fs::copy(env!("CARGO_BIN_EXE_sendmail"), &program).unwrap();
     nix::unistd::chown(&program, Some(0.into()), Some(GROUP.into())).unwrap();
     // chown clears the set-id bits: set the mode afterwards.
@@ -50,6 +51,17 @@ fn setgid_sendmail() -> Option<SetgidCopy> {
         std::fs::set_permissions(&mailroom, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
     Some(SetgidCopy { _dir: dir, program })
+}
+
+/// Copies and writes of programs (write lock) never overlap a fork (read lock): a child
+/// forked while a program's file is open for writing holds it until it execs, and running
+/// that program meanwhile fails with ETXTBSY ("Text file busy").
+static PROGRAMS: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// Runs `f`, which forks, while no program is being written.
+fn forking<T>(f: impl FnOnce() -> T) -> T {
+    let _guard = PROGRAMS.read().unwrap_or_else(|e| e.into_inner());
+    f()
 }
 
 /// A python3 interpreter that is a program, not a script (pyenv's shims are bash, and a
@@ -74,7 +86,7 @@ fn as_user(program: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    cmd.output().unwrap()
+    forking(|| cmd.output()).unwrap()
 }
 
 fn stderr(out: &Output) -> String {
@@ -131,12 +143,14 @@ fn root_is_handed_over_to_mailroom_without_the_group() {
         (&["-q"], "'deliver'"),
         (&["-qI0cQ3x7Lk2a"], "'deliver', '--', '0cQ3x7Lk2a'"),
     ] {
-        let out = Command::new(&copy.program)
-            .args(["-C", &dir])
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
+        let out = forking(|| {
+            Command::new(&copy.program)
+                .args(["-C", &dir])
+                .args(args)
+                .stdin(Stdio::null())
+                .output()
+        })
+        .unwrap();
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(42), "{args:?}: {err}");
         let gid = nix::unistd::getgid().as_raw();
@@ -182,11 +196,13 @@ fn root_may_still_use_every_mode_of_the_set_gid_copy() {
         return;
     };
     // Root is trusted: MAIL_CONFIG is honoured (and so the missing main.cf is an error).
-    let out = Command::new(&copy.program)
-        .args(["-bi"])
-        .env("MAIL_CONFIG", "/nonexistent/mailroom")
-        .output()
-        .unwrap();
+    let out = forking(|| {
+        Command::new(&copy.program)
+            .args(["-bi"])
+            .env("MAIL_CONFIG", "/nonexistent/mailroom")
+            .output()
+    })
+    .unwrap();
     assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
 }
 
@@ -213,8 +229,8 @@ fn a_group_that_may_not_read_maildrop_still_submits() {
     let maildrop = queue.join("maildrop");
     nix::unistd::chown(&maildrop, None, Some(GROUP.into())).unwrap();
     std::fs::set_permissions(&maildrop, std::fs::Permissions::from_mode(0o1730)).unwrap();
-    let out = Command::new("setpriv")
-        .arg(format!("--reuid={}", nobody.uid))
+    let mut cmd = Command::new("setpriv");
+    cmd.arg(format!("--reuid={}", nobody.uid))
         .arg(format!("--regid={GROUP}"))
         .arg("--clear-groups")
         .arg(env!("CARGO_BIN_EXE_sendmail"))
@@ -222,8 +238,8 @@ fn a_group_that_may_not_read_maildrop_still_submits() {
         .env("MAIL_CONFIG", dir.path())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
+        .stderr(Stdio::piped());
+    let out = forking(|| cmd.spawn())
         .and_then(|mut child| {
             use std::io::Write;
             child
@@ -270,7 +286,7 @@ fn private_spool_command() -> Option<Command> {
         ]);
         cmd
     };
-    let probe = command().arg("true").output().ok()?;
+    let probe = forking(|| command().arg("true").output()).ok()?;
     probe.status.success().then(command)
 }
 
@@ -305,8 +321,7 @@ fn a_time_zone_path_from_an_ordinary_caller_is_never_opened() {
     std::fs::set_permissions(&fifo, std::fs::Permissions::from_mode(0o666)).unwrap();
     for tz in [fifo.display().to_string(), format!(":{}", fifo.display())] {
         let mut cmd = private_spool_command().unwrap();
-        let mut child = cmd
-            .arg("setpriv")
+        cmd.arg("setpriv")
             .arg(format!("--reuid={USER}"))
             .arg(format!("--regid={USER}"))
             .arg("--clear-groups")
@@ -316,9 +331,8 @@ fn a_time_zone_path_from_an_ordinary_caller_is_never_opened() {
             .env("TZ", &tz)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+            .stderr(Stdio::piped());
+        let mut child = forking(|| cmd.spawn()).unwrap();
         {
             use std::io::Write;
             let mut stdin = child.stdin.take().unwrap();
