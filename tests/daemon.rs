@@ -12,6 +12,7 @@ use common::require_tool;
 use common::smtp_server::{Aiosmtpd, free_port};
 
 const SENDMAIL: &str = env!("CARGO_BIN_EXE_sendmail");
+const MAILROOM: &str = env!("CARGO_BIN_EXE_mailroom");
 
 struct World {
     dir: tempfile::TempDir,
@@ -205,6 +206,107 @@ fn bd_detaches_and_refuses_a_second() {
     w.wait_for(|| !w.path("queue/pid/master.pid").exists(), "daemon exit");
 }
 
+/// The program behind process `pid` and its arguments, from /proc.
+fn program_of(pid: u32) -> (PathBuf, Vec<String>) {
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    let args = cmdline
+        .split(|&b| b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    (exe, args)
+}
+
+/// The set-gid sendmail carries no daemon: `-bD` and `-bd` hand over to `mailroom`, so
+/// the process that runs the daemon is the mailroom binary (and -q30m's interval went
+/// along).
+#[test]
+fn the_daemon_sendmail_starts_is_mailroom() {
+    let mailroom = std::fs::canonicalize(MAILROOM).unwrap();
+    let w = World::new();
+    let d = w.daemon();
+    let (exe, args) = program_of(d.id());
+    assert_eq!(exe, mailroom, "sendmail -bD: {args:?}");
+    assert!(args.iter().any(|a| a == "daemon"), "{args:?}");
+    assert!(stop(d).success());
+
+    let out = w.cmd(&["-bd", "-q30m"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let pid: u32 = std::fs::read_to_string(w.path("queue/pid/master.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let (exe, args) = program_of(pid);
+    assert_eq!(exe, mailroom, "sendmail -bd: {args:?}");
+    assert!(args.iter().any(|a| a == "--interval=30m"), "{args:?}");
+    let pid = nix::unistd::Pid::from_raw(pid as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    w.wait_for(|| !w.path("queue/pid/master.pid").exists(), "daemon exit");
+}
+
+/// `mailroom deliver ID` delivers that message and leaves the others; an ID the queue
+/// does not hold is a fatal error (66) that delivers nothing.
+#[test]
+fn mailroom_deliver_delivers_the_messages_named() {
+    if !nix::unistd::getuid().is_root() {
+        eprintln!("skipped: mailroom deliver is root's");
+        return;
+    }
+    let w = World::new();
+    for n in 0..2 {
+        assert!(w.send(&["-odq", "-i", "root"], &body(n)).status.success());
+    }
+    let mut ids = w.queued("maildrop");
+    ids.sort();
+    assert_eq!(ids.len(), 2);
+    let mailroom = |args: &[&str]| {
+        Command::new(MAILROOM)
+            .args(args)
+            .env("MAIL_CONFIG", w.path("config"))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+
+    let out = mailroom(&["deliver", &ids[0], "0000000000"]);
+    assert_eq!(out.status.code(), Some(66), "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out),
+        "mailroom: fatal: 0000000000: no such message in the queue\n"
+    );
+    assert_eq!(w.messages("root"), 0, "nothing delivered");
+
+    // sendmail -odi's handover delivers only the file it is handed, locked, on stdin.
+    let out = mailroom(&["deliver", "--queued-on-stdin", &ids[0]]);
+    assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "mailroom: fatal: standard input is not the queue file maildrop/{}\n",
+            ids[0]
+        )
+    );
+    assert_eq!(w.messages("root"), 0, "nothing delivered");
+
+    let first = std::fs::read_to_string(w.path("queue/maildrop").join(&ids[0])).unwrap();
+    let subject = ["Subject: test 0\n", "Subject: test 1\n"]
+        .into_iter()
+        .find(|s| first.contains(s))
+        .unwrap();
+    let out = mailroom(&["deliver", &ids[0]]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(w.messages("root"), 1);
+    assert!(w.mbox("root").contains(subject));
+    assert_eq!(w.queued("maildrop"), vec![ids[1].clone()]);
+
+    let out = mailroom(&["deliver"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(w.messages("root"), 2);
+    assert!(w.queue_empty());
+}
+
 #[test]
 fn daemon_delivers_new_mail_at_once_and_logs_like_postfix() {
     let w = World::new();
@@ -294,26 +396,71 @@ fn odb_without_a_daemon_delivers_in_the_background() {
     assert!(!w.path("queue/pid/master.pid").exists());
 }
 
+/// `-odi` hands the locked message over to `mailroom deliver`, which reports as sendmail
+/// itself did: the exit code (0, 67 unknown user, 69 other bounce, 75 deferred) and, for
+/// each recipient not delivered, a `sendmail: ID: <address>: ...` line, then the fatal.
 #[test]
 fn odi_reports_the_outcome() {
     let w = World::new();
-    let out = w.send(&["-odi", "-i", "root"], &body(1));
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    std::fs::write(
+        w.path("config/aliases"),
+        "failing: \"|echo no such thing >&2; exit 1\"\n",
+    )
+    .unwrap();
+    let cf = std::fs::read_to_string(w.path("config/main.cf"))
+        .unwrap()
+        .replace(
+            "alias_maps =\n",
+            &format!("alias_maps = cdb:{}\n", w.path("config/aliases").display()),
+        );
+    std::fs::write(w.path("config/main.cf"), cf).unwrap();
+    let bounced = "sendmail: fatal: {id}: 1 recipient(s) bounced; the sender gets a delivery status notification";
+    for (n, (rcpt, code, lines)) in [
+        ("root", 0, vec![]),
+        (
+            "nosuchuser",
+            67,
+            vec![
+                "sendmail: {id}: <nosuchuser@test.localdomain>: dsn=5.1.1, status=bounced (unknown user: \"nosuchuser\")",
+                bounced,
+            ],
+        ),
+        (
+            "failing",
+            69,
+            vec![
+                "sendmail: {id}: <failing@test.localdomain>: dsn=5.3.0, status=bounced (Command died with status 1: \"echo no such thing >&2; exit 1\". Command output: no such thing)",
+                bounced,
+            ],
+        ),
+        (
+            "bob@example.org",
+            75,
+            vec![
+                "sendmail: {id}: <bob@example.org>: dsn=4.4.1, status=deferred (connect to 127.0.0.1[127.0.0.1]:9: Connection refused)",
+                "sendmail: fatal: {id}: delivery deferred; the message stays queued and will be retried",
+            ],
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let out = w.send(&["-odi", "-i", "-f", "root", rcpt], &body(n));
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(code), "{rcpt}: {err}");
+        let id = err.split(": ").nth(1).unwrap_or_default();
+        let expected: String = lines
+            .iter()
+            .map(|l| format!("{}\n", l.replace("{id}", id)))
+            .collect();
+        assert_eq!(err, expected, "{rcpt}");
+    }
+    // The first delivered; the deferred one stays queued; the two bounces queued
+    // notifications to the sender, which the next queue run delivers.
     assert_eq!(w.messages("root"), 1);
-    assert!(w.queue_empty());
-
-    let out = w.send(&["-odi", "-i", "nosuchuser"], &body(2));
-    assert_eq!(out.status.code(), Some(67), "{}", stderr(&out));
-    assert!(stderr(&out).contains("status=bounced (unknown user: \"nosuchuser\")"));
-
-    let out = w.send(&["-odi", "-i", "bob@example.org"], &body(3));
-    assert_eq!(out.status.code(), Some(75), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("Connection refused"),
-        "{}",
-        stderr(&out)
-    );
     assert_eq!(w.queued("deferred").len(), 1);
+    assert!(w.cmd(&["-q"]).status().unwrap().success());
+    assert_eq!(w.messages("root"), 3);
 }
 
 /// Issue defect 15: a dot-lock left by a process that is gone held up mbox delivery for

@@ -31,11 +31,48 @@ fn setgid_sendmail() -> Option<SetgidCopy> {
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let program = dir.path().join("sendmail");
+    let _writing = PROGRAMS.write().unwrap_or_else(|e| e.into_inner());
     std::fs::copy(env!("CARGO_BIN_EXE_sendmail"), &program).unwrap();
     nix::unistd::chown(&program, Some(0.into()), Some(GROUP.into())).unwrap();
     // chown clears the set-id bits: set the mode afterwards.
     std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o2755)).unwrap();
+    // sendmail hands the daemon and deliveries over to the mailroom beside it: here one
+    // that says it was reached, with its group ids and arguments, and exits 42.
+    if let Some(python) = real_python() {
+        let mailroom = dir.path().join("mailroom");
+        let script = format!(
+            "#!{}\n\
+             import os, sys\n\
+             sys.stderr.write('mailroom reached: gids=%s args=%s\\n' % (list(os.getresgid()), sys.argv[1:]))\n\
+             sys.exit(42)\n",
+            python.display()
+        );
+        std::fs::write(&mailroom, script).unwrap();
+        std::fs::set_permissions(&mailroom, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
     Some(SetgidCopy { _dir: dir, program })
+}
+
+/// Copies and writes of programs (write lock) never overlap a fork (read lock): a child
+/// forked while a program's file is open for writing holds it until it execs, and running
+/// that program meanwhile fails with ETXTBSY ("Text file busy").
+static PROGRAMS: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// Runs `f`, which forks, while no program is being written.
+fn forking<T>(f: impl FnOnce() -> T) -> T {
+    let _guard = PROGRAMS.read().unwrap_or_else(|e| e.into_inner());
+    f()
+}
+
+/// A python3 interpreter that is a program, not a script (pyenv's shims are bash, and a
+/// shell gives up an effective gid that differs from the real one, which would hide
+/// whether sendmail dropped its group before the exec).
+fn real_python() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/bin")])
+        .map(|dir| dir.join("python3"))
+        .find(|p| std::fs::read(p).is_ok_and(|bytes| !bytes.starts_with(b"#!")))
 }
 
 fn as_user(program: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
@@ -49,7 +86,7 @@ fn as_user(program: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    cmd.output().unwrap()
+    forking(|| cmd.output()).unwrap()
 }
 
 fn stderr(out: &Output) -> String {
@@ -72,6 +109,57 @@ fn modes_reserved_to_root_exit_77() {
         let err = stderr(&out);
         assert!(
             err.contains(what) && err.contains("super-user"),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains("mailroom reached"), "{args:?}: {err}");
+    }
+}
+
+/// Root's `-bD`, `-bd` and `-q` reach the mailroom beside sendmail (the refusals above
+/// are not a missing mailroom), with the set-gid group given up and the configuration
+/// directory and interval passed on.
+#[test]
+fn root_is_handed_over_to_mailroom_without_the_group() {
+    let Some(copy) = setgid_sendmail() else {
+        return;
+    };
+    if !copy.program.with_file_name("mailroom").exists() {
+        eprintln!("skipped: needs python3");
+        return;
+    }
+    let config = tempfile::tempdir().unwrap();
+    std::fs::write(
+        config.path().join("main.cf"),
+        format!(
+            "queue_directory = {}\nsmtpd_port =\n",
+            config.path().join("queue").display()
+        ),
+    )
+    .unwrap();
+    let dir = config.path().to_string_lossy().into_owned();
+    for (args, expected) in [
+        (&["-bD"][..], "'daemon'"),
+        (&["-bd", "-q30m"], "'start', '--interval=30m'"),
+        (&["-q"], "'deliver'"),
+        (&["-qI0cQ3x7Lk2a"], "'deliver', '--', '0cQ3x7Lk2a'"),
+    ] {
+        let out = forking(|| {
+            Command::new(&copy.program)
+                .args(["-C", &dir])
+                .args(args)
+                .stdin(Stdio::null())
+                .output()
+        })
+        .unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(42), "{args:?}: {err}");
+        let gid = nix::unistd::getgid().as_raw();
+        assert!(
+            err.contains(&format!("gids=[{gid}, {gid}, {gid}]")),
+            "{args:?}: {err}"
+        );
+        assert!(
+            err.contains(&format!("'--for-sendmail', '-c', '{dir}', {expected}]")),
             "{args:?}: {err}"
         );
     }
@@ -108,11 +196,13 @@ fn root_may_still_use_every_mode_of_the_set_gid_copy() {
         return;
     };
     // Root is trusted: MAIL_CONFIG is honoured (and so the missing main.cf is an error).
-    let out = Command::new(&copy.program)
-        .args(["-bi"])
-        .env("MAIL_CONFIG", "/nonexistent/mailroom")
-        .output()
-        .unwrap();
+    let out = forking(|| {
+        Command::new(&copy.program)
+            .args(["-bi"])
+            .env("MAIL_CONFIG", "/nonexistent/mailroom")
+            .output()
+    })
+    .unwrap();
     assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
 }
 
@@ -139,8 +229,8 @@ fn a_group_that_may_not_read_maildrop_still_submits() {
     let maildrop = queue.join("maildrop");
     nix::unistd::chown(&maildrop, None, Some(GROUP.into())).unwrap();
     std::fs::set_permissions(&maildrop, std::fs::Permissions::from_mode(0o1730)).unwrap();
-    let out = Command::new("setpriv")
-        .arg(format!("--reuid={}", nobody.uid))
+    let mut cmd = Command::new("setpriv");
+    cmd.arg(format!("--reuid={}", nobody.uid))
         .arg(format!("--regid={GROUP}"))
         .arg("--clear-groups")
         .arg(env!("CARGO_BIN_EXE_sendmail"))
@@ -148,8 +238,8 @@ fn a_group_that_may_not_read_maildrop_still_submits() {
         .env("MAIL_CONFIG", dir.path())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
+        .stderr(Stdio::piped());
+    let out = forking(|| cmd.spawn())
         .and_then(|mut child| {
             use std::io::Write;
             child
@@ -196,7 +286,7 @@ fn private_spool_command() -> Option<Command> {
         ]);
         cmd
     };
-    let probe = command().arg("true").output().ok()?;
+    let probe = forking(|| command().arg("true").output()).ok()?;
     probe.status.success().then(command)
 }
 
@@ -231,8 +321,7 @@ fn a_time_zone_path_from_an_ordinary_caller_is_never_opened() {
     std::fs::set_permissions(&fifo, std::fs::Permissions::from_mode(0o666)).unwrap();
     for tz in [fifo.display().to_string(), format!(":{}", fifo.display())] {
         let mut cmd = private_spool_command().unwrap();
-        let mut child = cmd
-            .arg("setpriv")
+        cmd.arg("setpriv")
             .arg(format!("--reuid={USER}"))
             .arg(format!("--regid={USER}"))
             .arg("--clear-groups")
@@ -242,9 +331,8 @@ fn a_time_zone_path_from_an_ordinary_caller_is_never_opened() {
             .env("TZ", &tz)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+            .stderr(Stdio::piped());
+        let mut child = forking(|| cmd.spawn()).unwrap();
         {
             use std::io::Write;
             let mut stdin = child.stdin.take().unwrap();

@@ -1,15 +1,18 @@
-//! `mailroom`: the operator's command — start, stop, reload and look at the daemon
-//! (`start`, `stop`, `status`, `reload`, `flush`, as `postfix` does), inspect and edit
+//! `mailroom`: the operator's command — run, start, stop, reload and look at the daemon
+//! (`daemon`, `start`, `stop`, `status`, `reload`, `flush`, as `postfix` does), deliver
+//! the queue or some messages now (`deliver`), inspect and edit
 //! `main.cf` (`config`, as `postconf`), check the configuration (`check`), and show the
 //! queue's shape (`queue`, as `qshape`). Parses argv and maps outcomes to exit codes; the work is in
 //! `mailroom::operator`.
 
 use std::io::{self, Write};
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{ArgAction, CommandFactory, Parser, Subcommand};
 use mailroom::config::Config;
+use mailroom::daemon::modes;
 use mailroom::operator::{self, control, shape};
 use mailroom::privilege;
 use mailroom::sysexits::Error;
@@ -24,14 +27,38 @@ struct Cli {
     /// The configuration directory (default: $MAIL_CONFIG, else /etc/mailroom).
     #[arg(short = 'c', long = "config-dir", value_name = "DIR", global = true)]
     config_dir: Option<PathBuf>,
+    /// Internal: run for `sendmail`, which execs mailroom for -bd, -bD, -q and -odi, and
+    /// speak as it did (`sendmail: fatal: ...`; `start` exits 75 when a daemon runs).
+    #[arg(long, hide = true, global = true)]
+    for_sendmail: bool,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Start the delivery daemon in the background (as sendmail -bd).
-    Start,
+    /// Run the daemon in the foreground until SIGTERM, logging to stderr unless
+    /// maillog_file is set (as sendmail -bD; what a systemd unit runs).
+    Daemon {
+        #[command(flatten)]
+        interval: Interval,
+    },
+    /// Start the daemon in the background; returns once it runs (as sendmail -bd).
+    Start {
+        #[command(flatten)]
+        interval: Interval,
+    },
+    /// Deliver the whole queue once in the foreground (as sendmail -q), or only the
+    /// messages named (queue IDs, or parts of them as sendmail -qI takes them).
+    Deliver {
+        /// Internal (sendmail -odi): standard input is the queue file of the one ID,
+        /// still locked; deliver it and exit as sendmail -odi does.
+        #[arg(long, hide = true)]
+        queued_on_stdin: bool,
+        /// Queue IDs, or parts of them (none: the whole queue).
+        #[arg(value_name = "ID")]
+        ids: Vec<String>,
+    },
     /// Stop the daemon (SIGTERM) and wait until it has exited.
     Stop {
         /// Seconds to wait for the daemon to exit.
@@ -73,6 +100,14 @@ enum Program {
     Mailroom,
     Mailq,
     Newaliases,
+}
+
+/// The daemon's periodic queue runs (`sendmail -q30m`).
+#[derive(clap::Args)]
+struct Interval {
+    /// Also try every deferred message this often (a number is minutes: 30, 30m, 1h).
+    #[arg(short = 'q', long = "interval", value_name = "INTERVAL")]
+    interval: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -146,25 +181,77 @@ fn parse_buckets(text: &str) -> Result<usize, String> {
 }
 
 fn main() -> ExitCode {
-    match try_main() {
+    let cli = match mailroom::getopt::text_args(std::env::args_os().skip(1)) {
+        Ok(argv) => Cli::parse_from(std::iter::once("mailroom".to_string()).chain(argv)),
+        Err(message) => return fail("mailroom", &Error::usage(message)),
+    };
+    // Run by sendmail, mailroom speaks as sendmail did before it handed over.
+    let program = if cli.for_sendmail {
+        "sendmail"
+    } else {
+        "mailroom"
+    };
+    match run(cli) {
         Ok(code) => ExitCode::from(code),
-        Err(e) => {
-            let _ = writeln!(io::stderr(), "mailroom: fatal: {e}");
-            ExitCode::from(e.code() as u8)
-        }
+        Err(e) => fail(program, &e),
     }
 }
 
-fn try_main() -> Result<u8, Error> {
-    let argv = mailroom::getopt::text_args(std::env::args_os().skip(1)).map_err(Error::usage)?;
-    let cli = Cli::parse_from(std::iter::once("mailroom".to_string()).chain(argv));
+fn fail(program: &str, e: &Error) -> ExitCode {
+    let _ = writeln!(io::stderr(), "{program}: fatal: {e}");
+    ExitCode::from(e.code() as u8)
+}
+
+fn run(cli: Cli) -> Result<u8, Error> {
     let dir = cli.config_dir.as_deref();
+    let for_sendmail = cli.for_sendmail;
+    // The daemon and deliveries are root's. Run by sendmail, the check is sendmail's, made
+    // before it handed over: a set-gid sendmail refuses every caller but root (77), one
+    // that is not set-gid trusts whoever runs it (a private MAIL_CONFIG); mailroom itself
+    // carries no privilege to give away.
+    let root_only = |what: &str| {
+        if for_sendmail {
+            Ok(())
+        } else {
+            privilege::require_root(&operator::root_only(what))
+        }
+    };
     let stdout = io::stdout();
     let mut out = stdout.lock();
     match cli.command {
-        Command::Start => {
-            privilege::require_root(&operator::root_only("start"))?;
-            control::start(&Config::load(dir)?, &mut out)
+        Command::Daemon { interval } => {
+            root_only("daemon")?;
+            let config = Config::load(dir)?;
+            modes::foreground(&config, interval.interval.as_deref()).map(|()| 0)
+        }
+        Command::Start { interval } => {
+            root_only("start")?;
+            let config = Config::load(dir)?;
+            let interval = interval.interval.as_deref();
+            if for_sendmail {
+                // sendmail -bd: silent, and 75 when a daemon runs, as it always was.
+                return modes::background(&config, interval).map(|()| 0);
+            }
+            control::start(&config, interval, &mut out)
+        }
+        Command::Deliver {
+            queued_on_stdin,
+            ids,
+        } => {
+            root_only("deliver")?;
+            let config = Config::load(dir)?;
+            if !queued_on_stdin {
+                return modes::deliver(&config, &ids, !for_sendmail).map(|()| 0);
+            }
+            let [id] = ids.as_slice() else {
+                return Err(Error::usage("--queued-on-stdin takes exactly one queue ID"));
+            };
+            let file = io::stdin()
+                .as_fd()
+                .try_clone_to_owned()
+                .map_err(|e| Error::io("standard input", &e))?;
+            let program = if for_sendmail { "sendmail" } else { "mailroom" };
+            modes::deliver_submitted(&config, id, file.into(), program).map(|()| 0)
         }
         Command::Stop { timeout } => {
             privilege::require_root(&operator::root_only("stop"))?;

@@ -1,8 +1,9 @@
-//! Starting mailroom processes that outlive the command that started them: the daemon of
-//! `sendmail -bd`, and the one-message delivery of `sendmail -odb` when no daemon runs.
-//! Both re-execute this program in a new session (setsid) with standard input, output and
-//! error on /dev/null, so they hold no terminal and no pipe of the caller's (a cron job or
-//! a PHP request that waits for EOF on sendmail's output is not kept waiting).
+//! Starting the daemon so that it outlives the command that started it: `mailroom start`
+//! (and `sendmail -bd`, which execs it) re-executes this program, `mailroom`, as
+//! `mailroom daemon` in a new session (setsid) with standard input on /dev/null and its
+//! output on a pipe until it is ready, then /dev/null, so that it holds no terminal and
+//! no pipe of the caller's (a cron job or a PHP request that waits for EOF on the
+//! starter's output is not kept waiting).
 
 use std::io::Read;
 use std::os::unix::process::CommandExt;
@@ -11,7 +12,7 @@ use std::process::{Command, Stdio};
 
 use crate::sysexits::{Error, ExitCode, Result};
 
-/// Set in the environment of a daemon started by `-bd`: it logs to syslog instead of
+/// Set in the environment of a daemon started by `mailroom start`: it logs to syslog instead of
 /// stderr and reports readiness on its standard output.
 pub const DETACHED_ENV: &str = "MAILROOM_DETACHED";
 /// The line a detached daemon writes once it holds the queue's lock.
@@ -32,9 +33,11 @@ fn new_session(cmd: &mut Command) {
     }
 }
 
-/// `sendmail -bd`: starts `sendmail -bD` detached and returns once it holds the lock
-/// (exit 0), or with its error when it could not start (another daemon runs: 75).
-pub fn start_daemon(config_dir: &Path, interval: Option<&str>) -> Result<u32> {
+/// `mailroom start`: starts `mailroom daemon` detached and returns its pid once it holds
+/// the lock, or its error when it could not start (another daemon runs: 75).
+/// `for_sendmail` (`sendmail -bd`) passes `--for-sendmail` on: sendmail has checked who
+/// may start it.
+pub fn start_daemon(config_dir: &Path, interval: Option<&str>, for_sendmail: bool) -> Result<u32> {
     let (reader, writer) =
         // Close-on-exec, so that in the daemon only the standard descriptors it is given
         // hold the pipe, and our read ends once it replaces them with /dev/null.
@@ -42,9 +45,12 @@ pub fn start_daemon(config_dir: &Path, interval: Option<&str>) -> Result<u32> {
             .map_err(|e| Error::new(ExitCode::OsErr, format!("pipe: {e}")))?;
     let writer2 = writer.try_clone().map_err(|e| Error::io("dup", &e))?;
     let mut cmd = Command::new(this_program()?);
-    cmd.arg("-bD").arg("-C").arg(config_dir);
+    if for_sendmail {
+        cmd.arg("--for-sendmail");
+    }
+    cmd.arg("-c").arg(config_dir).arg("daemon");
     if let Some(interval) = interval {
-        cmd.arg(format!("-q{interval}"));
+        cmd.arg(format!("--interval={interval}"));
     }
     cmd.env(DETACHED_ENV, "1")
         .stdin(Stdio::null())
@@ -70,7 +76,12 @@ pub fn start_daemon(config_dir: &Path, interval: Option<&str>) -> Result<u32> {
     let status = child.wait().map_err(|e| Error::io("wait", &e))?;
     let message = said
         .lines()
-        .map(|l| l.strip_prefix("sendmail: fatal: ").unwrap_or(l))
+        .map(|l| {
+            ["mailroom: fatal: ", "sendmail: fatal: "]
+                .iter()
+                .find_map(|p| l.strip_prefix(p))
+                .unwrap_or(l)
+        })
         .collect::<Vec<_>>()
         .join("; ");
     let code = match status.code() {
@@ -102,21 +113,4 @@ pub fn report_ready(pid: u32) {
         }
     }
     let _ = std::env::set_current_dir("/");
-}
-
-/// `sendmail -odb` without a daemon: `sendmail -qI<ID>` in the background. Not waited
-/// for; sendmail exits at once and the delivery goes on alone.
-pub fn spawn_delivery(config_dir: &Path, id: &str) -> Result<()> {
-    let mut cmd = Command::new(this_program()?);
-    cmd.arg(format!("-qI{id}"))
-        .arg("-C")
-        .arg(config_dir)
-        .env_remove(DETACHED_ENV)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    new_session(&mut cmd);
-    cmd.spawn()
-        .map(drop)
-        .map_err(|e| Error::io("cannot start a background delivery", &e))
 }

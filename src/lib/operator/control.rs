@@ -1,14 +1,13 @@
 //! `mailroom start`, `stop`, `status`, `reload` and `flush`: the daemon seen from
-//! outside. Whoever started it — `mailroom start`, `sendmail -bd`, or a systemd unit
-//! running `sendmail -bD` — it holds the same lock (`pid/master.lock`) and writes the same
-//! pid file, so these commands find it through [`daemon::lock::running`] and act on it
-//! with signals (SIGTERM stops it, SIGHUP makes it read `main.cf` again). Nothing here
-//! runs the daemon: `start` asks `sendmail -bd`, beside this program, to do it.
+//! outside. Whoever started it — `mailroom start` (or `sendmail -bd`, which execs it), or
+//! a systemd unit running `mailroom daemon` (or `sendmail -bD`) — it holds the same lock
+//! (`pid/master.lock`) and writes the same pid file, so these commands find it through
+//! [`daemon::lock::running`] and act on it with signals (SIGTERM stops it, SIGHUP makes
+//! it read `main.cf` again). `start` runs `mailroom daemon` detached
+//! ([`daemon::detach`]).
 
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
 use nix::sys::signal::{Signal, kill};
@@ -39,57 +38,21 @@ fn queue_of(config: &Config) -> Result<Queue> {
     Queue::from_config(config)
 }
 
-/// `sendmail` in the directory of this program: the two are installed side by side, and
-/// a test build finds its own.
-fn sendmail_beside_us() -> Result<PathBuf> {
-    let me = std::env::current_exe().map_err(|e| Error::io("cannot find this program", &e))?;
-    let path = me
-        .parent()
-        .map(|dir| dir.join("sendmail"))
-        .ok_or_else(|| Error::software("cannot find this program's directory"))?;
-    if !path.is_file() {
-        return Err(Error::software(format!(
-            "{} not found: mailroom starts the daemon through the sendmail installed beside it",
-            path.display()
-        )));
-    }
-    Ok(path)
-}
-
-/// `mailroom start`: the daemon, detached (`sendmail -bd -C DIR`). Returns the exit
-/// status: 0 started, 1 when one is running already (as `postfix start`).
-pub fn start(config: &Config, out: &mut dyn Write) -> Result<u8> {
+/// `mailroom start [-q INTERVAL]`: `mailroom daemon`, detached; returns once it holds
+/// the lock. Returns the exit status: 0 started, 1 when one is running already (as
+/// `postfix start`).
+pub fn start(config: &Config, interval: Option<&str>, out: &mut dyn Write) -> Result<u8> {
     let queue = queue_of(config)?;
     if let Some((pid, _)) = running(&queue) {
         eprintln!("mailroom: the mail system is already running (pid {pid})");
         return Ok(1);
     }
-    let dir = std::path::absolute(config.dir()).unwrap_or_else(|_| config.dir().to_path_buf());
-    let result = Command::new(sendmail_beside_us()?)
-        .arg("-bd")
-        .arg("-C")
-        .arg(&dir)
-        .output()
-        .map_err(|e| Error::io("cannot run sendmail -bd", &e))?;
-    if !result.status.success() {
-        let said = String::from_utf8_lossy(&result.stderr);
-        let message = said
-            .lines()
-            .map(|l| l.strip_prefix("sendmail: fatal: ").unwrap_or(l))
-            .collect::<Vec<_>>()
-            .join("; ");
-        let code = match result.status.code() {
-            Some(75) => ExitCode::TempFail,
-            Some(78) => ExitCode::Config,
-            Some(77) => ExitCode::NoPerm,
-            _ => ExitCode::Software,
-        };
-        return Err(Error::new(
-            code,
-            format!("the daemon did not start: {message}"),
-        ));
+    if let Some(interval) = interval {
+        daemon::modes::parse_interval(interval)?;
     }
-    let pid = lock::running(&queue).unwrap_or(0);
+    let dir = std::path::absolute(config.dir()).unwrap_or_else(|_| config.dir().to_path_buf());
+    let pid = daemon::detach::start_daemon(&dir, interval, false)
+        .map_err(|e| Error::new(e.code, format!("the daemon did not start: {}", e.message)))?;
     write_out(out, format!("mailroom started (pid {pid})\n").as_bytes())?;
     Ok(0)
 }

@@ -5,7 +5,6 @@
 
 use std::path::PathBuf;
 
-use crate::daemon::modes::DeliveryMode;
 use crate::getopt::{self, Arg, Value};
 use crate::submit::Request;
 
@@ -185,6 +184,16 @@ pub enum Mode {
     RunQueue,
     /// `-bh`, `-bH`: host status, which we do not keep; nothing to do.
     Nothing,
+}
+
+/// `-odb` (deliver in the background, the default), `-odi` (deliver before exiting),
+/// `-odq` (only queue).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeliveryMode {
+    #[default]
+    Background,
+    Interactive,
+    QueueOnly,
 }
 
 #[derive(Debug, Clone)]

@@ -1,21 +1,25 @@
 //! The `sendmail` command: dispatches the mode chosen on the command line. Submission is
 //! the common case and the one that must be fast: one config read, one durable write.
+//!
+//! The daemon and deliveries are not here: root's `-bd`, `-bD`, `-q` and `-odi` hand
+//! over to `mailroom` by exec, and `-odb` starts it (see [`handover`]). This module and
+//! its children must never use the `daemon` module: the set-gid program carries no
+//! daemon code path (`handover`'s tests check).
 
 pub mod argv;
+pub mod handover;
 
 use std::fs::File;
 use std::io::{BufRead, Write};
 
 use crate::aliases;
 use crate::config::Config;
-use crate::daemon;
-use crate::daemon::modes::DeliveryMode;
 use crate::log::Log;
 use crate::privilege;
 use crate::queue::{Queue, QueueId};
 use crate::submit::{self, Invoker, Settings};
 use crate::sysexits::{Error, ExitCode, Result};
-use argv::{Invocation, Mode};
+use argv::{DeliveryMode, Invocation, Mode};
 
 /// Runs sendmail as `inv` asks, reading a message from `stdin` when submitting and
 /// writing reports (`-bv`, `-bp`) to `stdout`. Warnings go to stderr.
@@ -23,7 +27,11 @@ use argv::{Invocation, Mode};
 /// Installed set-gid and run by someone other than root (see [`privilege`]), it submits
 /// (`-bm`, `-t`, `-bs`), lists the queue as `authorized_mailq_users` allows (`-bp`) and
 /// verifies (`-bv`, without the group); `-bi`, `-q`, `-bd` and `-bD` are root's and exit
-/// 77, as Postfix's are. The message is left to the daemon: `-odb` and `-odi` only queue.
+/// 77, as Postfix's are, before anything is handed over. The message is left to the
+/// daemon: `-odb` and `-odi` only queue.
+///
+/// For root, `-bd`, `-bD` and `-q` (and `-odi` once the message is queued) replace this
+/// process with `mailroom` (see [`handover`]) and return only when that fails.
 pub fn run(inv: &Invocation, stdin: impl BufRead, stdout: &mut dyn Write) -> Result<()> {
     let distrusted = privilege::distrusts_caller();
     let config = Config::load(inv.config_dir.as_deref())?;
@@ -58,7 +66,7 @@ pub fn run(inv: &Invocation, stdin: impl BufRead, stdout: &mut dyn Write) -> Res
                 // name, delivers it (Postfix's sendmail never delivers by itself either).
                 return Ok(());
             }
-            daemon::modes::after_submit(&config, inv.delivery, id, locked)
+            after_submit(&config, inv.delivery, id, locked)
         }
         Mode::Newaliases => {
             aliases::rebuild_all(&config, &mut |w| eprintln!("sendmail: warning: {w}"))?;
@@ -68,9 +76,53 @@ pub fn run(inv: &Invocation, stdin: impl BufRead, stdout: &mut dyn Write) -> Res
         Mode::Smtp => crate::smtpd::run_stdio(&config, Invoker::current().uid, stdin, stdout),
         Mode::ListQueue => crate::mailq::run_as(&config, "sendmail", false, stdout),
         Mode::Nothing => Ok(()),
-        Mode::DaemonForeground => daemon::modes::foreground(&config, inv.queue_interval.as_deref()),
-        Mode::Daemon => daemon::modes::background(&config, inv.queue_interval.as_deref()),
-        Mode::RunQueue => daemon::modes::run_queue(&config, inv.queue_id.as_deref()),
+        Mode::DaemonForeground => Err(handover_daemon(&config, "daemon", inv)),
+        Mode::Daemon => Err(handover_daemon(&config, "start", inv)),
+        Mode::RunQueue => {
+            let mut args = vec!["deliver"];
+            if let Some(id) = inv.queue_id.as_deref() {
+                args.extend(["--", id]);
+            }
+            Err(handover::exec(&config, &args))
+        }
+    }
+}
+
+/// `-bD` (`mailroom daemon`) and `-bd` (`mailroom start`), with `-q30m`'s interval.
+fn handover_daemon(config: &Config, command: &str, inv: &Invocation) -> Error {
+    let interval = inv
+        .queue_interval
+        .as_deref()
+        .map(|i| format!("--interval={i}"));
+    let mut args = vec![command];
+    args.extend(interval.as_deref());
+    handover::exec(config, &args)
+}
+
+/// What happens to a message root has just queued: `-odq` leaves it; `-odb` leaves it
+/// to a running daemon (whose watch on `maildrop/` has seen it) or starts a delivery of
+/// it in the background; `-odi` hands it, still locked, to `mailroom deliver`, which
+/// exits as `-odi` always did (0 delivered, 67, 69 bounced, 75 deferred).
+fn after_submit(
+    config: &Config,
+    mode: DeliveryMode,
+    id: QueueId,
+    locked: Option<File>,
+) -> Result<()> {
+    match mode {
+        DeliveryMode::QueueOnly => Ok(()),
+        DeliveryMode::Interactive => match locked {
+            Some(file) => Err(handover::exec_delivery(config, id, file)),
+            None => Ok(()),
+        },
+        DeliveryMode::Background => {
+            if handover::daemon_running(&Queue::from_config(config)?) {
+                return Ok(());
+            }
+            // The message is safely queued; failing to start a delivery only delays it.
+            let _ = handover::spawn_delivery(config, id);
+            Ok(())
+        }
     }
 }
 
