@@ -24,18 +24,7 @@ use crate::sysexits::{Error, ExitCode, Result};
 /// -c DIR ARGS...`, with `DIR` the configuration `sendmail` loaded (its `-C`, or
 /// `MAIL_CONFIG` for root, or the default), made absolute.
 fn mailroom(config: &Config, args: &[&str]) -> Result<Command> {
-    let me = std::env::current_exe().map_err(|e| Error::io("cannot find this program", &e))?;
-    let program = me
-        .parent()
-        .map(|dir| dir.join("mailroom"))
-        .ok_or_else(|| Error::software("cannot find this program's directory"))?;
-    if !program.is_file() {
-        return Err(Error::software(format!(
-            "{} not found: sendmail hands the daemon and deliveries over to the mailroom \
-             installed beside it",
-            program.display()
-        )));
-    }
+    let program = crate::programs::beside_this_program(crate::programs::MAILROOM)?;
     let mut cmd = Command::new(program);
     cmd.arg("--for-sendmail")
         .arg("-c")
