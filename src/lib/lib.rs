@@ -7,6 +7,7 @@
 
 pub mod address;
 pub mod aliases;
+pub mod cleanup;
 pub mod config;
 pub mod daemon;
 pub mod deliver;
@@ -22,5 +23,4 @@ pub mod privilege;
 pub mod queue;
 pub mod sendmail;
 pub mod smtpd;
-pub mod submit;
 pub mod sysexits;

@@ -5,9 +5,9 @@
 
 use std::path::PathBuf;
 
+use super::submit::Request;
 use crate::daemon::modes::DeliveryMode;
 use crate::getopt::{self, Arg, Value};
-use crate::submit::Request;
 
 /// One sendmail option letter.
 #[derive(Debug)]
