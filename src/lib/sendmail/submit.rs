@@ -12,9 +12,8 @@ use crate::cleanup::{
 };
 use crate::message::headers::Field;
 use crate::message::input::InputReader;
-use crate::queue::Queue;
-use crate::queue::Recipient;
 use crate::queue::envelope::{MAX_FULL_NAME, MAX_RECIPIENTS, clip};
+use crate::queue::{Queue, Recipient};
 use crate::sysexits::{Error, ExitCode, Result};
 
 /// Who is submitting: the real uid and what the password database says about it.
