@@ -7,6 +7,7 @@
 
 pub mod address;
 pub mod aliases;
+pub mod cleanup;
 pub mod config;
 pub mod daemon;
 pub mod deliver;
@@ -23,5 +24,4 @@ pub mod programs;
 pub mod queue;
 pub mod sendmail;
 pub mod smtpd;
-pub mod submit;
 pub mod sysexits;

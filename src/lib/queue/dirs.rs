@@ -8,7 +8,7 @@
 //!
 //! A `QueueDirs` is `Sync`: worker threads share one.
 
-use std::fs::{File, TryLockError};
+use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::FileExt;
@@ -16,7 +16,6 @@ use std::os::unix::fs::FileExt;
 use nix::errno::Errno;
 use nix::fcntl::{OFlag, RenameFlags, renameat2};
 use nix::sys::stat::fstatat;
-use nix::unistd::{UnlinkatFlags, unlinkat};
 
 use super::envelope::{self, Envelope};
 use super::id::QueueId;
@@ -84,12 +83,7 @@ impl QueueDirs {
         buf: &mut Vec<u8>,
     ) -> Result<Envelope, ReadError> {
         let mut file = self.open_file(queue, id, OFlag::O_RDONLY)?;
-        envelope::read_envelope_into(&mut file, buf).map_err(|e| match e.kind() {
-            io::ErrorKind::UnexpectedEof | io::ErrorKind::InvalidData => {
-                ReadError::Corrupt(e.to_string())
-            }
-            _ => ReadError::Io(e),
-        })?;
+        envelope::read_envelope_into(&mut file, buf).map_err(super::envelope_read_error)?;
         Envelope::parse(buf).map_err(ReadError::Corrupt)
     }
 
@@ -97,32 +91,8 @@ impl QueueDirs {
     /// (the daemon delivering it) holds its lock.
     pub fn try_lock(&self, queue: QueueName, id: QueueId) -> io::Result<Option<LockedFile>> {
         // Read-write: a requeue rewrites the `id` record through this descriptor.
-        let file = match self.open_file(queue, id, OFlag::O_RDWR) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => return Ok(None),
-            Err(TryLockError::Error(e)) => return Err(e),
-        }
-        // Moved or removed between open and lock: only a lock on the file that still has
-        // this name counts.
-        let open = nix::sys::stat::fstat(file.as_fd())?;
-        let named = match fstatat(
-            self.dir(queue)?,
-            id.as_str(),
-            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-        ) {
-            Ok(st) => st,
-            Err(Errno::ENOENT) => return Ok(None),
-            Err(e) => return Err(e.into()),
-        };
-        if open.st_dev != named.st_dev || open.st_ino != named.st_ino {
-            return Ok(None);
-        }
-        Ok(Some(LockedFile { file, queue, id }))
+        let dir = self.dir(queue)?.as_fd();
+        super::lock_at(dir, id.as_str(), OFlag::O_RDWR, queue, id)
     }
 
     /// Whether a file of that name exists in the queue (used to tell "locked by someone
@@ -136,15 +106,7 @@ impl QueueDirs {
 
     /// Removes a locked message; false if it had already gone.
     pub fn remove(&self, locked: &LockedFile) -> io::Result<bool> {
-        match unlinkat(
-            self.dir(locked.queue)?,
-            locked.id.as_str(),
-            UnlinkatFlags::NoRemoveDir,
-        ) {
-            Ok(()) => Ok(true),
-            Err(Errno::ENOENT) => Ok(false),
-            Err(e) => Err(e.into()),
-        }
+        super::unlink_at(self.dir(locked.queue)?.as_fd(), locked.id.as_str())
     }
 
     /// Moves a locked message to another queue under its ID (a fresh one, written into

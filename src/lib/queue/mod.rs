@@ -425,31 +425,13 @@ impl Queue {
     /// not a regular file is an error for which [`not_regular`] says what it is.
     pub fn try_lock(&self, queue: QueueName, id: QueueId) -> io::Result<Option<LockedFile>> {
         let path = self.path(queue, id);
-        let file = match open_regular(nix::fcntl::AT_FDCWD, &path, nix::fcntl::OFlag::O_RDONLY) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => return Ok(None),
-            Err(TryLockError::Error(e)) => return Err(e),
-        }
-        // The file may have been moved or removed between open and lock; only a lock on
-        // the file that still has this name counts.
-        if !same_file(&file, &path)? {
-            return Ok(None);
-        }
-        Ok(Some(LockedFile { file, queue, id }))
+        let access = nix::fcntl::OFlag::O_RDONLY;
+        lock_at(nix::fcntl::AT_FDCWD, &path, access, queue, id)
     }
 
     /// Removes a locked message. Returns false if it had already gone.
     pub fn remove(&self, locked: &LockedFile) -> io::Result<bool> {
-        match fs::remove_file(self.path(locked.queue, locked.id)) {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(e),
-        }
+        unlink_at(nix::fcntl::AT_FDCWD, &self.path(locked.queue, locked.id))
     }
 
     /// Moves a locked message to another queue, keeping its ID unless a file of that name
@@ -487,22 +469,65 @@ impl Queue {
 
 /// Reads and parses the envelope at the start of an open queue file.
 pub fn read_envelope_from(file: &mut File) -> Result<Envelope, ReadError> {
-    let bytes = envelope::read_envelope_bytes(file).map_err(|e| match e.kind() {
+    let bytes = envelope::read_envelope_bytes(file).map_err(envelope_read_error)?;
+    Envelope::parse(&bytes).map_err(ReadError::Corrupt)
+}
+
+/// A failed envelope read: a file that ends inside its envelope, or whose envelope is
+/// not text, is corrupt; anything else is the system's error.
+fn envelope_read_error(e: io::Error) -> ReadError {
+    match e.kind() {
         io::ErrorKind::UnexpectedEof | io::ErrorKind::InvalidData => {
             ReadError::Corrupt(e.to_string())
         }
         _ => ReadError::Io(e),
-    })?;
-    Envelope::parse(&bytes).map_err(ReadError::Corrupt)
+    }
 }
 
-fn same_file(file: &File, path: &Path) -> io::Result<bool> {
-    use std::os::unix::fs::MetadataExt;
-    let open = file.metadata()?;
-    match fs::symlink_metadata(path) {
-        Ok(named) => Ok(named.dev() == open.dev() && named.ino() == open.ino()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(e),
+/// Opens the queue file `name` in `dir` ([`open_regular`]) and takes its exclusive lock
+/// without waiting: what [`Queue::try_lock`] and [`QueueDirs::try_lock`] both do, one
+/// by path, the other relative to an open directory. `Ok(None)` when the file is gone
+/// or another process holds the lock.
+fn lock_at<P: ?Sized + nix::NixPath>(
+    dir: std::os::fd::BorrowedFd<'_>,
+    name: &P,
+    access: nix::fcntl::OFlag,
+    queue: QueueName,
+    id: QueueId,
+) -> io::Result<Option<LockedFile>> {
+    let file = match open_regular(dir, name, access) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => return Ok(None),
+        Err(TryLockError::Error(e)) => return Err(e),
+    }
+    // Moved or removed between open and lock: only a lock on the file that still has
+    // this name counts.
+    let open = nix::sys::stat::fstat(&file)?;
+    let named = match nix::sys::stat::fstatat(dir, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) => st,
+        Err(Errno::ENOENT) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    if open.st_dev != named.st_dev || open.st_ino != named.st_ino {
+        return Ok(None);
+    }
+    Ok(Some(LockedFile { file, queue, id }))
+}
+
+/// Removes the queue file `name` in `dir`; false if it had already gone.
+fn unlink_at<P: ?Sized + nix::NixPath>(
+    dir: std::os::fd::BorrowedFd<'_>,
+    name: &P,
+) -> io::Result<bool> {
+    match nix::unistd::unlinkat(dir, name, nix::unistd::UnlinkatFlags::NoRemoveDir) {
+        Ok(()) => Ok(true),
+        Err(Errno::ENOENT) => Ok(false),
+        Err(e) => Err(e.into()),
     }
 }
 

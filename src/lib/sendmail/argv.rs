@@ -5,8 +5,8 @@
 
 use std::path::PathBuf;
 
+use super::submit::Request;
 use crate::getopt::{self, Arg, Value};
-use crate::submit::Request;
 
 /// One sendmail option letter.
 #[derive(Debug)]

@@ -8,6 +8,7 @@
 
 pub mod argv;
 pub mod handover;
+pub mod submit;
 
 use std::fs::File;
 use std::io::{BufRead, Write};
@@ -17,9 +18,9 @@ use crate::config::Config;
 use crate::log::Log;
 use crate::privilege;
 use crate::queue::{Queue, QueueId};
-use crate::submit::{self, Invoker, Settings};
 use crate::sysexits::{Error, ExitCode, Result};
 use argv::{DeliveryMode, Invocation, Mode};
+use submit::Invoker;
 
 /// Runs sendmail as `inv` asks, reading a message from `stdin` when submitting and
 /// writing reports (`-bv`, `-bp`) to `stdout`. Warnings go to stderr.
@@ -132,7 +133,7 @@ fn submit_message(
     inv: &Invocation,
     stdin: impl BufRead,
 ) -> Result<(QueueId, Option<File>)> {
-    let settings = Settings::from_config(config)?;
+    let settings = crate::cleanup::Settings::from_config(config)?;
     let queue = Queue::from_config(config)?;
     let invoker = Invoker::current();
     if inv.delivery == DeliveryMode::Interactive {

@@ -12,8 +12,8 @@
 //! | [`listener`] | sockets, accept threads, the session cap |
 //! | [`tls`] | the server certificate |
 //!
-//! Accepted mail is written by [`crate::submit::write_message`], the same path a
-//! `sendmail` submission takes, into `maildrop/`.
+//! Accepted mail is written by [`crate::cleanup`], the path every new message takes,
+//! into `maildrop/`.
 
 pub mod command;
 pub mod connection;
@@ -30,10 +30,10 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::thread::JoinHandle;
 
+use crate::cleanup::Settings;
 use crate::config::Config;
 use crate::log::Log;
 use crate::queue::Queue;
-use crate::submit::Settings;
 use crate::sysexits::{Error, Result};
 use connection::{Connection, Transport};
 pub use listener::Listeners;

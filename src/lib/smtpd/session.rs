@@ -1,7 +1,7 @@
 //! One SMTP session (RFC 5321 section 4.1.4 ordering): greeting, HELO/EHLO, then
 //! transactions of MAIL, RCPT and DATA until QUIT, end of input, a timeout or too many
 //! errors. Accepted messages go through the same queue-writing path as `sendmail`
-//! ([`crate::submit::write_message`]), so `250 Ok: queued` is sent only after the queue
+//! ([`crate::cleanup`]), so `250 Ok: queued` is sent only after the queue
 //! file is durable.
 
 use std::net::IpAddr;
@@ -16,10 +16,12 @@ use super::data::{BARE_LF_KIND, DataReader, Ending};
 use super::relay::{Network, RelayPolicy};
 use super::reply::{self, Reply};
 use crate::address;
+use crate::cleanup::{
+    self, Commit, Content, Draft, Message, Origin, QueueError, Settings, SmtpTrace,
+};
 use crate::log::Log;
 use crate::message::input::InputReader;
 use crate::queue::{Queue, Recipient};
-use crate::submit::{self, Draft, QueueError, Settings, SmtpTrace, Trace};
 
 /// What every session of one server shares: settings read once from `main.cf`.
 pub struct Server {
@@ -521,24 +523,33 @@ impl Session<'_> {
                 .collect(),
             ret: String::new(),
             envid: String::new(),
-            trace: Trace::Smtp(trace),
-            qualify_headers: self.client.local,
         };
         let mode = self.bare_newline(conn);
         let mut data = DataReader::new(conn, mode.ending());
         let result = {
             let mut reader = InputReader::new(&mut data, false, server.settings.message_size_limit);
-            let tag = "smtpd";
-            submit::read_headers(&mut reader, &server.settings).and_then(|head| {
-                submit::write_message(
-                    &server.queue,
-                    &server.settings,
-                    tag,
-                    draft,
-                    head,
-                    &mut reader,
-                )
-            })
+            let settings = &server.settings;
+            cleanup::read_headers(&mut reader, settings)
+                .and_then(|head| {
+                    let message = Message {
+                        origin: Origin::Smtp(trace),
+                        envelope: draft,
+                        content: Content::Input {
+                            settings,
+                            head,
+                            body: &mut reader,
+                            qualify_headers: self.client.local,
+                        },
+                    };
+                    cleanup::write(
+                        &server.queue,
+                        &settings.myhostname,
+                        message,
+                        Commit::Unlocked,
+                    )
+                })
+                .map(|(queued, _)| queued)
+                .map_err(|f| QueueError::new(f, "smtpd", &server.queue))
         };
         self.last = "END-OF-MESSAGE";
         if mode == BareNewline::Note && data.saw_bare_lf() {

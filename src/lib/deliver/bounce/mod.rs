@@ -25,6 +25,9 @@
 //! content transfer encoding is ever needed. The boundary is checked against the
 //! original, so a message cannot break out of its part.
 //!
+//! The queue file is written by [`crate::cleanup`], which adds the `Received:`, `Date:`
+//! and `Message-Id:` headers where this module places them.
+//!
 //! A bounce never bounces: mail from `<>` gets no notification, and recipients whose DSN
 //! NOTIFY excludes failures (`NEVER`, or `SUCCESS`/`DELAY` alone) are left out.
 
@@ -33,9 +36,10 @@ use std::io::{self, BufRead, BufReader, Write};
 use chrono::{Local, TimeZone, Utc};
 
 use super::{MessageSource, Outcome};
+use crate::cleanup::{self, Commit, Composed, Draft, Message, Origin};
 use crate::config::Config;
 use crate::message::date::rfc2822_date;
-use crate::queue::{Envelope, NewQueueFile, Queue, QueueId, Recipient};
+use crate::queue::{Envelope, Queue, QueueId, Recipient};
 
 /// What a bounce needs from the configuration.
 #[derive(Debug, Clone)]
@@ -79,73 +83,64 @@ pub fn create_bounce(
         || (settings.bounce_size_limit > 0 && message.size > settings.bounce_size_limit);
     let boundary = pick_boundary(envelope, settings, &message, headers_only)?;
 
-    let now = Local::now();
-    let mut bounce = Envelope::new(
-        QueueId::generate(),
-        now.timestamp_micros().max(0) as u64,
-        nix::unistd::geteuid().as_raw(),
-        "",
-    );
-    bounce
-        .recipients
-        .push(Recipient::new(&envelope.sender, &envelope.sender));
-    let mut file = NewQueueFile::create(&queue.maildrop()?, bounce)?;
+    let draft = Draft {
+        uid: nix::unistd::geteuid().as_raw(),
+        recipients: vec![Recipient::new(&envelope.sender, &envelope.sender)],
+        ..Draft::default()
+    };
     let host = &settings.myhostname;
-    let date = rfc2822_date(&now);
-    write!(file, "Received: by {host} (mailroom)\n\tid ")?;
-    file.write_id()?;
-    writeln!(file, "; {date}")?;
-    writeln!(file, "Date: {date}")?;
-    writeln!(
-        file,
-        "From: Mail Delivery System <MAILER-DAEMON@{}>",
-        settings.myorigin
-    )?;
-    writeln!(file, "Subject: Undelivered Mail Returned to Sender")?;
-    writeln!(file, "To: {}", ascii(&envelope.sender))?;
-    writeln!(file, "Auto-Submitted: auto-replied")?;
-    writeln!(file, "MIME-Version: 1.0")?;
-    writeln!(
-        file,
-        "Content-Type: multipart/report; report-type=delivery-status;\n\tboundary=\"{boundary}\""
-    )?;
-    writeln!(file, "Content-Transfer-Encoding: 8bit")?;
-    let stamp = now.with_timezone(&Utc).format("%Y%m%d%H%M%S");
-    write!(file, "Message-Id: <{stamp}.")?;
-    file.write_id()?;
-    writeln!(file, "@{host}>")?;
-    writeln!(file)?;
-    writeln!(file, "This is a MIME-encapsulated message.")?;
-    writeln!(file)?;
+    let fields = vec![
+        Composed::Date,
+        Composed::Text(format!(
+            "From: Mail Delivery System <MAILER-DAEMON@{}>",
+            settings.myorigin
+        )),
+        Composed::Text("Subject: Undelivered Mail Returned to Sender".to_string()),
+        Composed::Text(format!("To: {}", ascii(&envelope.sender))),
+        Composed::Text("Auto-Submitted: auto-replied".to_string()),
+        Composed::Text("MIME-Version: 1.0".to_string()),
+        Composed::Text(format!(
+            "Content-Type: multipart/report; report-type=delivery-status;\n\tboundary=\"{boundary}\""
+        )),
+        Composed::Text("Content-Transfer-Encoding: 8bit".to_string()),
+        Composed::MessageId,
+    ];
+    let body = |file: &mut dyn Write| -> io::Result<()> {
+        writeln!(file)?;
+        writeln!(file, "This is a MIME-encapsulated message.")?;
+        writeln!(file)?;
 
-    writeln!(file, "--{boundary}")?;
-    writeln!(file, "Content-Description: Notification")?;
-    writeln!(file, "Content-Type: text/plain; charset=us-ascii")?;
-    writeln!(file)?;
-    file.write_all(notice(host, &failed).as_bytes())?;
-    writeln!(file)?;
+        writeln!(file, "--{boundary}")?;
+        writeln!(file, "Content-Description: Notification")?;
+        writeln!(file, "Content-Type: text/plain; charset=us-ascii")?;
+        writeln!(file)?;
+        file.write_all(notice(host, &failed).as_bytes())?;
+        writeln!(file)?;
 
-    writeln!(file, "--{boundary}")?;
-    writeln!(file, "Content-Description: Delivery report")?;
-    writeln!(file, "Content-Type: message/delivery-status")?;
-    writeln!(file)?;
-    file.write_all(status_report(settings, envelope, &failed).as_bytes())?;
-    writeln!(file)?;
+        writeln!(file, "--{boundary}")?;
+        writeln!(file, "Content-Description: Delivery report")?;
+        writeln!(file, "Content-Type: message/delivery-status")?;
+        writeln!(file)?;
+        file.write_all(status_report(settings, envelope, &failed).as_bytes())?;
+        writeln!(file)?;
 
-    writeln!(file, "--{boundary}")?;
-    if headers_only {
-        writeln!(file, "Content-Description: Undelivered Message Headers")?;
-        writeln!(file, "Content-Type: text/rfc822-headers")?;
-    } else {
-        writeln!(file, "Content-Description: Undelivered Message")?;
-        writeln!(file, "Content-Type: message/rfc822")?;
-    }
-    writeln!(file, "Content-Transfer-Encoding: 8bit")?;
-    writeln!(file)?;
-    copy_original(&mut file, &message, headers_only)?;
-    writeln!(file)?;
-    writeln!(file, "--{boundary}--")?;
-    file.commit().map(Some)
+        writeln!(file, "--{boundary}")?;
+        if headers_only {
+            writeln!(file, "Content-Description: Undelivered Message Headers")?;
+            writeln!(file, "Content-Type: text/rfc822-headers")?;
+        } else {
+            writeln!(file, "Content-Description: Undelivered Message")?;
+            writeln!(file, "Content-Type: message/rfc822")?;
+        }
+        writeln!(file, "Content-Transfer-Encoding: 8bit")?;
+        writeln!(file)?;
+        copy_original(file, &message, headers_only)?;
+        writeln!(file)?;
+        writeln!(file, "--{boundary}--")
+    };
+    let message = Message::composed(Origin::Bounce, draft, fields, body);
+    let (queued, _) = cleanup::write(queue, host, message, Commit::Unlocked)?;
+    Ok(Some(queued.id))
 }
 
 /// RFC 3461: no NOTIFY means "failure and delay"; NEVER, or a list without FAILURE,
@@ -196,7 +191,7 @@ fn original_contains(
 
 /// The original, whole or up to the end of its header, ending with a newline.
 fn copy_original(
-    out: &mut impl Write,
+    out: &mut (impl Write + ?Sized),
     message: &MessageSource,
     headers_only: bool,
 ) -> io::Result<()> {

@@ -1,6 +1,7 @@
 use super::*;
 use crate::deliver::testutil::{message_of, python, queue_message};
 use crate::deliver::{Dsn, Outcome};
+use crate::queue::NewQueueFile;
 
 fn settings() -> BounceSettings {
     BounceSettings {

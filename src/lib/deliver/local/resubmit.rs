@@ -2,16 +2,15 @@
 //! aliases with several targets, `:include:` lists and `.forward` addresses: each new
 //! recipient then gets its own delivery status, retries and bounces. The copy starts with
 //! a `Received:` line naming its new queue ID and a `Delivered-To:` of the address that
-//! was expanded, so that a forwarding loop is noticed when the message comes back to it.
+//! was expanded, so that a forwarding loop is noticed when the message comes back to it;
+//! [`crate::cleanup`] writes it.
 
 use std::io::{self, Write};
 
-use chrono::Local;
-
+use crate::cleanup::{self, Commit, Composed, Draft, Message, Origin};
 use crate::deliver::Request;
-use crate::message::date::rfc2822_date;
 use crate::queue::envelope::{MAX_ADDRESS, MAX_RECIPIENTS};
-use crate::queue::{Envelope, NewQueueFile, Queue, QueueId, Recipient};
+use crate::queue::{Queue, QueueId, Recipient};
 
 /// Queues the message of `req` for `recipients` from `sender`, marked as delivered to
 /// `delivered_to`. Returns the new queue IDs once the files are durable: one per
@@ -52,28 +51,29 @@ fn resubmit_one(
     recipients: &[String],
     delivered_to: &str,
 ) -> io::Result<QueueId> {
-    let now = Local::now();
-    let uid = nix::unistd::geteuid().as_raw();
-    let mut envelope = Envelope::new(
-        QueueId::generate(),
-        now.timestamp_micros().max(0) as u64,
-        uid,
-        sender,
-    );
-    envelope.ret = req.envelope.ret.clone();
-    envelope.envid = req.envelope.envid.clone();
-    for address in recipients {
-        let mut rcpt = Recipient::new(address, address);
-        rcpt.notify = req.recipient.notify.clone();
-        envelope.recipients.push(rcpt);
-    }
-    let mut file = NewQueueFile::create(&queue.maildrop()?, envelope)?;
-    write!(file, "Received: by {myhostname} (mailroom)\n\tid ")?;
-    file.write_id()?;
-    writeln!(file, "; {}", rfc2822_date(&now))?;
-    writeln!(file, "Delivered-To: {}", one_line(delivered_to))?;
-    io::copy(&mut req.message.reader(), &mut file)?;
-    file.commit()
+    let draft = Draft {
+        sender: sender.to_string(),
+        uid: nix::unistd::geteuid().as_raw(),
+        recipients: recipients
+            .iter()
+            .map(|address| {
+                let mut rcpt = Recipient::new(address, address);
+                rcpt.notify = req.recipient.notify.clone();
+                rcpt
+            })
+            .collect(),
+        ret: req.envelope.ret.clone(),
+        envid: req.envelope.envid.clone(),
+        ..Draft::default()
+    };
+    let fields = vec![Composed::Text(format!(
+        "Delivered-To: {}",
+        one_line(delivered_to)
+    ))];
+    let body = |file: &mut dyn Write| io::copy(&mut req.message.reader(), file).map(drop);
+    let message = Message::composed(Origin::Resubmit, draft, fields, body);
+    let (queued, _) = cleanup::write(queue, myhostname, message, Commit::Unlocked)?;
+    Ok(queued.id)
 }
 
 fn one_line(text: &str) -> String {
