@@ -489,7 +489,6 @@ impl Session<'_> {
     }
 
     fn data(&mut self, conn: &mut Connection<'_>) -> Step {
-        let server = self.server;
         // As Postfix: outside a transaction "need RCPT"; inside one without an accepted
         // recipient (none given, or all refused) "no valid recipients".
         let tx = match self.tx.take() {
@@ -502,6 +501,29 @@ impl Session<'_> {
         };
         conn.send(&reply::start_data());
         let tls = conn.is_tls();
+        let (trace, draft) = self.envelope_of(&tx, tls);
+        let mode = self.bare_newline(conn);
+        let mut data = DataReader::new(conn, mode.ending());
+        let result = self.queue_data(&mut data, trace, draft);
+        self.last = "END-OF-MESSAGE";
+        if mode == BareNewline::Note && data.saw_bare_lf() {
+            self.noted_bare_lf = true;
+        }
+        match result {
+            Ok(id) => {
+                // The from=/size= line is the daemon's to write when it takes the
+                // message in, as Postfix's qmgr does; pflogsumm counts that one.
+                self.server
+                    .log
+                    .info(&format!("{id}: client={}", self.client));
+                Step::Reply(reply::queued(&id))
+            }
+            Err(e) => self.refuse_data(e, &mut data, &tx, tls),
+        }
+    }
+
+    /// The Received: header's facts and the queue file's envelope for transaction `tx`.
+    fn envelope_of(&self, tx: &Transaction, tls: bool) -> (SmtpTrace, Draft) {
         let trace = SmtpTrace {
             helo: self
                 .helo
@@ -524,62 +546,74 @@ impl Session<'_> {
             ret: String::new(),
             envid: String::new(),
         };
-        let mode = self.bare_newline(conn);
-        let mut data = DataReader::new(conn, mode.ending());
-        let result = {
-            let mut reader = InputReader::new(&mut data, false, server.settings.message_size_limit);
-            let settings = &server.settings;
-            cleanup::read_headers(&mut reader, settings)
-                .and_then(|head| {
-                    let message = Message {
-                        origin: Origin::Smtp(trace),
-                        envelope: draft,
-                        content: Content::Input {
-                            settings,
-                            head,
-                            body: &mut reader,
-                            qualify_headers: self.client.local,
-                        },
-                    };
-                    cleanup::write(
-                        &server.queue,
-                        &settings.myhostname,
-                        message,
-                        Commit::Unlocked,
-                    )
-                })
-                .map(|(queued, _)| queued)
-                .map_err(|f| QueueError::new(f, "smtpd", &server.queue))
+        (trace, draft)
+    }
+
+    /// Streams the DATA section through cleanup into the queue; the queue ID once the
+    /// message is durable.
+    fn queue_data(
+        &self,
+        data: &mut DataReader<'_, '_>,
+        trace: SmtpTrace,
+        draft: Draft,
+    ) -> Result<String, QueueError> {
+        let server = self.server;
+        let settings = &server.settings;
+        let mut reader = InputReader::new(data, false, settings.message_size_limit);
+        cleanup::read_headers(&mut reader, settings)
+            .and_then(|head| {
+                let message = Message {
+                    origin: Origin::Smtp(trace),
+                    envelope: draft,
+                    content: Content::Input {
+                        settings,
+                        head,
+                        body: &mut reader,
+                        qualify_headers: self.client.local,
+                    },
+                };
+                cleanup::write(
+                    &server.queue,
+                    &settings.myhostname,
+                    message,
+                    Commit::Unlocked,
+                )
+            })
+            .map(|(queued, _)| queued.id.to_string())
+            .map_err(|f| QueueError::new(f, "smtpd", &server.queue))
+    }
+
+    /// The answer to a message that was not queued. Except when the connection is lost,
+    /// it is given only after the final dot: until then the client is still sending.
+    fn refuse_data(
+        &mut self,
+        error: QueueError,
+        data: &mut DataReader<'_, '_>,
+        tx: &Transaction,
+        tls: bool,
+    ) -> Step {
+        let server = self.server;
+        let lost = |e: &std::io::Error| {
+            Step::End(if is_timeout(e) {
+                End::Timeout
+            } else {
+                End::Lost
+            })
         };
-        self.last = "END-OF-MESSAGE";
-        if mode == BareNewline::Note && data.saw_bare_lf() {
-            self.noted_bare_lf = true;
-        }
-        let refused = match result {
-            Ok(queued) => {
-                let id = queued.id.to_string();
-                // The from=/size= line is the daemon's to write when it takes the
-                // message in, as Postfix's qmgr does; pflogsumm counts that one.
-                server.log.info(&format!("{id}: client={}", self.client));
-                return Step::Reply(reply::queued(&id));
-            }
-            Err(QueueError::TooBig { .. }) => reply::message_too_big(),
-            Err(QueueError::Queue(e)) => {
+        let refused = match error {
+            QueueError::TooBig { .. } => reply::message_too_big(),
+            QueueError::Queue(e) => {
                 server.log.warning(&format!(
                     "{}: queue file write error: {}",
                     self.client, e.message
                 ));
                 reply::queue_write_error()
             }
-            Err(QueueError::Input(e)) if e.kind() == BARE_LF_KIND => {
+            QueueError::Input(e) if e.kind() == BARE_LF_KIND => {
                 // Refused only after the end of the data, so the client reads the
                 // reply (and drops the message from its queue) rather than a timeout.
                 if let Err(e) = data.drain() {
-                    return Step::End(if is_timeout(&e) {
-                        End::Timeout
-                    } else {
-                        End::Lost
-                    });
+                    return lost(&e);
                 }
                 let rcpt = tx.recipients.last().map(|(given, _)| given.as_str());
                 self.whatsup_log(
@@ -593,20 +627,14 @@ impl Session<'_> {
                     &server.settings.myhostname,
                 ));
             }
-            Err(QueueError::Input(e)) => {
+            QueueError::Input(e) => {
                 self.last = "DATA";
-                return Step::End(if is_timeout(&e) {
-                    End::Timeout
-                } else {
-                    End::Lost
-                });
+                return lost(&e);
             }
         };
-        // Answer only after the final dot: until then the client is still sending.
         match data.drain() {
             Ok(()) => Step::Reply(refused),
-            Err(e) if is_timeout(&e) => Step::End(End::Timeout),
-            Err(_) => Step::End(End::Lost),
+            Err(e) => lost(&e),
         }
     }
 
