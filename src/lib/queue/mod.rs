@@ -342,6 +342,38 @@ impl Queue {
         make_dir(&self.pid_dir(), 0o755)
     }
 
+    /// Gives the queue directories that are not `mail_owner`'s to it (and the queue's
+    /// group), as `postsuper -s` would: a queue made before `mail_owner` existed, or
+    /// before it changed. Returns what was changed, one line each. Nothing to do when
+    /// the owner is not known (not root, or no such account).
+    pub fn give_dirs_to_owner(&self) -> io::Result<Vec<String>> {
+        use std::os::unix::fs::MetadataExt;
+        let Some(owner) = self.owner else {
+            return Ok(Vec::new());
+        };
+        let mut changed = Vec::new();
+        for queue in QueueName::ALL {
+            let dir = self.dir(queue);
+            let meta = fs::symlink_metadata(&dir)?;
+            if !meta.is_dir() || meta.uid() == owner {
+                continue;
+            }
+            nix::unistd::chown(
+                &dir,
+                Some(nix::unistd::Uid::from_raw(owner)),
+                self.group.map(nix::unistd::Gid::from_raw),
+            )?;
+            // chown may clear the set-id bits; maildrop/'s sticky bit stays, but be sure.
+            fs::set_permissions(&dir, fs::Permissions::from_mode(self.dir_mode(queue)))?;
+            changed.push(format!(
+                "{}: fixed owner {} to {owner}",
+                dir.display(),
+                meta.uid()
+            ));
+        }
+        Ok(changed)
+    }
+
     /// Creates one queue directory if missing, with its mode and (when the queue has one)
     /// owned by root and its group.
     fn make_queue_dir(&self, queue: QueueName) -> io::Result<()> {
