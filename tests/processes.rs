@@ -344,3 +344,58 @@ fn sessions_run_without_root_and_survive_their_crash() {
     drop(daemon);
     assert!(!alive(second), "the sessions process stops with the daemon");
 }
+
+#[test]
+fn without_a_usable_mail_owner_the_listener_stays_off_and_mail_still_flows() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: mail_owner matters to root only");
+        return;
+    }
+    let port = free_port();
+    let sys = MailSystem::new(&format!(
+        "smtpd_port = {port}\ninet_interfaces = 127.0.0.1\ninet_protocols = ipv4\n\
+         mail_owner = mailroom-no-such-user\n"
+    ));
+    let daemon = Daemon(
+        sys.command(SENDMAIL)
+            .arg("-bD")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let master = daemon.0.id();
+    wait_for(&sys, "the fatal line", 20, || {
+        maillog(&sys).contains("mailroom/smtpd[")
+            && maillog(&sys).contains("fatal: mail_owner: no user \"mailroom-no-such-user\"")
+    });
+    assert!(maillog(&sys).contains("the SMTP listener is off"));
+    // Pickup and delivery go on.
+    let out = sys.run(
+        SENDMAIL,
+        &[&me()],
+        b"Subject: submitted while the listener is off\n\nbody\n",
+    );
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    wait_for(&sys, "the delivery", 20, || {
+        mbox(&sys).contains("Subject: submitted while the listener is off")
+    });
+    assert_eq!(sessions_process(master), None);
+    assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
+    // Fixed and reloaded: the listener comes up.
+    let main_cf = sys.config_dir().join("main.cf");
+    let text = std::fs::read_to_string(&main_cf).unwrap();
+    std::fs::write(
+        &main_cf,
+        text.replace("mailroom-no-such-user", common::TEST_MAIL_OWNER),
+    )
+    .unwrap();
+    let pid = nix::unistd::Pid::from_raw(master as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    wait_for(&sys, "the listener after the reload", 20, || {
+        Smtp::connect(port).is_ok()
+    });
+    let conn = Smtp::connect(port).unwrap();
+    assert_ne!(uid_of(holder(&conn, master)), Some(0));
+}

@@ -91,11 +91,16 @@ pub fn start(config_dir: &Path, fallback: Fallback, rt: &Runtime) -> Result<Box<
     let program = crate::programs::beside_this_program(crate::programs::MAILROOM)?;
     let config = Config::load(Some(config_dir))?;
     let smtpd_log = Log::from_config_or(&config, "smtpd", fallback);
-    let addrs = listener::configured_addresses(&config, &smtpd_log)?;
+    let mut addrs = listener::configured_addresses(&config, &smtpd_log)?;
+    let runnable = addrs.is_empty() || usable_owner(&config, &smtpd_log);
+    if !runnable {
+        // Not even bound: a client is refused, not left waiting in the backlog.
+        addrs.clear();
+    }
     let sockets = Arc::new(listener::bind_all(&addrs, &smtpd_log));
     let plan = Plan {
         sockets: Arc::clone(&sockets),
-        runnable: usable_owner(&config, &smtpd_log),
+        runnable,
         log: Arc::clone(&rt.logs.master),
     };
     let shared = Arc::new(Shared {
@@ -164,6 +169,8 @@ impl Service for SessionsProcess {
                 self.addrs.clone()
             }
         };
+        let runnable = addrs.is_empty() || usable_owner(&config, &smtpd_log);
+        let addrs = if runnable { addrs } else { Vec::new() };
         if addrs != self.addrs {
             // Closed here, and in the old process once it has stopped.
             self.sockets = Arc::new(listener::bind_all(&addrs, &smtpd_log));
@@ -171,7 +178,7 @@ impl Service for SessionsProcess {
         }
         let plan = Plan {
             sockets: Arc::clone(&self.sockets),
-            runnable: usable_owner(&config, &smtpd_log),
+            runnable,
             log: Arc::clone(&rt.logs.master),
         };
         self.shared.lock().fresh = Some(plan);
