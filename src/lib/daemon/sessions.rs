@@ -75,6 +75,8 @@ impl Shared {
 /// The sessions process and the thread that watches it.
 pub struct SessionsProcess {
     config_dir: PathBuf,
+    /// Whether `mailroom` was found beside this program (else the listener stays off).
+    program_found: bool,
     fallback: Fallback,
     /// The addresses asked for by the plan in force, to tell whether a reload must bind.
     addrs: Vec<SocketAddr>,
@@ -88,11 +90,19 @@ pub struct SessionsProcess {
 /// sessions process on them. An empty `smtpd_port` starts nothing (a reload may).
 /// Fails only for a value that cannot be used at all (a bad `smtpd_port`).
 pub fn start(config_dir: &Path, fallback: Fallback, rt: &Runtime) -> Result<Box<dyn Service>> {
-    let program = crate::programs::beside_this_program(crate::programs::MAILROOM)?;
     let config = Config::load(Some(config_dir))?;
     let smtpd_log = Log::from_config_or(&config, "smtpd", fallback);
     let mut addrs = listener::configured_addresses(&config, &smtpd_log)?;
-    let runnable = addrs.is_empty() || usable_owner(&config, &smtpd_log);
+    let program = match crate::programs::beside_this_program(crate::programs::MAILROOM) {
+        Ok(program) => Some(program),
+        Err(e) => {
+            if !addrs.is_empty() {
+                smtpd_log.fatal(&format!("{e}; the SMTP listener is off"));
+            }
+            None
+        }
+    };
+    let runnable = addrs.is_empty() || (program.is_some() && usable_owner(&config, &smtpd_log));
     if !runnable {
         // Not even bound: a client is refused, not left waiting in the backlog.
         addrs.clear();
@@ -111,7 +121,7 @@ pub fn start(config_dir: &Path, fallback: Fallback, rt: &Runtime) -> Result<Box<
         wake: Condvar::new(),
     });
     let watcher = Watcher {
-        program,
+        program: program.clone().unwrap_or_default(),
         config_dir: config_dir.to_path_buf(),
         stderr: fallback == Fallback::Stderr,
         shared: Arc::clone(&shared),
@@ -122,6 +132,7 @@ pub fn start(config_dir: &Path, fallback: Fallback, rt: &Runtime) -> Result<Box<
         .map_err(|e| Error::io("cannot start the thread that watches the SMTP sessions", &e))?;
     Ok(Box::new(SessionsProcess {
         config_dir: config_dir.to_path_buf(),
+        program_found: program.is_some(),
         fallback,
         addrs,
         sockets,
@@ -169,7 +180,8 @@ impl Service for SessionsProcess {
                 self.addrs.clone()
             }
         };
-        let runnable = addrs.is_empty() || usable_owner(&config, &smtpd_log);
+        let runnable =
+            addrs.is_empty() || (self.program_found && usable_owner(&config, &smtpd_log));
         let addrs = if runnable { addrs } else { Vec::new() };
         if addrs != self.addrs {
             // Closed here, and in the old process once it has stopped.

@@ -572,6 +572,33 @@ mod tests {
     }
 
     #[test]
+    fn the_daemon_gives_a_queue_made_before_mail_owner_to_it() {
+        use std::os::unix::fs::MetadataExt;
+        if !nix::unistd::geteuid().is_root() {
+            return; // chown needs root
+        }
+        const UID: u32 = 47_315;
+        let tmp = tempfile::tempdir().unwrap();
+        let before = Queue::new(tmp.path().join("q"));
+        before.ensure_dirs().unwrap();
+        // Without a known owner there is nothing to give.
+        assert!(before.give_dirs_to_owner().unwrap().is_empty());
+        let queue = before.with_owner(Some(UID));
+        let changed = queue.give_dirs_to_owner().unwrap();
+        assert_eq!(changed.len(), QueueName::ALL.len(), "{changed:?}");
+        for name in QueueName::ALL {
+            let meta = fs::metadata(queue.dir(name)).unwrap();
+            assert_eq!(
+                (meta.uid(), meta.mode() & 0o7777),
+                (UID, queue.dir_mode(name)),
+                "{name:?}"
+            );
+        }
+        assert_eq!(fs::metadata(queue.pid_dir()).unwrap().uid(), 0);
+        assert!(queue.give_dirs_to_owner().unwrap().is_empty(), "twice");
+    }
+
+    #[test]
     fn directories_get_their_modes() {
         let tmp = tempfile::tempdir().unwrap();
         let queue = Queue::new(tmp.path().join("q"));
