@@ -399,3 +399,46 @@ fn without_a_usable_mail_owner_the_listener_stays_off_and_mail_still_flows() {
     let conn = Smtp::connect(port).unwrap();
     assert_ne!(uid_of(holder(&conn, master)), Some(0));
 }
+
+#[test]
+fn smtpd_chroot_confines_the_sessions_to_the_queue() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: chroot needs root");
+        return;
+    }
+    let port = free_port();
+    let sys = MailSystem::new(&format!(
+        "smtpd_port = {port}\ninet_interfaces = 127.0.0.1\ninet_protocols = ipv4\n\
+         smtpd_chroot = yes\n"
+    ));
+    let daemon = Daemon(
+        sys.command(SENDMAIL)
+            .arg("-bD")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let master = daemon.0.id();
+    wait_for(&sys, "the SMTP listener", 20, || {
+        Smtp::connect(port).is_ok()
+    });
+    let mut conn = Smtp::connect(port).unwrap();
+    let sessions = holder(&conn, master);
+    let root_of = |pid: u32| std::fs::read_link(format!("/proc/{pid}/root")).unwrap();
+    assert_eq!(root_of(sessions), sys.root().join("queue"));
+    assert_eq!(root_of(master), std::path::Path::new("/"));
+    assert_ne!(uid_of(sessions), Some(0));
+    let reply = conn.send("from inside the chroot");
+    assert!(reply.starts_with("250"), "{reply}");
+    wait_for(&sys, "the delivery", 20, || {
+        mbox(&sys).contains("Subject: from inside the chroot")
+    });
+    // The sessions' log lines still reach maillog_file, opened before the chroot.
+    assert!(
+        maillog(&sys).contains(&format!("mailroom/smtpd[{sessions}]: disconnect from")),
+        "{}",
+        maillog(&sys)
+    );
+}

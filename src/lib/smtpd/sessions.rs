@@ -89,11 +89,25 @@ pub fn run(config_dir: Option<&Path>, count: usize, log_to_stderr: bool) -> Resu
 /// runs on as itself).
 fn prepare(config: &Config, sockets: Vec<TcpListener>, log: &Arc<Log>) -> Result<super::Listeners> {
     let parent = nix::unistd::getppid();
-    let queue = Queue::from_config(config)?;
+    let root = nix::unistd::geteuid().is_root();
+    let jail = match root && config.boolean("smtpd_chroot")? {
+        true => Some(config.queue_directory()?),
+        false => None,
+    };
+    let mut queue = Queue::from_config(config)?;
+    if jail.is_some() {
+        // The queue as seen from inside it.
+        queue = Queue::new("/")
+            .with_group(queue.group())
+            .with_owner(queue.owner_uid());
+    }
     // Reads the TLS certificate and key.
     let server = super::server_from_config(config, queue, Arc::clone(log), true)?;
-    if nix::unistd::geteuid().is_root() {
+    if root {
         let owner = config.mail_owner()?;
+        if let Some(dir) = jail {
+            enter_jail(&dir)?;
+        }
         owner.become_owner()?;
         // Changing users cleared the parent-death signal: set it again, so that a daemon
         // killed outright does not leave this process holding its ports.
@@ -104,6 +118,56 @@ fn prepare(config: &Config, sockets: Vec<TcpListener>, log: &Arc<Log>) -> Result
         }
     }
     super::Listeners::serve(config, sockets, server)
+}
+
+/// `smtpd_chroot`: confines the process to `dir`. Called with root, before the drop
+/// and before any thread starts.
+fn enter_jail(dir: &Path) -> Result<()> {
+    keep_local_time();
+    let fail = |what: &str, e: nix::Error| {
+        Error::new(
+            ExitCode::OsErr,
+            format!("smtpd_chroot: {what} {}: {e}", dir.display()),
+        )
+    };
+    nix::unistd::chroot(dir).map_err(|e| fail("chroot", e))?;
+    nix::unistd::chdir("/").map_err(|e| fail("chdir / in", e))?;
+    Ok(())
+}
+
+/// The time zone survives the chroot (dates in `Received:` headers and log lines are
+/// local time): with no `TZ` set, `/etc/localtime`'s rule becomes `TZ`, as the POSIX
+/// string that ends a TZif file (version 2 and later: `CET-1CEST,M3.5.0,M10.5.0/3`),
+/// which needs no file to read.
+fn keep_local_time() {
+    if std::env::var_os("TZ").is_some() {
+        return;
+    }
+    let Ok(zone) = std::fs::read("/etc/localtime") else {
+        return;
+    };
+    if let Some(rule) = tzif_footer(&zone) {
+        // SAFETY: called before the process starts any thread (see `run`), so nothing
+        // reads the environment meanwhile.
+        unsafe { std::env::set_var("TZ", rule) };
+    }
+}
+
+/// The POSIX TZ rule at the end of a TZif file of version 2 or later (`\n<rule>\n`), if
+/// it has one that is plain text.
+fn tzif_footer(zone: &[u8]) -> Option<&str> {
+    if zone.len() < 5 || &zone[..4] != b"TZif" || zone[4] < b'2' {
+        return None;
+    }
+    let body = zone.strip_suffix(b"\n")?;
+    let start = body.iter().rposition(|&b| b == b'\n')? + 1;
+    let rule = std::str::from_utf8(&body[start..]).ok()?;
+    // Never a file name (`:path`, `/path`): inside the chroot it would name another.
+    let plain = !rule.is_empty()
+        && rule.len() <= 64
+        && !rule.starts_with([':', '/'])
+        && rule.bytes().all(|b| b.is_ascii_graphic());
+    plain.then_some(rule)
 }
 
 /// Takes the inherited descriptors 3..3+count, each of which must be a listening TCP
@@ -163,4 +227,42 @@ fn check_listening(fd: RawFd) -> Result<()> {
         return Err(not("not a listening TCP socket".into()));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rule_at_the_end_of_a_zone_file() {
+        let v2 = |footer: &[u8]| {
+            let mut zone = b"TZif2\0\0\0binary\n\0data".to_vec();
+            zone.extend_from_slice(footer);
+            zone
+        };
+        // (file, rule)
+        let table: [(Vec<u8>, Option<&str>); 7] = [
+            (
+                v2(b"\nCET-1CEST,M3.5.0,M10.5.0/3\n"),
+                Some("CET-1CEST,M3.5.0,M10.5.0/3"),
+            ),
+            (v2(b"\nUTC0\n"), Some("UTC0")),
+            (v2(b"\n<+0330>-3:30\n"), Some("<+0330>-3:30")),
+            (v2(b"\n\n"), None),
+            (v2(b"\n:/tmp/zone\n"), None),
+            (b"TZif\0\0\0\nUTC0\n".to_vec(), None),
+            (b"not a zone\nUTC0\n".to_vec(), None),
+        ];
+        for (zone, rule) in table {
+            assert_eq!(
+                tzif_footer(&zone),
+                rule,
+                "{:?}",
+                String::from_utf8_lossy(&zone)
+            );
+        }
+        if let Ok(zone) = std::fs::read("/usr/share/zoneinfo/Europe/Paris") {
+            assert_eq!(tzif_footer(&zone), Some("CET-1CEST,M3.5.0,M10.5.0/3"));
+        }
+    }
 }
