@@ -43,6 +43,8 @@ pub const QUICK_DEATH: Duration = Duration::from_secs(10);
 pub const GRACE: Duration = Duration::from_secs(15);
 /// How often the watching thread looks at its processes when nothing wakes it.
 const TICK: Duration = Duration::from_millis(100);
+/// How long it sleeps when there is nothing to watch (a reload or the stop wake it).
+const IDLE: Duration = Duration::from_secs(3600);
 
 /// What the sessions process is started with: the sockets (the daemon keeps them) and
 /// where to log.
@@ -228,13 +230,22 @@ impl Watcher {
         let mut pause = MIN_PAUSE;
         let mut next_start = Instant::now();
         loop {
+            // Processes to watch: a short tick; else until the next start is due, or
+            // (no listener) until a reload or the stop wakes the thread.
+            let wait = if current.is_some() || !retiring.is_empty() {
+                TICK
+            } else if plan.runnable && !plan.sockets.is_empty() {
+                next_start.saturating_duration_since(Instant::now())
+            } else {
+                IDLE
+            };
             let (stopping, fresh) = {
                 let mut control = self.shared.lock();
                 if !control.stopping && control.fresh.is_none() {
                     control = self
                         .shared
                         .wake
-                        .wait_timeout(control, TICK)
+                        .wait_timeout(control, wait)
                         .map(|(guard, _)| guard)
                         .unwrap_or_else(|e| e.into_inner().0);
                 }
@@ -408,5 +419,57 @@ fn reap(retiring: &mut Vec<Retiring>, log: &Log) {
 fn signal(child: &Child, sig: nix::sys::signal::Signal) {
     if let Ok(pid) = i32::try_from(child.id()) {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deaths_are_logged_as_postfix_master_logs_them() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("maillog");
+        let log = Log::new(
+            "mailroom",
+            "master",
+            "vm",
+            crate::log::Sink::File(path.clone()),
+        );
+        let watcher = Watcher {
+            program: PathBuf::from("/usr/sbin/mailroom"),
+            config_dir: tmp.path().to_path_buf(),
+            stderr: false,
+            shared: Arc::new(Shared {
+                control: Mutex::new(Control {
+                    stopping: false,
+                    fresh: None,
+                }),
+                wake: Condvar::new(),
+            }),
+        };
+        // (shell command, the end of the log line; None: nothing logged)
+        let table = [
+            ("exit 0", None),
+            ("exit 3", Some("exit status 3")),
+            ("kill -SEGV $$", Some("killed by signal 11")),
+        ];
+        for (script, said) in table {
+            let status = Command::new("sh").args(["-c", script]).status().unwrap();
+            let before = std::fs::read_to_string(&path).unwrap_or_default();
+            watcher.report(&log, 1234, Some(status));
+            let after = std::fs::read_to_string(&path).unwrap_or_default();
+            let new = &after[before.len()..];
+            match said {
+                None => assert_eq!(new, "", "{script}"),
+                Some(end) => assert!(
+                    new.ends_with(&format!(
+                        "mailroom/master[{}]: warning: process /usr/sbin/mailroom pid 1234 {end}\n",
+                        std::process::id()
+                    )),
+                    "{script}: {new}"
+                ),
+            }
+        }
     }
 }
