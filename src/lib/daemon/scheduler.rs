@@ -236,15 +236,6 @@ pub fn run_daemon(
     rt.queue
         .ensure_dirs()
         .map_err(|e| Error::io(format!("queue directory {}", rt.queue.root().display()), &e))?;
-    // A queue made before mail_owner existed (or changed): the directories go to it, so
-    // that the SMTP sessions, which run as mail_owner, can write maildrop/.
-    for fixed in rt
-        .queue
-        .give_dirs_to_owner()
-        .map_err(|e| Error::io(format!("queue directory {}", rt.queue.root().display()), &e))?
-    {
-        rt.logs.master.info(&fixed);
-    }
     let _lock = match MasterLock::acquire(&rt.queue) {
         Ok(lock) => lock,
         Err(LockError::Running(pid)) => {
@@ -264,6 +255,15 @@ pub fn run_daemon(
         "daemon started -- version {}, configuration {config_name}",
         env!("CARGO_PKG_VERSION")
     ));
+    // A queue made before mail_owner existed (or changed): the directories go to it, so
+    // that the SMTP sessions, which run as mail_owner, can write maildrop/.
+    match rt.queue.give_dirs_to_owner() {
+        Ok(fixed) => fixed.iter().for_each(|line| rt.logs.master.info(line)),
+        Err(e) => rt.logs.master.warning(&format!(
+            "cannot give the queue directories to mail_owner: {}",
+            crate::sysexits::describe_io(&e)
+        )),
+    }
     let mut services = services(&rt)?;
     ready(std::process::id());
 
