@@ -22,6 +22,10 @@ struct Daemon(Child);
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        // Already reaped: its pid may be someone else's by now.
+        if let Ok(Some(_)) = self.0.try_wait() {
+            return;
+        }
         let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -440,5 +444,36 @@ fn smtpd_chroot_confines_the_sessions_to_the_queue() {
         maillog(&sys).contains(&format!("mailroom/smtpd[{sessions}]: disconnect from")),
         "{}",
         maillog(&sys)
+    );
+}
+
+#[test]
+fn a_master_killed_outright_takes_the_sessions_process_with_it() {
+    let port = free_port();
+    let sys = MailSystem::new(&format!(
+        "smtpd_port = {port}\ninet_interfaces = 127.0.0.1\ninet_protocols = ipv4\n"
+    ));
+    let mut daemon = Daemon(
+        sys.command(SENDMAIL)
+            .arg("-bD")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let master = daemon.0.id();
+    wait_for(&sys, "the SMTP listener", 20, || {
+        Smtp::connect(port).is_ok()
+    });
+    let sessions = sessions_process(master).expect("a sessions process");
+    daemon.0.kill().unwrap();
+    daemon.0.wait().unwrap();
+    wait_for(&sys, "the sessions process to go too", 10, || {
+        !alive(sessions)
+    });
+    assert!(
+        TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "nobody listens"
     );
 }

@@ -109,13 +109,13 @@ fn prepare(config: &Config, sockets: Vec<TcpListener>, log: &Arc<Log>) -> Result
             enter_jail(&dir)?;
         }
         owner.become_owner()?;
-        // Changing users cleared the parent-death signal: set it again, so that a daemon
-        // killed outright does not leave this process holding its ports.
-        // SAFETY: prctl with integer arguments only.
-        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) };
-        if nix::unistd::getppid() != parent {
-            return Err(Error::temp("the daemon that started this process is gone"));
-        }
+    }
+    // A daemon killed outright must not leave this process holding its ports. Set after
+    // the change of users, which clears it.
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) };
+    if nix::unistd::getppid() != parent {
+        return Err(Error::temp("the daemon that started this process is gone"));
     }
     super::Listeners::serve(config, sockets, server)
 }
