@@ -17,16 +17,19 @@
 #   mailroom, mailq and newaliases,
 #   /etc/mailroom/main.cf      the defaults, commented out (only when absent)
 #   $PREFIX/lib/systemd/system/mailroom.service
-#   the group mailroom (groupadd --system) and the queue /var/spool/mailroom, made and
-#   checked by `postsuper -s` (modes: maildrop 1730, the rest 0750, group mailroom)
+#   the group mailroom (groupadd --system), the user mailroom (useradd --system; its
+#   primary group mailroom, home /var/spool/mailroom, no login shell), as which the SMTP
+#   sessions run (mail_owner), and the queue /var/spool/mailroom, made and checked by
+#   `postsuper -s` (owner mailroom; modes: maildrop 1730, the rest 0750, group mailroom)
 # and, when systemd runs, enables and starts mailroom.service (not with --no-start).
 #
 # Running it twice changes nothing the second time. uninstall stops the daemon and
 # removes what install put there, and the directories install made once they are empty
 # (install lists them in /var/lib/mailroom/install.sh.dirs), but keeps
 # /etc/mailroom/main.cf if it was changed and the queue (mail may still be in it) unless
-# --purge is given; --purge also removes the group. DESTDIR and PREFIX may also be given
-# in the environment. With a DESTDIR nothing outside it is touched (no group, no
+# --purge is given; --purge also removes the group, unless the user mailroom still has it.
+# The user is never removed: files may still be its. DESTDIR and PREFIX may also be given
+# in the environment. With a DESTDIR nothing outside it is touched (no user or group, no
 # systemd, no update-alternatives), for packaging and tests.
 set -eu
 
@@ -37,6 +40,7 @@ bin_dir=
 start=yes
 purge=no
 group=mailroom
+user=mailroom
 
 while [ $# -gt 0 ]; do
   case $1 in
@@ -177,6 +181,11 @@ do_install() {
   if [ "$real" = yes ] && ! getent group "$group" >/dev/null; then
     groupadd --system "$group"
     say "created group $group"
+  fi
+  if [ "$real" = yes ] && ! getent passwd "$user" >/dev/null; then
+    useradd --system --gid "$group" --home-dir "$spool" --no-create-home \
+      --shell /usr/sbin/nologin "$user"
+    say "created user $user"
   fi
   put "$bin_dir/sendmail" "$D$sbin/sendmail" 0755
   setgid_file "$D$sbin/sendmail"
@@ -340,7 +349,9 @@ do_uninstall() {
       say "removed $spool"
     fi
     [ -d "$D$etc" ] && rmdir "$D$etc" 2>/dev/null || true
-    if [ "$real" = yes ] && getent group "$group" >/dev/null; then
+    if [ "$real" = yes ] && getent passwd "$user" >/dev/null; then
+      say "kept the user $user and its group $group"
+    elif [ "$real" = yes ] && getent group "$group" >/dev/null; then
       groupdel "$group" && say "removed group $group"
     fi
   else

@@ -290,6 +290,31 @@ fn check_a_clean_system_is_clean() {
 }
 
 #[test]
+fn check_finds_a_mail_owner_the_sessions_cannot_run_as() {
+    if !is_root() {
+        eprintln!("skipped: mail_owner matters to root only");
+        return;
+    }
+    // (value, what the problem says)
+    let table = [
+        ("mailroom-no-such-user", "no user \"mailroom-no-such-user\""),
+        ("root", "must be neither root nor in root's group"),
+    ];
+    for (value, says) in table {
+        let sys = ready_system(&format!("mail_owner = {value}"));
+        let line = main_cf_line(&sys, &format!("mail_owner = {value}"));
+        finds(
+            &sys,
+            &[
+                &format!("main.cf, line {line}: mail_owner: "),
+                says,
+                "SMTP listener",
+            ],
+        );
+    }
+}
+
+#[test]
 fn check_finds_an_unknown_parameter() {
     let sys = ready_system("mydestinaton = example.com");
     let line = main_cf_line(&sys, "mydestinaton");

@@ -108,9 +108,11 @@ wait_for() {
 installed_right() {
   [ "$(mode_of /usr/sbin/sendmail)" = "2755 root:mailroom" ] &&
     [ "$(mode_of /usr/bin/mailq)" = "2755 root:mailroom" ] &&
-    [ "$(mode_of /var/spool/mailroom/maildrop)" = "1730 root:mailroom" ] &&
-    [ "$(mode_of /var/spool/mailroom/deferred)" = "750 root:mailroom" ] &&
-    [ "$(mode_of /var/spool/mailroom/hold)" = "750 root:mailroom" ] &&
+    [ "$(id -gn mailroom)" = mailroom ] &&
+    [ "$(getent passwd mailroom | cut -d: -f7)" = /usr/sbin/nologin ] &&
+    [ "$(mode_of /var/spool/mailroom/maildrop)" = "1730 mailroom:mailroom" ] &&
+    [ "$(mode_of /var/spool/mailroom/deferred)" = "750 mailroom:mailroom" ] &&
+    [ "$(mode_of /var/spool/mailroom/hold)" = "750 mailroom:mailroom" ] &&
     [ "$(readlink /usr/lib/sendmail)" = ../sbin/sendmail ] &&
     [ -f /etc/mailroom/main.cf ] && [ -x /usr/bin/mail ] &&
     { [ -f /lib/systemd/system/mailroom.service ] || [ -f /usr/lib/systemd/system/mailroom.service ]; }
@@ -205,7 +207,7 @@ check "binaries, link and overrides are gone" sh -c '! test -e /usr/sbin/sendmai
 check "remove keeps the queue and the configuration" test -d /var/spool/mailroom -a -f /etc/mailroom/main.cf
 check "remove takes mail.mailroom out of the alternatives" sh -c '! test -e /usr/bin/mail && ! update-alternatives --query mailx >/dev/null 2>&1'
 check "dpkg -P purges" dpkg -P mailroom
-check "purge removes the queue, the configuration and the group" sh -c '! test -e /var/spool/mailroom && ! test -e /etc/mailroom && ! getent group mailroom >/dev/null'
+check "purge removes the queue and the configuration, keeps the user" sh -c '! test -e /var/spool/mailroom && ! test -e /etc/mailroom && id mailroom >/dev/null'
 
 # --- install.sh ----------------------------------------------------------------------
 snapshot() { find "$@" -printf '%p %m %u %g %s %T@\n' 2>/dev/null | sort; }
@@ -252,7 +254,7 @@ check "uninstall removed the programs" sh -c '! test -e /usr/sbin/sendmail && ! 
 check "uninstall took mail.mailroom out of the alternatives" sh -c '! update-alternatives --query mailx | grep -q mailroom'
 check "and left bsd-mailx's mail" mail_is /usr/bin/bsd-mailx
 check "install.sh uninstall --purge" ./install.sh uninstall --purge
-check "purge removed the queue, the configuration and the group" sh -c '! test -e /var/spool/mailroom && ! test -e /etc/mailroom && ! getent group mailroom >/dev/null'
+check "purge removed the queue and the configuration, kept the user" sh -c '! test -e /var/spool/mailroom && ! test -e /etc/mailroom && id mailroom >/dev/null'
 dirs >/tmp/mr-d2
 check "and every directory install.sh made" diff /tmp/mr-d1 /tmp/mr-d2
 check "bsd-mailx and the stand-in MTA remove" sh -c 'dpkg --purge bsd-mailx mailroom-test-stand-in-mta >/dev/null'

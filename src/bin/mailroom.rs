@@ -83,6 +83,17 @@ enum Command {
     },
     /// Show the queue's shape as qshape does: domains against message age.
     Queue(QueueArgs),
+    /// The SMTP sessions process the daemon starts (as root) on the listening sockets it
+    /// passes as descriptors 3, 4, ...; it becomes mail_owner before it serves them.
+    #[command(hide = true, name = "smtpd-sessions")]
+    SmtpdSessions {
+        /// How many sockets the daemon passed.
+        #[arg(long = "fds", value_name = "N")]
+        fds: usize,
+        /// Log to standard error when maillog_file is not set (a daemon in the foreground).
+        #[arg(long)]
+        stderr: bool,
+    },
     /// Print shell completions (bash, zsh, fish, elvish, powershell) for mailroom, or
     /// for mailq or newaliases with --program.
     #[command(hide = true)]
@@ -307,6 +318,9 @@ fn run(cli: Cli) -> Result<u8, Error> {
                 buckets: args.buckets,
             };
             operator::run_queue(&config, &options, args.limit, args.json, &mut out).map(|()| 0)
+        }
+        Command::SmtpdSessions { fds, stderr } => {
+            mailroom::smtpd::sessions::run(dir, fds, stderr).map(|()| 0)
         }
         Command::Completions { shell, program } => {
             let mut buf = Vec::new();

@@ -162,12 +162,7 @@ impl Log {
             Sink::File(path) => {
                 let mut guard = self.lock_open();
                 if guard.is_none() {
-                    *guard = OpenOptions::new()
-                        .create(true)
-                        .append(true)
-                        .open(path)
-                        .ok()
-                        .map(Open::File);
+                    *guard = open_file(path).map(Open::File);
                 }
                 if let Some(Open::File(file)) = guard.as_mut() {
                     let mut line = self.format_line(&text);
@@ -175,6 +170,20 @@ impl Log {
                     let _ = file.write_all(line.as_bytes());
                 }
             }
+        }
+    }
+
+    /// Opens the sink now (the `maillog_file`, the syslog socket) and keeps it open: for
+    /// a process about to give up the privileges that let it open it (`maillog_file` may
+    /// be writable by root only). Later lines go through the descriptor held.
+    pub fn open_now(&self) {
+        let mut guard = self.lock_open();
+        if guard.is_none() {
+            *guard = match &self.sink {
+                Sink::File(path) => open_file(path).map(Open::File),
+                Sink::Syslog(syslog) => connect_syslog(&syslog.socket),
+                Sink::Stderr | Sink::Discard => None,
+            };
         }
     }
 
@@ -227,6 +236,11 @@ impl Log {
 /// "Nov 24 22:58:24": the time stamp of syslog lines, local time.
 fn stamp() -> impl std::fmt::Display {
     chrono::Local::now().format("%b %e %H:%M:%S")
+}
+
+/// `maillog_file`, opened for appending (created if missing).
+fn open_file(path: &Path) -> Option<File> {
+    OpenOptions::new().create(true).append(true).open(path).ok()
 }
 
 /// A connection to the syslog socket: datagrams, or a stream when the daemon listens on

@@ -216,6 +216,8 @@ static PARAMETERS: &[ParamInfo] = &[
       "The most error replies (4xx, 5xx) in one SMTP session; then the server answers 421 and closes."),
     p("smtpd_process_limit", "$default_process_limit", Number,
       "The most SMTP sessions the listener serves at once; more clients are answered 421 and closed (a mailroom parameter; Postfix sets this in master.cf)."),
+    p("smtpd_chroot", "no", Bool,
+      "Whether the SMTP sessions process, started by a daemon running as root, also confines itself to queue_directory (chroot) before it becomes mail_owner (a mailroom parameter; Postfix sets chroot per service in master.cf). It has read main.cf, the TLS files and opened its log by then; the local time zone is kept from /etc/localtime's rule (a TZ naming a file is not found inside), and a syslog daemon restarted meanwhile is not reached again."),
     p("line_length_limit", "2048", Number,
       "The longest SMTP command line accepted; a longer one is read to its end and answered 500."),
     p("smtpd_forbid_bare_newline", "normalize", Text,

@@ -17,6 +17,7 @@ pub mod pickup;
 pub mod process;
 pub mod retry;
 pub mod scheduler;
+pub mod sessions;
 pub mod signals;
 
 use std::sync::Arc;

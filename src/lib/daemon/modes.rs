@@ -6,7 +6,6 @@
 use std::fs::{File, TryLockError};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
@@ -49,13 +48,10 @@ pub fn foreground(config: &Config, interval: Option<&str>) -> Result<()> {
             detach::report_ready(pid);
         }
     };
-    // The SMTP listener (smtpd_port; empty = none). Ports that cannot be bound are
-    // logged and skipped: pickup and delivery go on regardless.
-    let listen = |stop: Arc<AtomicBool>| {
-        let log = Arc::new(crate::log::Log::from_config_or(config, "smtpd", fallback));
-        let queue = Queue::from_config(config)?;
-        crate::smtpd::spawn_listeners(config, queue, log, stop)
-    };
+    // The SMTP listener (smtpd_port; empty = none): the sockets are bound here, the
+    // sessions run in a process of their own as mail_owner. Ports that cannot be bound
+    // are logged and skipped: pickup and delivery go on regardless.
+    let listen = |rt: &Runtime| super::sessions::start(&dir, fallback, rt).map(|s| vec![s]);
     scheduler::run_daemon(load, interval, &dir.display().to_string(), ready, listen)
 }
 

@@ -208,19 +208,27 @@ const RUNNABLE: [QueueName; 4] = [
     QueueName::Deferred,
 ];
 
+/// What runs beside delivery (the SMTP sessions process): started once the daemon holds
+/// its lock, told when `main.cf` has been read again, stopped on the way out.
+pub trait Service {
+    /// `main.cf` has been read again into `rt`.
+    fn reload(&mut self, rt: &Runtime);
+    /// Stops, and returns once stopped.
+    fn stop(self: Box<Self>);
+}
+
 /// Runs the daemon until SIGTERM or SIGINT: takes the single-instance lock, calls
 /// `ready` once it holds it, recovers what a crash left in `incoming/` and `active/`, then
 /// picks up and delivers. `load` builds the runtime from `main.cf`, at start and on
 /// SIGHUP. `interval` is `-q`'s, else `queue_run_delay`. `services` starts what else runs
 /// beside delivery (the SMTP listener) once the lock is held, so a second daemon never
-/// gets as far as binding ports; its threads are told to stop through the flag it is
-/// given and are joined on the way out.
+/// gets as far as binding ports; they are told of reloads and stopped on the way out.
 pub fn run_daemon(
     load: impl Fn() -> Result<Runtime>,
     interval: Option<Duration>,
     config_name: &str,
     ready: impl FnOnce(u32),
-    services: impl FnOnce(Arc<AtomicBool>) -> Result<Vec<JoinHandle<()>>>,
+    services: impl FnOnce(&Runtime) -> Result<Vec<Box<dyn Service>>>,
 ) -> Result<()> {
     // Before any thread exists, so that every thread inherits the mask.
     signals::block().map_err(|e| Error::new(ExitCode::OsErr, format!("sigprocmask: {e}")))?;
@@ -247,8 +255,16 @@ pub fn run_daemon(
         "daemon started -- version {}, configuration {config_name}",
         env!("CARGO_PKG_VERSION")
     ));
-    let stop_services = Arc::new(AtomicBool::new(false));
-    let service_threads = services(Arc::clone(&stop_services))?;
+    // A queue made before mail_owner existed (or changed): the directories go to it, so
+    // that the SMTP sessions, which run as mail_owner, can write maildrop/.
+    match rt.queue.give_dirs_to_owner() {
+        Ok(fixed) => fixed.iter().for_each(|line| rt.logs.master.info(line)),
+        Err(e) => rt.logs.master.warning(&format!(
+            "cannot give the queue directories to mail_owner: {}",
+            crate::sysexits::describe_io(&e)
+        )),
+    }
+    let mut services = services(&rt)?;
     ready(std::process::id());
 
     let (tx, rx) = mpsc::channel::<Event>();
@@ -293,6 +309,9 @@ pub fn run_daemon(
                     rt = Arc::new(fresh);
                     d.rt = Arc::clone(&rt);
                     run_delay = run_every(rt.queue_run_delay);
+                    for service in &mut services {
+                        service.reload(&rt);
+                    }
                     rt.logs.master.info("reload -- configuration re-read");
                 }
                 Err(e) => rt.logs.master.warning(&format!(
@@ -317,11 +336,10 @@ pub fn run_daemon(
         }
     };
     drop(watcher);
-    stop_services.store(true, Ordering::SeqCst);
-    d.pool.shutdown(false);
-    for thread in service_threads {
-        let _ = thread.join();
+    for service in services {
+        service.stop();
     }
+    d.pool.shutdown(false);
     rt.logs
         .master
         .info(&format!("terminating on signal {stopped_by}"));

@@ -342,6 +342,38 @@ impl Queue {
         make_dir(&self.pid_dir(), 0o755)
     }
 
+    /// Gives the queue directories that are not `mail_owner`'s to it (and the queue's
+    /// group), as `postsuper -s` would: a queue made before `mail_owner` existed, or
+    /// before it changed. Returns what was changed, one line each. Nothing to do when
+    /// the owner is not known (not root, or no such account).
+    pub fn give_dirs_to_owner(&self) -> io::Result<Vec<String>> {
+        use std::os::unix::fs::MetadataExt;
+        let Some(owner) = self.owner else {
+            return Ok(Vec::new());
+        };
+        let mut changed = Vec::new();
+        for queue in QueueName::ALL {
+            let dir = self.dir(queue);
+            let meta = fs::symlink_metadata(&dir)?;
+            if !meta.is_dir() || meta.uid() == owner {
+                continue;
+            }
+            nix::unistd::chown(
+                &dir,
+                Some(nix::unistd::Uid::from_raw(owner)),
+                self.group.map(nix::unistd::Gid::from_raw),
+            )?;
+            // chown may clear the set-id bits; maildrop/'s sticky bit stays, but be sure.
+            fs::set_permissions(&dir, fs::Permissions::from_mode(self.dir_mode(queue)))?;
+            changed.push(format!(
+                "{}: fixed owner {} to {owner}",
+                dir.display(),
+                meta.uid()
+            ));
+        }
+        Ok(changed)
+    }
+
     /// Creates one queue directory if missing, with its mode and (when the queue has one)
     /// owned by root and its group.
     fn make_queue_dir(&self, queue: QueueName) -> io::Result<()> {
@@ -562,6 +594,33 @@ mod tests {
         file.write_all(b"\n\n").unwrap();
         file.write_all(body).unwrap();
         file.commit().unwrap()
+    }
+
+    #[test]
+    fn the_daemon_gives_a_queue_made_before_mail_owner_to_it() {
+        use std::os::unix::fs::MetadataExt;
+        if !nix::unistd::geteuid().is_root() {
+            return; // chown needs root
+        }
+        const UID: u32 = 47_315;
+        let tmp = tempfile::tempdir().unwrap();
+        let before = Queue::new(tmp.path().join("q"));
+        before.ensure_dirs().unwrap();
+        // Without a known owner there is nothing to give.
+        assert!(before.give_dirs_to_owner().unwrap().is_empty());
+        let queue = before.with_owner(Some(UID));
+        let changed = queue.give_dirs_to_owner().unwrap();
+        assert_eq!(changed.len(), QueueName::ALL.len(), "{changed:?}");
+        for name in QueueName::ALL {
+            let meta = fs::metadata(queue.dir(name)).unwrap();
+            assert_eq!(
+                (meta.uid(), meta.mode() & 0o7777),
+                (UID, queue.dir_mode(name)),
+                "{name:?}"
+            );
+        }
+        assert_eq!(fs::metadata(queue.pid_dir()).unwrap().uid(), 0);
+        assert!(queue.give_dirs_to_owner().unwrap().is_empty(), "twice");
     }
 
     #[test]

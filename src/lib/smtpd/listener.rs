@@ -88,34 +88,18 @@ impl Listeners {
         log: Arc<crate::log::Log>,
     ) -> crate::sysexits::Result<Listeners> {
         let server = super::server_from_config(config, queue, log.clone(), true)?;
+        let sockets = bind_configured(config, &log)?;
+        Listeners::serve(config, sockets, server)
+    }
+
+    /// Sockets bound elsewhere (the daemon's, inherited by the sessions process), served
+    /// by `server` under `config`'s `smtpd_process_limit`.
+    pub fn serve(
+        config: &crate::config::Config,
+        sockets: Vec<TcpListener>,
+        server: Server,
+    ) -> crate::sysexits::Result<Listeners> {
         let process_limit = config.number("smtpd_process_limit")?.max(1) as usize;
-        let port_text = config.get("smtpd_port")?;
-        let port_text = port_text.trim();
-        let mut sockets = Vec::new();
-        if !port_text.is_empty() {
-            let Ok(port) = port_text.parse::<u16>() else {
-                return Err(crate::sysexits::Error::config(format!(
-                    "parameter smtpd_port: not a port number: \"{port_text}\""
-                )));
-            };
-            let (addrs, warnings) = bind_addresses(
-                &config.list("inet_interfaces")?,
-                &config.list("inet_protocols")?,
-                port,
-            );
-            for w in warnings {
-                log.warning(&w);
-            }
-            for addr in addrs {
-                match bind(addr) {
-                    Ok(socket) => sockets.push(socket),
-                    Err(e) => log.warning(&format!(
-                        "cannot listen on {addr}: {}; SMTP service there is off",
-                        crate::sysexits::describe_io(&e)
-                    )),
-                }
-            }
-        }
         Ok(Listeners {
             sockets,
             server: Arc::new(server),
@@ -154,6 +138,57 @@ impl Listeners {
         }
         handles
     }
+}
+
+/// The addresses `config` asks the listener for (`smtpd_port` × `inet_interfaces` ×
+/// `inet_protocols`); none for an empty `smtpd_port`. Interface names that are not
+/// addresses are logged to `log` and left out.
+pub fn configured_addresses(
+    config: &crate::config::Config,
+    log: &crate::log::Log,
+) -> crate::sysexits::Result<Vec<SocketAddr>> {
+    let port_text = config.get("smtpd_port")?;
+    let port_text = port_text.trim();
+    if port_text.is_empty() {
+        return Ok(Vec::new());
+    }
+    let Ok(port) = port_text.parse::<u16>() else {
+        return Err(crate::sysexits::Error::config(format!(
+            "parameter smtpd_port: not a port number: \"{port_text}\""
+        )));
+    };
+    let (addrs, warnings) = bind_addresses(
+        &config.list("inet_interfaces")?,
+        &config.list("inet_protocols")?,
+        port,
+    );
+    for w in warnings {
+        log.warning(&w);
+    }
+    Ok(addrs)
+}
+
+/// Binds what `config` asks for; an address that cannot be bound is logged and left out.
+pub fn bind_configured(
+    config: &crate::config::Config,
+    log: &crate::log::Log,
+) -> crate::sysexits::Result<Vec<TcpListener>> {
+    Ok(bind_all(&configured_addresses(config, log)?, log))
+}
+
+/// Binds each of `addrs`; one that cannot be bound is logged and left out.
+pub fn bind_all(addrs: &[SocketAddr], log: &crate::log::Log) -> Vec<TcpListener> {
+    let mut sockets = Vec::new();
+    for &addr in addrs {
+        match bind(addr) {
+            Ok(socket) => sockets.push(socket),
+            Err(e) => log.warning(&format!(
+                "cannot listen on {addr}: {}; SMTP service there is off",
+                crate::sysexits::describe_io(&e)
+            )),
+        }
+    }
+    sockets
 }
 
 /// Binds a listening socket; an IPv6 socket takes IPv6 only, so that `all` can bind

@@ -10,10 +10,12 @@
 //! | [`connection`] | buffered input, batched replies (PIPELINING), STARTTLS |
 //! | [`relay`] | who may send where: `mydestination`, `relay_domains`, `mynetworks` |
 //! | [`listener`] | sockets, accept threads, the session cap |
+//! | [`sessions`] | the process that serves the daemon's sockets as `mail_owner` |
 //! | [`tls`] | the server certificate |
 //!
 //! Accepted mail is written by [`crate::cleanup`], the path every new message takes,
-//! into `maildrop/`.
+//! into `maildrop/`. The listener's sessions run in their own process without root
+//! ([`sessions`]); the daemon only binds the sockets.
 
 pub mod command;
 pub mod connection;
@@ -22,13 +24,12 @@ pub mod listener;
 pub mod relay;
 pub mod reply;
 pub mod session;
+pub mod sessions;
 pub mod tls;
 
 use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
-use std::thread::JoinHandle;
 
 use crate::cleanup::Settings;
 use crate::config::Config;
@@ -53,20 +54,6 @@ pub fn run_stdio(config: &Config, uid: u32, input: impl Read, output: impl Write
     });
     session::run(&server, Client::local_user(uid), &mut conn);
     Ok(())
-}
-
-/// Starts the SMTP listener as `config` asks (`smtpd_port`, `inet_interfaces`,
-/// `inet_protocols`; empty `smtpd_port` = none): one accept thread per bound address,
-/// returned so the caller can join them after setting `stop`. Addresses that cannot be
-/// bound are logged to `log` as warnings and skipped; errors are only for a
-/// configuration that cannot be used at all (a bad parameter value).
-pub fn spawn_listeners(
-    config: &Config,
-    queue: Queue,
-    log: Arc<Log>,
-    stop: Arc<AtomicBool>,
-) -> Result<Vec<JoinHandle<()>>> {
-    Ok(Listeners::bind(config, queue, log)?.spawn(stop))
 }
 
 /// Reads everything a session needs from `main.cf` once. `network`: TLS is set up

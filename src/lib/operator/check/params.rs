@@ -20,7 +20,25 @@ pub fn check(config: &Config) -> Vec<Problem> {
         overlap(config, &mut found);
     }
     relay_control(config, &failed, &mut found);
+    mail_owner(config, &mut found);
     found
+}
+
+/// As root, `mail_owner` must name an account other than root's: without one the SMTP
+/// listener stays off (its sessions run as that account) and the queue stays root's.
+/// Another user's programs never change users, so it does not matter to them.
+fn mail_owner(config: &Config, found: &mut Vec<Problem>) {
+    if !nix::unistd::geteuid().is_root() {
+        return;
+    }
+    if let Err(e) = config.mail_owner() {
+        found.push(Problem::param(
+            config,
+            "mail_owner",
+            Severity::Error,
+            format!("{e}; the SMTP listener stays off until it names an account"),
+        ));
+    }
 }
 
 /// Problems met while loading and expanding: skipped lines, cycles, references to
@@ -312,7 +330,10 @@ mod tests {
     use std::path::Path;
 
     fn problems(text: &str) -> Vec<String> {
-        let config = Config::from_text(text, Path::new("/etc/mailroom/main.cf"));
+        // An account that exists, for a test run as root (last: the lines above keep
+        // their numbers).
+        let text = format!("{text}\nmail_owner = nobody\n");
+        let config = Config::from_text(&text, Path::new("/etc/mailroom/main.cf"));
         let mut all = check(&config);
         all.sort_by_key(|p| p.line);
         all.iter().map(|p| p.text()).collect()
