@@ -264,7 +264,7 @@ impl Config {
     }
 
     /// An error about parameter `name`, naming the line that set it.
-    fn error(&self, name: &str, message: &str) -> Error {
+    fn error(&self, name: &str, message: impl std::fmt::Display) -> Error {
         let text = match self.set_line(name) {
             Some(line) => format!(
                 "{}, line {line}: parameter {name}: {message}",
