@@ -278,7 +278,7 @@ impl Expander<'_> {
         }
         let found = match self.lookup(&key) {
             Ok(found) => found,
-            Err(reason) => return self.fail(name, &reason, Dsn::TEMP_LOCAL),
+            Err(e) => return self.fail(name, &e.to_string(), Dsn::TEMP_LOCAL),
         };
         let (matched, value, extension) = match found {
             Some(value) => (key, value, None),
@@ -294,7 +294,7 @@ impl Expander<'_> {
                             context,
                         );
                     }
-                    Err(reason) => return self.fail(name, &reason, Dsn::TEMP_LOCAL),
+                    Err(e) => return self.fail(name, &e.to_string(), Dsn::TEMP_LOCAL),
                 },
             },
         };
@@ -425,10 +425,8 @@ impl Expander<'_> {
         self.chain.pop();
     }
 
-    fn lookup(&mut self, name: &str) -> std::result::Result<Option<AliasValue>, String> {
-        self.source
-            .lookup(name)
-            .map_err(|err| format!("alias database unavailable: {err}"))
+    fn lookup(&mut self, name: &str) -> std::result::Result<Option<AliasValue>, Unavailable> {
+        self.source.lookup(name).map_err(Unavailable)
     }
 
     fn has_room(&mut self) -> bool {
@@ -492,6 +490,18 @@ fn split_extension<'a>(name: &'a str, delimiters: &str) -> Option<(&'a str, &'a 
     let at = name.find(|c| delimiters.contains(c))?;
     (at > 0).then(|| name.split_at(at))
 }
+
+/// An alias table that could not be read during an expansion (the mail is deferred).
+#[derive(Debug)]
+struct Unavailable(Error);
+
+impl std::fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "alias database unavailable: {}", self.0)
+    }
+}
+
+impl std::error::Error for Unavailable {}
 
 /// Why an include file cannot be read; each carries its path as written.
 #[derive(Debug)]
