@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::collections::HashSet;
 use std::fs::File;
-use std::io::Read;
+use std::io::{self, Read};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
@@ -278,7 +278,7 @@ impl Expander<'_> {
         }
         let found = match self.lookup(&key) {
             Ok(found) => found,
-            Err(reason) => return self.fail(name, &reason, Dsn::TEMP_LOCAL),
+            Err(e) => return self.fail(name, &e.to_string(), Dsn::TEMP_LOCAL),
         };
         let (matched, value, extension) = match found {
             Some(value) => (key, value, None),
@@ -294,7 +294,7 @@ impl Expander<'_> {
                             context,
                         );
                     }
-                    Err(reason) => return self.fail(name, &reason, Dsn::TEMP_LOCAL),
+                    Err(e) => return self.fail(name, &e.to_string(), Dsn::TEMP_LOCAL),
                 },
             },
         };
@@ -400,7 +400,7 @@ impl Expander<'_> {
         }
         let (text, owner) = match read_include(path, context.privileges) {
             Ok(read) => read,
-            Err(reason) => return self.fail(target, &reason, Dsn::CONFIG_ERROR),
+            Err(e) => return self.fail(target, &e.to_string(), Dsn::CONFIG_ERROR),
         };
         let inner = Context {
             privileges: if owner.uid == 0 {
@@ -425,10 +425,8 @@ impl Expander<'_> {
         self.chain.pop();
     }
 
-    fn lookup(&mut self, name: &str) -> std::result::Result<Option<AliasValue>, String> {
-        self.source
-            .lookup(name)
-            .map_err(|err| format!("alias database unavailable: {err}"))
+    fn lookup(&mut self, name: &str) -> std::result::Result<Option<AliasValue>, Unavailable> {
+        self.source.lookup(name).map_err(Unavailable)
     }
 
     fn has_room(&mut self) -> bool {
@@ -493,29 +491,68 @@ fn split_extension<'a>(name: &'a str, delimiters: &str) -> Option<(&'a str, &'a 
     (at > 0).then(|| name.split_at(at))
 }
 
+/// An alias table that could not be read during an expansion (the mail is deferred).
+#[derive(Debug)]
+struct Unavailable(Error);
+
+impl std::fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "alias database unavailable: {}", self.0)
+    }
+}
+
+impl std::error::Error for Unavailable {}
+
+/// Why an include file cannot be read; each carries its path as written.
+#[derive(Debug)]
+enum IncludeError {
+    /// Not an absolute path (Postfix refuses those too).
+    Relative(String),
+    /// Opening, examining or reading it failed.
+    Io(String, io::Error),
+    NotRegular(String),
+    /// The reader's privileges do not allow it, though ours (root's) would.
+    NotPermitted(String),
+}
+
+impl std::fmt::Display for IncludeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let cannot = "cannot open include file";
+        match self {
+            IncludeError::Relative(path) => {
+                write!(f, "include file {path} must be an absolute pathname")
+            }
+            IncludeError::Io(path, e) => write!(f, "{cannot} {path}: {}", describe_io(e)),
+            IncludeError::NotRegular(path) => write!(f, "{cannot} {path}: not a regular file"),
+            IncludeError::NotPermitted(path) => write!(f, "{cannot} {path}: Permission denied"),
+        }
+    }
+}
+
+impl std::error::Error for IncludeError {}
+
 /// Reads an include file for a reader with `privileges`; returns its text and owner.
 fn read_include(
     path: &str,
     privileges: Privileges,
-) -> std::result::Result<(String, Privileges), String> {
-    let cannot = |why: String| format!("cannot open include file {path}: {why}");
+) -> std::result::Result<(String, Privileges), IncludeError> {
+    let io_error = |err: io::Error| IncludeError::Io(path.to_string(), err);
     if !path.starts_with('/') {
-        return Err(format!("include file {path} must be an absolute pathname"));
+        return Err(IncludeError::Relative(path.to_string()));
     }
-    let mut file = File::open(path).map_err(|err| cannot(describe_io(&err)))?;
-    let metadata = file.metadata().map_err(|err| cannot(describe_io(&err)))?;
+    let mut file = File::open(path).map_err(io_error)?;
+    let metadata = file.metadata().map_err(io_error)?;
     if !metadata.is_file() {
-        return Err(cannot("not a regular file".to_string()));
+        return Err(IncludeError::NotRegular(path.to_string()));
     }
     if nix::unistd::geteuid().is_root()
         && privileges.uid != 0
         && !readable_by(&metadata, privileges)
     {
-        return Err(cannot("Permission denied".to_string()));
+        return Err(IncludeError::NotPermitted(path.to_string()));
     }
     let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes)
-        .map_err(|err| cannot(describe_io(&err)))?;
+    file.read_to_end(&mut bytes).map_err(io_error)?;
     Ok((
         String::from_utf8_lossy(&bytes).into_owned(),
         Privileges::owner_of(&metadata),
@@ -873,6 +910,18 @@ mod tests {
         assert_eq!(
             result.failures[0].reason,
             "include file relative/path must be an absolute pathname"
+        );
+        let aliases = format!("team: :include:{}\n", dir.path().display());
+        let result = run(&aliases, "team", &options());
+        assert_eq!(
+            reasons(&result),
+            vec![(
+                format!(
+                    "cannot open include file {}: not a regular file",
+                    dir.path().display()
+                ),
+                Dsn::CONFIG_ERROR
+            )]
         );
     }
 

@@ -14,6 +14,80 @@
 //! expansion produces and the work it does to get there (see [`Budget`]), so every
 //! expansion ends in well under a second, with an error for a file that asks for more.
 
+use super::host::FirstLineError;
+
+/// Why a value cannot be expanded.
+#[derive(Debug)]
+pub enum ExpandError {
+    /// A name met again while being expanded: the chain, from its first use to its
+    /// return.
+    Recursive(Vec<String>),
+    /// Names or `${...}` texts nested deeper than [`MAX_DEPTH`].
+    Nesting,
+    /// More than [`MAX_REFERENCES`] references followed.
+    TooManyReferences,
+    /// More than [`MAX_COPIED`] bytes copied.
+    TooMuchCopied,
+    /// A value longer than [`MAX_VALUE`].
+    ValueTooLong,
+    /// A `$` followed by neither a name nor a bracket: the whole text.
+    EmptyName(String),
+    /// A `${` or `$(` without its closing bracket: the whole text.
+    Truncated(String),
+    /// `${...}` that does not start with a name: what is inside the braces.
+    BadName(String),
+    /// `${name...}` followed by neither `?` nor `:`: what is inside the braces.
+    BadOperator(String),
+    /// A value naming a file whose first line it stands for (`myorigin = /etc/mailname`)
+    /// that could not be read.
+    File(FirstLineError),
+}
+
+impl std::fmt::Display for ExpandError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExpandError::Recursive(chain) => {
+                f.write_str("recursive reference: ")?;
+                for (i, name) in chain.iter().enumerate() {
+                    let arrow = if i == 0 { "" } else { " -> " };
+                    write!(f, "{arrow}${name}")?;
+                }
+                Ok(())
+            }
+            ExpandError::Nesting => f.write_str("unreasonable macro call nesting"),
+            ExpandError::TooManyReferences => write!(
+                f,
+                "unreasonable macro expansion size: more than {MAX_REFERENCES} references"
+            ),
+            ExpandError::TooMuchCopied => write!(
+                f,
+                "unreasonable macro expansion size: more than {MAX_COPIED} bytes expanded"
+            ),
+            ExpandError::ValueTooLong => write!(
+                f,
+                "unreasonable macro expansion size: a value longer than {MAX_VALUE} bytes"
+            ),
+            ExpandError::EmptyName(whole) => write!(f, "empty macro name: \"{whole}\""),
+            ExpandError::Truncated(whole) => write!(f, "truncated macro reference: \"{whole}\""),
+            ExpandError::BadName(inside) => {
+                write!(f, "empty or unsupported macro name: \"${{{inside}}}\"")
+            }
+            ExpandError::BadOperator(inside) => {
+                write!(f, "attribute name syntax error: \"${{{inside}}}\"")
+            }
+            ExpandError::File(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for ExpandError {}
+
+impl From<FirstLineError> for ExpandError {
+    fn from(e: FirstLineError) -> ExpandError {
+        ExpandError::File(e)
+    }
+}
+
 /// Postfix stops at the same depth ("unreasonable macro call nesting").
 const MAX_DEPTH: usize = 100;
 
@@ -48,7 +122,7 @@ impl Budget {
 /// Supplies the expanded value of a parameter (recursing through [`expand`] with the same
 /// context), or `None` when the name is undefined.
 pub trait Resolve {
-    fn resolve(&self, name: &str, ctx: &mut Context) -> Result<Option<String>, String>;
+    fn resolve(&self, name: &str, ctx: &mut Context) -> Result<Option<String>, ExpandError>;
 }
 
 /// The state of one expansion.
@@ -72,19 +146,19 @@ impl Context {
     }
 
     /// Marks `name` as being expanded; fails when it already is (a cycle).
-    pub fn enter(&mut self, name: &str) -> Result<(), String> {
+    pub fn enter(&mut self, name: &str) -> Result<(), ExpandError> {
         if self.stack.iter().any(|n| n == name) {
             let chain: Vec<String> = self
                 .stack
                 .iter()
                 .skip_while(|n| *n != name)
-                .chain(std::iter::once(&name.to_string()))
-                .map(|n| format!("${n}"))
+                .cloned()
+                .chain(std::iter::once(name.to_string()))
                 .collect();
-            return Err(format!("recursive reference: {}", chain.join(" -> ")));
+            return Err(ExpandError::Recursive(chain));
         }
         if self.stack.len() >= MAX_DEPTH {
-            return Err("unreasonable macro call nesting".to_string());
+            return Err(ExpandError::Nesting);
         }
         self.stack.push(name.to_string());
         Ok(())
@@ -95,28 +169,22 @@ impl Context {
     }
 
     /// Counts one reference followed.
-    fn follow(&mut self) -> Result<(), String> {
+    fn follow(&mut self) -> Result<(), ExpandError> {
         self.spent.references += 1;
         if self.spent.references > MAX_REFERENCES {
-            return Err(format!(
-                "unreasonable macro expansion size: more than {MAX_REFERENCES} references"
-            ));
+            return Err(ExpandError::TooManyReferences);
         }
         Ok(())
     }
 
     /// Appends `text` to `out`, within the bounds of one value and of the copying.
-    fn append(&mut self, out: &mut String, text: &str) -> Result<(), String> {
+    fn append(&mut self, out: &mut String, text: &str) -> Result<(), ExpandError> {
         self.spent.copied += text.len();
         if self.spent.copied > MAX_COPIED {
-            return Err(format!(
-                "unreasonable macro expansion size: more than {MAX_COPIED} bytes expanded"
-            ));
+            return Err(ExpandError::TooMuchCopied);
         }
         if out.len() + text.len() > MAX_VALUE {
-            return Err(format!(
-                "unreasonable macro expansion size: a value longer than {MAX_VALUE} bytes"
-            ));
+            return Err(ExpandError::ValueTooLong);
         }
         out.push_str(text);
         Ok(())
@@ -128,9 +196,13 @@ impl Context {
 }
 
 /// Expands every reference in `text`.
-pub fn expand(text: &str, resolver: &dyn Resolve, ctx: &mut Context) -> Result<String, String> {
+pub fn expand(
+    text: &str,
+    resolver: &dyn Resolve,
+    ctx: &mut Context,
+) -> Result<String, ExpandError> {
     if ctx.nesting >= MAX_DEPTH {
-        return Err("unreasonable macro call nesting".to_string());
+        return Err(ExpandError::Nesting);
     }
     ctx.nesting += 1;
     let result = expand_inner(text, resolver, ctx);
@@ -138,7 +210,11 @@ pub fn expand(text: &str, resolver: &dyn Resolve, ctx: &mut Context) -> Result<S
     result
 }
 
-fn expand_inner(text: &str, resolver: &dyn Resolve, ctx: &mut Context) -> Result<String, String> {
+fn expand_inner(
+    text: &str,
+    resolver: &dyn Resolve,
+    ctx: &mut Context,
+) -> Result<String, ExpandError> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(dollar) = rest.find('$') {
@@ -161,7 +237,10 @@ fn expand_inner(text: &str, resolver: &dyn Resolve, ctx: &mut Context) -> Result
 
 /// Takes the reference after a `$`: the inside of `{...}`/`(...)` (brackets of the same kind
 /// nest), or a bare name of letters, digits and `_`. Returns it and the text after it.
-fn split_reference<'a>(after: &'a str, whole: &str) -> Result<(Reference<'a>, &'a str), String> {
+fn split_reference<'a>(
+    after: &'a str,
+    whole: &str,
+) -> Result<(Reference<'a>, &'a str), ExpandError> {
     let close = match after.chars().next() {
         Some('{') => '}',
         Some('(') => ')',
@@ -170,7 +249,7 @@ fn split_reference<'a>(after: &'a str, whole: &str) -> Result<(Reference<'a>, &'
                 .find(|c: char| !is_name_char(c))
                 .unwrap_or(after.len());
             if end == 0 {
-                return Err(format!("empty macro name: \"{whole}\""));
+                return Err(ExpandError::EmptyName(whole.to_string()));
             }
             return Ok((Reference::Bare(&after[..end]), &after[end..]));
         }
@@ -187,7 +266,7 @@ fn split_reference<'a>(after: &'a str, whole: &str) -> Result<(Reference<'a>, &'
             }
         }
     }
-    Err(format!("truncated macro reference: \"{whole}\""))
+    Err(ExpandError::Truncated(whole.to_string()))
 }
 
 enum Reference<'a> {
@@ -203,7 +282,7 @@ fn expand_reference(
     reference: Reference<'_>,
     resolver: &dyn Resolve,
     ctx: &mut Context,
-) -> Result<String, String> {
+) -> Result<String, ExpandError> {
     let inside = match reference {
         Reference::Bare(name) => return lookup(name, resolver, ctx),
         Reference::Braced(inside) => inside,
@@ -213,16 +292,14 @@ fn expand_reference(
         .unwrap_or(inside.len());
     let (name, op) = inside.split_at(name_end);
     if name.is_empty() {
-        return Err(format!(
-            "empty or unsupported macro name: \"${{{inside}}}\""
-        ));
+        return Err(ExpandError::BadName(inside.to_string()));
     }
     let mut ops = op.chars();
     match ops.next() {
         None => lookup(name, resolver, ctx),
         Some('?') => conditional(name, ops.as_str(), true, resolver, ctx),
         Some(':') => conditional(name, ops.as_str(), false, resolver, ctx),
-        Some(_) => Err(format!("attribute name syntax error: \"${{{inside}}}\"")),
+        Some(_) => Err(ExpandError::BadOperator(inside.to_string())),
     }
 }
 
@@ -233,7 +310,7 @@ fn conditional(
     question: bool,
     resolver: &dyn Resolve,
     ctx: &mut Context,
-) -> Result<String, String> {
+) -> Result<String, ExpandError> {
     let value = resolver.resolve(name, ctx)?;
     let non_empty = value.as_deref().is_some_and(|v| !v.is_empty());
     let (when_set, when_empty) = match (question, braced_pair(text)) {
@@ -278,7 +355,7 @@ fn take_braced(text: &str) -> Option<&str> {
 }
 
 /// A plain reference: the value, or empty (noted) when undefined.
-fn lookup(name: &str, resolver: &dyn Resolve, ctx: &mut Context) -> Result<String, String> {
+fn lookup(name: &str, resolver: &dyn Resolve, ctx: &mut Context) -> Result<String, ExpandError> {
     match resolver.resolve(name, ctx)? {
         Some(value) => Ok(value),
         None => {
@@ -297,7 +374,7 @@ mod tests {
     struct Map(HashMap<&'static str, &'static str>);
 
     impl Resolve for Map {
-        fn resolve(&self, name: &str, ctx: &mut Context) -> Result<Option<String>, String> {
+        fn resolve(&self, name: &str, ctx: &mut Context) -> Result<Option<String>, ExpandError> {
             let Some(raw) = self.0.get(name) else {
                 return Ok(None);
             };
@@ -308,7 +385,7 @@ mod tests {
         }
     }
 
-    fn run(pairs: &[(&'static str, &'static str)], text: &str) -> Result<String, String> {
+    fn run(pairs: &[(&'static str, &'static str)], text: &str) -> Result<String, ExpandError> {
         let map = Map(pairs.iter().copied().collect());
         expand(text, &map, &mut Context::new())
     }
@@ -342,26 +419,39 @@ mod tests {
 
     #[test]
     fn syntax_errors() {
-        assert!(run(VARS, "$").unwrap_err().contains("empty macro name"));
-        assert!(run(VARS, "a $ b").unwrap_err().contains("empty macro name"));
-        assert!(run(VARS, "${a").unwrap_err().contains("truncated"));
-        assert!(run(VARS, "${}").is_err());
-        assert!(run(VARS, "${a b}").unwrap_err().contains("syntax error"));
+        // (text, message)
+        let table = [
+            ("$", "empty macro name: \"$\""),
+            ("a $ b", "empty macro name: \"a $ b\""),
+            ("${a", "truncated macro reference: \"${a\""),
+            ("$(a}", "truncated macro reference: \"$(a}\""),
+            ("${}", "empty or unsupported macro name: \"${}\""),
+            ("${-x}", "empty or unsupported macro name: \"${-x}\""),
+            ("${a b}", "attribute name syntax error: \"${a b}\""),
+        ];
+        for (text, message) in table {
+            let err = run(VARS, text).unwrap_err();
+            assert_eq!(err.to_string(), message, "{text:?}: {err:?}");
+        }
+        assert!(matches!(
+            run(VARS, "${a b}"),
+            Err(ExpandError::BadOperator(inside)) if inside == "a b"
+        ));
     }
 
     #[test]
     fn cycles_are_errors() {
         let err = run(&[("a", "$b"), ("b", "$a")], "$a").unwrap_err();
-        assert_eq!(err, "recursive reference: $a -> $b -> $a");
+        assert_eq!(err.to_string(), "recursive reference: $a -> $b -> $a");
         let err = run(&[("s", "x $s")], "$s").unwrap_err();
-        assert_eq!(err, "recursive reference: $s -> $s");
+        assert_eq!(err.to_string(), "recursive reference: $s -> $s");
         let err = run(&[("c", "${c?x}")], "$c").unwrap_err();
-        assert!(err.contains("recursive"));
+        assert!(err.to_string().contains("recursive"));
     }
 
     /// Runs `text` against owned settings on a thread of its own and gives up after 10 s,
     /// so an expansion without bounds fails the test instead of hanging the suite.
-    fn run_bounded(pairs: Vec<(String, String)>, text: &str) -> Result<String, String> {
+    fn run_bounded(pairs: Vec<(String, String)>, text: &str) -> Result<String, ExpandError> {
         let shown = text.to_string();
         let text = text.to_string();
         let (tx, rx) = std::sync::mpsc::channel();
@@ -475,7 +565,8 @@ mod tests {
             let got = run_bounded(pairs, text);
             match (got, want) {
                 (Ok(value), Ok(len)) => assert_eq!(value.len(), len, "{what}"),
-                (Err(message), Err(part)) => {
+                (Err(err), Err(part)) => {
+                    let message = err.to_string();
                     assert!(message.contains(part), "{what}: {message}")
                 }
                 (got, want) => panic!("{what}: got {got:?}, want {want:?}"),
@@ -486,6 +577,6 @@ mod tests {
     #[test]
     fn deep_nesting_is_bounded() {
         let deep = "${a?".repeat(10_000) + &"}".repeat(10_000);
-        assert!(run(VARS, &deep).unwrap_err().contains("nesting"));
+        assert!(matches!(run(VARS, &deep), Err(ExpandError::Nesting)));
     }
 }

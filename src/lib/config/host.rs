@@ -4,7 +4,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::sysexits::describe_io;
 
@@ -65,18 +65,41 @@ fn open_regular(path: &Path) -> io::Result<File> {
     Ok(file)
 }
 
+/// Why [`first_line_of`] has no line to give; each names the file.
+#[derive(Debug)]
+pub enum FirstLineError {
+    Open(PathBuf, io::Error),
+    Read(PathBuf, io::Error),
+    Empty(PathBuf),
+}
+
+impl std::fmt::Display for FirstLineError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FirstLineError::Open(path, e) => {
+                write!(f, "open {}: {}", path.display(), describe_io(e))
+            }
+            FirstLineError::Read(path, e) => {
+                write!(f, "read {}: {}", path.display(), describe_io(e))
+            }
+            FirstLineError::Empty(path) => write!(f, "{}: first line is empty", path.display()),
+        }
+    }
+}
+
+impl std::error::Error for FirstLineError {}
+
 /// The first line of `path`, trimmed (Debian's `/etc/mailname`). Reads at most 4 KiB, of
 /// a regular file only.
-pub fn first_line_of(path: &Path) -> std::result::Result<String, String> {
-    let file =
-        open_regular(path).map_err(|e| format!("open {}: {}", path.display(), describe_io(&e)))?;
+pub fn first_line_of(path: &Path) -> Result<String, FirstLineError> {
+    let file = open_regular(path).map_err(|e| FirstLineError::Open(path.to_path_buf(), e))?;
     let mut line = Vec::new();
     BufReader::new(file.take(4096))
         .read_until(b'\n', &mut line)
-        .map_err(|e| format!("read {}: {}", path.display(), describe_io(&e)))?;
+        .map_err(|e| FirstLineError::Read(path.to_path_buf(), e))?;
     let text = String::from_utf8_lossy(&line).trim().to_string();
     if text.is_empty() {
-        return Err(format!("{}: first line is empty", path.display()));
+        return Err(FirstLineError::Empty(path.to_path_buf()));
     }
     Ok(text)
 }

@@ -23,7 +23,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use crate::sysexits::{Error, Result, describe_io};
-use expand::{Budget, Context, Resolve, expand};
+use expand::{Budget, Context, ExpandError, Resolve, expand};
 use host::{first_line_of, host_name, read_file};
 use parse::Setting;
 
@@ -264,7 +264,7 @@ impl Config {
     }
 
     /// An error about parameter `name`, naming the line that set it.
-    fn error(&self, name: &str, message: &str) -> Error {
+    fn error(&self, name: &str, message: impl std::fmt::Display) -> Error {
         let text = match self.set_line(name) {
             Some(line) => format!(
                 "{}, line {line}: parameter {name}: {message}",
@@ -277,7 +277,7 @@ impl Config {
 
     /// The default of `myhostname`, as Postfix's `check_myhostname()`: the host name, with
     /// `.$mydomain` (when set in main.cf) or `.localdomain` appended when it has no dot.
-    fn default_myhostname(&self, ctx: &mut Context) -> std::result::Result<String, String> {
+    fn default_myhostname(&self, ctx: &mut Context) -> std::result::Result<String, ExpandError> {
         if self.host.contains('.') {
             return Ok(self.host.clone());
         }
@@ -296,7 +296,7 @@ impl Config {
     /// The default of `mydomain`, as Postfix's `check_mydomainname()`: `$myhostname` without
     /// its first label, unless that leaves a name without a dot (`foo.com` is taken to be a
     /// domain itself), then `localdomain`.
-    fn default_mydomain(&self, ctx: &mut Context) -> std::result::Result<String, String> {
+    fn default_mydomain(&self, ctx: &mut Context) -> std::result::Result<String, ExpandError> {
         let host = expand("$myhostname", self, ctx)?;
         Ok(match host.split_once('.') {
             Some((_, rest)) if rest.contains('.') => rest.to_string(),
@@ -309,7 +309,7 @@ impl Config {
         &self,
         name: &str,
         ctx: &mut Context,
-    ) -> std::result::Result<String, String> {
+    ) -> std::result::Result<String, ExpandError> {
         let value = match (self.settings.get(name), name) {
             (Some(setting), _) => expand(&setting.value, self, ctx)?,
             (None, "myhostname") => self.default_myhostname(ctx)?,
@@ -320,7 +320,7 @@ impl Config {
             },
         };
         if name == "myorigin" && value.starts_with('/') && !ctx.probe {
-            return first_line_of(Path::new(&value));
+            return Ok(first_line_of(Path::new(&value))?);
         }
         Ok(value)
     }
@@ -380,7 +380,7 @@ impl Resolve for Config {
         &self,
         name: &str,
         ctx: &mut Context,
-    ) -> std::result::Result<Option<String>, String> {
+    ) -> std::result::Result<Option<String>, ExpandError> {
         if !self.settings.contains_key(name) && params::find(name).is_none() {
             return Ok(None);
         }

@@ -19,6 +19,35 @@ impl std::fmt::Display for Table {
     }
 }
 
+/// A value that is not of its parameter's type (the variant names the type); each carries
+/// the value as written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ValueError {
+    Time(String),
+    Number(String),
+    Boolean(String),
+    /// A table item without a `type:name` form.
+    Table(String),
+}
+
+impl std::fmt::Display for ValueError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ValueError::Time(value) => write!(f, "bad time value: \"{value}\""),
+            ValueError::Number(value) => write!(f, "bad numerical value: \"{value}\""),
+            ValueError::Boolean(value) => {
+                write!(f, "bad boolean value: \"{value}\" (use yes or no)")
+            }
+            ValueError::Table(item) => write!(
+                f,
+                "table \"{item}\" needs a type:name form, such as hash:/etc/aliases"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ValueError {}
+
 /// Splits a list the way Postfix's `mystrtok(" ,\t\r\n")` does: commas and white space
 /// both separate, empty items vanish.
 pub fn split_list(value: &str) -> Vec<String> {
@@ -31,8 +60,8 @@ pub fn split_list(value: &str) -> Vec<String> {
 
 /// A time value: digits and an optional unit (`s m h d w`); a bare number is in
 /// `default_unit`, as Postfix's `conv_time()`.
-pub fn parse_time(value: &str, default_unit: char) -> Result<Duration, String> {
-    let bad = || format!("bad time value: \"{value}\"");
+pub fn parse_time(value: &str, default_unit: char) -> Result<Duration, ValueError> {
+    let bad = || ValueError::Time(value.to_string());
     let digits_end = value
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(value.len());
@@ -56,8 +85,8 @@ pub fn parse_time(value: &str, default_unit: char) -> Result<Duration, String> {
 }
 
 /// A non-negative integer.
-pub fn parse_number(value: &str) -> Result<u64, String> {
-    let bad = || format!("bad numerical value: \"{value}\"");
+pub fn parse_number(value: &str) -> Result<u64, ValueError> {
+    let bad = || ValueError::Number(value.to_string());
     if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
         return Err(bad());
     }
@@ -65,27 +94,27 @@ pub fn parse_number(value: &str) -> Result<u64, String> {
 }
 
 /// `yes` or `no`, in any case.
-pub fn parse_bool(value: &str) -> Result<bool, String> {
+pub fn parse_bool(value: &str) -> Result<bool, ValueError> {
     if value.eq_ignore_ascii_case("yes") {
         Ok(true)
     } else if value.eq_ignore_ascii_case("no") {
         Ok(false)
     } else {
-        Err(format!("bad boolean value: \"{value}\" (use yes or no)"))
+        Err(ValueError::Boolean(value.to_string()))
     }
 }
 
 /// A list of `type:path` tables; an item without a type is an error (Postfix would fail
 /// later, when opening the table).
-pub fn parse_tables(value: &str) -> Result<Vec<Table>, String> {
+pub fn parse_tables(value: &str) -> Result<Vec<Table>, ValueError> {
     split_list(value)
         .iter()
         .map(|item| parse_table(item))
         .collect()
 }
 
-fn parse_table(item: &str) -> Result<Table, String> {
-    let missing = || format!("table \"{item}\" needs a type:name form, such as hash:/etc/aliases");
+fn parse_table(item: &str) -> Result<Table, ValueError> {
+    let missing = || ValueError::Table(item.to_string());
     let (kind, path) = item.split_once(':').ok_or_else(missing)?;
     let kind_ok = !kind.is_empty()
         && kind
@@ -139,7 +168,12 @@ mod tests {
             assert!(parse_time(bad, 's').is_err(), "{bad:?}");
         }
         assert!(parse_time(&format!("{}w", u64::MAX / 2), 's').is_err());
-        assert!(parse_time("5x", 's').unwrap_err().contains("\"5x\""));
+        assert!(
+            parse_time("5x", 's')
+                .unwrap_err()
+                .to_string()
+                .contains("\"5x\"")
+        );
     }
 
     #[test]
@@ -173,5 +207,36 @@ mod tests {
         assert!(parse_tables("hash:").is_err());
         assert!(parse_tables(":/x").is_err());
         assert!(parse_tables("hash:/a, /etc/aliases").is_err());
+    }
+
+    #[test]
+    fn errors_carry_the_value() {
+        // (got, want, message)
+        let table = [
+            (
+                parse_time("5x", 's').unwrap_err(),
+                ValueError::Time("5x".into()),
+                "bad time value: \"5x\"",
+            ),
+            (
+                parse_number("10k").unwrap_err(),
+                ValueError::Number("10k".into()),
+                "bad numerical value: \"10k\"",
+            ),
+            (
+                parse_bool("true").unwrap_err(),
+                ValueError::Boolean("true".into()),
+                "bad boolean value: \"true\" (use yes or no)",
+            ),
+            (
+                parse_tables("hash:/a, /etc/aliases").unwrap_err(),
+                ValueError::Table("/etc/aliases".into()),
+                "table \"/etc/aliases\" needs a type:name form, such as hash:/etc/aliases",
+            ),
+        ];
+        for (got, want, message) in table {
+            assert_eq!(got, want);
+            assert_eq!(got.to_string(), message);
+        }
     }
 }

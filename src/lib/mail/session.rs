@@ -5,14 +5,15 @@
 //! meaning most users expect; POSIX mailx has them the other way round, and s-nail's
 //! `flipr` variable exists for exactly that disagreement).
 
-use std::io::{BufRead, Write};
+use std::io::{self, BufRead, Write};
+use std::path::PathBuf;
 
 use mail_parser::MessageParser;
 
 use super::compose::Draft;
 use super::display;
 use super::folder::Folder;
-use super::msglist::{self, Want};
+use super::msglist::{self, ListError, Want};
 use super::{ExitError, login_name};
 use crate::mailbox::mbox;
 
@@ -132,6 +133,54 @@ const COMMANDS: &[(&str, &str, Command, &str)] = &[
     ),
 ];
 
+/// Why a command did nothing (or not all it was asked): printed, and the session goes on.
+#[derive(Debug)]
+enum CommandError {
+    /// The message list names nothing to act on.
+    List(ListError),
+    UnknownCommand(String),
+    /// `next` past the last message.
+    AtEof,
+    /// `-` before the first message.
+    NoPrevious,
+    /// `save` could not append to the file.
+    Save(PathBuf, io::Error),
+    /// The message replied to does not parse.
+    Unparsable,
+    /// The message replied to has neither `Reply-To` nor `From`.
+    NoSender,
+    /// `mail` without addresses.
+    NoRecipients,
+    /// Sending (by sendmail) or writing the mailbox back failed.
+    Failed(ExitError),
+}
+
+impl std::fmt::Display for CommandError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CommandError::List(e) => e.fmt(f),
+            CommandError::UnknownCommand(word) => write!(f, "Unknown command: \"{word}\""),
+            CommandError::AtEof => f.write_str("At EOF"),
+            CommandError::NoPrevious => f.write_str("No previous message"),
+            CommandError::Save(path, e) => {
+                write!(f, "{}: {}", path.display(), crate::sysexits::describe_io(e))
+            }
+            CommandError::Unparsable => f.write_str("cannot parse the message to reply to"),
+            CommandError::NoSender => f.write_str("no sender to reply to"),
+            CommandError::NoRecipients => f.write_str("No recipients specified"),
+            CommandError::Failed(e) => write!(f, "mail: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for CommandError {}
+
+impl From<ListError> for CommandError {
+    fn from(e: ListError) -> CommandError {
+        CommandError::List(e)
+    }
+}
+
 pub struct Session<'f, R, W> {
     folder: &'f mut Folder,
     input: R,
@@ -201,7 +250,7 @@ impl<'f, R: BufRead, W: Write> Session<'f, R, W> {
         }
     }
 
-    fn dispatch(&mut self, line: &str) -> Result<Flow, String> {
+    fn dispatch(&mut self, line: &str) -> Result<Flow, CommandError> {
         if line.is_empty() {
             return self.next().map(|()| Flow::Continue);
         }
@@ -219,7 +268,7 @@ impl<'f, R: BufRead, W: Write> Session<'f, R, W> {
             .iter()
             .find(|(full, min, _, _)| full.starts_with(word) && word.starts_with(min))
         else {
-            return Err(format!("Unknown command: \"{word}\""));
+            return Err(CommandError::UnknownCommand(word.to_string()));
         };
         match command {
             Command::Print => self.print(args)?,
@@ -237,7 +286,7 @@ impl<'f, R: BufRead, W: Write> Session<'f, R, W> {
             Command::Reply => self.reply(args, false)?,
             Command::ReplyAll => self.reply(args, true)?,
             Command::Mail => self.mail(args)?,
-            Command::Quit => return self.quit().map(Flow::Done).map_err(failure_text),
+            Command::Quit => return self.quit().map(Flow::Done).map_err(CommandError::Failed),
             Command::Exit => return Ok(Flow::Done(0)),
             Command::Help => self.help(),
             Command::Current => {
@@ -251,24 +300,24 @@ impl<'f, R: BufRead, W: Write> Session<'f, R, W> {
         self.folder.letters.iter().map(|l| l.deleted).collect()
     }
 
-    fn list(&self, spec: &str, want: Want) -> Result<Vec<usize>, String> {
+    fn list(&self, spec: &str, want: Want) -> Result<Vec<usize>, ListError> {
         msglist::parse(spec, &self.deleted(), self.current, want)
     }
 
-    fn print(&mut self, spec: &str) -> Result<(), String> {
+    fn print(&mut self, spec: &str) -> Result<(), CommandError> {
         for i in self.list(spec, Want::Live)? {
             self.print_one(i)?;
         }
         Ok(())
     }
 
-    fn print_one(&mut self, i: usize) -> Result<(), String> {
+    fn print_one(&mut self, i: usize) -> Result<(), CommandError> {
         let letter = self
             .folder
             .letters
             .get_mut(i)
             .filter(|l| !l.deleted)
-            .ok_or("No applicable messages")?;
+            .ok_or(ListError::NoApplicable)?;
         letter.read = true;
         let text = display::render(letter);
         let _ = writeln!(self.out, "Message {}:", i + 1);
@@ -278,7 +327,7 @@ impl<'f, R: BufRead, W: Write> Session<'f, R, W> {
         Ok(())
     }
 
-    fn next(&mut self) -> Result<(), String> {
+    fn next(&mut self) -> Result<(), CommandError> {
         let letters = &self.folder.letters;
         let start = if !self.moved
             && letters
@@ -289,17 +338,17 @@ impl<'f, R: BufRead, W: Write> Session<'f, R, W> {
         } else {
             match (self.current + 1..letters.len()).find(|&i| !letters[i].deleted) {
                 Some(i) => i,
-                None => return Err("At EOF".into()),
+                None => return Err(CommandError::AtEof),
             }
         };
         self.print_one(start)
     }
 
-    fn previous(&mut self) -> Result<(), String> {
+    fn previous(&mut self) -> Result<(), CommandError> {
         let letters = &self.folder.letters;
         match (0..self.current).rev().find(|&i| !letters[i].deleted) {
             Some(i) => self.print_one(i),
-            None => Err("No previous message".into()),
+            None => Err(CommandError::NoPrevious),
         }
     }
 
@@ -319,7 +368,7 @@ impl<'f, R: BufRead, W: Write> Session<'f, R, W> {
         }
     }
 
-    fn from(&mut self, spec: &str) -> Result<(), String> {
+    fn from(&mut self, spec: &str) -> Result<(), CommandError> {
         for i in self.list(spec, Want::Live)? {
             let line = display::summary_line(&self.folder.letters[i], i + 1, i == self.current);
             let _ = writeln!(self.out, "{line}");
@@ -327,7 +376,7 @@ impl<'f, R: BufRead, W: Write> Session<'f, R, W> {
         Ok(())
     }
 
-    fn delete(&mut self, spec: &str) -> Result<(), String> {
+    fn delete(&mut self, spec: &str) -> Result<(), CommandError> {
         let picked = self.list(spec, Want::Live)?;
         for &i in &picked {
             self.folder.letters[i].deleted = true;
@@ -345,7 +394,7 @@ impl<'f, R: BufRead, W: Write> Session<'f, R, W> {
         Ok(())
     }
 
-    fn undelete(&mut self, spec: &str) -> Result<(), String> {
+    fn undelete(&mut self, spec: &str) -> Result<(), CommandError> {
         for i in self.list(spec, Want::Deleted)? {
             self.folder.letters[i].deleted = false;
             self.current = i;
@@ -353,7 +402,7 @@ impl<'f, R: BufRead, W: Write> Session<'f, R, W> {
         Ok(())
     }
 
-    fn save(&mut self, args: &str) -> Result<(), String> {
+    fn save(&mut self, args: &str) -> Result<(), CommandError> {
         let (spec, file) = match args.rsplit_once(char::is_whitespace) {
             Some((spec, file)) => (spec.trim(), file),
             None if args.is_empty() => ("", "~/mbox"),
@@ -380,7 +429,7 @@ impl<'f, R: BufRead, W: Write> Session<'f, R, W> {
             framed.extend_from_slice(&bytes);
         }
         mbox::append(&path, &framed, &super::folder::reader_policy())
-            .map_err(|e| format!("{}: {}", path.display(), crate::sysexits::describe_io(&e)))?;
+            .map_err(|e| CommandError::Save(path.clone(), e))?;
         for &i in &picked {
             self.folder.letters[i].saved = true;
         }
@@ -394,13 +443,13 @@ impl<'f, R: BufRead, W: Write> Session<'f, R, W> {
         Ok(())
     }
 
-    fn reply(&mut self, spec: &str, all: bool) -> Result<(), String> {
+    fn reply(&mut self, spec: &str, all: bool) -> Result<(), CommandError> {
         let picked = self.list(spec, Want::Live)?;
         let i = picked[0];
         let text = self.folder.letters[i].text();
         let message = MessageParser::default()
             .parse(&text)
-            .ok_or("cannot parse the message to reply to")?;
+            .ok_or(CommandError::Unparsable)?;
         let first_address = |a: Option<&mail_parser::Address>| {
             a.and_then(|a| a.first())
                 .and_then(|a| a.address())
@@ -408,7 +457,7 @@ impl<'f, R: BufRead, W: Write> Session<'f, R, W> {
         };
         let sender = first_address(message.reply_to())
             .or_else(|| first_address(message.from()))
-            .ok_or("no sender to reply to")?;
+            .ok_or(CommandError::NoSender)?;
         let mut to = vec![sender.clone()];
         let mut cc = Vec::new();
         if all {
@@ -461,10 +510,10 @@ impl<'f, R: BufRead, W: Write> Session<'f, R, W> {
         self.compose_and_send(draft)
     }
 
-    fn mail(&mut self, args: &str) -> Result<(), String> {
+    fn mail(&mut self, args: &str) -> Result<(), CommandError> {
         let to: Vec<String> = args.split_whitespace().map(str::to_string).collect();
         if to.is_empty() {
-            return Err("No recipients specified".into());
+            return Err(CommandError::NoRecipients);
         }
         let _ = write!(self.out, "Subject: ");
         let _ = self.out.flush();
@@ -478,7 +527,7 @@ impl<'f, R: BufRead, W: Write> Session<'f, R, W> {
     }
 
     /// Reads the body (until a lone `.` or end of input) and sends.
-    fn compose_and_send(&mut self, mut draft: Draft) -> Result<(), String> {
+    fn compose_and_send(&mut self, mut draft: Draft) -> Result<(), CommandError> {
         let _ = self.out.flush();
         let mut body = Vec::new();
         while let Some(line) = self.read_line() {
@@ -489,7 +538,7 @@ impl<'f, R: BufRead, W: Write> Session<'f, R, W> {
             body.push(b'\n');
         }
         draft.body = body;
-        super::send_draft(&draft, false).map_err(failure_text)?;
+        super::send_draft(&draft, false).map_err(CommandError::Failed)?;
         let _ = writeln!(self.out, "EOT");
         Ok(())
     }
@@ -533,10 +582,6 @@ impl<'f, R: BufRead, W: Write> Session<'f, R, W> {
             "<Enter>"
         );
     }
-}
-
-fn failure_text(f: ExitError) -> String {
-    format!("mail: {f}")
 }
 
 #[cfg(test)]
@@ -594,5 +639,27 @@ From c@z Tue Nov 24 12:00:00 2020\nFrom: c@z\nSubject: three\n\nbody three\n\n";
         assert!(out.contains("At EOF"), "{out}");
         assert!(after.contains("Subject: two"));
         assert!(after.contains("Subject: one\nStatus: RO\n"), "{after}");
+    }
+
+    #[test]
+    fn command_errors_are_printed_and_the_session_goes_on() {
+        // (commands, the error line printed)
+        let table = [
+            ("1\n-\nx\n", "No previous message\n"),
+            ("m\nx\n", "No recipients specified\n"),
+            ("u\nx\n", "No deleted messages\n"),
+            ("d 1\nu 2\nx\n", "2: Not deleted\n"),
+            ("p 3-1\nx\n", "3-1: Invalid range\n"),
+            ("p y\nx\n", "y: Unknown message specification\n"),
+            (
+                "s 1 /nonexistent/dir/box\nx\n",
+                "/nonexistent/dir/box: No such file or directory\n",
+            ),
+        ];
+        for (commands, line) in table {
+            let (out, after) = session(commands);
+            assert!(out.contains(line), "{commands:?}: {out}");
+            assert_eq!(after, BOX, "{commands:?}");
+        }
     }
 }

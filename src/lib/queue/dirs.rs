@@ -84,7 +84,7 @@ impl QueueDirs {
     ) -> Result<Envelope, ReadError> {
         let mut file = self.open_file(queue, id, OFlag::O_RDONLY)?;
         envelope::read_envelope_into(&mut file, buf).map_err(super::envelope_read_error)?;
-        Envelope::parse(buf).map_err(ReadError::Corrupt)
+        Envelope::parse(buf).map_err(|e| ReadError::Corrupt(e.to_string()))
     }
 
     /// Like [`Queue::try_lock`]: `Ok(None)` when the file is gone or another process

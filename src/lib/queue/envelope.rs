@@ -73,14 +73,71 @@ fn bound(field: &str) -> usize {
     }
 }
 
+/// Why an envelope is refused: by [`Envelope::parse`] (the file is corrupt) or by
+/// [`Envelope::check_bounds`] (no reader would take it). The message is short: it goes in
+/// a log line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnvelopeError {
+    NotUtf8,
+    /// The first line is not [`MAGIC`].
+    BadMagic,
+    /// A record line over [`MAX_RECORD`]: its key (shortened) and length.
+    RecordTooLong {
+        key: String,
+        len: usize,
+    },
+    /// More than [`MAX_RECIPIENTS`]: how many, when known (a reader stops counting).
+    TooManyRecipients(Option<usize>),
+    /// A decoded field over its bound: the field and its length.
+    FieldTooLong {
+        field: &'static str,
+        len: usize,
+    },
+    /// A record whose value does not parse: its key and value (shortened).
+    BadRecord {
+        key: String,
+        value: String,
+    },
+    /// A required record is absent: its key.
+    Missing(&'static str),
+}
+
+impl std::fmt::Display for EnvelopeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EnvelopeError::NotUtf8 => f.write_str("envelope is not UTF-8"),
+            EnvelopeError::BadMagic => f.write_str("not a mailroom queue file (bad magic line)"),
+            EnvelopeError::RecordTooLong { key, len } => {
+                write!(
+                    f,
+                    "{key} record longer than {MAX_RECORD} bytes ({len} bytes)"
+                )
+            }
+            EnvelopeError::TooManyRecipients(Some(n)) => {
+                write!(f, "more than {MAX_RECIPIENTS} recipients ({n})")
+            }
+            EnvelopeError::TooManyRecipients(None) => {
+                write!(f, "more than {MAX_RECIPIENTS} recipients")
+            }
+            EnvelopeError::FieldTooLong { field, len } => {
+                let max = bound(field);
+                write!(f, "{field} longer than {max} bytes ({len} bytes)")
+            }
+            EnvelopeError::BadRecord { key, value } => write!(f, "bad {key} record: {value:?}"),
+            EnvelopeError::Missing(key) => write!(f, "missing {key} record"),
+        }
+    }
+}
+
+impl std::error::Error for EnvelopeError {}
+
 /// Checks a decoded field against its bound.
-fn within(field: &str, value: &str) -> Result<(), String> {
-    let max = bound(field);
-    if value.len() > max {
-        return Err(format!(
-            "{field} longer than {max} bytes ({} bytes)",
-            value.len()
-        ));
+fn within(field: &'static str, value: &str) -> Result<(), EnvelopeError> {
+    if value.len() > bound(field) {
+        return Err(EnvelopeError::FieldTooLong {
+            field,
+            len: value.len(),
+        });
     }
     Ok(())
 }
@@ -227,15 +284,14 @@ impl Envelope {
     /// instead, so it is not checked here.
     ///
     /// [`serialize`]: Envelope::serialize
-    pub fn check_bounds(&self) -> Result<(), String> {
+    pub fn check_bounds(&self) -> Result<(), EnvelopeError> {
         within("sender", &self.sender)?;
         within("ret", &self.ret)?;
         within("envid", &self.envid)?;
         if self.recipients.len() > MAX_RECIPIENTS {
-            return Err(format!(
-                "more than {MAX_RECIPIENTS} recipients ({})",
-                self.recipients.len()
-            ));
+            return Err(EnvelopeError::TooManyRecipients(Some(
+                self.recipients.len(),
+            )));
         }
         for rcpt in &self.recipients {
             within("notify", &rcpt.notify)?;
@@ -298,11 +354,11 @@ impl Envelope {
 
     /// Parses an envelope from its bytes (everything before the empty line; the empty line
     /// itself may or may not be included).
-    pub fn parse(bytes: &[u8]) -> Result<Envelope, String> {
-        let text = std::str::from_utf8(bytes).map_err(|_| "envelope is not UTF-8".to_string())?;
+    pub fn parse(bytes: &[u8]) -> Result<Envelope, EnvelopeError> {
+        let text = std::str::from_utf8(bytes).map_err(|_| EnvelopeError::NotUtf8)?;
         let mut lines = text.split('\n');
         if lines.next() != Some(MAGIC) {
-            return Err("not a mailroom queue file (bad magic line)".into());
+            return Err(EnvelopeError::BadMagic);
         }
         let mut offset = MAGIC.len() as u64 + 1;
         let mut fields = Fields::default();
@@ -315,17 +371,16 @@ impl Envelope {
             }
             if line.len() > MAX_RECORD {
                 let key = line.split(' ').next().unwrap_or("");
-                return Err(format!(
-                    "{} record longer than {MAX_RECORD} bytes ({} bytes)",
-                    crate::address::shorten(key),
-                    line.len()
-                ));
+                return Err(EnvelopeError::RecordTooLong {
+                    key: crate::address::shorten(key),
+                    len: line.len(),
+                });
             }
             let (key, value) = line.split_once(' ').unwrap_or((line, ""));
             let value_offset = line_start + key.len() as u64 + 1;
             if key == "rcpt" {
                 if recipients.len() == MAX_RECIPIENTS {
-                    return Err(format!("more than {MAX_RECIPIENTS} recipients"));
+                    return Err(EnvelopeError::TooManyRecipients(None));
                 }
                 recipients.push(parse_rcpt(value, value_offset)?);
             } else {
@@ -355,9 +410,12 @@ struct Fields {
 }
 
 impl Fields {
-    fn take(&mut self, key: &str, value: &str, value_offset: u64) -> Result<(), String> {
-        let bad = || format!("bad {key} record: {:?}", crate::address::shorten(value));
-        let text = |field: &str| -> Result<String, String> {
+    fn take(&mut self, key: &str, value: &str, value_offset: u64) -> Result<(), EnvelopeError> {
+        let bad = || EnvelopeError::BadRecord {
+            key: key.to_string(),
+            value: crate::address::shorten(value),
+        };
+        let text = |field: &'static str| -> Result<String, EnvelopeError> {
             let decoded = decode(value).ok_or_else(bad)?;
             within(field, &decoded)?;
             Ok(decoded)
@@ -389,14 +447,15 @@ impl Fields {
         Ok(())
     }
 
-    fn into_envelope(self) -> Result<Envelope, String> {
-        let (id, id_offset) = self.id.ok_or("missing id record")?;
-        let (size, size_offset) = self.size.ok_or("missing size record")?;
+    fn into_envelope(self) -> Result<Envelope, EnvelopeError> {
+        use EnvelopeError::Missing;
+        let (id, id_offset) = self.id.ok_or(Missing("id"))?;
+        let (size, size_offset) = self.size.ok_or(Missing("size"))?;
         let mut env = Envelope::new(
             id,
-            self.arrival.ok_or("missing arrival record")?,
-            self.uid.ok_or("missing uid record")?,
-            &self.sender.ok_or("missing sender record")?,
+            self.arrival.ok_or(Missing("arrival"))?,
+            self.uid.ok_or(Missing("uid"))?,
+            &self.sender.ok_or(Missing("sender"))?,
         );
         env.id_offset = id_offset;
         env.size = size;
@@ -410,14 +469,17 @@ impl Fields {
     }
 }
 
-fn parse_rcpt(value: &str, value_offset: u64) -> Result<Recipient, String> {
-    let bad = || format!("bad rcpt record: {:?}", crate::address::shorten(value));
+fn parse_rcpt(value: &str, value_offset: u64) -> Result<Recipient, EnvelopeError> {
+    let bad = || EnvelopeError::BadRecord {
+        key: "rcpt".to_string(),
+        value: crate::address::shorten(value),
+    };
     let mut parts = value.split(' ');
     let state = parts
         .next()
         .and_then(RcptState::from_letter)
         .ok_or_else(bad)?;
-    let mut next = |field: &str| -> Result<String, String> {
+    let mut next = |field: &'static str| -> Result<String, EnvelopeError> {
         let decoded = parts.next().and_then(decode).ok_or_else(bad)?;
         within(field, &decoded)?;
         Ok(decoded)
@@ -634,6 +696,69 @@ mod tests {
         assert_eq!(got.len(), n);
         assert_eq!(Envelope::parse(&got).unwrap().recipients.len(), 2002);
     }
+
+    #[test]
+    fn parse_errors_name_the_cause() {
+        let good = String::from_utf8(sample().serialize()).unwrap();
+        let without = |key: &str| {
+            let lines: Vec<&str> = good
+                .split_inclusive('\n')
+                .filter(|l| !l.starts_with(&format!("{key} ")))
+                .collect();
+            lines.concat()
+        };
+        // (envelope, error, message)
+        let table: Vec<(Vec<u8>, EnvelopeError, &str)> = vec![
+            (
+                b"\xff\n\n".to_vec(),
+                EnvelopeError::NotUtf8,
+                "envelope is not UTF-8",
+            ),
+            (
+                b"hello\n\n".to_vec(),
+                EnvelopeError::BadMagic,
+                "not a mailroom queue file (bad magic line)",
+            ),
+            (
+                good.replacen("uid 1000", "uid x", 1).into_bytes(),
+                EnvelopeError::BadRecord {
+                    key: "uid".into(),
+                    value: "x".into(),
+                },
+                "bad uid record: \"x\"",
+            ),
+            (
+                good.replacen("rcpt P", "rcpt Q", 1).into_bytes(),
+                EnvelopeError::BadRecord {
+                    key: "rcpt".into(),
+                    value: "Q - alice alice@example.com -".into(),
+                },
+                "bad rcpt record: \"Q - alice alice@example.com -\"",
+            ),
+            (
+                without("sender").into_bytes(),
+                EnvelopeError::Missing("sender"),
+                "missing sender record",
+            ),
+            (
+                good.replacen("ret hdrs", "ret hdrsx", 1).into_bytes(),
+                EnvelopeError::FieldTooLong {
+                    field: "ret",
+                    len: 5,
+                },
+                "ret longer than 4 bytes (5 bytes)",
+            ),
+        ];
+        for (bytes, want, message) in table {
+            let got = Envelope::parse(&bytes).unwrap_err();
+            assert_eq!(got, want, "{message}");
+            assert_eq!(got.to_string(), message);
+        }
+        let mut env = sample();
+        env.recipients = vec![Recipient::new("a", "a@example.com"); MAX_RECIPIENTS + 1];
+        let err = env.check_bounds().unwrap_err();
+        assert_eq!(err.to_string(), "more than 10000 recipients (10001)");
+    }
 }
 
 #[cfg(test)]
@@ -705,7 +830,8 @@ mod bounds_tests {
             // One byte over: a parse error, with a short message (it goes in a log line).
             let over = "a".repeat(bound + 1);
             let err = Envelope::parse(text_with(field, &over).as_bytes())
-                .expect_err(&format!("{field} at {} bytes", bound + 1));
+                .expect_err(&format!("{field} at {} bytes", bound + 1))
+                .to_string();
             assert!(err.contains(field), "{field}: {err}");
             assert!(err.len() < 200, "{field}: {} bytes of error", err.len());
         }
@@ -762,6 +888,7 @@ mod bounds_tests {
                     assert!(env.recipients.len() <= 10_000, "{what}");
                 }
                 Err(e) => {
+                    let e = e.to_string();
                     assert!(!parses, "{what}: {e}");
                     assert!(e.len() < 200, "{what}: {} bytes of error", e.len());
                 }

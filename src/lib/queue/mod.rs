@@ -502,7 +502,7 @@ impl Queue {
 /// Reads and parses the envelope at the start of an open queue file.
 pub fn read_envelope_from(file: &mut File) -> Result<Envelope, ReadError> {
     let bytes = envelope::read_envelope_bytes(file).map_err(envelope_read_error)?;
-    Envelope::parse(&bytes).map_err(ReadError::Corrupt)
+    Envelope::parse(&bytes).map_err(|e| ReadError::Corrupt(e.to_string()))
 }
 
 /// A failed envelope read: a file that ends inside its envelope, or whose envelope is
