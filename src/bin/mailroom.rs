@@ -194,7 +194,7 @@ fn parse_buckets(text: &str) -> Result<usize, String> {
 fn main() -> ExitCode {
     let cli = match mailroom::getopt::text_args(std::env::args_os().skip(1)) {
         Ok(argv) => Cli::parse_from(std::iter::once("mailroom".to_string()).chain(argv)),
-        Err(message) => return fail("mailroom", &Error::usage(message)),
+        Err(message) => return fail("mailroom", &Error::usage(message.to_string())),
     };
     // Run by sendmail, mailroom speaks as sendmail did before it handed over.
     let program = if cli.for_sendmail {

@@ -20,7 +20,8 @@ fn main() -> ExitCode {
 }
 
 fn try_main() -> Result<(), Error> {
-    let argv = mailroom::getopt::text_args(std::env::args_os().skip(1)).map_err(Error::usage)?;
+    let argv = mailroom::getopt::text_args(std::env::args_os().skip(1))
+        .map_err(|e| Error::usage(e.to_string()))?;
     let args = match Args::try_parse_from(std::iter::once("newaliases".to_string()).chain(argv)) {
         Ok(args) => args,
         Err(err) if !err.use_stderr() => {

@@ -24,7 +24,8 @@ fn try_main() -> Result<(), Error> {
     // As Postfix: who may run it is settled before anything else is looked at. Our exit
     // code is 77 (EX_NOPERM) where Postfix exits 1.
     privilege::require_root("use of this command is reserved for the superuser")?;
-    let argv = mailroom::getopt::text_args(std::env::args_os().skip(1)).map_err(Error::usage)?;
+    let argv = mailroom::getopt::text_args(std::env::args_os().skip(1))
+        .map_err(|e| Error::usage(e.to_string()))?;
     let request = match args::parse(argv) {
         Ok(request) => request,
         Err(ArgError::Usage(complaint)) => {

@@ -13,20 +13,39 @@ use std::os::unix::ffi::OsStrExt;
 /// another header). The error says which argument (counted from 1 after the program
 /// name) and shows its bytes escaped; every program prints it as `program: fatal: ...`
 /// and exits 64 (EX_USAGE).
-pub fn text_args(args: impl IntoIterator<Item = OsString>) -> Result<Vec<String>, String> {
+pub fn text_args(
+    args: impl IntoIterator<Item = OsString>,
+) -> Result<Vec<String>, MalformedArgument> {
     args.into_iter()
         .enumerate()
         .map(|(i, arg)| {
-            arg.into_string().map_err(|arg| {
-                format!(
-                    "malformed UTF-8 in argument {}: \"{}\"",
-                    i + 1,
-                    arg.as_bytes().escape_ascii()
-                )
+            arg.into_string().map_err(|arg| MalformedArgument {
+                position: i + 1,
+                bytes: arg.as_bytes().to_vec(),
             })
         })
         .collect()
 }
+
+/// An argument that is not UTF-8: its position (from 1 after the program name) and bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MalformedArgument {
+    pub position: usize,
+    pub bytes: Vec<u8>,
+}
+
+impl std::fmt::Display for MalformedArgument {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "malformed UTF-8 in argument {}: \"{}\"",
+            self.position,
+            self.bytes.escape_ascii()
+        )
+    }
+}
+
+impl std::error::Error for MalformedArgument {}
 
 /// Whether an option letter takes a value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -207,7 +226,7 @@ mod tests {
             ),
         ];
         for (args, want) in cases {
-            let got = text_args(args.iter().map(|a| os(a)));
+            let got = text_args(args.iter().map(|a| os(a))).map_err(|e| e.to_string());
             let want = want
                 .clone()
                 .map(|v| v.into_iter().map(String::from).collect::<Vec<_>>())

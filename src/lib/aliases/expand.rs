@@ -505,11 +505,12 @@ impl std::error::Error for Unavailable {}
 
 /// Why an include file cannot be read; each carries its path as written.
 #[derive(Debug)]
-enum IncludeError {
+pub enum IncludeError {
     /// Not an absolute path (Postfix refuses those too).
     Relative(String),
     /// Opening, examining or reading it failed.
     Io(String, io::Error),
+    /// A directory, a device...
     NotRegular(String),
     /// The reader's privileges do not allow it, though ours (root's) would.
     NotPermitted(String),

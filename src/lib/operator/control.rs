@@ -201,26 +201,50 @@ fn uptime(d: Duration) -> String {
 }
 
 /// The addresses the SMTP listener is configured for, or why there are none.
-fn configured_listeners(config: &Config) -> std::result::Result<Vec<SocketAddr>, String> {
+fn configured_listeners(config: &Config) -> std::result::Result<Vec<SocketAddr>, NoListener> {
     let port = match config.get("smtpd_port") {
-        Ok(p) if p.trim().is_empty() => return Err("smtpd_port is empty".into()),
+        Ok(p) if p.trim().is_empty() => return Err(NoListener::EmptyPort),
         Ok(p) => p,
-        Err(e) => return Err(format!("smtpd_port: {e}")),
+        Err(e) => return Err(NoListener::UnreadablePort(e)),
     };
     let Ok(port) = port.trim().parse::<u16>() else {
-        return Err(format!("smtpd_port = {port} is not a port"));
+        return Err(NoListener::NotAPort(port));
     };
     let (Ok(interfaces), Ok(protocols)) = (
         config.list("inet_interfaces"),
         config.list("inet_protocols"),
     ) else {
-        return Err("inet_interfaces or inet_protocols cannot be read".into());
+        return Err(NoListener::UnreadableInterfaces);
     };
     let addrs = bind_addresses(&interfaces, &protocols, port).0;
     if addrs.is_empty() {
-        return Err("no usable address in inet_interfaces".into());
+        return Err(NoListener::NoAddress);
     }
     Ok(addrs)
+}
+
+/// Why `main.cf` asks for no listener, as `mailroom status` says it.
+#[derive(Debug)]
+enum NoListener {
+    EmptyPort,
+    UnreadablePort(Error),
+    NotAPort(String),
+    UnreadableInterfaces,
+    NoAddress,
+}
+
+impl std::fmt::Display for NoListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NoListener::EmptyPort => write!(f, "smtpd_port is empty"),
+            NoListener::UnreadablePort(e) => write!(f, "smtpd_port: {e}"),
+            NoListener::NotAPort(port) => write!(f, "smtpd_port = {port} is not a port"),
+            NoListener::UnreadableInterfaces => {
+                write!(f, "inet_interfaces or inet_protocols cannot be read")
+            }
+            NoListener::NoAddress => write!(f, "no usable address in inet_interfaces"),
+        }
+    }
 }
 
 /// The TCP addresses process `pid` listens on, from its `/proc/PID/net/tcp{,6}` (its own

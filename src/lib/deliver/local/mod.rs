@@ -381,7 +381,9 @@ impl Job<'_> {
                 }
                 match read_include(&target[9..], user) {
                     Ok(more) => pending.extend(more.into_iter().map(|t| (t, true))),
-                    Err(text) => results.push(Outcome::bounced(RELAY, Dsn::CONFIG_ERROR, text)),
+                    Err(e) => {
+                        results.push(Outcome::bounced(RELAY, Dsn::CONFIG_ERROR, e.to_string()))
+                    }
                 }
             } else {
                 let plain = target.strip_prefix('\\').unwrap_or(&target);
@@ -585,23 +587,21 @@ fn warn_repaired(ctx: &LocalContext, path: &Path, bytes: u64) {
     }
 }
 
-/// `:include:` in a `.forward`, read with the user's rights.
-fn read_include(path: &str, user: &Identity) -> std::result::Result<Vec<String>, String> {
-    let path = Path::new(path.trim());
-    if !path.is_absolute() {
-        return Err(format!(
-            "include file {} must be an absolute pathname",
-            path.display()
-        ));
+/// `:include:` in a `.forward`, read with the user's rights (the kernel checks them, so
+/// no permission test of our own as for aliases' includes; the errors are the same).
+fn read_include(
+    path: &str,
+    user: &Identity,
+) -> std::result::Result<Vec<String>, crate::aliases::expand::IncludeError> {
+    use crate::aliases::expand::IncludeError;
+    let path = path.trim();
+    if !path.starts_with('/') {
+        return Err(IncludeError::Relative(path.to_string()));
     }
     let read = privileges::as_identity(user, || std::fs::read(path));
     match read {
         Ok(Ok(bytes)) => Ok(forward::split_targets(&String::from_utf8_lossy(&bytes))),
-        Ok(Err(e)) | Err(e) => Err(format!(
-            "cannot open include file {}: {}",
-            path.display(),
-            describe_io(&e)
-        )),
+        Ok(Err(e)) | Err(e) => Err(IncludeError::Io(path.to_string(), e)),
     }
 }
 
