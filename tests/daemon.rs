@@ -31,7 +31,8 @@ impl World {
             "myhostname = test.localdomain\nmydestination = $myhostname, localhost\n\
              queue_directory = {q}\nmail_spool_directory = {s}\nmaillog_file = {l}\n\
              alias_maps =\nsmtpd_port =\n\
-             relayhost = [127.0.0.1]:9\nsmtp_connect_timeout = 5s\n{extra}\n",
+             relayhost = [127.0.0.1]:9\nsmtp_connect_timeout = 5s\n{owner}{extra}\n",
+            owner = common::privilege_separation(root),
             q = root.join("queue").display(),
             s = root.join("spool").display(),
             l = root.join("maillog").display(),

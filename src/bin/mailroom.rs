@@ -56,6 +56,10 @@ enum Command {
     },
     /// Show the queue's shape as qshape does: domains against message age.
     Queue(QueueArgs),
+    /// Run the SMTP client for the daemon, as mail_owner (started by the daemon, with a
+    /// socket as standard input).
+    #[command(hide = true)]
+    SmtpAgent,
     /// Print shell completions (bash, zsh, fish, elvish, powershell) for mailroom, or
     /// for mailq or newaliases with --program.
     #[command(hide = true)]
@@ -220,6 +224,10 @@ fn try_main() -> Result<u8, Error> {
                 buckets: args.buckets,
             };
             operator::run_queue(&config, &options, args.limit, args.json, &mut out).map(|()| 0)
+        }
+        Command::SmtpAgent => {
+            let dir = dir.ok_or_else(|| Error::usage("smtp-agent: -c DIR is required"))?;
+            mailroom::deliver::smtp::agent::serve(dir).map(|()| 0)
         }
         Command::Completions { shell, program } => {
             let mut buf = Vec::new();

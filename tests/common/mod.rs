@@ -32,8 +32,9 @@ impl MailSystem {
              queue_directory = {root}/queue\nmail_spool_directory = {root}/spool\n\
              maillog_file = {root}/maillog\nalias_maps = cdb:{root}/config/aliases\n\
              alias_database = cdb:{root}/config/aliases\nsmtpd_port =\n\
-             setgid_group =\n{extra}\n",
-            root = root.display()
+             setgid_group =\n{owner}{extra}\n",
+            root = root.display(),
+            owner = privilege_separation(root),
         );
         std::fs::write(root.join("config/main.cf"), main_cf).unwrap();
         MailSystem { dir }
@@ -90,6 +91,55 @@ impl MailSystem {
             Err(_) => Vec::new(),
         }
     }
+}
+
+/// The account a mail system run as root gives `mail_owner`: the SMTP sessions drop to
+/// it. Created once per machine (a system account, never removed: tests run in
+/// parallel, and twice).
+pub const TEST_MAIL_OWNER: &str = "mailroom-tests";
+
+/// What a test mail system in `root` needs for its processes to drop privileges: as
+/// root, the `mail_owner` line naming [`TEST_MAIL_OWNER`] (created if missing), and
+/// `root` made traversable (0755) so that it can reach the queue. Empty for another
+/// user, whose processes run as itself.
+pub fn privilege_separation(root: &Path) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    if !nix::unistd::geteuid().is_root() {
+        return String::new();
+    }
+    ensure_test_mail_owner();
+    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755)).unwrap();
+    format!("mail_owner = {TEST_MAIL_OWNER}\n")
+}
+
+/// Creates [`TEST_MAIL_OWNER`] unless it exists. Other test programs may be creating it
+/// (or other users) at the same moment: `useradd` then finds it made, or the password
+/// file locked, and is tried again.
+fn ensure_test_mail_owner() {
+    static DONE: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+    let mut done = DONE.lock().unwrap_or_else(|e| e.into_inner());
+    if *done {
+        return;
+    }
+    for _ in 0..100 {
+        if nix::unistd::User::from_name(TEST_MAIL_OWNER)
+            .ok()
+            .flatten()
+            .is_some()
+        {
+            *done = true;
+            return;
+        }
+        let _ = Command::new("useradd")
+            .args(["--system", "--user-group", "--no-create-home"])
+            .args(["--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin"])
+            .arg(TEST_MAIL_OWNER)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("cannot create the test user {TEST_MAIL_OWNER} (useradd)");
 }
 
 /// Runs `cmd` with `stdin` as its input and returns what it wrote.
