@@ -220,21 +220,33 @@ impl SmtpProcesses {
     }
 }
 
+/// The longest [`job_deadline`].
+pub const MAX_JOB_DEADLINE: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// Well above the longest a batch can take in the client: every step's time limit, for
 /// each address it may try, twice (the plain-text retry after a failed TLS handshake),
-/// twice over, plus five minutes for DNS. It only catches an agent that hangs.
+/// twice over, plus five minutes for DNS; a week at most. It only catches an agent that
+/// hangs.
 pub fn job_deadline(t: &Timeouts, address_limit: usize) -> Duration {
-    let session = t.connect
-        + t.helo
-        + t.starttls
-        + t.mail
-        + t.rcpt
-        + t.data_init
-        + t.data_xfer
-        + t.data_done
-        + t.quit;
+    let steps = [
+        t.connect,
+        t.helo,
+        t.starttls,
+        t.mail,
+        t.rcpt,
+        t.data_init,
+        t.data_xfer,
+        t.data_done,
+        t.quit,
+    ];
+    let session = steps
+        .iter()
+        .fold(Duration::ZERO, |sum, step| sum.saturating_add(*step));
     let tries = address_limit.clamp(1, 20) as u32 * 2;
-    session.saturating_mul(tries * 2) + Duration::from_secs(300)
+    session
+        .saturating_mul(tries * 2)
+        .saturating_add(Duration::from_secs(300))
+        .min(MAX_JOB_DEADLINE)
 }
 
 impl Remote for SmtpProcesses {
@@ -306,6 +318,20 @@ mod tests {
         fn deliver(&self, _: &Envelope, _: MessageSource, r: &[&Recipient]) -> Vec<Outcome> {
             r.iter().map(|_| Outcome::sent("x", "ok")).collect()
         }
+    }
+
+    #[test]
+    fn an_agent_gets_far_longer_than_the_client_can_take() {
+        let t = Timeouts::all(Duration::from_secs(2));
+        // 9 steps of 2 s, 5 addresses, twice each, twice over, plus 5 minutes.
+        assert_eq!(job_deadline(&t, 5), Duration::from_secs(18 * 20 + 300));
+        // No limit on addresses (0 in main.cf) is still a finite deadline.
+        assert_eq!(
+            job_deadline(&t, usize::MAX),
+            Duration::from_secs(18 * 80 + 300)
+        );
+        let forever = Timeouts::all(Duration::MAX);
+        assert_eq!(job_deadline(&forever, 5), MAX_JOB_DEADLINE);
     }
 
     #[test]

@@ -509,7 +509,11 @@ impl AgentProcess {
         recipients: &[&Recipient],
         deadline: Duration,
     ) -> std::result::Result<Reply, String> {
-        let until = Instant::now() + deadline;
+        let now = Instant::now();
+        // A deadline past what the clock can count is no deadline at all.
+        let until = now
+            .checked_add(deadline)
+            .unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 3600));
         self.jobs += 1;
         let number = self.jobs;
         // A descriptor of its own, read-only: the agent must not be able to write to the
