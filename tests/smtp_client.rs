@@ -1,6 +1,8 @@
 //! The SMTP delivery agent against servers on 127.0.0.1: a real one (Python's aiosmtpd)
-//! for what arrives, and scripted ones of our own for every way a server can fail. DNS
-//! is a fake resolver; nothing here leaves the machine.
+//! for what arrives, and scripted ones of our own for every way a server can fail. The
+//! table-driven cases deliver through a `mailroom smtp-agent` process, as the daemon does
+//! (as `mail_owner` when run as root); the routing cases call the library in this process
+//! with a fake resolver. Nothing here leaves the machine.
 
 mod common;
 
@@ -17,6 +19,7 @@ use common::require_tool;
 use common::smtp_server::Step::{self, *};
 use common::smtp_server::{Aiosmtpd, Scripted, free_port};
 use mailroom::config::Config;
+use mailroom::deliver::smtp::agent::AgentProcess;
 use mailroom::deliver::smtp::{DnsError, Resolver, SmtpContext, deliver, destination_key};
 use mailroom::deliver::{MessageSource, Outcome, Status};
 use mailroom::log::Log;
@@ -46,9 +49,20 @@ impl Resolver for FakeResolver {
 }
 
 const LOCALHOST: &str = "127.0.0.1[127.0.0.1]";
+const MAILROOM: &str = env!("CARGO_BIN_EXE_mailroom");
 
 /// A context with short timeouts and `extra` main.cf lines.
 fn context_with(extra: &str, resolver: FakeResolver) -> SmtpContext {
+    let text = config_text(extra);
+    let config = Config::from_text(&text, Path::new("/nonexistent/main.cf"));
+    SmtpContext::from_config(&config)
+        .expect("config")
+        .with_resolver(Arc::new(resolver))
+        .with_log(Arc::new(Log::discard()))
+}
+
+/// main.cf with short timeouts and `extra` lines.
+fn config_text(extra: &str) -> String {
     let mut text = String::from("myhostname = me.example\n");
     for name in [
         "connect",
@@ -65,11 +79,7 @@ fn context_with(extra: &str, resolver: FakeResolver) -> SmtpContext {
     }
     text.push_str(extra);
     text.push('\n');
-    let config = Config::from_text(&text, Path::new("/nonexistent/main.cf"));
-    SmtpContext::from_config(&config)
-        .expect("config")
-        .with_resolver(Arc::new(resolver))
-        .with_log(Arc::new(Log::discard()))
+    text
 }
 
 fn relay_context(port: u16, extra: &str) -> SmtpContext {
@@ -95,6 +105,25 @@ fn message(sender: &str, recipients: &[&str], body: &[u8]) -> Message {
         envelope,
         recipients: recipients.iter().map(|r| Recipient::new(r, r)).collect(),
     }
+}
+
+/// A `mailroom smtp-agent` process, as the daemon starts one, relaying to `port` with
+/// `extra` main.cf lines (written to `dir`).
+fn relay_agent(dir: &Path, port: u16, extra: &str) -> AgentProcess {
+    let text = config_text(&format!("relayhost = [127.0.0.1]:{port}\n{extra}"));
+    let owner = common::privilege_separation(dir);
+    std::fs::write(dir.join("main.cf"), format!("{text}{owner}")).unwrap();
+    AgentProcess::start(Path::new(MAILROOM), dir).expect("the agent starts")
+}
+
+/// Delivers `m` through `agent`, as the daemon does.
+fn send_through(agent: &mut AgentProcess, m: &Message) -> Vec<Outcome> {
+    let refs: Vec<&Recipient> = m.recipients.iter().collect();
+    let message = MessageSource::for_envelope(&m.file, &m.envelope);
+    agent
+        .deliver(&m.envelope, message, &refs, Duration::from_secs(120))
+        .expect("a reply from the agent")
+        .outcomes
 }
 
 fn send(ctx: &SmtpContext, m: &Message) -> Vec<Outcome> {
@@ -318,7 +347,8 @@ fn run_one(case: Case, cert: Option<&TestCert>) {
     if let Some(cert) = cert {
         config = config.replace("{cafile}", &cert.ca.display().to_string());
     }
-    let ctx = relay_context(server.port, &config);
+    // Through an agent process, as the daemon delivers.
+    let mut agent = relay_agent(dir.path(), server.port, &config);
     let mut body = BODY.to_vec();
     while case.big && body.len() < 16 << 20 {
         body.extend_from_slice(b"a line of filler text to make the message big enough\n");
@@ -329,7 +359,10 @@ fn run_one(case: Case, cert: Option<&TestCert>) {
             .replace("{size}", &body.len().to_string())
     };
     let started = Instant::now();
-    let outcomes = send(&ctx, &message("a@example.com", case.recipients, &body));
+    let outcomes = send_through(
+        &mut agent,
+        &message("a@example.com", case.recipients, &body),
+    );
     if let Some(limit) = case.within {
         let took = started.elapsed();
         assert!(took < limit, "{name}: took {took:?}, more than {limit:?}");

@@ -94,6 +94,10 @@ enum Command {
         #[arg(long)]
         stderr: bool,
     },
+    /// Run the SMTP client for the daemon, as mail_owner (started by the daemon, with a
+    /// socket as standard input).
+    #[command(hide = true)]
+    SmtpAgent,
     /// Print shell completions (bash, zsh, fish, elvish, powershell) for mailroom, or
     /// for mailq or newaliases with --program.
     #[command(hide = true)]
@@ -321,6 +325,10 @@ fn run(cli: Cli) -> Result<u8, Error> {
         }
         Command::SmtpdSessions { fds, stderr } => {
             mailroom::smtpd::sessions::run(dir, fds, stderr).map(|()| 0)
+        }
+        Command::SmtpAgent => {
+            let dir = dir.ok_or_else(|| Error::usage("smtp-agent: -c DIR is required"))?;
+            mailroom::deliver::smtp::agent::serve(dir).map(|()| 0)
         }
         Command::Completions { shell, program } => {
             let mut buf = Vec::new();

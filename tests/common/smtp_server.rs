@@ -4,7 +4,7 @@
 //! party that saves what arrives.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -46,6 +46,8 @@ use Step::*;
 pub struct Scripted {
     pub port: u16,
     transcript: Arc<Mutex<Vec<String>>>,
+    /// The client's address of each session, in order.
+    peers: Arc<Mutex<Vec<SocketAddr>>>,
     thread: JoinHandle<()>,
 }
 
@@ -59,11 +61,14 @@ impl Scripted {
         let port = listener.local_addr().unwrap().port();
         let transcript = Arc::new(Mutex::new(Vec::new()));
         let log = transcript.clone();
+        let peers = Arc::new(Mutex::new(Vec::new()));
+        let seen = peers.clone();
         let thread = std::thread::spawn(move || {
             for (n, steps) in sessions.into_iter().enumerate() {
-                let Ok((sock, _)) = listener.accept() else {
+                let Ok((sock, peer)) = listener.accept() else {
                     return;
                 };
+                seen.lock().unwrap().push(peer);
                 let _ = sock.set_read_timeout(Some(Duration::from_secs(10)));
                 log.lock().unwrap().push(format!("session {n}"));
                 run_session(Io::Plain(sock), &steps, &log, tls.clone());
@@ -72,7 +77,21 @@ impl Scripted {
         Scripted {
             port,
             transcript,
+            peers,
             thread,
+        }
+    }
+
+    /// The client's address in session `n` (from 0), once it has connected; waits up to
+    /// 20 s.
+    pub fn peer(&self, n: usize) -> SocketAddr {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(peer) = self.peers.lock().unwrap().get(n) {
+                return *peer;
+            }
+            assert!(Instant::now() < deadline, "no session {n} within 20 s");
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 

@@ -2,14 +2,22 @@
 //! mbox, Maildir, commands, files) for domains in `mydestination`, SMTP
 //! (`deliver::smtp`) for the rest. Agents are behind a trait so that tests can drive
 //! the scheduler with fakes.
+//!
+//! The daemon's SMTP client runs in `mailroom smtp-agent` processes as `mail_owner`
+//! ([`SmtpProcesses`], `deliver::smtp::agent`); [`Smtp`] runs it in this process, for
+//! tests that have no `mailroom` program at hand.
 
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use crate::address;
 use crate::deliver::Dsn;
 use crate::deliver::local::LocalContext;
-use crate::deliver::smtp::SmtpContext;
+use crate::deliver::smtp::agent::AgentProcess;
+use crate::deliver::smtp::{SmtpContext, Timeouts};
 use crate::deliver::{MessageSource, Outcome, Request};
+use crate::log::Log;
 use crate::queue::{Envelope, QueueId, Recipient};
 
 /// Something that delivers one recipient of one message and says what happened.
@@ -157,6 +165,122 @@ impl Remote for Smtp {
     }
 }
 
+/// SMTP delivery in `mailroom smtp-agent` processes, which run as `mail_owner`: no DNS
+/// answer nor server reply is parsed in this (root) process. Processes are started on
+/// demand and kept for the next batch, so there are at most as many as batches in
+/// flight (one per delivery worker); one that fails is killed, and the next batch starts
+/// a new one.
+pub struct SmtpProcesses {
+    /// For [`Remote::key`] only (no DNS: `destination_key` looks at the address).
+    ctx: SmtpContext,
+    program: PathBuf,
+    config_dir: PathBuf,
+    /// The daemon's `$syslog_name/smtp`, for the agents' warnings.
+    log: Arc<Log>,
+    /// How long a batch may take before its agent is given up.
+    deadline: Duration,
+    idle: Mutex<Vec<AgentProcess>>,
+}
+
+impl SmtpProcesses {
+    /// Agents running `program` with the configuration in `config_dir`, which `ctx` was
+    /// read from.
+    pub fn new(
+        ctx: SmtpContext,
+        program: PathBuf,
+        config_dir: PathBuf,
+        log: Arc<Log>,
+    ) -> SmtpProcesses {
+        let deadline = job_deadline(&ctx.timeouts, ctx.address_limit);
+        SmtpProcesses {
+            ctx,
+            program,
+            config_dir,
+            log,
+            deadline,
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<AgentProcess>> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// An idle agent that is still alive, or a new one.
+    fn take(&self) -> Result<AgentProcess, String> {
+        loop {
+            let Some(mut agent) = self.idle().pop() else {
+                break;
+            };
+            if !agent.exited() {
+                return Ok(agent);
+            }
+        }
+        AgentProcess::start(&self.program, &self.config_dir)
+    }
+}
+
+/// The longest [`job_deadline`].
+pub const MAX_JOB_DEADLINE: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Well above the longest a batch can take in the client: every step's time limit, for
+/// each address it may try, twice (the plain-text retry after a failed TLS handshake),
+/// twice over, plus five minutes for DNS; a week at most. It only catches an agent that
+/// hangs.
+pub fn job_deadline(t: &Timeouts, address_limit: usize) -> Duration {
+    let steps = [
+        t.connect,
+        t.helo,
+        t.starttls,
+        t.mail,
+        t.rcpt,
+        t.data_init,
+        t.data_xfer,
+        t.data_done,
+        t.quit,
+    ];
+    let session = steps
+        .iter()
+        .fold(Duration::ZERO, |sum, step| sum.saturating_add(*step));
+    let tries = address_limit.clamp(1, 20) as u32 * 2;
+    session
+        .saturating_mul(tries * 2)
+        .saturating_add(Duration::from_secs(300))
+        .min(MAX_JOB_DEADLINE)
+}
+
+impl Remote for SmtpProcesses {
+    fn key(&self, address: &str) -> String {
+        crate::deliver::smtp::destination_key(&self.ctx, address)
+    }
+
+    fn deliver(
+        &self,
+        envelope: &Envelope,
+        message: MessageSource,
+        recipients: &[&Recipient],
+    ) -> Vec<Outcome> {
+        let result = self.take().and_then(|mut agent| {
+            let reply = agent.deliver(envelope, message, recipients, self.deadline)?;
+            self.idle().push(agent);
+            Ok(reply)
+        });
+        match result {
+            Ok(reply) => {
+                for warning in &reply.warnings {
+                    self.log.warning(warning);
+                }
+                reply.outcomes
+            }
+            // The failed agent was dropped (killed) on the way.
+            Err(why) => recipients
+                .iter()
+                .map(|_| Outcome::deferred("none", Dsn::TEMP_LOCAL, why.clone()))
+                .collect(),
+        }
+    }
+}
+
 /// The remote agent when the SMTP client cannot be configured: remote mail waits in the
 /// deferred queue (and `mailq` says why) instead of bouncing, and local mail still flows.
 pub struct RemoteUnavailable;
@@ -194,6 +318,20 @@ mod tests {
         fn deliver(&self, _: &Envelope, _: MessageSource, r: &[&Recipient]) -> Vec<Outcome> {
             r.iter().map(|_| Outcome::sent("x", "ok")).collect()
         }
+    }
+
+    #[test]
+    fn an_agent_gets_far_longer_than_the_client_can_take() {
+        let t = Timeouts::all(Duration::from_secs(2));
+        // 9 steps of 2 s, 5 addresses, twice each, twice over, plus 5 minutes.
+        assert_eq!(job_deadline(&t, 5), Duration::from_secs(18 * 20 + 300));
+        // No limit on addresses (0 in main.cf) is still a finite deadline.
+        assert_eq!(
+            job_deadline(&t, usize::MAX),
+            Duration::from_secs(18 * 80 + 300)
+        );
+        let forever = Timeouts::all(Duration::MAX);
+        assert_eq!(job_deadline(&forever, 5), MAX_JOB_DEADLINE);
     }
 
     #[test]

@@ -118,8 +118,21 @@ impl Runtime {
             Arc::new(aliases),
             Arc::new(move |w: &str| warn_log.warning(w)),
         )?;
-        let remote: Box<dyn agent::Remote> = match SmtpContext::from_config(config) {
-            Ok(ctx) => Box::new(agent::Smtp(ctx.with_log(Arc::clone(&logs.smtp)))),
+        // The agents read main.cf again themselves; reading it here finds its errors
+        // once, before any mail waits on them.
+        let agents = SmtpContext::from_config(config).and_then(|ctx| {
+            let program = crate::programs::beside_this_program(crate::programs::MAILROOM)?;
+            let dir = std::path::absolute(config.dir())
+                .map_err(|e| crate::sysexits::Error::io("configuration directory", &e))?;
+            Ok(agent::SmtpProcesses::new(
+                ctx,
+                program,
+                dir,
+                Arc::clone(&logs.smtp),
+            ))
+        });
+        let remote: Box<dyn agent::Remote> = match agents {
+            Ok(agents) => Box::new(agents),
             Err(e) => {
                 // Local mail must not stop because remote settings are wrong.
                 logs.smtp.warning(&format!(

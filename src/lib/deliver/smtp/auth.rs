@@ -7,6 +7,11 @@
 //! changed password is used from the next message on. Lines are `KEY user:password`,
 //! `#` comments and blank lines ignored, a line starting with white space continuing the
 //! previous one (Postfix's table syntax).
+//!
+//! An SMTP agent process (`agent`) runs as `mail_owner`, which cannot read a password
+//! file that only root may read (as it should be): it reads the tables once as it starts,
+//! before it gives up root ([`ReadTable`]), and a changed file is used by the agents the
+//! daemon starts after `mailroom reload`.
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
@@ -27,18 +32,44 @@ pub struct Lookup {
     pub warnings: Vec<String>,
 }
 
+/// A table read in advance: its entries (`None` when it could not be used) and the
+/// warnings reading it gave, repeated at each lookup as if it were read then.
+#[derive(Debug, Clone)]
+pub struct ReadTable {
+    entries: Option<Vec<(String, String)>>,
+    warnings: Vec<String>,
+}
+
+/// Reads `table` now, for lookups later.
+pub fn read_in_advance(table: &Table) -> ReadTable {
+    let mut warnings = Vec::new();
+    let entries = match table.kind.as_str() {
+        "static" => None,
+        _ => read_table(table, &mut warnings),
+    };
+    ReadTable { entries, warnings }
+}
+
 /// Finds the credentials for a server: first by `keys[0]`, then `keys[1]`... in each table
 /// in turn, as Postfix looks up the next hop as written in relayhost (`[host]:port`), then
-/// the host name. Keys compare case-insensitively (postmap lowercases them).
-pub fn lookup(tables: &[Table], keys: &[String]) -> Lookup {
+/// the host name. Keys compare case-insensitively (postmap lowercases them). A table that
+/// `read[i]` holds (read in advance) is taken from there instead of its file.
+pub fn lookup(tables: &[Table], read: &[ReadTable], keys: &[String]) -> Lookup {
     let mut found = Lookup::default();
-    for table in tables {
+    for (i, table) in tables.iter().enumerate() {
         // `static:user:password` answers every key.
         if table.kind == "static" {
             found.credentials = parse_value(&table.path.to_string_lossy());
             return found;
         }
-        let entries = match read_table(table, &mut found.warnings) {
+        let entries = match read.get(i) {
+            Some(done) => {
+                found.warnings.extend(done.warnings.iter().cloned());
+                done.entries.clone()
+            }
+            None => read_table(table, &mut found.warnings),
+        };
+        let entries = match entries {
             Some(entries) => entries,
             None => continue,
         };
@@ -162,6 +193,7 @@ mod tests {
         let keys = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let found = lookup(
             &tables,
+            &[],
             &keys(&["[mail.isp.example]:587", "mail.isp.example"]),
         );
         assert_eq!(
@@ -174,10 +206,11 @@ mod tests {
         assert!(found.warnings.is_empty(), "{:?}", found.warnings);
         let found = lookup(
             &tables,
+            &[],
             &keys(&["[mail.isp.example]:25", "mail.isp.example"]),
         );
         assert_eq!(found.credentials.unwrap().user, "bob");
-        let found = lookup(&tables, &keys(&["other.example"]));
+        let found = lookup(&tables, &[], &keys(&["other.example"]));
         assert!(found.credentials.is_none());
     }
 
@@ -187,17 +220,39 @@ mod tests {
         let path = dir.path().join("sasl_passwd");
         fs::write(&path, "relay.example u:p\n").unwrap();
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
-        let found = lookup(&[table("texthash", &path)], &["relay.example".into()]);
+        let found = lookup(&[table("texthash", &path)], &[], &["relay.example".into()]);
         assert_eq!(found.credentials.unwrap().user, "u");
         assert!(found.warnings[0].contains("readable by group or others (mode 0644)"));
         let found = lookup(
             &[table("hash", &dir.path().join("missing"))],
+            &[],
             &["relay.example".into()],
         );
         assert!(found.credentials.is_none());
         assert!(found.warnings[0].starts_with("cannot read"));
-        let found = lookup(&[table("ldap", &path)], &["relay.example".into()]);
+        let found = lookup(&[table("ldap", &path)], &[], &["relay.example".into()]);
         assert!(found.warnings[0].contains("not supported"));
+    }
+
+    #[test]
+    fn tables_read_in_advance_answer_after_the_file_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sasl_passwd");
+        fs::write(&path, "relay.example u:p\n").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        let tables = [table("hash", &path), table("ldap", &path)];
+        let read: Vec<ReadTable> = tables.iter().map(read_in_advance).collect();
+        fs::remove_file(&path).unwrap();
+        let found = lookup(&tables, &read, &["relay.example".into()]);
+        assert_eq!(found.credentials.unwrap().user, "u");
+        assert!(found.warnings[0].contains("readable by group or others"));
+        let found = lookup(&tables, &read, &["other.example".into()]);
+        assert!(found.credentials.is_none());
+        assert!(
+            found.warnings[1].contains("not supported"),
+            "{:?}",
+            found.warnings
+        );
     }
 
     #[test]
@@ -206,7 +261,7 @@ mod tests {
             kind: "static".into(),
             path: PathBuf::from("u:p"),
         };
-        let found = lookup(&[t], &["anything.example".into()]);
+        let found = lookup(&[t], &[], &["anything.example".into()]);
         assert_eq!(found.credentials.unwrap().password, "p");
     }
 }

@@ -317,7 +317,7 @@ fn authenticate(
         return Ok(());
     };
     let keys = [job.nexthop.to_string(), peer.host.clone()];
-    let found = auth::lookup(&sasl.password_maps, &keys);
+    let found = auth::lookup(&sasl.password_maps, &sasl.read, &keys);
     for warning in &found.warnings {
         ctx.log.warning(warning);
     }

@@ -26,8 +26,10 @@
 //! Jobs: `route` (relayhost, MX, addresses), `dns` (the real resolver), `client` (the SMTP
 //! conversation, through lettre's `SmtpConnection`), `tls` (STARTTLS policy as lettre's
 //! TLS parameters), `auth` (password maps), `body` (the message as it goes to lettre),
-//! `reply` (replies and failures as Postfix words them).
+//! `reply` (replies and failures as Postfix words them), `agent` (the `mailroom smtp-agent`
+//! processes the daemon runs all of this in, as `mail_owner`, and their protocol).
 
+pub mod agent;
 mod auth;
 mod body;
 mod client;
@@ -92,6 +94,9 @@ pub struct Sasl {
     /// always allowed, unlike Postfix's default, which refuses them even there and leaves
     /// its users wondering why AUTH "has no mechanism".
     pub plaintext_allowed: bool,
+    /// The password maps as read in advance ([`SmtpContext::with_password_maps_read`]);
+    /// empty: each is read at each delivery.
+    read: Vec<auth::ReadTable>,
 }
 
 /// Everything the agent needs, read once from the configuration.
@@ -112,7 +117,19 @@ pub struct SmtpContext {
     pub address_limit: usize,
     pub resolver: Arc<dyn Resolver>,
     /// Where warnings go (a world-readable password file, a failed TLS handshake).
-    pub log: Arc<Log>,
+    pub log: Arc<dyn Warnings>,
+}
+
+/// Where the client's warnings go: the mail log, or (in a `mailroom smtp-agent` process,
+/// which cannot write the root-owned log) a list sent back to the daemon with the outcomes.
+pub trait Warnings: Send + Sync {
+    fn warning(&self, text: &str);
+}
+
+impl Warnings for Log {
+    fn warning(&self, text: &str) {
+        Log::warning(self, text);
+    }
 }
 
 impl SmtpContext {
@@ -139,6 +156,7 @@ impl SmtpContext {
                     .list("smtp_sasl_security_options")?
                     .iter()
                     .any(|o| o.eq_ignore_ascii_case("noplaintext")),
+                read: Vec::new(),
             }),
         };
         let timeouts = Timeouts {
@@ -180,6 +198,25 @@ impl SmtpContext {
     /// The same context logging elsewhere.
     pub fn with_log(mut self, log: Arc<Log>) -> SmtpContext {
         self.log = log;
+        self
+    }
+
+    /// The same context with the password maps read now, once, instead of at each
+    /// delivery: for a process about to lose the right to read them.
+    pub fn with_password_maps_read(mut self) -> SmtpContext {
+        if let Some(sasl) = &mut self.sasl {
+            sasl.read = sasl
+                .password_maps
+                .iter()
+                .map(auth::read_in_advance)
+                .collect();
+        }
+        self
+    }
+
+    /// The same context with its warnings going to `warnings`.
+    pub fn with_warnings(mut self, warnings: Arc<dyn Warnings>) -> SmtpContext {
+        self.log = warnings;
         self
     }
 }

@@ -1,0 +1,366 @@
+//! The SMTP client in `mailroom smtp-agent` processes: the process that talks to a
+//! server is the agent, as `mail_owner` when the daemon runs as root; an agent that dies
+//! in the middle of a delivery defers its recipients and the next message goes out
+//! through a new one; warnings of the client reach the daemon's log.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::MailSystem;
+use common::smtp_server::Scripted;
+use common::smtp_server::Step::{self, *};
+use mailroom::deliver::smtp::agent::AgentProcess;
+use mailroom::deliver::{MessageSource, Status};
+use mailroom::queue::{Envelope, QueueId, QueueName, Recipient};
+
+const SENDMAIL: &str = env!("CARGO_BIN_EXE_sendmail");
+const MAILROOM: &str = env!("CARGO_BIN_EXE_mailroom");
+
+/// A daemon started by a test, killed when the test ends however it ends.
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn daemon(sys: &MailSystem) -> Daemon {
+    let child = sys
+        .command(SENDMAIL)
+        .arg("-bD")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let daemon = Daemon(child);
+    wait_for(sys, "daemon start", || {
+        sys.root().join("queue/pid/master.pid").exists()
+    });
+    daemon
+}
+
+fn wait_for(sys: &MailSystem, what: &str, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "timed out waiting for {what}; log:\n{}",
+            log(sys)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn log(sys: &MailSystem) -> String {
+    std::fs::read_to_string(sys.root().join("maillog")).unwrap_or_default()
+}
+
+fn send(sys: &MailSystem, to: &str, subject: &str) {
+    let body = format!("Subject: {subject}\n\nhello\n");
+    let out = sys.run(
+        SENDMAIL,
+        &["-i", "-f", "sender@example.org", to],
+        body.as_bytes(),
+    );
+    assert!(out.status.success(), "{}", common::stderr(&out));
+}
+
+/// A whole conversation that delivers one recipient; `first` comes before the greeting.
+fn conversation(first: &[Step]) -> Vec<Step> {
+    let mut steps = first.to_vec();
+    steps.extend([
+        Say("220 test.example ESMTP"),
+        Expect("EHLO"),
+        Say("250-test.example\r\n250 8BITMIME"),
+        Expect("EHLO"),
+        Say("250-test.example\r\n250 8BITMIME"),
+        Expect("MAIL FROM:"),
+        Say("250 2.1.0 Ok"),
+        Expect("RCPT TO:"),
+        Say("250 2.1.5 Ok"),
+        Expect("DATA"),
+        Say("354 End data with <CR><LF>.<CR><LF>"),
+        Data,
+        Say("250 2.0.0 Ok: queued"),
+        Expect("QUIT"),
+        Say("221 2.0.0 Bye"),
+    ]);
+    steps
+}
+
+// ---------------------------------------------------------------------------------------
+// Which process holds a TCP connection: /proc/net/tcp gives the socket's inode,
+// /proc/PID/fd the process that has it open.
+
+/// The inode of the socket from 127.0.0.1:`local` to 127.0.0.1:`remote`.
+fn socket_inode(local: u16, remote: u16) -> Option<u64> {
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    let want_local = format!("0100007F:{local:04X}");
+    let want_remote = format!("0100007F:{remote:04X}");
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        (fields.get(1) == Some(&want_local.as_str())
+            && fields.get(2) == Some(&want_remote.as_str()))
+        .then(|| fields.get(9)?.parse().ok())
+        .flatten()
+    })
+}
+
+/// The process that has socket `inode` open.
+fn holder(inode: u64) -> Option<u32> {
+    let target = format!("socket:[{inode}]");
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            if std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == target.as_str()) {
+                return Some(pid);
+            }
+        }
+    }
+    None
+}
+
+/// The process at the client's end of the connection from `peer` to the server on
+/// `server_port`.
+fn client_process(peer: std::net::SocketAddr, server_port: u16) -> u32 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(pid) = socket_inode(peer.port(), server_port).and_then(holder) {
+            return pid;
+        }
+        assert!(Instant::now() < deadline, "no process holds {peer}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A line of /proc/PID/status (`Uid:`, `PPid:`), its first value.
+fn status_field(pid: u32, name: &str) -> u32 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with(name))
+        .unwrap_or_else(|| panic!("no {name} in the status of {pid}"));
+    line[name.len()..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+fn command_line(pid: u32) -> String {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+        .unwrap_or_default()
+}
+
+/// The `smtp-agent` children of `daemon`.
+fn agents_of(daemon: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .is_ok_and(|s| s.lines().any(|l| l == format!("PPid:\t{daemon}")))
+                && command_line(pid).contains(" smtp-agent ")
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn the_process_that_talks_to_the_server_is_mail_owner() {
+    if !nix::unistd::geteuid().is_root() {
+        println!("skipped: needs root (the daemon drops to mail_owner only as root)");
+        return;
+    }
+    // The server waits before its greeting: time to see who is connected.
+    let server = Scripted::start(vec![conversation(&[Silence])]);
+    let sys = MailSystem::new(&format!("relayhost = [127.0.0.1]:{}", server.port));
+    let owner = nix::unistd::User::from_name(common::TEST_MAIL_OWNER)
+        .unwrap()
+        .expect("the test mail_owner exists");
+    let d = daemon(&sys);
+    send(&sys, "someone@example.net", "who am I");
+    let pid = client_process(server.peer(0), server.port);
+    assert_eq!(
+        status_field(pid, "PPid:"),
+        d.0.id(),
+        "a child of the daemon"
+    );
+    assert!(
+        command_line(pid).contains(" smtp-agent "),
+        "{}",
+        command_line(pid)
+    );
+    let uid = status_field(pid, "Uid:");
+    assert_ne!(uid, 0, "the SMTP client runs as root");
+    assert_eq!(
+        uid,
+        owner.uid.as_raw(),
+        "the SMTP client runs as mail_owner"
+    );
+    wait_for(&sys, "delivery", || log(&sys).contains("status=sent"));
+    let transcript = server.finish();
+    assert!(
+        transcript.iter().any(|l| l.starts_with("DATA ")),
+        "{transcript:?}"
+    );
+}
+
+#[test]
+fn an_agent_that_dies_defers_its_batch_and_a_new_one_takes_over() {
+    // Session 0 waits before its greeting while the test kills the agent; session 1
+    // delivers the next message.
+    let server = Scripted::start(vec![conversation(&[Silence]), conversation(&[])]);
+    let sys = MailSystem::new(&format!("relayhost = [127.0.0.1]:{}", server.port));
+    let d = daemon(&sys);
+    send(&sys, "first@example.net", "first");
+    let victim = client_process(server.peer(0), server.port);
+    assert_eq!(
+        agents_of(d.0.id()),
+        [victim],
+        "the agent holds the connection"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(victim as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    wait_for(&sys, "the deferral", || {
+        log(&sys).contains("status=deferred")
+    });
+    let text = log(&sys);
+    let line = text
+        .lines()
+        .find(|l| l.contains("status=deferred"))
+        .unwrap();
+    assert!(line.contains("to=<first@example.net>"), "{line}");
+    assert!(line.contains("dsn=4.3.0"), "{line}");
+    assert!(
+        line.contains(&format!("delivery agent smtp-agent[{victim}] died")),
+        "{line}"
+    );
+    let deferred = sys.messages(QueueName::Deferred);
+    assert_eq!(
+        deferred.len(),
+        1,
+        "the first message waits for its next try"
+    );
+
+    send(&sys, "second@example.net", "second");
+    wait_for(&sys, "the second delivery", || {
+        log(&sys).contains("status=sent")
+    });
+    assert!(log(&sys).contains("to=<second@example.net>, relay=127.0.0.1"));
+    let agents = agents_of(d.0.id());
+    assert_eq!(agents.len(), 1, "{agents:?}");
+    assert_ne!(agents[0], victim, "a new agent");
+    drop(d);
+    server.finish();
+}
+
+/// An agent started by hand, as the daemon starts one: its outcomes, and the client's
+/// warnings sent back for the daemon to log.
+#[test]
+fn an_agent_reports_outcomes_and_the_clients_warnings() {
+    let server = Scripted::start(vec![
+        vec![
+            Say("220 test.example ESMTP"),
+            Expect("EHLO"),
+            Say("250-test.example\r\n250 STARTTLS"),
+            Expect("STARTTLS"),
+            Say("454 4.7.0 TLS not available"),
+        ],
+        conversation(&[]),
+        conversation(&[]),
+    ]);
+    let sys = MailSystem::new(&format!(
+        "relayhost = [127.0.0.1]:{}\nsmtp_tls_security_level = may",
+        server.port
+    ));
+    let mut agent = AgentProcess::start(Path::new(MAILROOM), &sys.config_dir()).unwrap();
+    let mut file = tempfile::tempfile().unwrap();
+    std::io::Write::write_all(&mut file, b"Subject: x\n\nbody\n").unwrap();
+    let mut envelope = Envelope::new(QueueId::generate(), 0, 0, "sender@example.org");
+    envelope.size = 17;
+    let rcpt = Recipient::new("to@example.net", "to@example.net");
+    let reply = agent
+        .deliver(
+            &envelope,
+            MessageSource::for_envelope(&file, &envelope),
+            &[&rcpt],
+            Duration::from_secs(60),
+        )
+        .unwrap();
+    assert_eq!(reply.outcomes.len(), 1);
+    assert_eq!(
+        reply.outcomes[0].status,
+        Status::Sent,
+        "{:?}",
+        reply.outcomes
+    );
+    assert_eq!(reply.warnings.len(), 1, "{:?}", reply.warnings);
+    assert!(
+        reply.warnings[0].contains("refused to start TLS"),
+        "{:?}",
+        reply.warnings
+    );
+    // The same process serves the next job.
+    let pid = agent.pid();
+    let reply = agent
+        .deliver(
+            &envelope,
+            MessageSource::for_envelope(&file, &envelope),
+            &[&rcpt],
+            Duration::from_secs(60),
+        )
+        .unwrap();
+    assert_eq!(
+        reply.outcomes[0].status,
+        Status::Sent,
+        "{:?}",
+        reply.outcomes
+    );
+    assert!(reply.warnings.is_empty(), "{:?}", reply.warnings);
+    assert_eq!(agent.pid(), pid);
+    drop(agent);
+    server.finish();
+}
+
+#[test]
+fn an_agent_that_cannot_start_says_why() {
+    let sys = MailSystem::new("smtp_tls_security_level = sometimes");
+    let err = AgentProcess::start(Path::new(MAILROOM), &sys.config_dir())
+        .err()
+        .expect("a bad configuration");
+    assert!(err.contains("could not start"), "{err}");
+    assert!(err.contains("smtp_tls_security_level"), "{err}");
+}
+
+#[test]
+fn smtp_agent_refuses_to_run_without_its_socket() {
+    let out = Command::new(MAILROOM)
+        .args(["smtp-agent", "-c", "/nonexistent"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64), "{out:?}");
+    assert!(common::stderr(&out).contains("started by the mailroom daemon"));
+}
