@@ -107,7 +107,7 @@ pub fn deliver(config: &Config, ids: &[String], strict: bool) -> Result<()> {
 fn check_queued(queue: &Queue, text: &str) -> Result<()> {
     let found = |names: &[QueueName]| {
         names.iter().any(|&q| match QueueId::parse(text) {
-            Some(id) => queue.path(q, id).symlink_metadata().is_ok(),
+            Some(id) => queue.find(id, &[q]).is_some(),
             None => queue
                 .ids(q)
                 .is_ok_and(|ids| ids.iter().any(|id| id.as_str().contains(text))),

@@ -426,11 +426,7 @@ pub fn run_once(rt: Runtime, filter: Option<&str>) -> Result<RunSummary> {
     // A full ID is looked up directly: a non-root `sendmail -odb` may not list maildrop/.
     match filter.and_then(QueueId::parse) {
         Some(id) => {
-            if let Some(queue) = RUNNABLE
-                .iter()
-                .copied()
-                .find(|&q| rt.queue.path(q, id).symlink_metadata().is_ok())
-            {
+            if let Some(queue) = rt.queue.find(id, &RUNNABLE) {
                 d.dispatch(id, queue);
             }
         }

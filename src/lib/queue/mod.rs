@@ -267,6 +267,15 @@ impl Queue {
         self
     }
 
+    /// The first of `among` that has an entry named `id` (of whatever kind: callers that
+    /// act on it open it through [`Queue::try_lock`], which refuses what is not a file).
+    pub fn find(&self, id: QueueId, among: &[QueueName]) -> Option<QueueName> {
+        among
+            .iter()
+            .copied()
+            .find(|&q| self.path(q, id).symlink_metadata().is_ok())
+    }
+
     /// The uid of `mail_owner`, when known.
     pub fn owner_uid(&self) -> Option<u32> {
         self.owner

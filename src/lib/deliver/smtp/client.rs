@@ -246,9 +246,9 @@ fn start_tls(
     let params = ctx
         .tls
         .parameters(&peer.host, peer.ip)
-        .map_err(|text| SmtpError::Local {
+        .map_err(|e| SmtpError::Local {
             dsn: Dsn::CRYPTO_FAILURE,
-            text,
+            text: e.to_string(),
             permanent: false,
         })?;
     let Err(err) = conn.starttls(&params, id) else {

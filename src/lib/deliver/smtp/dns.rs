@@ -14,7 +14,7 @@ use super::route::{DnsError, Resolver};
 /// mail waits).
 #[derive(Default)]
 pub struct SystemResolver {
-    inner: OnceLock<Result<(tokio::runtime::Runtime, TokioResolver), String>>,
+    inner: OnceLock<Result<(tokio::runtime::Runtime, TokioResolver), DnsError>>,
 }
 
 impl SystemResolver {
@@ -27,13 +27,14 @@ impl SystemResolver {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
-                .map_err(|e| format!("cannot start the resolver: {e}"))?;
-            let mut builder = TokioResolver::builder_tokio()
-                .map_err(|e| format!("cannot read the resolver configuration: {e}"))?;
+                .map_err(|e| DnsError::Temporary(format!("cannot start the resolver: {e}")))?;
+            let mut builder = TokioResolver::builder_tokio().map_err(|e| {
+                DnsError::Temporary(format!("cannot read the resolver configuration: {e}"))
+            })?;
             builder.options_mut().ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
             Ok((runtime, builder.build()))
         });
-        built.as_ref().map_err(|e| DnsError::Temporary(e.clone()))
+        built.as_ref().map_err(DnsError::clone)
     }
 }
 

@@ -138,16 +138,17 @@ impl SmtpContext {
     /// `$syslog_name/smtp`. An invalid value (relayhost, TLS level, timeout,
     /// inet_protocols) is an error of code 78.
     pub fn from_config(config: &Config) -> Result<SmtpContext> {
-        let bad =
-            |name: &str, message: String| Error::config(format!("parameter {name}: {message}"));
+        let bad = |name: &str, why: &dyn std::fmt::Display| {
+            Error::config(format!("parameter {name}: {why}"))
+        };
         let relayhost =
-            route::parse_relayhost(&config.get("relayhost")?).map_err(|m| bad("relayhost", m))?;
+            route::parse_relayhost(&config.get("relayhost")?).map_err(|m| bad("relayhost", &m))?;
         let protocols = Protocols::parse(&config.list("inet_protocols")?)
-            .map_err(|m| bad("inet_protocols", m))?;
+            .map_err(|m| bad("inet_protocols", &m))?;
         let level = tls::Level::parse(&config.get("smtp_tls_security_level")?)
-            .map_err(|m| bad("smtp_tls_security_level", m))?;
+            .map_err(|m| bad("smtp_tls_security_level", &m))?;
         let tls = tls::TlsPolicy::new(level, &config.get("smtp_tls_CAfile")?)
-            .map_err(|m| bad("smtp_tls_CAfile", m))?;
+            .map_err(|m| bad("smtp_tls_CAfile", &m))?;
         let sasl = match config.boolean("smtp_sasl_auth_enable")? {
             false => None,
             true => Some(Sasl {

@@ -43,9 +43,8 @@ impl Nexthop {
     /// Parses one `relayhost` entry: `[host]:port`, `[host]`, `host:port`, `host`, with
     /// `[ipv6:2001:db8::1]` and `[2001:db8::1]` address forms. The port may be a number
     /// or one of the service names `smtp`, `submission`, `smtps`.
-    pub fn parse(entry: &str) -> Result<Nexthop, String> {
-        let bad =
-            || format!("bad next-hop \"{entry}\": expected host, host:port, [host] or [host]:port");
+    pub fn parse(entry: &str) -> Result<Nexthop, BadNexthop> {
+        let bad = || BadNexthop(entry.to_string());
         let (host, port, mx) = if let Some(rest) = entry.strip_prefix('[') {
             let (inside, after) = rest.split_once(']').ok_or_else(bad)?;
             let port = match after {
@@ -108,9 +107,25 @@ fn parse_port(text: &str) -> Option<u16> {
     }
 }
 
+/// A `relayhost` entry that is none of the next-hop forms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadNexthop(pub String);
+
+impl std::fmt::Display for BadNexthop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "bad next-hop \"{}\": expected host, host:port, [host] or [host]:port",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for BadNexthop {}
+
 /// Parses `relayhost`: empty, or a list of next hops tried in order (Postfix 3.5's list
 /// form; a single entry is the common case).
-pub fn parse_relayhost(value: &str) -> Result<Vec<Nexthop>, String> {
+pub fn parse_relayhost(value: &str) -> Result<Vec<Nexthop>, BadNexthop> {
     value
         .split([' ', ',', '\t', '\r', '\n'])
         .filter(|entry| !entry.is_empty())
@@ -136,6 +151,25 @@ pub struct RouteError {
     pub text: String,
 }
 
+/// What is wrong with `inet_protocols`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProtocolsError {
+    Unknown(String),
+    /// An empty list.
+    None,
+}
+
+impl std::fmt::Display for ProtocolsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ProtocolsError::Unknown(name) => write!(f, "unknown protocol \"{name}\""),
+            ProtocolsError::None => write!(f, "no protocol enabled"),
+        }
+    }
+}
+
+impl std::error::Error for ProtocolsError {}
+
 /// Which address families `inet_protocols` allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Protocols {
@@ -145,7 +179,7 @@ pub struct Protocols {
 
 impl Protocols {
     /// Reads `inet_protocols`: `all`, `ipv4`, `ipv6` or both.
-    pub fn parse(items: &[String]) -> Result<Protocols, String> {
+    pub fn parse(items: &[String]) -> Result<Protocols, ProtocolsError> {
         let mut p = Protocols {
             ipv4: false,
             ipv6: false,
@@ -158,11 +192,11 @@ impl Protocols {
                 }
                 "ipv4" => p.ipv4 = true,
                 "ipv6" => p.ipv6 = true,
-                other => return Err(format!("unknown protocol \"{other}\"")),
+                other => return Err(ProtocolsError::Unknown(other.to_string())),
             }
         }
         if !p.ipv4 && !p.ipv6 {
-            return Err("no protocol enabled".into());
+            return Err(ProtocolsError::None);
         }
         Ok(p)
     }
@@ -501,7 +535,18 @@ pub mod tests {
             Protocols::parse(&["ipv4".into(), "ipv6".into()]).unwrap(),
             ALL
         );
-        assert!(Protocols::parse(&["ipx".into()]).is_err());
+        assert_eq!(
+            Protocols::parse(&["ipx".into()]).map_err(|e| e.to_string()),
+            Err("unknown protocol \"ipx\"".to_string())
+        );
+        assert_eq!(
+            Protocols::parse(&[]).map_err(|e| e.to_string()),
+            Err("no protocol enabled".to_string())
+        );
+        assert_eq!(
+            parse_relayhost("[a]:x").map_err(|e| e.to_string()),
+            Err("bad next-hop \"[a]:x\": expected host, host:port, [host] or [host]:port".into())
+        );
     }
 
     #[test]

@@ -22,6 +22,39 @@ use lettre::transport::smtp::client::{
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 
+/// Why the client's TLS policy or a connection's TLS parameters could not be set up.
+#[derive(Debug)]
+pub enum TlsError {
+    /// `smtp_tls_security_level` names no level.
+    UnknownLevel(String),
+    /// `smtp_tls_CAfile` cannot be read.
+    CaFileUnreadable(String, std::io::Error),
+    /// `smtp_tls_CAfile` holds something that is not a PEM certificate.
+    CaFileBad(String, String),
+    /// `smtp_tls_CAfile` holds no certificate.
+    CaFileEmpty(String),
+    /// lettre refused the parameters.
+    Setup(lettre::transport::smtp::Error),
+}
+
+impl std::fmt::Display for TlsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TlsError::UnknownLevel(level) => write!(f, "invalid TLS security level \"{level}\""),
+            TlsError::CaFileUnreadable(path, e) => write!(
+                f,
+                "smtp_tls_CAfile {path}: {}",
+                crate::sysexits::describe_io(e)
+            ),
+            TlsError::CaFileBad(path, why) => write!(f, "smtp_tls_CAfile {path}: {why}"),
+            TlsError::CaFileEmpty(path) => write!(f, "smtp_tls_CAfile {path}: no certificates"),
+            TlsError::Setup(e) => write!(f, "TLS setup: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for TlsError {}
+
 /// What `smtp_tls_security_level` asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Level {
@@ -32,13 +65,13 @@ pub enum Level {
 }
 
 impl Level {
-    pub fn parse(value: &str) -> Result<Level, String> {
+    pub fn parse(value: &str) -> Result<Level, TlsError> {
         match value.to_ascii_lowercase().as_str() {
             "" | "none" => Ok(Level::None),
             "may" | "dane" => Ok(Level::May),
             "encrypt" => Ok(Level::Encrypt),
             "verify" | "secure" | "dane-only" => Ok(Level::Verify),
-            other => Err(format!("invalid TLS security level \"{other}\"")),
+            other => Err(TlsError::UnknownLevel(other.to_string())),
         }
     }
 
@@ -72,7 +105,7 @@ impl TlsPolicy {
     /// a CA file replaces the built-in roots rather than adding to them. Only `verify`
     /// reads it (the other levels check no certificate); for it, a file that cannot be
     /// read or holds no certificate is an error.
-    pub fn new(level: Level, ca_file: &str) -> Result<TlsPolicy, String> {
+    pub fn new(level: Level, ca_file: &str) -> Result<TlsPolicy, TlsError> {
         let ca = match (level, ca_file) {
             (Level::Verify, path) if !path.is_empty() => Some(read_ca_file(path)?),
             _ => None,
@@ -83,7 +116,7 @@ impl TlsPolicy {
     /// lettre's TLS parameters for server `host`, connected at `ip`: certificates
     /// unchecked for `may`/`encrypt` (name included: an MX host's certificate rarely
     /// names it), checked against the roots and the name for `verify`.
-    pub fn parameters(&self, host: &str, ip: IpAddr) -> Result<TlsParameters, String> {
+    pub fn parameters(&self, host: &str, ip: IpAddr) -> Result<TlsParameters, TlsError> {
         // Verify against the name we looked up; lettre takes an address literal (or a
         // name rustls cannot use) as an IP address.
         let name = match ServerName::try_from(host) {
@@ -102,20 +135,20 @@ impl TlsPolicy {
                 None => builder.certificate_store(CertificateStore::Default),
             },
         };
-        builder.build().map_err(|e| format!("TLS setup: {e}"))
+        builder.build().map_err(TlsError::Setup)
     }
 }
 
-fn read_ca_file(path: &str) -> Result<Certificate, String> {
-    let bad = |e: &dyn std::fmt::Display| format!("smtp_tls_CAfile {path}: {e}");
-    let pem = std::fs::read(path).map_err(|e| bad(&crate::sysexits::describe_io(&e)))?;
+fn read_ca_file(path: &str) -> Result<Certificate, TlsError> {
+    let bad = |e: &dyn std::fmt::Display| TlsError::CaFileBad(path.to_string(), e.to_string());
+    let pem = std::fs::read(path).map_err(|e| TlsError::CaFileUnreadable(path.to_string(), e))?;
     let mut count = 0;
     for cert in CertificateDer::pem_slice_iter(&pem) {
         cert.map_err(|e| bad(&e))?;
         count += 1;
     }
     if count == 0 {
-        return Err(bad(&"no certificates"));
+        return Err(TlsError::CaFileEmpty(path.to_string()));
     }
     Certificate::from_pem(&pem).map_err(|e| bad(&e))
 }
@@ -123,6 +156,34 @@ fn read_ca_file(path: &str) -> Result<Certificate, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errors_say_which_setting_and_why() {
+        let missing = TlsPolicy::new(Level::Verify, "/nonexistent/ca.pem").err();
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "no certificate here\n").unwrap();
+        let empty = empty.to_str().unwrap().to_string();
+        let cases = [
+            (
+                Level::parse("sometimes").err(),
+                "invalid TLS security level \"sometimes\"".to_string(),
+            ),
+            (
+                missing,
+                "smtp_tls_CAfile /nonexistent/ca.pem: No such file or directory".to_string(),
+            ),
+            (
+                TlsPolicy::new(Level::Verify, &empty).err(),
+                format!("smtp_tls_CAfile {empty}: no certificates"),
+            ),
+        ];
+        for (got, want) in cases {
+            assert_eq!(got.map(|e| e.to_string()).as_deref(), Some(want.as_str()));
+        }
+        // Only verify reads the file.
+        assert!(TlsPolicy::new(Level::May, "/nonexistent/ca.pem").is_ok());
+    }
 
     #[test]
     fn levels_as_postfix_names_them() {
