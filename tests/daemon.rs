@@ -42,6 +42,25 @@ impl World {
         World { dir }
     }
 
+    /// The alias `failing`, a command that exits 1, in an alias table the world uses.
+    fn add_failing_alias(&self) {
+        std::fs::write(
+            self.path("config/aliases"),
+            "failing: \"|echo no such thing >&2; exit 1\"\n",
+        )
+        .unwrap();
+        let cf = std::fs::read_to_string(self.path("config/main.cf"))
+            .unwrap()
+            .replace(
+                "alias_maps =\n",
+                &format!(
+                    "alias_maps = cdb:{}\n",
+                    self.path("config/aliases").display()
+                ),
+            );
+        std::fs::write(self.path("config/main.cf"), cf).unwrap();
+    }
+
     fn path(&self, rel: &str) -> PathBuf {
         self.dir.path().join(rel)
     }
@@ -403,18 +422,7 @@ fn odb_without_a_daemon_delivers_in_the_background() {
 #[test]
 fn odi_reports_the_outcome() {
     let w = World::new();
-    std::fs::write(
-        w.path("config/aliases"),
-        "failing: \"|echo no such thing >&2; exit 1\"\n",
-    )
-    .unwrap();
-    let cf = std::fs::read_to_string(w.path("config/main.cf"))
-        .unwrap()
-        .replace(
-            "alias_maps =\n",
-            &format!("alias_maps = cdb:{}\n", w.path("config/aliases").display()),
-        );
-    std::fs::write(w.path("config/main.cf"), cf).unwrap();
+    w.add_failing_alias();
     let bounced = "sendmail: fatal: {id}: 1 recipient(s) bounced; the sender gets a delivery status notification";
     for (n, (rcpt, code, lines)) in [
         ("root", 0, vec![]),
@@ -757,18 +765,7 @@ fn remote_recipients_leave_in_one_transaction_through_the_relayhost() {
 #[test]
 fn unknown_users_and_failing_commands_bounce_to_the_sender() {
     let w = World::with("");
-    std::fs::write(
-        w.path("config/aliases"),
-        "failing: \"|echo no such thing >&2; exit 1\"\n",
-    )
-    .unwrap();
-    let cf = std::fs::read_to_string(w.path("config/main.cf"))
-        .unwrap()
-        .replace(
-            "alias_maps =\n",
-            &format!("alias_maps = cdb:{}\n", w.path("config/aliases").display()),
-        );
-    std::fs::write(w.path("config/main.cf"), cf).unwrap();
+    w.add_failing_alias();
     let daemon = w.daemon();
     for rcpt in ["nosuchuser_mr", "failing"] {
         let out = w.send(&["-i", "-f", "root", rcpt], &body(1));

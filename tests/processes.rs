@@ -20,6 +20,21 @@ const SENDMAIL: &str = env!("CARGO_BIN_EXE_sendmail");
 /// A daemon started by the test; stopped (SIGTERM, then SIGKILL) however the test ends.
 struct Daemon(Child);
 
+impl Daemon {
+    /// `sendmail -bD` (which hands over to `mailroom daemon`) on `sys`, output discarded.
+    fn start(sys: &MailSystem) -> Daemon {
+        Daemon(
+            sys.command(SENDMAIL)
+                .arg("-bD")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    }
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
         // Already reaped: its pid may be someone else's by now.
@@ -50,6 +65,11 @@ fn wait_for(sys: &MailSystem, what: &str, secs: u64, mut cond: impl FnMut() -> b
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Waits until the daemon's listener answers on `port`.
+fn wait_listening(sys: &MailSystem, port: u16) {
+    wait_for(sys, "the SMTP listener", 20, || Smtp::connect(port).is_ok());
 }
 
 /// A field of /proc/PID/status (`Uid:`, `Groups:`), its values split.
@@ -250,19 +270,9 @@ fn sessions_run_without_root_and_survive_their_crash() {
          smtpd_timeout = 20s\n"
     ));
     let root = nix::unistd::geteuid().is_root();
-    let daemon = Daemon(
-        sys.command(SENDMAIL)
-            .arg("-bD")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let daemon = Daemon::start(&sys);
     let master = daemon.0.id();
-    wait_for(&sys, "the SMTP listener", 20, || {
-        Smtp::connect(port).is_ok()
-    });
+    wait_listening(&sys, port);
     let first = sessions_process(master).expect("a sessions process below the master");
 
     // (1) Every process of the daemon, and its uid.
@@ -360,15 +370,7 @@ fn without_a_usable_mail_owner_the_listener_stays_off_and_mail_still_flows() {
         "smtpd_port = {port}\ninet_interfaces = 127.0.0.1\ninet_protocols = ipv4\n\
          mail_owner = mailroom-no-such-user\n"
     ));
-    let daemon = Daemon(
-        sys.command(SENDMAIL)
-            .arg("-bD")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let daemon = Daemon::start(&sys);
     let master = daemon.0.id();
     wait_for(&sys, "the fatal line", 20, || {
         maillog(&sys).contains("mailroom/smtpd[")
@@ -415,19 +417,9 @@ fn smtpd_chroot_confines_the_sessions_to_the_queue() {
         "smtpd_port = {port}\ninet_interfaces = 127.0.0.1\ninet_protocols = ipv4\n\
          smtpd_chroot = yes\n"
     ));
-    let daemon = Daemon(
-        sys.command(SENDMAIL)
-            .arg("-bD")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let daemon = Daemon::start(&sys);
     let master = daemon.0.id();
-    wait_for(&sys, "the SMTP listener", 20, || {
-        Smtp::connect(port).is_ok()
-    });
+    wait_listening(&sys, port);
     let mut conn = Smtp::connect(port).unwrap();
     let sessions = holder(&conn, master);
     let root_of = |pid: u32| std::fs::read_link(format!("/proc/{pid}/root")).unwrap();
@@ -453,19 +445,9 @@ fn a_master_killed_outright_takes_the_sessions_process_with_it() {
     let sys = MailSystem::new(&format!(
         "smtpd_port = {port}\ninet_interfaces = 127.0.0.1\ninet_protocols = ipv4\n"
     ));
-    let mut daemon = Daemon(
-        sys.command(SENDMAIL)
-            .arg("-bD")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut daemon = Daemon::start(&sys);
     let master = daemon.0.id();
-    wait_for(&sys, "the SMTP listener", 20, || {
-        Smtp::connect(port).is_ok()
-    });
+    wait_listening(&sys, port);
     let sessions = sessions_process(master).expect("a sessions process");
     daemon.0.kill().unwrap();
     daemon.0.wait().unwrap();

@@ -147,24 +147,6 @@ impl Agent for Local {
     }
 }
 
-/// SMTP delivery: one transaction per destination.
-pub struct Smtp(pub SmtpContext);
-
-impl Remote for Smtp {
-    fn key(&self, address: &str) -> String {
-        crate::deliver::smtp::destination_key(&self.0, address)
-    }
-
-    fn deliver(
-        &self,
-        envelope: &Envelope,
-        message: MessageSource,
-        recipients: &[&Recipient],
-    ) -> Vec<Outcome> {
-        crate::deliver::smtp::deliver(&self.0, envelope, message, recipients)
-    }
-}
-
 /// SMTP delivery in `mailroom smtp-agent` processes, which run as `mail_owner`: no DNS
 /// answer nor server reply is parsed in this (root) process. Processes are started on
 /// demand and kept for the next batch, so there are at most as many as batches in

@@ -35,6 +35,7 @@
 //! failed") and the process is killed. An agent that took over cannot crash the daemon
 //! nor say anything about the recipients of another message.
 
+use crate::queue::envelope::clip;
 use std::fs::File;
 use std::io::{self, IoSlice, IoSliceMut, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -154,18 +155,6 @@ pub struct Reply {
     pub outcomes: Vec<Outcome>,
     /// What the client wanted logged, as warnings.
     pub warnings: Vec<String>,
-}
-
-/// `text` cut to at most `max` bytes, at a character boundary.
-fn clip(text: &str, max: usize) -> &str {
-    if text.len() <= max {
-        return text;
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
 }
 
 fn status_name(status: Status) -> &'static str {
