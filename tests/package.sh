@@ -173,14 +173,14 @@ check "the log says it was not sent" sh -c "grep 'to=<victim@' /var/log/mailroom
 rm -f /var/mail/victim /tmp/mr-target
 
 # A message the daemon has picked up and deferred (its relay refuses connections):
-# root's and the group's (0640), so mrtest's set-gid mailq lists it but mrtest cannot
-# read it.
+# mail_owner's and the group's (0640), so mrtest's set-gid mailq lists it but mrtest
+# cannot read it.
 mailroom config set 'relayhost=[127.0.0.1]:9' >/dev/null && mailroom reload >/dev/null
 sleep 1
 printf 'Subject: deferred\n\nx\n' | as_user mrtest /usr/sbin/sendmail someone@example.com
 check "a remote message is deferred" wait_for 20 sh -c 'ls /var/spool/mailroom/deferred | grep -q .'
 deferred=$(ls /var/spool/mailroom/deferred | head -1)
-check "it is root:mailroom 0640" test "$(mode_of "/var/spool/mailroom/deferred/$deferred")" = "640 root:mailroom"
+check "it is mailroom:mailroom 0640 (mail_owner's)" test "$(mode_of "/var/spool/mailroom/deferred/$deferred")" = "640 mailroom:mailroom"
 out=$(as_user mrtest /usr/bin/mailq 2>&1)
 check "mrtest's mailq (set-gid) lists it" grep -q "^$deferred" <<<"$out"
 check "without warnings" bash -c "! grep -q warning <<<\"\$1\"" _ "$out"
