@@ -20,6 +20,11 @@ use mailroom::smtpd::Listeners;
 
 const SENDMAIL: &str = env!("CARGO_BIN_EXE_sendmail");
 
+/// These tests are about the protocol and send to made-up local users (alice, carol,
+/// nosuchuser): they turn off the check of local recipients, which tests/smtpd_rcpt.rs
+/// covers.
+const ANY_LOCAL_PART: &str = "local_recipient_maps =\n";
+
 fn only_message(sys: &MailSystem) -> (mailroom::queue::Envelope, String) {
     let mut all = sys.messages(QueueName::Maildrop);
     assert_eq!(all.len(), 1, "exactly one message queued");
@@ -56,7 +61,7 @@ fn maillog_with(sys: &MailSystem, what: &str) -> String {
 
 #[test]
 fn bs_pipelined_transcript_with_lf_and_crlf() {
-    let sys = MailSystem::new("");
+    let sys = MailSystem::new(ANY_LOCAL_PART);
     // Everything at once, as a pipelining client sends it; some lines end in bare LF.
     let input = b"EHLO client.example\r\nMAIL FROM:<sender@example.org>\r\nRCPT TO:<alice>\n\
                   RCPT TO:<nosuchuser@mail.server.com>\r\nDATA\r\nSubject: hi\r\n\r\n..dot\r\n\
@@ -142,7 +147,7 @@ fn bs_pipelined_transcript_with_lf_and_crlf() {
 
 #[test]
 fn bs_eof_without_quit_exits_zero_and_queues_nothing_partial() {
-    let sys = MailSystem::new("");
+    let sys = MailSystem::new(ANY_LOCAL_PART);
     let out = sys.run(
         SENDMAIL,
         &["-bs"],
@@ -159,7 +164,7 @@ fn bs_eof_without_quit_exits_zero_and_queues_nothing_partial() {
 /// `mail_cmd` and `rcpt_cmd`), and the session goes on; what is queued stays within them.
 #[test]
 fn bs_over_long_addresses_are_bad_syntax() {
-    let sys = MailSystem::new("");
+    let sys = MailSystem::new(ANY_LOCAL_PART);
     let local = |n: usize| "a".repeat(n);
     let domain = format!("{}.example", "d".repeat(320));
     // (command, reply)
@@ -290,7 +295,7 @@ print(p.wait())
 
 #[test]
 fn bs_with_python_smtplib() {
-    let sys = MailSystem::new("");
+    let sys = MailSystem::new(ANY_LOCAL_PART);
     let out = sys
         .command("python3")
         .args(["-c", SMTPLIB_PIPE, SENDMAIL])
@@ -358,7 +363,8 @@ fn listen(sys: &MailSystem) -> Running {
 fn system(extra: &str) -> MailSystem {
     // smtpd_port = 0: the system picks a free port; later lines win over common's.
     MailSystem::new(&format!(
-        "smtpd_port = 0\ninet_interfaces = 127.0.0.1\ninet_protocols = ipv4\nsmtpd_timeout = 5s\n{extra}"
+        "smtpd_port = 0\ninet_interfaces = 127.0.0.1\ninet_protocols = ipv4\nsmtpd_timeout = 5s\n\
+         {ANY_LOCAL_PART}{extra}"
     ))
 }
 
@@ -806,7 +812,7 @@ fn bs_bare_line_endings_inside_data_are_text_for_a_crlf_client() {
         ("\r\n.\r\r\n", "body\n \n"),
     ];
     for (end, dot_line) in cases {
-        let sys = MailSystem::new("");
+        let sys = MailSystem::new(ANY_LOCAL_PART);
         let input = format!(
             "EHLO client.example\r\nMAIL FROM:<sender@example.org>\r\nRCPT TO:<alice>\r\n\
              DATA\r\n{}QUIT\r\n",
@@ -828,7 +834,7 @@ fn bs_bare_line_endings_inside_data_are_text_for_a_crlf_client() {
 fn bs_a_client_that_writes_lf_still_ends_data_with_lf_dot_lf() {
     // A person at a terminal, or a script with echo: LF everywhere, as Postfix's
     // sendmail -bs takes it.
-    let sys = MailSystem::new("");
+    let sys = MailSystem::new(ANY_LOCAL_PART);
     let input = b"HELO me\nMAIL FROM:<s@example.org>\nRCPT TO:<alice>\nDATA\n\
                   Subject: typed\n\nline\n.\nQUIT\n";
     let out = sys.run(SENDMAIL, &["-bs"], input);

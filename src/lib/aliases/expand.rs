@@ -477,8 +477,9 @@ impl Expander<'_> {
 }
 
 /// `user+ext` → `("user", "+ext")` at the first delimiter character. As in Postfix, with
-/// `-` among the delimiters `owner-foo` and `foo-request` are never split.
-fn split_extension<'a>(name: &'a str, delimiters: &str) -> Option<(&'a str, &'a str)> {
+/// `-` among the delimiters `owner-foo` and `foo-request` are never split. Shared with
+/// the SMTP server's recipient check, which must take `user+ext` as local(8) will.
+pub fn split_extension<'a>(name: &'a str, delimiters: &str) -> Option<(&'a str, &'a str)> {
     if delimiters.is_empty() {
         return None;
     }

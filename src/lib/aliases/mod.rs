@@ -17,7 +17,7 @@ pub mod verify;
 pub use database::{AliasDb, Compiled, Privileges, compile, database_path};
 pub use expand::{
     AliasMaps, AliasSource, AliasValue, Delivery, Destination, ExpandOptions, Expansion,
-    ExpansionError, MemoryAliases, expand,
+    ExpansionError, MemoryAliases, expand, split_extension,
 };
 pub use rebuild::rebuild_all;
 pub use verify::{Verdict, verify};

@@ -9,6 +9,7 @@
 //! | [`data`] | the DATA section: final dot, dot-unstuffing, streaming |
 //! | [`connection`] | buffered input, batched replies (PIPELINING), STARTTLS |
 //! | [`relay`] | who may send where: `mydestination`, `relay_domains`, `mynetworks` |
+//! | [`local_recipients`] | `local_recipient_maps`: unknown local users refused at RCPT |
 //! | [`listener`] | sockets, accept threads, the session cap |
 //! | [`sessions`] | the process that serves the daemon's sockets as `mail_owner` |
 //! | [`tls`] | the server certificate |
@@ -21,6 +22,7 @@ pub mod command;
 pub mod connection;
 pub mod data;
 pub mod listener;
+pub mod local_recipients;
 pub mod relay;
 pub mod reply;
 pub mod session;
@@ -38,6 +40,7 @@ use crate::queue::Queue;
 use crate::sysexits::{Error, Result};
 use connection::{Connection, Transport};
 pub use listener::Listeners;
+use local_recipients::LocalRecipients;
 use relay::{Network, RelayPolicy};
 use session::{BareNewline, Client, Server};
 
@@ -66,6 +69,7 @@ fn server_from_config(
 ) -> Result<Server> {
     let settings = Settings::from_config(config)?;
     let relay = RelayPolicy::from_config(config, &mut |w| log.warning(&w))?;
+    let local_recipients = LocalRecipients::from_config(config, &mut |w| log.warning(&w))?;
     let (tls, tls_required) = if network {
         tls_from_config(config, &log)?
     } else {
@@ -103,6 +107,7 @@ fn server_from_config(
             .max(std::time::Duration::from_secs(1)),
         settings,
         relay,
+        local_recipients,
         tls,
         tls_required,
         queue,

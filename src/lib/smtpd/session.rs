@@ -36,6 +36,8 @@ pub struct Server {
     pub line_length_limit: usize,
     pub timeout: Duration,
     pub relay: RelayPolicy,
+    /// `local_recipient_maps`: unknown local users are refused at RCPT.
+    pub local_recipients: super::local_recipients::LocalRecipients,
     /// STARTTLS is offered when this is set (the listener only).
     pub tls: Option<Arc<ServerConfig>>,
     /// `smtpd_tls_security_level = encrypt`: no mail before STARTTLS.
@@ -476,6 +478,14 @@ impl Session<'_> {
             return Step::Reply(r);
         }
         let qualified = address::qualify(&recipient, &server.settings.myorigin);
+        if let Some(r) = server
+            .local_recipients
+            .refuse(&recipient, &qualified, &server.log)
+        {
+            let sender = tx.sender.clone();
+            self.reject_log("RCPT", &r, &sender, Some(&recipient), conn.is_tls());
+            return Step::Reply(r);
+        }
         let (local, domain) = address::split(&qualified);
         let key = format!("{local}@{}", domain.unwrap_or("").to_ascii_lowercase());
         let seen = tx.recipients.iter().any(|(_, q)| {

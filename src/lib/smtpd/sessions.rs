@@ -102,7 +102,11 @@ fn prepare(config: &Config, sockets: Vec<TcpListener>, log: &Arc<Log>) -> Result
             .with_owner(queue.owner_uid());
     }
     // Reads the TLS certificate and key.
-    let server = super::server_from_config(config, queue, Arc::clone(log), true)?;
+    let mut server = super::server_from_config(config, queue, Arc::clone(log), true)?;
+    if jail.is_some() {
+        // Neither /etc/passwd nor the alias databases are visible inside the jail.
+        server.local_recipients.freeze(&mut |w| log.warning(&w));
+    }
     if root {
         let owner = config.mail_owner()?;
         if let Some(dir) = jail {
