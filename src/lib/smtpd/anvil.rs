@@ -1,4 +1,6 @@
-//! Per-client counters, as Postfix's anvil(8) keeps them: for each client address, the
+//! Per-client counters, as Postfix's anvil(8) keeps them: for each client (an address,
+//! or a network block of `smtpd_client_ipv4_prefix_length` and
+//! `smtpd_client_ipv6_prefix_length`: one IPv6 client has many addresses), the
 //! connections open now and, per `anvil_rate_time_unit`, the connections made, MAIL
 //! FROM and RCPT TO commands sent. The listener asks at each connection, the session
 //! at each MAIL and RCPT; a [`Ticket`] stands for one open connection and gives it back
@@ -17,7 +19,7 @@
 //! first), so a flood of addresses cannot grow it without bound.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -37,6 +39,11 @@ pub struct Limits {
     pub recipient_rate: u32,
     /// `anvil_rate_time_unit`.
     pub unit: Duration,
+    /// `smtpd_client_ipv4_prefix_length` (at most 32): IPv4 clients are counted by
+    /// network blocks of this size.
+    pub ipv4_prefix: u8,
+    /// `smtpd_client_ipv6_prefix_length` (at most 128).
+    pub ipv6_prefix: u8,
     /// The most clients remembered at once.
     pub max_clients: usize,
 }
@@ -170,7 +177,7 @@ impl Anvil {
     /// A new connection from `ip`. It is counted even when refused (as anvil counts it),
     /// until the ticket is dropped; `Some` says which limit it goes over.
     pub fn connect(self: &Arc<Self>, ip: IpAddr) -> (Ticket, Option<Exceeded>) {
-        let ip = ip.to_canonical();
+        let ip = self.client_of(ip);
         let now = self.clock.now();
         let limits = &self.limits;
         let mut table = self.lock();
@@ -193,6 +200,23 @@ impl Anvil {
             ip,
         };
         (ticket, exceeded)
+    }
+
+    /// The key `ip` is counted under: its network block (an IPv4-mapped IPv6 address is
+    /// its IPv4 address).
+    fn client_of(&self, ip: IpAddr) -> IpAddr {
+        match ip.to_canonical() {
+            IpAddr::V4(v4) => {
+                let bits = u32::from(self.limits.ipv4_prefix.min(32));
+                let mask = u32::MAX.checked_shl(32 - bits).unwrap_or(0);
+                IpAddr::V4(Ipv4Addr::from(u32::from(v4) & mask))
+            }
+            IpAddr::V6(v6) => {
+                let bits = u32::from(self.limits.ipv6_prefix.min(128));
+                let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+                IpAddr::V6(Ipv6Addr::from(u128::from(v6) & mask))
+            }
+        }
     }
 
     /// How many clients are remembered now.
@@ -322,6 +346,8 @@ mod tests {
             message_rate: mail,
             recipient_rate: rcpt,
             unit: Duration::from_secs(60),
+            ipv4_prefix: 32,
+            ipv6_prefix: 84,
             max_clients,
         };
         let anvil = Anvil::with_clock(limits, "smtp", Box::new(FakeClock(time.clone())));
@@ -351,6 +377,30 @@ mod tests {
         drop(a1);
         let (_a4, r) = s.anvil.connect(ip("192.0.2.1"));
         assert_eq!(r, None, "closed connections give their place back");
+    }
+
+    #[test]
+    fn clients_are_counted_by_network_block() {
+        // (IPv4 prefix, IPv6 prefix, first address, second address, one client)
+        let table = [
+            (32, 84, "192.0.2.1", "192.0.2.2", false),
+            (24, 84, "192.0.2.1", "192.0.2.200", true),
+            (24, 84, "192.0.2.1", "192.0.3.1", false),
+            (0, 84, "192.0.2.1", "203.0.113.1", true),
+            (32, 84, "2001:db8::1", "2001:db8::fff:ffff:ffff", true),
+            (32, 84, "2001:db8::1", "2001:db8:0:0:1000::1", false),
+            (32, 128, "2001:db8::1", "2001:db8::2", false),
+            (32, 84, "192.0.2.1", "::ffff:192.0.2.1", true),
+        ];
+        for (v4, v6, first, second, same) in table {
+            let mut s = setup(1, 0, 0, 0, MAX_CLIENTS);
+            let anvil = Arc::get_mut(&mut s.anvil).unwrap();
+            anvil.limits.ipv4_prefix = v4;
+            anvil.limits.ipv6_prefix = v6;
+            let (_a, _) = s.anvil.connect(ip(first));
+            let (_b, r) = s.anvil.connect(ip(second));
+            assert_eq!(r.is_some(), same, "{first} {second} /{v4} /{v6}");
+        }
     }
 
     #[test]

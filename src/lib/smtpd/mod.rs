@@ -149,6 +149,12 @@ fn anvil_limits(config: &Config) -> Result<anvil::Limits> {
         unit: config
             .time("anvil_rate_time_unit")?
             .max(std::time::Duration::from_secs(1)),
+        ipv4_prefix: u8::try_from(config.number("smtpd_client_ipv4_prefix_length")?)
+            .unwrap_or(u8::MAX)
+            .min(32),
+        ipv6_prefix: u8::try_from(config.number("smtpd_client_ipv6_prefix_length")?)
+            .unwrap_or(u8::MAX)
+            .min(128),
         max_clients: anvil::MAX_CLIENTS,
     })
 }
