@@ -229,6 +229,8 @@ struct Session<'s> {
     stats: Stats,
     /// The last command, for `lost connection after DATA` lines.
     last: &'static str,
+    /// The bytes of message text received in the last DATA, for those lines.
+    data_bytes: u64,
     /// A line ended in a bare LF under `smtpd_forbid_bare_newline = note`.
     noted_bare_lf: bool,
 }
@@ -248,6 +250,7 @@ pub fn run(server: &Server, client: Client, ticket: Option<Ticket>, conn: &mut C
         ticket,
         stats: Stats::default(),
         last: "CONNECT",
+        data_bytes: 0,
         noted_bare_lf: false,
     };
     conn.send(&Reply::new(220, server.banner.clone()));
@@ -257,19 +260,19 @@ pub fn run(server: &Server, client: Client, ticket: Option<Ticket>, conn: &mut C
         End::Quit => {}
         End::Lost => log.info(&format!(
             "lost connection after {} from {client}",
-            session.last
+            session.stage()
         )),
         End::Timeout => {
             // The spent budget was the client's; the goodbye gets a new one (Postfix).
             conn.start_request(0);
             conn.send(&reply::timeout(&server.settings.myhostname));
-            log.info(&format!("timeout after {} from {client}", session.last));
+            log.info(&format!("timeout after {} from {client}", session.stage()));
         }
         End::TooManyErrors => {
             conn.send(&reply::too_many_errors(&server.settings.myhostname));
             log.info(&format!(
                 "too many errors after {} from {client}",
-                session.last
+                session.stage()
             ));
         }
         End::TlsFailed(why) => {
@@ -308,6 +311,15 @@ pub fn refuse(
 }
 
 impl Session<'_> {
+    /// Where the session was, as Postfix's `... after DATA (1234 bytes) from ...` says.
+    fn stage(&self) -> String {
+        if self.last == "DATA" {
+            format!("DATA ({} bytes)", self.data_bytes)
+        } else {
+            self.last.to_string()
+        }
+    }
+
     fn serve(&mut self, conn: &mut Connection<'_>) -> End {
         let mut line = Vec::with_capacity(512);
         loop {
@@ -594,6 +606,7 @@ impl Session<'_> {
         conn.start_request(self.server.min_data_rate);
         let mut data = DataReader::new(conn, mode.ending());
         let result = self.queue_data(&mut data, trace, draft);
+        self.data_bytes = data.received();
         self.last = "END-OF-MESSAGE";
         if mode == BareNewline::Note && data.saw_bare_lf() {
             self.noted_bare_lf = true;
