@@ -129,7 +129,7 @@ impl Deadline {
         self.left = self.left.saturating_sub(elapsed);
         if self.min_data_rate > 0 {
             let bonus = Duration::from_secs_f64(bytes as f64 / self.min_data_rate as f64);
-            self.left = (self.left + bonus).min(self.timeout);
+            self.left = self.left.saturating_add(bonus).min(self.timeout);
         }
     }
 
