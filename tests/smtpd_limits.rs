@@ -297,7 +297,7 @@ fn without_byte_counts(log: &str) -> String {
 }
 
 #[test]
-fn too_many_errors_end_the_session_unless_a_message_forgives_them() {
+fn too_many_errors_or_junk_commands_end_the_session_unless_a_message_forgives_them() {
     const BOGUS: (&str, &str) = ("BOGUS", "500 5.5.2 Error: command not recognized");
     let forgiven: Script<'_> = &[
         ("", "220 vm ESMTP"),
@@ -322,6 +322,18 @@ fn too_many_errors_end_the_session_unless_a_message_forgives_them() {
         BOGUS,
         ("", "421 4.7.0 vm Error: too many errors"),
     ];
+    const NOOP: (&str, &str) = ("NOOP", "250 2.0.0 Ok");
+    // Over the limit of 2, the fourth is the first error and the sixth the third.
+    let junk: Script<'_> = &[
+        ("", "220 vm ESMTP"),
+        NOOP,
+        NOOP,
+        NOOP,
+        NOOP,
+        NOOP,
+        NOOP,
+        ("", "421 4.7.0 vm Error: too many errors"),
+    ];
     // (what, script, log line)
     let cases = [
         (
@@ -330,8 +342,15 @@ fn too_many_errors_end_the_session_unless_a_message_forgives_them() {
             Some("too many errors after UNKNOWN from unknown[127.0.0.1]"),
         ),
         ("a message in between", forgiven, None),
+        (
+            "junk commands",
+            junk,
+            Some("too many errors after NOOP from unknown[127.0.0.1]"),
+        ),
     ];
-    let daemon = ListeningDaemon::start(&format!("{BASE}smtpd_hard_error_limit = 3\n"));
+    let daemon = ListeningDaemon::start(&format!(
+        "{BASE}smtpd_hard_error_limit = 3\nsmtpd_junk_command_limit = 2\n"
+    ));
     for (what, script, log) in cases {
         let mut client = daemon.client("127.0.0.1");
         run(&mut client, script, what);

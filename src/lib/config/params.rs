@@ -221,6 +221,8 @@ static PARAMETERS: &[ParamInfo] = &[
       "With smtpd_per_request_deadline = yes, the bytes per second of message text that earn one more second, up to smtpd_timeout again: a message sent at least this fast is never cut off, a slower one is after smtpd_timeout less what its bytes earned. 0 gives the message text smtpd_timeout in all."),
     p("smtpd_soft_error_limit", "10", Number,
       "From this many errors on in an SMTP session (counted as for smtpd_hard_error_limit), every reply waits smtpd_error_sleep_time first."),
+    p("smtpd_junk_command_limit", "100", Number,
+      "How many commands that move no mail (HELO, EHLO, RSET, NOOP, VRFY) a client may send without a message taken before each further one counts as an error (see smtpd_soft_error_limit, smtpd_hard_error_limit): a client cannot keep a session for ever with a NOOP now and then."),
     p("smtpd_error_sleep_time", "1s", Time('s'),
       "The wait before each reply to a client past smtpd_soft_error_limit errors."),
     p("smtpd_client_connection_count_limit", "50", Number,

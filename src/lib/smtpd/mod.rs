@@ -114,6 +114,7 @@ fn server_from_config(
         recipient_overshoot_limit: count("smtpd_recipient_overshoot_limit")?,
         hard_error_limit: count("smtpd_hard_error_limit")?.max(1),
         soft_error_limit: count("smtpd_soft_error_limit")?,
+        junk_command_limit: count("smtpd_junk_command_limit")?,
         error_sleep: config.time("smtpd_error_sleep_time")?,
         line_length_limit: count("line_length_limit")?.max(512),
         timeout: config

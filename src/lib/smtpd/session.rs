@@ -37,6 +37,8 @@ pub struct Server {
     /// `smtpd_soft_error_limit`: from this many errors on, each reply waits
     /// `error_sleep` first.
     pub soft_error_limit: usize,
+    /// `smtpd_junk_command_limit`.
+    pub junk_command_limit: usize,
     /// `smtpd_error_sleep_time`.
     pub error_sleep: Duration,
     /// The longest command line (RFC 5321 allows 512; Postfix's limit is 2048).
@@ -158,6 +160,11 @@ struct Transaction {
     overshoot: usize,
 }
 
+/// Commands that move no mail: past `smtpd_junk_command_limit` of them each counts as
+/// an error, so that a client cannot keep a session for ever with NOOPs sent just
+/// inside the deadline (Postfix's `SMTPD_CMD_FLAG_LIMIT` commands; no ETRN here).
+const JUNK_COMMANDS: [&str; 5] = ["helo", "ehlo", "rset", "noop", "vrfy"];
+
 /// Commands counted for the `disconnect` log line, in Postfix's order.
 const STAT_ORDER: [&str; 12] = [
     "helo", "ehlo", "starttls", "mail", "rcpt", "data", "rset", "noop", "vrfy", "help", "quit",
@@ -224,6 +231,8 @@ struct Session<'s> {
     esmtp: bool,
     tx: Option<Transaction>,
     errors: usize,
+    /// Commands that move no mail (`JUNK_COMMANDS`) since the last message taken.
+    junk: usize,
     /// The client's place in the per-client counts; `None` when it is not counted.
     ticket: Option<Ticket>,
     stats: Stats,
@@ -247,6 +256,7 @@ pub fn run(server: &Server, client: Client, ticket: Option<Ticket>, conn: &mut C
         esmtp: false,
         tx: None,
         errors: 0,
+        junk: 0,
         ticket,
         stats: Stats::default(),
         last: "CONNECT",
@@ -329,7 +339,7 @@ impl Session<'_> {
                 Ok(Line::Complete) => {}
                 Ok(Line::TooLong) => {
                     self.stats.record("unknown", false);
-                    if let Some(end) = self.answer(conn, reply::line_too_long()) {
+                    if let Some(end) = self.answer(conn, reply::line_too_long(), false) {
                         return end;
                     }
                     continue;
@@ -377,19 +387,27 @@ impl Session<'_> {
                 }
             };
             self.stats.record(name, !reply.is_error());
-            if let Some(end) = self.answer(conn, reply) {
+            if let Some(end) = self.answer(conn, reply, JUNK_COMMANDS.contains(&name)) {
                 return end;
             }
         }
     }
 
-    /// Sends a reply, counting errors; `Some` when the client has had too many.
-    fn answer(&mut self, conn: &mut Connection<'_>, reply: Reply) -> Option<End> {
+    /// Sends a reply, counting errors; `Some` when the client has had too many. `junk`:
+    /// the reply is to a command that moves no mail, which counts as an error once the
+    /// client has sent more than `smtpd_junk_command_limit` of them.
+    fn answer(&mut self, conn: &mut Connection<'_>, reply: Reply, junk: bool) -> Option<End> {
         self.pace();
         if reply.is_error() {
             self.errors += 1;
         }
         conn.send(&reply);
+        if junk {
+            if self.junk > self.server.junk_command_limit {
+                self.errors += 1;
+            }
+            self.junk = self.junk.saturating_add(1);
+        }
         (self.errors >= self.server.hard_error_limit).then_some(End::TooManyErrors)
     }
 
@@ -615,6 +633,7 @@ impl Session<'_> {
             Ok(id) => {
                 // As Postfix: a client that got its mail through is forgiven its errors.
                 self.errors = 0;
+                self.junk = 0;
                 // The from=/size= line is the daemon's to write when it takes the
                 // message in, as Postfix's qmgr does; pflogsumm counts that one.
                 self.server
