@@ -1,8 +1,8 @@
 //! One SMTP session (RFC 5321 section 4.1.4 ordering): greeting, HELO/EHLO, then
 //! transactions of MAIL, RCPT and DATA until QUIT, end of input, a timeout or too many
 //! errors; a client's message and recipient rates are counted at MAIL and RCPT
-//! ([`super::anvil`]). Accepted messages go through the same queue-writing path as `sendmail`
-//! ([`crate::cleanup`]), so `250 Ok: queued` is sent only after the queue
+//! ([`super::anvil`]). Accepted messages go through the same queue-writing path as
+//! `sendmail` ([`crate::cleanup`]), so `250 Ok: queued` is sent only after the queue
 //! file is durable.
 
 use std::net::IpAddr;
