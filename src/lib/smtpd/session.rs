@@ -160,6 +160,9 @@ struct Transaction {
     overshoot: usize,
 }
 
+/// [`Session::last`] while the message text comes (Postfix's `SMTPD_AFTER_DATA`).
+const DATA_CONTENT: &str = "DATA content";
+
 /// Commands that move no mail: past `smtpd_junk_command_limit` of them each counts as
 /// an error, so that a client cannot keep a session for ever with NOOPs sent just
 /// inside the deadline (Postfix's `SMTPD_CMD_FLAG_LIMIT` commands; no ETRN here).
@@ -238,7 +241,7 @@ struct Session<'s> {
     stats: Stats,
     /// The last command, for `lost connection after DATA` lines.
     last: &'static str,
-    /// The bytes of message text received in the last DATA, for those lines.
+    /// The bytes of message text received before the session was cut off in it.
     data_bytes: u64,
     /// A line ended in a bare LF under `smtpd_forbid_bare_newline = note`.
     noted_bare_lf: bool,
@@ -321,9 +324,11 @@ pub fn refuse(
 }
 
 impl Session<'_> {
-    /// Where the session was, as Postfix's `... after DATA (1234 bytes) from ...` says.
+    /// Where the session was, as Postfix's `... after DATA (1234 bytes) from ...` says:
+    /// the byte count only while the message text was coming, not after a DATA command
+    /// that was refused.
     fn stage(&self) -> String {
-        if self.last == "DATA" {
+        if self.last == DATA_CONTENT {
             format!("DATA ({} bytes)", self.data_bytes)
         } else {
             self.last.to_string()
@@ -624,7 +629,6 @@ impl Session<'_> {
         conn.start_request(self.server.min_data_rate);
         let mut data = DataReader::new(conn, mode.ending());
         let result = self.queue_data(&mut data, trace, draft);
-        self.data_bytes = data.received();
         self.last = "END-OF-MESSAGE";
         if mode == BareNewline::Note && data.saw_bare_lf() {
             self.noted_bare_lf = true;
@@ -716,7 +720,10 @@ impl Session<'_> {
         tls: bool,
     ) -> Step {
         let server = self.server;
-        let lost = |e: &std::io::Error| {
+        // Cut off while the message text was still coming: logged with its bytes.
+        let mut lost = |e: &std::io::Error, data: &DataReader<'_, '_>| {
+            self.last = DATA_CONTENT;
+            self.data_bytes = data.received();
             Step::End(if is_timeout(e) {
                 End::Timeout
             } else {
@@ -736,7 +743,7 @@ impl Session<'_> {
                 // Refused only after the end of the data, so the client reads the
                 // reply (and drops the message from its queue) rather than a timeout.
                 if let Err(e) = data.drain() {
-                    return lost(&e);
+                    return lost(&e, data);
                 }
                 let rcpt = tx.recipients.last().map(|(given, _)| given.as_str());
                 self.whatsup_log(
@@ -750,14 +757,11 @@ impl Session<'_> {
                     &server.settings.myhostname,
                 ));
             }
-            QueueError::Input(e) => {
-                self.last = "DATA";
-                return lost(&e);
-            }
+            QueueError::Input(e) => return lost(&e, data),
         };
         match data.drain() {
             Ok(()) => Step::Reply(refused),
-            Err(e) => lost(&e),
+            Err(e) => lost(&e, data),
         }
     }
 
