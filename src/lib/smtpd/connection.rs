@@ -1,5 +1,5 @@
 //! The client connection: buffered input read in bounded chunks, replies collected and
-//! written in one go, and the STARTTLS upgrade (RFC 3207).
+//! written in one go, the STARTTLS upgrade (RFC 3207), and the time a client is given.
 //!
 //! Replies are written only when the server is about to wait for input it does not have
 //! yet. That is what makes PIPELINING (RFC 2920) cheap: a client that sends ten commands
@@ -9,6 +9,7 @@
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use rustls::{ServerConfig, ServerConnection, StreamOwned};
 
@@ -17,8 +18,8 @@ const BUFFER: usize = 16 * 1024;
 
 /// What the session talks over.
 pub enum Transport<'a> {
-    Tcp(TcpStream),
-    Tls(Box<StreamOwned<ServerConnection, TcpStream>>),
+    Tcp(TimedSocket),
+    Tls(Box<StreamOwned<ServerConnection, TimedSocket>>),
     /// `sendmail -bs`: stdin and stdout.
     Pipe {
         input: Box<dyn Read + 'a>,
@@ -56,6 +57,155 @@ impl Write for Transport<'_> {
             Transport::Pipe { output, .. } => output.flush(),
             Transport::Closed => Ok(()),
         }
+    }
+}
+
+impl Transport<'_> {
+    /// The network socket under the transport (none for `sendmail -bs`).
+    fn socket(&mut self) -> Option<&mut TimedSocket> {
+        match self {
+            Transport::Tcp(s) => Some(s),
+            Transport::Tls(s) => Some(&mut s.sock),
+            Transport::Pipe { .. } | Transport::Closed => None,
+        }
+    }
+}
+
+/// How long a client may take: `smtpd_timeout` for each read or write, or, with
+/// `smtpd_per_request_deadline`, for all the reads and writes of one request together
+/// (a command line and its reply, or the message text), so that a client that sends
+/// one byte at a time cannot keep a session for ever. Only the time spent waiting for
+/// the client counts, not the server's own work between reads (Postfix's vstream
+/// deadline). While the message text comes, each byte received adds `1/min_data_rate`
+/// seconds, up to `smtpd_timeout` again (`smtpd_min_data_rate`): a large message sent
+/// at an honest pace is never cut off.
+#[derive(Debug, Clone)]
+pub struct Deadline {
+    timeout: Duration,
+    per_request: bool,
+    /// What is left of the budget of the request in progress.
+    left: Duration,
+    /// Bytes per second that earn one more second; 0 earns nothing.
+    min_data_rate: u64,
+}
+
+impl Deadline {
+    pub fn new(timeout: Duration, per_request: bool) -> Deadline {
+        Deadline {
+            timeout,
+            per_request,
+            left: timeout,
+            min_data_rate: 0,
+        }
+    }
+
+    /// A new request begins: the whole budget again, and `min_data_rate` (0 for a
+    /// command, `smtpd_min_data_rate` for the message text).
+    pub fn recharge(&mut self, min_data_rate: u64) {
+        self.left = self.timeout;
+        self.min_data_rate = min_data_rate;
+    }
+
+    /// The time the next read or write may wait; an error once the budget is spent.
+    fn before_io(&self) -> io::Result<Duration> {
+        if !self.per_request {
+            return Ok(self.timeout);
+        }
+        // A socket timeout of zero would mean "wait for ever".
+        if self.left < Duration::from_millis(1) {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "request deadline exceeded",
+            ));
+        }
+        Ok(self.left)
+    }
+
+    /// Charges one read or write that took `elapsed` and moved `bytes`.
+    fn after_io(&mut self, elapsed: Duration, bytes: usize) {
+        if !self.per_request {
+            return;
+        }
+        self.left = self.left.saturating_sub(elapsed);
+        if self.min_data_rate > 0 {
+            let bonus = Duration::from_secs_f64(bytes as f64 / self.min_data_rate as f64);
+            self.left = self.left.saturating_add(bonus).min(self.timeout);
+        }
+    }
+
+    /// The budget is gone (a read or write ran into its timeout).
+    fn spend(&mut self) {
+        if self.per_request {
+            self.left = Duration::ZERO;
+        }
+    }
+}
+
+/// A client's TCP socket whose reads and writes wait no longer than its [`Deadline`]
+/// allows. The deadline lives here, under TLS, so that it bounds every read the TLS
+/// layer makes too (a TLS record dribbled in byte by byte).
+pub struct TimedSocket {
+    stream: TcpStream,
+    deadline: Deadline,
+    /// The socket timeouts last set, to spare a system call when they do not change.
+    read_timeout: Option<Duration>,
+    write_timeout: Option<Duration>,
+}
+
+impl TimedSocket {
+    pub fn new(stream: TcpStream, deadline: Deadline) -> TimedSocket {
+        TimedSocket {
+            stream,
+            deadline,
+            read_timeout: None,
+            write_timeout: None,
+        }
+    }
+
+    /// Runs one read or write under the deadline.
+    fn timed(
+        &mut self,
+        write: bool,
+        io: impl FnOnce(&mut TcpStream) -> io::Result<usize>,
+    ) -> io::Result<usize> {
+        let limit = self.deadline.before_io()?;
+        let current = if write {
+            &mut self.write_timeout
+        } else {
+            &mut self.read_timeout
+        };
+        if *current != Some(limit) {
+            if write {
+                self.stream.set_write_timeout(Some(limit))?;
+            } else {
+                self.stream.set_read_timeout(Some(limit))?;
+            }
+            *current = Some(limit);
+        }
+        let started = Instant::now();
+        let result = io(&mut self.stream);
+        match &result {
+            Ok(n) => self.deadline.after_io(started.elapsed(), *n),
+            Err(e) if is_timeout(e) => self.deadline.spend(),
+            Err(_) => self.deadline.after_io(started.elapsed(), 0),
+        }
+        result
+    }
+}
+
+impl Read for TimedSocket {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.timed(false, |s| s.read(buf))
+    }
+}
+
+impl Write for TimedSocket {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.timed(true, |s| s.write(buf))
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.stream.flush()
     }
 }
 
@@ -104,6 +254,14 @@ impl<'a> Connection<'a> {
             result?;
         }
         self.input.get_mut().flush()
+    }
+
+    /// A new request begins (a command line, or with `min_data_rate` above 0 the message
+    /// text): the client has the whole of its time again. Nothing for `sendmail -bs`.
+    pub fn start_request(&mut self, min_data_rate: u64) {
+        if let Some(socket) = self.input.get_mut().socket() {
+            socket.deadline.recharge(min_data_rate);
+        }
     }
 
     /// Reads one line of at most `max` bytes (not counting its line ending) into `line`.
@@ -226,6 +384,47 @@ mod tests {
             input: Box::new(input),
             output: Box::new(io::sink()),
         })
+    }
+
+    #[test]
+    fn the_budget_is_per_request_and_data_earns_time() {
+        let secs = Duration::from_secs;
+        let left = |d: &Deadline| d.before_io().ok();
+        let mut d = Deadline::new(secs(10), true);
+        assert_eq!(left(&d), Some(secs(10)));
+        // A command line dribbled in: every wait counts, the bytes earn nothing.
+        d.after_io(secs(4), 1);
+        d.after_io(secs(5), 1);
+        assert_eq!(left(&d), Some(secs(1)));
+        d.after_io(secs(1), 1);
+        assert_eq!(left(&d), None, "spent");
+        assert_eq!(
+            d.before_io().unwrap_err().kind(),
+            io::ErrorKind::TimedOut,
+            "reads as a timeout"
+        );
+        // The message text at 500 bytes/s: 1000 bytes earn 2 s, never above the
+        // timeout.
+        d.recharge(500);
+        d.after_io(secs(3), 1000);
+        assert_eq!(left(&d), Some(secs(9)));
+        d.after_io(secs(1), 1_000_000);
+        assert_eq!(left(&d), Some(secs(10)));
+        d.after_io(secs(8), 499);
+        assert!(left(&d).is_some_and(|l| l > secs(2) && l < secs(3)));
+        d.spend();
+        assert_eq!(left(&d), None);
+        // The next command has it all again, and earns nothing.
+        d.recharge(0);
+        d.after_io(secs(2), 1_000_000);
+        assert_eq!(left(&d), Some(secs(8)));
+
+        // Without smtpd_per_request_deadline each read has the whole timeout.
+        let mut d = Deadline::new(secs(10), false);
+        d.after_io(secs(9), 1);
+        d.after_io(secs(9), 1);
+        d.spend();
+        assert_eq!(left(&d), Some(secs(10)));
     }
 
     #[test]

@@ -43,6 +43,8 @@ pub struct DataReader<'c, 'a> {
     ending: Ending,
     /// A line ended in a bare LF.
     saw_bare_lf: bool,
+    /// Bytes taken from the connection so far, for the log of a session cut off here.
+    received: u64,
     piece: Vec<u8>,
     pos: usize,
     at_line_start: bool,
@@ -60,6 +62,7 @@ impl<'c, 'a> DataReader<'c, 'a> {
             conn,
             ending,
             saw_bare_lf: false,
+            received: 0,
             piece: Vec::with_capacity(PIECE),
             pos: 0,
             at_line_start: true,
@@ -72,6 +75,11 @@ impl<'c, 'a> DataReader<'c, 'a> {
     /// Whether a line so far ended in a bare LF.
     pub fn saw_bare_lf(&self) -> bool {
         self.saw_bare_lf
+    }
+
+    /// Bytes received from the client so far (the final dot included once read).
+    pub fn received(&self) -> u64 {
+        self.received
     }
 
     /// Reads and discards the rest of the data, so the session can answer after the
@@ -106,6 +114,7 @@ impl<'c, 'a> DataReader<'c, 'a> {
             };
             self.piece.extend_from_slice(&window[..take]);
             self.conn.consume(take);
+            self.received += take as u64;
             if complete || self.piece.len() >= PIECE {
                 break;
             }
@@ -198,6 +207,17 @@ mod tests {
         assert_eq!(rest, b"QUIT\r\n");
         let (data, _) = read(b".\r\n", true);
         assert_eq!(data.unwrap(), b"");
+        let mut conn = Connection::new(Transport::Pipe {
+            input: Box::new(&b"a\r\n..b\r\n.\r\nQUIT\r\n"[..]),
+            output: Box::new(io::sink()),
+        });
+        let ending = Ending {
+            standard: true,
+            reject_bare_lf: false,
+        };
+        let mut reader = DataReader::new(&mut conn, ending);
+        reader.drain().unwrap();
+        assert_eq!(reader.received(), 11, "as sent, up to the final dot");
     }
 
     #[test]

@@ -1,6 +1,9 @@
 //! The network listener: sockets for `inet_interfaces` × `inet_protocols` on
 //! `smtpd_port`, one accept thread per socket, one thread per session, at most
 //! `smtpd_process_limit` sessions at once (the rest are told `421` and closed).
+//! Each connection is first counted for its client ([`super::anvil`]): one that goes
+//! over its client's limits is told `421` and closed at once, before it takes a
+//! session's place, so that one client cannot fill the listener for everyone.
 //!
 //! A socket that cannot be bound is a logged warning, not a failure: the daemon's
 //! pickup and delivery must go on when port 25 is taken.
@@ -13,7 +16,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::connection::{Connection, Transport};
+use super::anvil::{Exceeded, Ticket};
+use super::connection::{Connection, Deadline, TimedSocket, Transport};
 use super::relay;
 use super::reply;
 use super::session::{self, Client, Server};
@@ -22,6 +26,9 @@ use super::session::{self, Client, Server};
 const POLL_INTERVAL_MS: u16 = 250;
 /// How long a stopping listener waits for sessions in progress to finish.
 const STOP_GRACE: Duration = Duration::from_secs(10);
+/// How long a refused client may take to receive its `421` (it fits in the socket's
+/// buffer, so in practice no time at all): the accept thread must not wait on it.
+const REFUSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The addresses to listen on, from `inet_interfaces` and `inet_protocols`. Names other
 /// than `all`, `loopback-only` and `localhost` are not looked up (no DNS); they are
@@ -253,8 +260,16 @@ fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
-        let _ = stream.set_read_timeout(Some(server.timeout));
-        let _ = stream.set_write_timeout(Some(server.timeout));
+        let ip = peer.ip().to_canonical();
+        // Counted before the session limit, so that a client over its own limits is
+        // told so, and never takes a place that another client could have.
+        let ticket = match count_client(&server, ip) {
+            Ok(ticket) => ticket,
+            Err((ticket, exceeded)) => {
+                too_many_from(stream, &server, ip, exceeded, ticket.service());
+                continue;
+            }
+        };
         if active.fetch_add(1, Ordering::SeqCst) >= limit {
             active.fetch_sub(1, Ordering::SeqCst);
             refuse(stream, &server, peer);
@@ -266,7 +281,7 @@ fn accept_loop(
             .name("smtpd".into())
             .spawn(move || {
                 let _slot = slot;
-                serve(stream, &session_server, peer.ip());
+                serve(stream, &session_server, ip, ticket);
             });
         if let Err(e) = spawned {
             server
@@ -280,14 +295,52 @@ fn accept_loop(
     }
 }
 
-fn serve(stream: TcpStream, server: &Server, ip: IpAddr) {
+/// Counts a connection from `ip` unless the client is exempt
+/// (`smtpd_client_event_limit_exceptions`): its ticket, or the ticket and the limit it
+/// goes over.
+fn count_client(server: &Server, ip: IpAddr) -> Result<Option<Ticket>, (Ticket, Exceeded)> {
+    let Some(anvil) = &server.anvil else {
+        return Ok(None);
+    };
+    if server.limit_exceptions.iter().any(|net| net.contains(ip)) {
+        return Ok(None);
+    }
+    match anvil.connect(ip) {
+        (ticket, None) => Ok(Some(ticket)),
+        (ticket, Some(exceeded)) => Err((ticket, exceeded)),
+    }
+}
+
+fn serve(stream: TcpStream, server: &Server, ip: IpAddr, ticket: Option<Ticket>) {
     let client = Client::network(ip, &server.relay);
-    let mut conn = Connection::new(Transport::Tcp(stream));
-    session::run(server, client, &mut conn);
+    let deadline = Deadline::new(server.timeout, server.per_request_deadline);
+    let mut conn = Connection::new(Transport::Tcp(TimedSocket::new(stream, deadline)));
+    session::run(server, client, ticket, &mut conn);
+}
+
+/// A client over its connection count or rate limit: Postfix's reply, warning and log
+/// lines, then the connection is closed.
+fn too_many_from(
+    stream: TcpStream,
+    server: &Server,
+    ip: IpAddr,
+    exceeded: Exceeded,
+    service: &str,
+) {
+    let client = Client::network(ip, &server.relay);
+    let (what, n) = match exceeded {
+        Exceeded::Count(n) => ("Connection concurrency", n),
+        Exceeded::Rate(n) => ("Connection rate", n),
+    };
+    let warning = format!("{what} limit exceeded: {n} from {client} for service {service}");
+    let reply = reply::too_many_connections_from(&server.settings.myhostname, &client.addr);
+    let deadline = Deadline::new(REFUSE_TIMEOUT, true);
+    let mut conn = Connection::new(Transport::Tcp(TimedSocket::new(stream, deadline)));
+    session::refuse(server, &client, &mut conn, &reply, &warning);
 }
 
 fn refuse(mut stream: TcpStream, server: &Server, peer: SocketAddr) {
-    let _ = stream.set_write_timeout(Some(Duration::from_secs(2)));
+    let _ = stream.set_write_timeout(Some(REFUSE_TIMEOUT));
     let _ = stream.write_all(&reply::too_many_connections().to_wire());
     server.log.warning(&format!(
         "too many connections: refusing unknown[{}]",

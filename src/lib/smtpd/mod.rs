@@ -3,11 +3,12 @@
 //!
 //! | module | its job |
 //! |---|---|
+//! | [`anvil`] | per-client connection, message and recipient counts and rates |
 //! | [`command`] | parse command lines and their ESMTP parameters |
 //! | [`reply`] | the replies, worded as Postfix's smtpd words them |
 //! | [`session`] | the state machine of one session, limits, logging |
 //! | [`data`] | the DATA section: final dot, dot-unstuffing, streaming |
-//! | [`connection`] | buffered input, batched replies (PIPELINING), STARTTLS |
+//! | [`connection`] | buffered input, batched replies (PIPELINING), STARTTLS, deadlines |
 //! | [`relay`] | who may send where: `mydestination`, `relay_domains`, `mynetworks` |
 //! | [`local_recipients`] | `local_recipient_maps`: unknown local users refused at RCPT |
 //! | [`listener`] | sockets, accept threads, the session cap |
@@ -18,6 +19,7 @@
 //! into `maildrop/`. The listener's sessions run in their own process without root
 //! ([`sessions`]); the daemon only binds the sockets.
 
+pub mod anvil;
 pub mod command;
 pub mod connection;
 pub mod data;
@@ -55,7 +57,8 @@ pub fn run_stdio(config: &Config, uid: u32, input: impl Read, output: impl Write
         input: Box::new(input),
         output: Box::new(output),
     });
-    session::run(&server, Client::local_user(uid), &mut conn);
+    // A local user is not counted per client (Postfix's stand-alone mode is not either).
+    session::run(&server, Client::local_user(uid), None, &mut conn);
     Ok(())
 }
 
@@ -90,9 +93,18 @@ fn server_from_config(
                 "smtpd_forbid_bare_newline_reject_code: {bare_newline_reject_code} is not a 5XX code"
             ))
         })?;
-    let bare_newline_exclusions = bare_newline_exclusions(config, &relay, &log)?;
+    let bare_newline_exclusions =
+        networks(config, "smtpd_forbid_bare_newline_exclusions", &relay, &log)?;
     let count = |name: &str| -> Result<usize> {
         Ok(usize::try_from(config.number(name)?).unwrap_or(usize::MAX))
+    };
+    let (anvil, limit_exceptions) = if network {
+        (
+            Some(anvil::Anvil::new(anvil_limits(config)?, "smtp")),
+            networks(config, "smtpd_client_event_limit_exceptions", &relay, &log)?,
+        )
+    } else {
+        (None, Vec::new())
     };
     Ok(Server {
         banner: config.get("smtpd_banner")?,
@@ -101,10 +113,17 @@ fn server_from_config(
             .clamp(1, crate::queue::envelope::MAX_RECIPIENTS),
         recipient_overshoot_limit: count("smtpd_recipient_overshoot_limit")?,
         hard_error_limit: count("smtpd_hard_error_limit")?.max(1),
+        soft_error_limit: count("smtpd_soft_error_limit")?,
+        junk_command_limit: count("smtpd_junk_command_limit")?,
+        error_sleep: config.time("smtpd_error_sleep_time")?,
         line_length_limit: count("line_length_limit")?.max(512),
         timeout: config
             .time("smtpd_timeout")?
             .max(std::time::Duration::from_secs(1)),
+        per_request_deadline: config.boolean("smtpd_per_request_deadline")?,
+        min_data_rate: config.number("smtpd_min_data_rate")?,
+        anvil,
+        limit_exceptions,
         settings,
         relay,
         local_recipients,
@@ -118,32 +137,51 @@ fn server_from_config(
     })
 }
 
-/// `smtpd_forbid_bare_newline_exclusions`: networks as in `mynetworks`. `$mynetworks`
-/// names the computed list too when `mynetworks` itself is empty (its expansion is then
-/// empty text); entries that are not networks are skipped with a warning.
-fn bare_newline_exclusions(
-    config: &Config,
-    relay: &RelayPolicy,
-    log: &Log,
-) -> Result<Vec<Network>> {
-    const NAME: &str = "smtpd_forbid_bare_newline_exclusions";
+/// The per-client limits: `smtpd_client_*_limit` per `anvil_rate_time_unit`.
+fn anvil_limits(config: &Config) -> Result<anvil::Limits> {
+    let limit =
+        |name: &str| -> Result<u32> { Ok(u32::try_from(config.number(name)?).unwrap_or(u32::MAX)) };
+    Ok(anvil::Limits {
+        connection_count: limit("smtpd_client_connection_count_limit")?,
+        connection_rate: limit("smtpd_client_connection_rate_limit")?,
+        message_rate: limit("smtpd_client_message_rate_limit")?,
+        recipient_rate: limit("smtpd_client_recipient_rate_limit")?,
+        // A window of no time would count nothing.
+        unit: config
+            .time("anvil_rate_time_unit")?
+            .max(std::time::Duration::from_secs(1)),
+        ipv4_prefix: u8::try_from(config.number("smtpd_client_ipv4_prefix_length")?)
+            .unwrap_or(u8::MAX)
+            .min(32),
+        ipv6_prefix: u8::try_from(config.number("smtpd_client_ipv6_prefix_length")?)
+            .unwrap_or(u8::MAX)
+            .min(128),
+        max_clients: anvil::MAX_CLIENTS,
+    })
+}
+
+/// A list of clients as in `mynetworks` (`smtpd_forbid_bare_newline_exclusions`,
+/// `smtpd_client_event_limit_exceptions`). `$mynetworks` names the computed list too
+/// when `mynetworks` itself is empty (its expansion is then empty text); entries that
+/// are not networks are skipped with a warning.
+fn networks(config: &Config, name: &str, relay: &RelayPolicy, log: &Log) -> Result<Vec<Network>> {
     let mut nets = Vec::new();
     let raw = config
-        .raw(NAME)
+        .raw(name)
         .map(str::to_string)
-        .or_else(|| config.default_text(NAME))
+        .or_else(|| config.default_text(name))
         .unwrap_or_default();
     if ["$mynetworks", "${mynetworks}", "$(mynetworks)"]
         .iter()
-        .any(|name| raw.contains(name))
+        .any(|var| raw.contains(var))
     {
         nets.extend(relay.mynetworks.iter().copied());
     }
-    for entry in config.list(NAME)? {
+    for entry in config.list(name)? {
         match Network::parse(&entry) {
             Some(net) => nets.push(net),
             None => log.warning(&format!(
-                "{NAME}: not an address or network, ignoring \"{entry}\""
+                "{name}: not an address or network, ignoring \"{entry}\""
             )),
         }
     }

@@ -165,6 +165,24 @@ pub fn too_many_errors(host: &str) -> Reply {
 pub fn timeout(host: &str) -> Reply {
     Reply::new(421, format!("4.4.2 {host} Error: timeout exceeded"))
 }
+/// A client over `smtpd_client_connection_count_limit` or `_rate_limit`, before the
+/// greeting; the connection is closed.
+pub fn too_many_connections_from(host: &str, addr: &str) -> Reply {
+    Reply::new(
+        421,
+        format!("4.7.0 {host} Error: too many connections from {addr}"),
+    )
+}
+/// A client over `smtpd_client_message_rate_limit`, at MAIL FROM.
+pub fn too_much_mail_from(addr: &str) -> Reply {
+    Reply::new(450, format!("4.7.1 Error: too much mail from {addr}"))
+}
+/// A client over `smtpd_client_recipient_rate_limit`, at RCPT TO.
+pub fn too_many_recipients_from(addr: &str) -> Reply {
+    Reply::new(450, format!("4.7.1 Error: too many recipients from {addr}"))
+}
+/// `smtpd_process_limit` sessions are in progress (the listener's own limit; Postfix's
+/// master leaves such a client waiting in the backlog instead).
 pub fn too_many_connections() -> Reply {
     Reply::new(421, "4.3.2 Service not available, too many connections")
 }

@@ -1,7 +1,8 @@
 //! One SMTP session (RFC 5321 section 4.1.4 ordering): greeting, HELO/EHLO, then
 //! transactions of MAIL, RCPT and DATA until QUIT, end of input, a timeout or too many
-//! errors. Accepted messages go through the same queue-writing path as `sendmail`
-//! ([`crate::cleanup`]), so `250 Ok: queued` is sent only after the queue
+//! errors; a client's message and recipient rates are counted at MAIL and RCPT
+//! ([`super::anvil`]). Accepted messages go through the same queue-writing path as
+//! `sendmail` ([`crate::cleanup`]), so `250 Ok: queued` is sent only after the queue
 //! file is durable.
 
 use std::net::IpAddr;
@@ -10,6 +11,7 @@ use std::time::Duration;
 
 use rustls::ServerConfig;
 
+use super::anvil::{Anvil, Ticket};
 use super::command::{self, Body, Command};
 use super::connection::{Connection, Line, is_timeout};
 use super::data::{BARE_LF_KIND, DataReader, Ending};
@@ -32,9 +34,24 @@ pub struct Server {
     /// RCPTs over the limit that are answered 452 before they count as errors.
     pub recipient_overshoot_limit: usize,
     pub hard_error_limit: usize,
+    /// `smtpd_soft_error_limit`: from this many errors on, each reply waits
+    /// `error_sleep` first.
+    pub soft_error_limit: usize,
+    /// `smtpd_junk_command_limit`.
+    pub junk_command_limit: usize,
+    /// `smtpd_error_sleep_time`.
+    pub error_sleep: Duration,
     /// The longest command line (RFC 5321 allows 512; Postfix's limit is 2048).
     pub line_length_limit: usize,
     pub timeout: Duration,
+    /// `smtpd_per_request_deadline`: `timeout` bounds a whole request, not each read.
+    pub per_request_deadline: bool,
+    /// `smtpd_min_data_rate`: bytes per second of message text that earn more time.
+    pub min_data_rate: u64,
+    /// The per-client counters (the listener only).
+    pub anvil: Option<Arc<Anvil>>,
+    /// `smtpd_client_event_limit_exceptions`: clients that are not counted.
+    pub limit_exceptions: Vec<Network>,
     pub relay: RelayPolicy,
     /// `local_recipient_maps`: unknown local users are refused at RCPT.
     pub local_recipients: super::local_recipients::LocalRecipients,
@@ -143,12 +160,21 @@ struct Transaction {
     overshoot: usize,
 }
 
+/// [`Session::last`] while the message text comes (Postfix's `SMTPD_AFTER_DATA`).
+const DATA_CONTENT: &str = "DATA content";
+
+/// Commands that move no mail: past `smtpd_junk_command_limit` of them each counts as
+/// an error, so that a client cannot keep a session for ever with NOOPs sent just
+/// inside the deadline (Postfix's `SMTPD_CMD_FLAG_LIMIT` commands; no ETRN here).
+const JUNK_COMMANDS: [&str; 5] = ["helo", "ehlo", "rset", "noop", "vrfy"];
+
 /// Commands counted for the `disconnect` log line, in Postfix's order.
 const STAT_ORDER: [&str; 12] = [
     "helo", "ehlo", "starttls", "mail", "rcpt", "data", "rset", "noop", "vrfy", "help", "quit",
     "unknown",
 ];
 
+#[derive(Default)]
 struct Stats {
     /// (accepted, total) per entry of `STAT_ORDER`.
     counts: [(u32, u32); 12],
@@ -181,7 +207,13 @@ impl Stats {
                 all = (all.0 + ok, all.1 + total);
             }
         }
-        out.push_str(&format!(" commands={}", show(all)));
+        // As Postfix: a session without commands shows 0/0, so that every abnormal
+        // session matches "[0-9]/" in the log.
+        if all.1 == 0 {
+            out.push_str(" commands=0/0");
+        } else {
+            out.push_str(&format!(" commands={}", show(all)));
+        }
         out
     }
 }
@@ -202,16 +234,22 @@ struct Session<'s> {
     esmtp: bool,
     tx: Option<Transaction>,
     errors: usize,
+    /// Commands that move no mail (`JUNK_COMMANDS`) since the last message taken.
+    junk: usize,
+    /// The client's place in the per-client counts; `None` when it is not counted.
+    ticket: Option<Ticket>,
     stats: Stats,
     /// The last command, for `lost connection after DATA` lines.
     last: &'static str,
+    /// The bytes of message text received before the session was cut off in it.
+    data_bytes: u64,
     /// A line ended in a bare LF under `smtpd_forbid_bare_newline = note`.
     noted_bare_lf: bool,
 }
 
 /// Runs one session to its end. Never fails: a broken connection ends the session, and
-/// what happened is logged.
-pub fn run(server: &Server, client: Client, conn: &mut Connection<'_>) {
+/// what happened is logged. `ticket`: the client's place in the per-client counts.
+pub fn run(server: &Server, client: Client, ticket: Option<Ticket>, conn: &mut Connection<'_>) {
     let log = &server.log;
     log.info(&format!("connect from {client}"));
     let mut session = Session {
@@ -221,10 +259,11 @@ pub fn run(server: &Server, client: Client, conn: &mut Connection<'_>) {
         esmtp: false,
         tx: None,
         errors: 0,
-        stats: Stats {
-            counts: [(0, 0); 12],
-        },
+        junk: 0,
+        ticket,
+        stats: Stats::default(),
         last: "CONNECT",
+        data_bytes: 0,
         noted_bare_lf: false,
     };
     conn.send(&Reply::new(220, server.banner.clone()));
@@ -234,17 +273,19 @@ pub fn run(server: &Server, client: Client, conn: &mut Connection<'_>) {
         End::Quit => {}
         End::Lost => log.info(&format!(
             "lost connection after {} from {client}",
-            session.last
+            session.stage()
         )),
         End::Timeout => {
+            // The spent budget was the client's; the goodbye gets a new one (Postfix).
+            conn.start_request(0);
             conn.send(&reply::timeout(&server.settings.myhostname));
-            log.info(&format!("timeout after {} from {client}", session.last));
+            log.info(&format!("timeout after {} from {client}", session.stage()));
         }
         End::TooManyErrors => {
             conn.send(&reply::too_many_errors(&server.settings.myhostname));
             log.info(&format!(
                 "too many errors after {} from {client}",
-                session.last
+                session.stage()
             ));
         }
         End::TlsFailed(why) => {
@@ -263,15 +304,47 @@ pub fn run(server: &Server, client: Client, conn: &mut Connection<'_>) {
     ));
 }
 
+/// Turns a client away before its session begins (over its connection limits): the
+/// log lines of a session with no commands around `warning`, and `reply`.
+pub fn refuse(
+    server: &Server,
+    client: &Client,
+    conn: &mut Connection<'_>,
+    reply: &Reply,
+    warning: &str,
+) {
+    server.log.info(&format!("connect from {client}"));
+    server.log.warning(warning);
+    conn.send(reply);
+    conn.close();
+    server.log.info(&format!(
+        "disconnect from {client}{}",
+        Stats::default().summary()
+    ));
+}
+
 impl Session<'_> {
+    /// Where the session was, as Postfix's `... after DATA (1234 bytes) from ...` says:
+    /// the byte count only while the message text was coming, not after a DATA command
+    /// that was refused.
+    fn stage(&self) -> String {
+        if self.last == DATA_CONTENT {
+            format!("DATA ({} bytes)", self.data_bytes)
+        } else {
+            self.last.to_string()
+        }
+    }
+
     fn serve(&mut self, conn: &mut Connection<'_>) -> End {
         let mut line = Vec::with_capacity(512);
         loop {
+            // Each command has the whole of smtpd_timeout, for its line and its reply.
+            conn.start_request(0);
             match conn.read_line(&mut line, self.server.line_length_limit) {
                 Ok(Line::Complete) => {}
                 Ok(Line::TooLong) => {
                     self.stats.record("unknown", false);
-                    if let Some(end) = self.answer(conn, reply::line_too_long()) {
+                    if let Some(end) = self.answer(conn, reply::line_too_long(), false) {
                         return end;
                     }
                     continue;
@@ -308,6 +381,7 @@ impl Session<'_> {
                 Step::Reply(r) => r,
                 Step::Exempt(r) => {
                     self.stats.record(name, false);
+                    self.pace();
                     conn.send(&r);
                     continue;
                 }
@@ -318,19 +392,37 @@ impl Session<'_> {
                 }
             };
             self.stats.record(name, !reply.is_error());
-            if let Some(end) = self.answer(conn, reply) {
+            if let Some(end) = self.answer(conn, reply, JUNK_COMMANDS.contains(&name)) {
                 return end;
             }
         }
     }
 
-    /// Sends a reply, counting errors; `Some` when the client has had too many.
-    fn answer(&mut self, conn: &mut Connection<'_>, reply: Reply) -> Option<End> {
+    /// Sends a reply, counting errors; `Some` when the client has had too many. `junk`:
+    /// the reply is to a command that moves no mail, which counts as an error once the
+    /// client has sent more than `smtpd_junk_command_limit` of them.
+    fn answer(&mut self, conn: &mut Connection<'_>, reply: Reply, junk: bool) -> Option<End> {
+        self.pace();
         if reply.is_error() {
             self.errors += 1;
         }
         conn.send(&reply);
+        if junk {
+            if self.junk > self.server.junk_command_limit {
+                self.errors += 1;
+            }
+            self.junk = self.junk.saturating_add(1);
+        }
         (self.errors >= self.server.hard_error_limit).then_some(End::TooManyErrors)
+    }
+
+    /// Postfix's tarpit: once the client has made `smtpd_soft_error_limit` errors, every
+    /// reply waits `smtpd_error_sleep_time`, which slows down run-away clients and
+    /// address harvesters.
+    fn pace(&self) {
+        if self.errors >= self.server.soft_error_limit && !self.server.error_sleep.is_zero() {
+            std::thread::sleep(self.server.error_sleep);
+        }
     }
 
     fn protocol(&self, tls: bool) -> &'static str {
@@ -442,6 +534,16 @@ impl Session<'_> {
         if self.tx.is_some() {
             return Step::Reply(reply::nested_mail());
         }
+        if let Some(ticket) = &self.ticket
+            && let Some(rate) = ticket.mail()
+        {
+            self.server.log.warning(&format!(
+                "Message delivery request rate limit exceeded: {rate} from {} for service {}",
+                self.client,
+                ticket.service()
+            ));
+            return Step::Reply(reply::too_much_mail_from(&self.client.addr));
+        }
         let limit = self.server.settings.message_size_limit;
         if limit > 0 && size.is_some_and(|s| s > limit) {
             let r = reply::size_exceeds_limit();
@@ -462,6 +564,16 @@ impl Session<'_> {
         let Some(tx) = self.tx.as_mut() else {
             return Step::Reply(reply::need_mail());
         };
+        if let Some(ticket) = &self.ticket
+            && let Some(rate) = ticket.rcpt()
+        {
+            server.log.warning(&format!(
+                "Recipient address rate limit exceeded: {rate} from {} for service {}",
+                self.client,
+                ticket.service()
+            ));
+            return Step::Reply(reply::too_many_recipients_from(&self.client.addr));
+        }
         if tx.recipients.len() >= server.recipient_limit {
             tx.overshoot += 1;
             // Postfix's smtpd_recipient_overshoot_limit: a client that pipelines too many
@@ -513,6 +625,8 @@ impl Session<'_> {
         let tls = conn.is_tls();
         let (trace, draft) = self.envelope_of(&tx, tls);
         let mode = self.bare_newline(conn);
+        // The message text may take longer than a command, as long as it keeps coming.
+        conn.start_request(self.server.min_data_rate);
         let mut data = DataReader::new(conn, mode.ending());
         let result = self.queue_data(&mut data, trace, draft);
         self.last = "END-OF-MESSAGE";
@@ -521,6 +635,9 @@ impl Session<'_> {
         }
         match result {
             Ok(id) => {
+                // As Postfix: a client that got its mail through is forgiven its errors.
+                self.errors = 0;
+                self.junk = 0;
                 // The from=/size= line is the daemon's to write when it takes the
                 // message in, as Postfix's qmgr does; pflogsumm counts that one.
                 self.server
@@ -603,7 +720,10 @@ impl Session<'_> {
         tls: bool,
     ) -> Step {
         let server = self.server;
-        let lost = |e: &std::io::Error| {
+        // Cut off while the message text was still coming: logged with its bytes.
+        let mut lost = |e: &std::io::Error, data: &DataReader<'_, '_>| {
+            self.last = DATA_CONTENT;
+            self.data_bytes = data.received();
             Step::End(if is_timeout(e) {
                 End::Timeout
             } else {
@@ -623,7 +743,7 @@ impl Session<'_> {
                 // Refused only after the end of the data, so the client reads the
                 // reply (and drops the message from its queue) rather than a timeout.
                 if let Err(e) = data.drain() {
-                    return lost(&e);
+                    return lost(&e, data);
                 }
                 let rcpt = tx.recipients.last().map(|(given, _)| given.as_str());
                 self.whatsup_log(
@@ -637,14 +757,11 @@ impl Session<'_> {
                     &server.settings.myhostname,
                 ));
             }
-            QueueError::Input(e) => {
-                self.last = "DATA";
-                return lost(&e);
-            }
+            QueueError::Input(e) => return lost(&e, data),
         };
         match data.drain() {
             Ok(()) => Step::Reply(refused),
-            Err(e) => lost(&e),
+            Err(e) => lost(&e, data),
         }
     }
 
