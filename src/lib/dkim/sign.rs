@@ -66,7 +66,16 @@ impl Signer {
                 }
             };
             match read_key(&path) {
-                Ok(key) => {
+                Ok((key, mode)) => {
+                    if mode & 0o077 != 0 {
+                        // Used all the same: refusing it would only unsign the mail,
+                        // and the key is out already.
+                        warn(&format!(
+                            "DKIM key {} is readable by others than its owner (mode {:04o}): chmod 600 it",
+                            path.display(),
+                            mode & 0o7777
+                        ));
+                    }
                     keys.insert(domain.clone(), key);
                 }
                 Err(why) => warn(&format!("DKIM key {}: {why}; {unsigned}", path.display())),
@@ -182,17 +191,23 @@ fn signed_by(parsed: &AuthenticatedMessage<'_>, domain: &str) -> bool {
     })
 }
 
-/// Reads a key file of at most [`MAX_KEY_FILE`] bytes.
-fn read_key(path: &std::path::Path) -> Result<PrivateKey, String> {
-    let file = std::fs::File::open(path).map_err(|e| crate::sysexits::describe_io(&e))?;
+/// Reads a key file of at most [`MAX_KEY_FILE`] bytes; the key and the file's mode.
+fn read_key(path: &std::path::Path) -> Result<(PrivateKey, u32), String> {
+    use std::os::unix::fs::MetadataExt;
+    let words = |e: std::io::Error| crate::sysexits::describe_io(&e);
+    let file = std::fs::File::open(path).map_err(words)?;
+    let meta = file.metadata().map_err(words)?;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
     let mut pem = Vec::new();
     file.take(MAX_KEY_FILE + 1)
         .read_to_end(&mut pem)
-        .map_err(|e| crate::sysexits::describe_io(&e))?;
+        .map_err(words)?;
     if pem.len() as u64 > MAX_KEY_FILE {
         return Err(format!("larger than {MAX_KEY_FILE} bytes, not a key"));
     }
-    PrivateKey::from_pem(&pem)
+    Ok((PrivateKey::from_pem(&pem)?, meta.mode()))
 }
 
 #[cfg(test)]
@@ -276,11 +291,21 @@ mod tests {
 
     #[test]
     fn missing_and_bad_keys_are_warnings() {
+        use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("bad.example.s.key"), "not a key").unwrap();
+        std::fs::create_dir(dir.path().join("dir.example.s.key")).unwrap();
+        let open = dir.path().join("open.example.s.key");
+        std::fs::write(&open, generate(Algorithm::Ed25519, 0).unwrap()).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o644)).unwrap();
         let settings = Settings {
             selector: "s".into(),
-            domains: vec!["missing.example".into(), "bad.example".into()],
+            domains: vec![
+                "missing.example".into(),
+                "bad.example".into(),
+                "dir.example".into(),
+                "open.example".into(),
+            ],
             key_directory: dir.path().to_path_buf(),
         };
         let warnings = std::cell::RefCell::new(Vec::new());
@@ -288,9 +313,20 @@ mod tests {
             warnings.borrow_mut().push(w.to_string())
         })
         .unwrap();
-        assert!(signer.keys.is_empty());
+        // A key others can read is still used, with a warning.
+        assert_eq!(signer.keys.keys().collect::<Vec<_>>(), ["open.example"]);
         let warnings = warnings.into_inner();
-        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert_eq!(warnings.len(), 4, "{warnings:?}");
+        assert!(
+            warnings[2].contains("not a regular file"),
+            "{}",
+            warnings[2]
+        );
+        assert!(
+            warnings[3].ends_with("(mode 0644): chmod 600 it"),
+            "{}",
+            warnings[3]
+        );
         assert!(
             warnings[0].contains("missing.example.s.key: No such file"),
             "{}",
