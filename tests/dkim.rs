@@ -415,4 +415,19 @@ fn a_missing_key_is_a_warning_and_the_mail_leaves_unsigned() {
     assert!(text.contains("broken.example.sel.key: "), "{text}");
     assert!(text.contains("status=sent"), "{text}");
     assert!(!Path::new(&key).exists());
+
+    // mailroom check says so before any mail goes out.
+    let check = mailroom(&sys, &["check"]);
+    assert_eq!(check.status.code(), Some(1));
+    let report = stdout(&check);
+    let want = format!(
+        "{}: DKIM key of example.org: No such file or directory; its mail leaves unsigned \
+         (mailroom dkim keygen -d example.org makes one)",
+        key.display()
+    );
+    assert!(report.contains(&want), "{report}");
+    assert!(
+        report.contains("broken.example.sel.key: DKIM key of broken.example: "),
+        "{report}"
+    );
 }

@@ -8,6 +8,7 @@
 //! it only makes keys and encodes them.
 
 use std::fmt;
+use std::io::Read;
 
 use mail_auth::common::crypto::{Ed25519Key, RsaKey, Sha256};
 use rsa::pkcs1::{DecodeRsaPublicKey, EncodeRsaPrivateKey};
@@ -19,6 +20,9 @@ use rustls_pki_types::pem::PemObject;
 /// refuses keys under 2048 bits (RFC 8301 makes 1024 the floor; large mailbox providers
 /// want 2048); over 4096 bits the record no longer fits the TXT sizes resolvers like.
 pub const RSA_BITS: std::ops::RangeInclusive<usize> = 2048..=4096;
+
+/// The largest key file read: a 4096-bit RSA key in PEM is about 3.3 KB.
+pub const MAX_KEY_FILE: u64 = 64 * 1024;
 
 /// The algorithms a key signs with: `k=` of the record, `a=` of the signature.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,6 +154,26 @@ pub fn generate(algorithm: Algorithm, bits: usize) -> Result<String, String> {
             Ok(pem.as_str().to_string())
         }
     }
+}
+
+/// Reads a key file of at most [`MAX_KEY_FILE`] bytes: the key, and the file's mode (for
+/// a warning when others may read it). The error is in words for a log line.
+pub fn read_file(path: &std::path::Path) -> Result<(PrivateKey, u32), String> {
+    use std::os::unix::fs::MetadataExt;
+    let words = |e: std::io::Error| crate::sysexits::describe_io(&e);
+    let file = std::fs::File::open(path).map_err(words)?;
+    let meta = file.metadata().map_err(words)?;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    let mut pem = Vec::new();
+    file.take(MAX_KEY_FILE + 1)
+        .read_to_end(&mut pem)
+        .map_err(words)?;
+    if pem.len() as u64 > MAX_KEY_FILE {
+        return Err(format!("larger than {MAX_KEY_FILE} bytes, not a key"));
+    }
+    Ok((PrivateKey::from_pem(&pem)?, meta.mode()))
 }
 
 #[cfg(test)]

@@ -10,7 +10,6 @@
 //! server adding `Reply-To:` or `Cc:` on the way does not break it.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 
 use mail_auth::AuthenticatedMessage;
 use mail_auth::common::crypto;
@@ -35,9 +34,6 @@ pub const SIGNED_HEADERS: [&str; 11] = [
     "In-Reply-To",
     "References",
 ];
-
-/// The largest key file read: a 4096-bit RSA key in PEM is about 3.3 KB.
-const MAX_KEY_FILE: u64 = 64 * 1024;
 
 /// The keys of the signing domains, read once (as root, before the agent gives up its
 /// privileges) and kept in memory.
@@ -65,7 +61,7 @@ impl Signer {
                     continue;
                 }
             };
-            match read_key(&path) {
+            match super::key::read_file(&path) {
                 Ok((key, mode)) => {
                     if mode & 0o077 != 0 {
                         // Used all the same: refusing it would only unsign the mail,
@@ -189,25 +185,6 @@ fn signed_by(parsed: &AuthenticatedMessage<'_>, domain: &str) -> bool {
             .as_ref()
             .is_ok_and(|s| s.d.trim_end_matches('.').eq_ignore_ascii_case(domain))
     })
-}
-
-/// Reads a key file of at most [`MAX_KEY_FILE`] bytes; the key and the file's mode.
-fn read_key(path: &std::path::Path) -> Result<(PrivateKey, u32), String> {
-    use std::os::unix::fs::MetadataExt;
-    let words = |e: std::io::Error| crate::sysexits::describe_io(&e);
-    let file = std::fs::File::open(path).map_err(words)?;
-    let meta = file.metadata().map_err(words)?;
-    if !meta.is_file() {
-        return Err("not a regular file".into());
-    }
-    let mut pem = Vec::new();
-    file.take(MAX_KEY_FILE + 1)
-        .read_to_end(&mut pem)
-        .map_err(words)?;
-    if pem.len() as u64 > MAX_KEY_FILE {
-        return Err(format!("larger than {MAX_KEY_FILE} bytes, not a key"));
-    }
-    Ok((PrivateKey::from_pem(&pem)?, meta.mode()))
 }
 
 #[cfg(test)]

@@ -89,7 +89,7 @@ pub fn record(
         .map_err(Error::usage)?;
     let mut pem = Vec::new();
     File::open(&path)
-        .and_then(|f| f.take(64 * 1024).read_to_end(&mut pem))
+        .and_then(|f| f.take(dkim::key::MAX_KEY_FILE).read_to_end(&mut pem))
         .map_err(|e| match e.kind() {
             ErrorKind::NotFound => Error::new(
                 ExitCode::NoInput,
