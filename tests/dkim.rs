@@ -389,7 +389,7 @@ fn ed25519_signed_mail_verifies_with_dkimpy() {
 }
 
 #[test]
-fn a_missing_key_is_a_warning_and_the_mail_leaves_unsigned() {
+fn a_missing_key_is_a_warning_the_mail_leaves_unsigned_and_a_reload_reads_a_new_key() {
     let Some(server) = Aiosmtpd::start() else {
         return;
     };
@@ -401,7 +401,7 @@ fn a_missing_key_is_a_warning_and_the_mail_leaves_unsigned() {
         "-----BEGIN PRIVATE KEY-----\nAAAA\n",
     )
     .unwrap();
-    let _daemon = daemon(&sys);
+    let daemon = daemon(&sys);
     let data = relay(&sys, &server, MESSAGE, "bob@remote.example", 0);
     assert!(signatures(&data).is_empty());
     assert!(String::from_utf8_lossy(&data).contains("Subject: quarterly"));
@@ -430,4 +430,17 @@ fn a_missing_key_is_a_warning_and_the_mail_leaves_unsigned() {
         report.contains("broken.example.sel.key: DKIM key of broken.example: "),
         "{report}"
     );
+
+    // The key made, `mailroom reload` (SIGHUP) brings new client processes, which read it.
+    let made = mailroom(&sys, &["dkim", "keygen", "--algorithm", "ed25519"]);
+    assert!(made.status.success(), "{}", stderr(&made));
+    let pid = nix::unistd::Pid::from_raw(daemon.0.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    wait_for(&sys, "the reload", || {
+        log(&sys).contains("reload -- configuration re-read")
+    });
+    let data = relay(&sys, &server, MESSAGE, "bob@remote.example", 1);
+    let fields = signatures(&data);
+    assert_eq!(fields.len(), 1, "{}", log(&sys));
+    assert_eq!(tag(&fields[0], "d"), "example.org");
 }
