@@ -257,12 +257,10 @@ fn an_agent_that_dies_defers_its_batch_and_a_new_one_takes_over() {
         line.contains(&format!("delivery agent smtp-agent[{victim}] died")),
         "{line}"
     );
-    let deferred = sys.messages(QueueName::Deferred);
-    assert_eq!(
-        deferred.len(),
-        1,
-        "the first message waits for its next try"
-    );
+    // The daemon logs the outcome before it moves the file to deferred/.
+    wait_for(&sys, "the first message to wait in deferred/", || {
+        sys.messages(QueueName::Deferred).len() == 1
+    });
 
     send(&sys, "second@example.net", "second");
     wait_for(&sys, "the second delivery", || {

@@ -1,9 +1,9 @@
 //! `mailroom`: the operator's command — run, start, stop, reload and look at the daemon
 //! (`daemon`, `start`, `stop`, `status`, `reload`, `flush`, as `postfix` does), deliver
 //! the queue or some messages now (`deliver`), inspect and edit
-//! `main.cf` (`config`, as `postconf`), check the configuration (`check`), and show the
-//! queue's shape (`queue`, as `qshape`). Parses argv and maps outcomes to exit codes; the work is in
-//! `mailroom::operator`.
+//! `main.cf` (`config`, as `postconf`), check the configuration (`check`), show the
+//! queue's shape (`queue`, as `qshape`), and make DKIM keys (`dkim`). Parses argv and
+//! maps outcomes to exit codes; the work is in `mailroom::operator`.
 
 use std::io::{self, Write};
 use std::os::fd::AsFd;
@@ -83,6 +83,9 @@ enum Command {
     },
     /// Show the queue's shape as qshape does: domains against message age.
     Queue(QueueArgs),
+    /// Make DKIM signing keys and print the DNS records that publish them.
+    #[command(subcommand)]
+    Dkim(DkimCommand),
     /// The SMTP sessions process the daemon starts (as root) on the listening sockets it
     /// passes as descriptors 3, 4, ...; it becomes mail_owner before it serves them.
     #[command(hide = true, name = "smtpd-sessions")]
@@ -106,6 +109,46 @@ enum Command {
         #[arg(long, value_enum, default_value = "mailroom")]
         program: Program,
     },
+}
+
+#[derive(Subcommand)]
+enum DkimCommand {
+    /// Write a new key to dkim_key_directory/DOMAIN.SELECTOR.key (mode 0600) and print
+    /// the TXT record to publish, as one zone-file line.
+    Keygen {
+        #[command(flatten)]
+        names: DkimNames,
+        /// The key type.
+        #[arg(long, value_enum, default_value = "rsa")]
+        algorithm: DkimAlgorithm,
+        /// The RSA key size, 2048 to 4096 (default 2048).
+        #[arg(long, value_name = "N")]
+        bits: Option<usize>,
+        /// Replace an existing key (its record must then be published again).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print the TXT record of an existing key again.
+    Record {
+        #[command(flatten)]
+        names: DkimNames,
+    },
+}
+
+#[derive(clap::Args)]
+struct DkimNames {
+    /// The signing domain (default: $mydomain).
+    #[arg(short = 'd', long = "domain", value_name = "DOMAIN")]
+    domain: Option<String>,
+    /// The selector (default: dkim_selector, else mail).
+    #[arg(short = 's', long = "selector", value_name = "SELECTOR")]
+    selector: Option<String>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum DkimAlgorithm {
+    Rsa,
+    Ed25519,
 }
 
 /// The clap-based programs `mailroom completions` knows (`sendmail` and `postsuper`
@@ -322,6 +365,28 @@ fn run(cli: Cli) -> Result<u8, Error> {
                 buckets: args.buckets,
             };
             operator::run_queue(&config, &options, args.limit, args.json, &mut out).map(|()| 0)
+        }
+        Command::Dkim(DkimCommand::Keygen {
+            names,
+            algorithm,
+            bits,
+            force,
+        }) => {
+            let args = operator::dkim::Keygen {
+                domain: names.domain,
+                selector: names.selector,
+                algorithm: match algorithm {
+                    DkimAlgorithm::Rsa => mailroom::dkim::Algorithm::Rsa,
+                    DkimAlgorithm::Ed25519 => mailroom::dkim::Algorithm::Ed25519,
+                },
+                bits,
+                force,
+            };
+            operator::dkim::keygen(&Config::load(dir)?, &args, &mut out).map(|()| 0)
+        }
+        Command::Dkim(DkimCommand::Record { names }) => {
+            let (domain, selector) = (names.domain.as_deref(), names.selector.as_deref());
+            operator::dkim::record(&Config::load(dir)?, domain, selector, &mut out).map(|()| 0)
         }
         Command::SmtpdSessions { fds, stderr } => {
             mailroom::smtpd::sessions::run(dir, fds, stderr).map(|()| 0)

@@ -11,6 +11,7 @@ pub mod cleanup;
 pub mod config;
 pub mod daemon;
 pub mod deliver;
+pub mod dkim;
 pub mod getopt;
 pub mod log;
 pub mod mail;

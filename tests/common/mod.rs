@@ -13,7 +13,7 @@ pub mod smtp_server;
 mod tools;
 // Not every test binary that includes common uses them.
 #[allow(unused_imports)]
-pub use tools::{require_python_module, require_tool};
+pub use tools::{require_python_module, require_python_package, require_tool};
 
 pub struct MailSystem {
     pub dir: tempfile::TempDir,

@@ -28,7 +28,17 @@ pub fn require_tool(tool: &str) -> bool {
 /// Whether `python3` can import `module`. When it cannot, writes the skip line and
 /// returns false, or, under `MAILROOM_REQUIRE_TOOLS=1`, panics.
 pub fn require_python_module(module: &str) -> bool {
-    let imports = Command::new("python3")
+    present_or_skip(&format!("Python module {module}"), python_imports(module))
+}
+
+/// The same for a module whose package has another name (`dkim` is in dkimpy, `nacl`
+/// in pynacl): the skip line names the package, what one installs.
+pub fn require_python_package(module: &str, package: &str) -> bool {
+    present_or_skip(package, python_imports(module))
+}
+
+fn python_imports(module: &str) -> bool {
+    Command::new("python3")
         .args([
             "-c",
             "import importlib, sys; importlib.import_module(sys.argv[1])",
@@ -38,8 +48,7 @@ pub fn require_python_module(module: &str) -> bool {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
-        .is_ok_and(|s| s.success());
-    present_or_skip(&format!("Python module {module}"), imports)
+        .is_ok_and(|s| s.success())
 }
 
 fn on_path(tool: &str) -> bool {

@@ -163,6 +163,7 @@ impl Config {
         let mut ctx = Context::new();
         let value = match name {
             "myhostname" => self.default_myhostname(&mut ctx),
+            "config_directory" => Ok(self.dir.display().to_string()),
             _ => self.default_mydomain(&mut ctx),
         };
         Some(value.unwrap_or_default())
@@ -314,6 +315,7 @@ impl Config {
             (Some(setting), _) => expand(&setting.value, self, ctx)?,
             (None, "myhostname") => self.default_myhostname(ctx)?,
             (None, "mydomain") => self.default_mydomain(ctx)?,
+            (None, "config_directory") => self.dir.display().to_string(),
             (None, _) => match params::find(name) {
                 Some(info) => expand(info.default, self, ctx)?,
                 None => String::new(),

@@ -47,7 +47,7 @@ pub struct ParamInfo {
 }
 
 /// Parameters whose default is computed from the host rather than written in the table.
-pub const COMPUTED: &[&str] = &["myhostname", "mydomain"];
+pub const COMPUTED: &[&str] = &["myhostname", "mydomain", "config_directory"];
 
 const fn p(
     name: &'static str,
@@ -89,6 +89,8 @@ static PARAMETERS: &[ParamInfo] = &[
       "The fully qualified name of this host; default: gethostname(2), with .localdomain (or .$mydomain when mydomain is set) appended when it has no dot. No DNS lookup is made."),
     p("mydomain", "", Text,
       "The domain of this host; default: $myhostname without its first label when what remains has a dot, else localdomain."),
+    p("config_directory", "", Text,
+      "The configuration directory in use: the directory of this main.cf (-C or -c, MAIL_CONFIG, else /etc/mailroom). Read-only in effect: other parameters refer to it as $config_directory."),
     p("myorigin", "$myhostname", Text,
       "The domain appended to unqualified sender and recipient addresses. A value that is an absolute path (Debian's /etc/mailname) means the first line of that file."),
     p("mydestination", "$myhostname, localhost.$mydomain, localhost", List,
@@ -201,6 +203,13 @@ static PARAMETERS: &[ParamInfo] = &[
       "The longest wait for the server's reply after the message has been sent (the client waits the longer of this and smtp_data_xfer_timeout for both)."),
     p("smtp_quit_timeout", "300s", Time('s'),
       "The longest wait for the reply to QUIT."),
+    // DKIM signing (mailroom parameters; Postfix needs a milter such as OpenDKIM).
+    p("dkim_selector", "", Text,
+      "The DKIM selector mail is signed with (s=, the DNS record SELECTOR._domainkey.DOMAIN); empty means no signing. Mail leaving over SMTP (relayhost or MX) whose From: address is in one of dkim_domains gets one DKIM-Signature: field, relaxed/relaxed, rsa-sha256 or ed25519-sha256 by the key's type, covering those of From, To, Cc, Subject, Date, Message-ID, MIME-Version, Content-Type, Reply-To, In-Reply-To and References it has. The SMTP client signs, once per delivery attempt, not cleanup: the keys are root's and only the client reads them, at its start, before it becomes mail_owner (see mailroom-smtp(8)). mailroom dkim keygen makes a key and prints the record to publish."),
+    p("dkim_domains", "$mydomain", List,
+      "The domains whose mail is signed: a message is signed when the domain of its From: address (one From: field, all its addresses in one domain) is one of these, compared case-insensitively, and it has no DKIM-Signature: of that domain yet. Each needs a key in dkim_key_directory; one that is missing or unusable is a warning in the log when the SMTP client starts, and that domain's mail leaves unsigned, never deferred."),
+    p("dkim_key_directory", "$config_directory/dkim", Text,
+      "The directory of the DKIM private keys: DOMAIN.SELECTOR.key, in PEM (RSA in PKCS#1 or PKCS#8, Ed25519 in PKCS#8; RSA keys under 2048 bits are refused). Keys should be root's, mode 0600, as mailroom dkim keygen writes them; they are read again when the daemon is reloaded."),
     // SMTP server.
     p("smtpd_port", "25", Text,
       "The TCP port of the SMTP listener started by sendmail -bd/-bD; empty means no listener (a mailroom parameter; Postfix sets this in master.cf)."),

@@ -6,10 +6,12 @@
 //! - [`show`] and [`edit`]: `mailroom config` (print) and `config set`/`unset` (edit
 //!   `main.cf` in place), with [`suggest`] for misspelled names;
 //! - [`check`]: `mailroom check`, the configuration checker;
-//! - [`shape`]: `mailroom queue`, the queue's shape as `qshape` prints it.
+//! - [`shape`]: `mailroom queue`, the queue's shape as `qshape` prints it;
+//! - [`dkim`]: `mailroom dkim keygen` and `record`, DKIM keys and their DNS records.
 
 pub mod check;
 pub mod control;
+pub mod dkim;
 pub mod edit;
 pub mod shape;
 pub mod show;

@@ -3,12 +3,13 @@
 //! bytes from the network (DNS answers, a server's replies, TLS) never runs as root.
 //!
 //! A process starts as its parent's user (root for the daemon), reads `main.cf`, builds
-//! its [`SmtpContext`] (reading the client TLS files and the password maps while it still
-//! may), becomes `mail_owner` for good ([`crate::privilege::MailOwner::become_owner`]; a
-//! process that is not root runs on as itself), says it is ready, then serves one job at a
-//! time until its socket closes. The parent keeps a few of them (one per delivery worker
-//! at most) and reuses them: a process start per message would cost more than the
-//! delivery.
+//! its [`SmtpContext`] (reading the client TLS files, the password maps and the DKIM keys
+//! while it still may), becomes `mail_owner` for good
+//! ([`crate::privilege::MailOwner::become_owner`]; a process that is not root runs on as
+//! itself), says it is ready, then serves one job at a time until its socket closes. The
+//! parent keeps a few of them (one per delivery worker at most) and reuses them: a
+//! process start per message would cost more than the delivery. A new configuration
+//! (`mailroom reload`) brings new agents, which read the keys again.
 //!
 //! # Protocol
 //!
@@ -356,7 +357,8 @@ fn start(config_dir: &Path, warnings: Arc<dyn Warnings>) -> Result<SmtpContext> 
     let config = Config::load_dir(config_dir.to_path_buf(), source)?;
     let ctx = SmtpContext::from_config(&config)?
         .with_warnings(warnings)
-        .with_password_maps_read();
+        .with_password_maps_read()
+        .with_dkim_keys_read(&config);
     // Only root can become another user; anyone else runs the client as themselves.
     if nix::unistd::geteuid().is_root() {
         config.mail_owner()?.become_owner()?;

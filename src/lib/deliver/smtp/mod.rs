@@ -26,7 +26,8 @@
 //! Jobs: `route` (relayhost, MX, addresses), `dns` (the real resolver), `client` (the SMTP
 //! conversation, through lettre's `SmtpConnection`), `tls` (STARTTLS policy as lettre's
 //! TLS parameters), `auth` (password maps), `body` (the message as it goes to lettre),
-//! `reply` (replies and failures as Postfix words them), `agent` (the `mailroom smtp-agent`
+//! `signing` (the DKIM signature on the way out), `reply` (replies and failures as
+//! Postfix words them), `agent` (the `mailroom smtp-agent`
 //! processes the daemon runs all of this in, as `mail_owner`, and their protocol).
 
 pub mod agent;
@@ -36,6 +37,7 @@ mod client;
 mod dns;
 mod reply;
 mod route;
+mod signing;
 mod tls;
 
 use std::collections::{BTreeMap, HashSet};
@@ -118,6 +120,9 @@ pub struct SmtpContext {
     pub resolver: Arc<dyn Resolver>,
     /// Where warnings go (a world-readable password file, a failed TLS handshake).
     pub log: Arc<dyn Warnings>,
+    /// The DKIM keys, read in advance ([`SmtpContext::with_dkim_keys_read`]); `None`: no
+    /// signing.
+    pub dkim: Option<Arc<crate::dkim::Signer>>,
 }
 
 /// Where the client's warnings go: the mail log, or (in a `mailroom smtp-agent` process,
@@ -187,6 +192,7 @@ impl SmtpContext {
             address_limit,
             resolver: Arc::new(SystemResolver::new()),
             log: Arc::new(Log::from_config(config, "smtp")),
+            dkim: None,
         })
     }
 
@@ -212,6 +218,23 @@ impl SmtpContext {
                 .map(auth::read_in_advance)
                 .collect();
         }
+        self
+    }
+
+    /// The same context with the DKIM keys of `config` read now, for a process about to
+    /// lose the right to read them (they are root's, mode 0600). Each key that cannot be
+    /// used is a warning, and so are DKIM parameters that make no sense: the mail then
+    /// leaves unsigned rather than waiting in the queue.
+    pub fn with_dkim_keys_read(mut self, config: &Config) -> SmtpContext {
+        let log = Arc::clone(&self.log);
+        let warn = |text: &str| log.warning(text);
+        self.dkim = match crate::dkim::Settings::from_config(config) {
+            Ok(settings) => crate::dkim::Signer::load(&settings, &warn).map(Arc::new),
+            Err(e) => {
+                warn(&format!("{e}; mail leaves unsigned"));
+                None
+            }
+        };
         self
     }
 
@@ -339,7 +362,7 @@ fn deliver_group(
             return;
         }
     };
-    let body = match body::load(message) {
+    let mut body = match body::load(message) {
         Ok(body) => body,
         Err(err) => {
             let text = format!(
@@ -351,6 +374,11 @@ fn deliver_group(
             }
             return;
         }
+    };
+
+    let size = match &ctx.dkim {
+        Some(signer) => message.size + signing::sign(signer, &mut body, ctx.log.as_ref()) as u64,
+        None => message.size,
     };
 
     // Recipients still to place: a temporary failure at one server is retried at the
@@ -372,7 +400,7 @@ fn deliver_group(
             envid: &envelope.envid,
             recipients: pending.iter().map(|&i| recipients[i]).collect(),
             wire: &body.wire,
-            size: message.size,
+            size,
             eight_bit: body.eight_bit,
             nexthop: &target.nexthop,
         };

@@ -1,6 +1,6 @@
 //! Problems in the files the configuration names: the queue (the dry run of
 //! `postsuper -s`, plus owners), the aliases database, TLS files, the SASL password
-//! table and the mail spool.
+//! table, the DKIM keys and the mail spool.
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -21,6 +21,7 @@ pub fn check(config: &Config) -> Vec<Problem> {
     aliases(config, &mut found);
     tls(config, &mut found);
     sasl_passwords(config, &mut found);
+    dkim_keys(config, &mut found);
     spool(config, &mut found);
     found
 }
@@ -144,6 +145,48 @@ fn aliases(config: &Config, found: &mut Vec<Problem>) {
 
 /// The SMTP server's certificate and key: readable, loadable, and a key that others
 /// cannot read.
+/// With signing on, each of `dkim_domains` needs a usable key, which only root should
+/// read. A missing key does not stop mail (it leaves unsigned), but it is not what the
+/// configuration asks for.
+fn dkim_keys(config: &Config, found: &mut Vec<Problem>) {
+    let Ok(settings) = crate::dkim::Settings::from_config(config) else {
+        return; // reported with the parameters
+    };
+    if !settings.enabled() {
+        return;
+    }
+    for domain in &settings.domains {
+        let path = match settings.key_path(domain, &settings.selector) {
+            Ok(path) => path,
+            Err(why) => {
+                let mut p = Problem::new(show(config.file()), Severity::Error, why);
+                p.parameter = Some("dkim_domains".into());
+                found.push(p);
+                continue;
+            }
+        };
+        match crate::dkim::key::read_file(&path) {
+            Ok((_, mode)) if mode & 0o077 != 0 => found.push(Problem::new(
+                show(&path),
+                Severity::Warning,
+                format!(
+                    "DKIM key readable by others than its owner (mode {:04o}); chmod 600",
+                    mode & 0o7777
+                ),
+            )),
+            Ok(_) => {}
+            Err(why) => found.push(Problem::new(
+                show(&path),
+                Severity::Error,
+                format!(
+                    "DKIM key of {domain}: {why}; its mail leaves unsigned \
+                     (mailroom dkim keygen -d {domain} makes one)"
+                ),
+            )),
+        }
+    }
+}
+
 fn tls(config: &Config, found: &mut Vec<Problem>) {
     let (Ok(cert), Ok(key)) = (
         config.get("smtpd_tls_cert_file"),
