@@ -1,0 +1,227 @@
+//! `smtpd_sasl_*` from `main.cf`, read once per sessions process: whether AUTH is on,
+//! where Dovecot's socket is as this process sees it (chroot included), and the
+//! mechanisms to offer, asked of Dovecot and kept for a minute.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use super::dovecot;
+use crate::config::Config;
+use crate::sysexits::Result;
+
+/// How long the mechanism list Dovecot gave is used for EHLO replies before it is
+/// asked again (it changes only when Dovecot's configuration does).
+const MECHANISMS_FRESH: Duration = Duration::from_secs(60);
+
+/// AUTH as `main.cf` configures it; only built when `smtpd_sasl_auth_enable = yes`
+/// and the type is one mailroom speaks.
+#[derive(Debug)]
+pub struct SaslSettings {
+    /// `smtpd_sasl_path` as written, for log lines.
+    pub path_shown: String,
+    /// The socket as this process reaches it.
+    pub path: PathBuf,
+    /// `smtpd_sasl_authenticated_header`: the login name in the `Received:` header.
+    pub authenticated_header: bool,
+    /// `broken_sasl_auth_clients`: also the `AUTH=PLAIN LOGIN` line of old Outlook.
+    pub broken_clients: bool,
+    /// The last list Dovecot gave and when.
+    mechanisms: Mutex<Option<(Instant, Vec<String>)>>,
+}
+
+impl SaslSettings {
+    /// `None` when AUTH is off. A `smtpd_sasl_type` other than `dovecot` turns it off
+    /// with a warning through `warn` (Postfix stops with a fatal error; the listener
+    /// going on without AUTH hurts fewer people than no mail at all).
+    pub fn from_config(config: &Config, warn: &mut dyn FnMut(String)) -> Result<Option<Self>> {
+        if !config.boolean("smtpd_sasl_auth_enable")? {
+            return Ok(None);
+        }
+        SaslSettings::for_submission(config, warn)
+    }
+
+    /// AUTH as the submission service has it: on whatever `smtpd_sasl_auth_enable`
+    /// says (Postfix's master.cf: `-o smtpd_sasl_auth_enable=yes`).
+    pub fn for_submission(config: &Config, warn: &mut dyn FnMut(String)) -> Result<Option<Self>> {
+        let kind = config.get("smtpd_sasl_type")?;
+        if !kind.trim().eq_ignore_ascii_case("dovecot") {
+            warn(format!(
+                "unsupported SASL server implementation: {kind} (mailroom speaks only \
+                 smtpd_sasl_type = dovecot); AUTH is off"
+            ));
+            return Ok(None);
+        }
+        let shown = config.get("smtpd_sasl_path")?.trim().to_string();
+        let shown = shown.strip_prefix("unix:").unwrap_or(&shown).to_string();
+        if shown.is_empty() {
+            warn("smtpd_sasl_path is empty; AUTH is off".into());
+            return Ok(None);
+        }
+        let queue = config.queue_directory()?;
+        Ok(Some(SaslSettings {
+            path: resolve(&shown, &queue),
+            path_shown: shown,
+            authenticated_header: config.boolean("smtpd_sasl_authenticated_header")?,
+            broken_clients: config.boolean("broken_sasl_auth_clients")?,
+            mechanisms: Mutex::new(None),
+        }))
+    }
+
+    /// The socket as seen from inside `smtpd_chroot`'s jail at `queue`: a relative
+    /// path is relative to the jail's root, as in Postfix; an absolute one must lie
+    /// under `queue` (else `warn` says it cannot be reached).
+    pub fn enter_jail(&mut self, queue: &Path, warn: &mut dyn FnMut(String)) {
+        let shown = Path::new(&self.path_shown);
+        self.path = if shown.is_relative() {
+            Path::new("/").join(shown)
+        } else if let Ok(inside) = shown.strip_prefix(queue) {
+            Path::new("/").join(inside)
+        } else {
+            warn(format!(
+                "smtpd_sasl_path {} is outside queue_directory {} and cannot be reached \
+                 under smtpd_chroot = yes; AUTH will fail (use a path under the queue \
+                 directory, as private/auth)",
+                shown.display(),
+                queue.display()
+            ));
+            shown.to_path_buf()
+        };
+    }
+
+    /// The mechanisms to offer: Dovecot's, that mailroom supports, in Dovecot's order.
+    /// When Dovecot cannot be asked, the last list it gave (or the supported ones) with
+    /// a warning: the client then tries and is told 454, a temporary failure it
+    /// retries, rather than being told nothing of AUTH.
+    pub fn mechanisms(&self, warn: &mut dyn FnMut(String)) -> Vec<String> {
+        let mut cache = self.mechanisms.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((when, list)) = cache.as_ref()
+            && when.elapsed() < MECHANISMS_FRESH
+        {
+            return list.clone();
+        }
+        match dovecot::connect(&self.path) {
+            Ok(client) => {
+                let list = offered(client.mechanisms());
+                *cache = Some((Instant::now(), list.clone()));
+                list
+            }
+            Err(e) => {
+                warn(self.connect_failed(&e));
+                cache.as_ref().map_or_else(
+                    || super::SUPPORTED_MECHANISMS.map(String::from).to_vec(),
+                    |(_, list)| list.clone(),
+                )
+            }
+        }
+    }
+
+    /// Postfix's warning when the socket cannot be reached.
+    pub fn connect_failed(&self, e: &dovecot::Error) -> String {
+        match e {
+            dovecot::Error::Connect(io) => format!(
+                "SASL: Connect to Dovecot auth socket '{}' failed: {}",
+                self.path_shown,
+                crate::sysexits::describe_io(io)
+            ),
+            other => format!("SASL: Dovecot auth socket '{}': {other}", self.path_shown),
+        }
+    }
+}
+
+/// The names of `mechanisms` mailroom offers: supported, not private, not anonymous
+/// (Postfix's default `smtpd_sasl_security_options = noanonymous`).
+pub fn offered(mechanisms: &[dovecot::Mechanism]) -> Vec<String> {
+    mechanisms
+        .iter()
+        .filter(|m| !m.private && !m.anonymous)
+        .filter(|m| super::SUPPORTED_MECHANISMS.contains(&m.name.as_str()))
+        .map(|m| m.name.clone())
+        .collect()
+}
+
+/// `smtpd_sasl_path` without a chroot: relative to the queue directory, as Postfix
+/// (whose daemons run in it) reads it.
+fn resolve(path: &str, queue: &Path) -> PathBuf {
+    let path = Path::new(path);
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        queue.join(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mech(name: &str, anonymous: bool, private: bool) -> dovecot::Mechanism {
+        dovecot::Mechanism {
+            name: name.into(),
+            anonymous,
+            private,
+        }
+    }
+
+    #[test]
+    fn offered_mechanisms_keep_dovecot_order() {
+        let list = [
+            mech("LOGIN", false, false),
+            mech("CRAM-MD5", false, false),
+            mech("ANONYMOUS", true, false),
+            mech("PLAIN", false, false),
+            mech("DOVECOT-TOKEN", false, true),
+        ];
+        assert_eq!(offered(&list), ["LOGIN", "PLAIN"]);
+    }
+
+    #[test]
+    fn paths_outside_and_inside_the_jail() {
+        let queue = Path::new("/var/spool/mailroom");
+        assert_eq!(
+            resolve("private/auth", queue),
+            Path::new("/var/spool/mailroom/private/auth")
+        );
+        assert_eq!(
+            resolve("/run/dovecot/auth", queue),
+            Path::new("/run/dovecot/auth")
+        );
+        // (smtpd_sasl_path, inside the jail, warned)
+        let table = [
+            ("private/auth", "/private/auth", false),
+            ("/var/spool/mailroom/private/auth", "/private/auth", false),
+            ("/run/dovecot/auth-client", "/run/dovecot/auth-client", true),
+        ];
+        for (shown, inside, warned) in table {
+            let mut s = SaslSettings {
+                path_shown: shown.into(),
+                path: resolve(shown, queue),
+                authenticated_header: false,
+                broken_clients: false,
+                mechanisms: Mutex::new(None),
+            };
+            let mut warnings = Vec::new();
+            s.enter_jail(queue, &mut |w| warnings.push(w));
+            assert_eq!(s.path, Path::new(inside), "{shown}");
+            assert_eq!(!warnings.is_empty(), warned, "{shown}");
+        }
+    }
+
+    #[test]
+    fn dovecot_down_still_offers_the_supported_mechanisms() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SaslSettings {
+            path_shown: "private/auth".into(),
+            path: dir.path().join("private/auth"),
+            authenticated_header: false,
+            broken_clients: false,
+            mechanisms: Mutex::new(None),
+        };
+        let mut warnings = Vec::new();
+        assert_eq!(s.mechanisms(&mut |w| warnings.push(w)), ["PLAIN", "LOGIN"]);
+        assert!(
+            warnings[0].starts_with("SASL: Connect to Dovecot auth socket 'private/auth' failed: "),
+            "{warnings:?}"
+        );
+    }
+}
