@@ -28,6 +28,9 @@ pub enum Command {
     Vrfy(String),
     Help,
     StartTls,
+    /// `AUTH mechanism [initial-response]`: the words after AUTH, checked by the
+    /// session in Postfix's order (whether AUTH is on comes before the syntax).
+    Auth(Vec<String>),
 }
 
 /// `BODY=`: we store 8-bit text unchanged either way; the value is only checked.
@@ -41,8 +44,9 @@ pub enum Body {
 /// (`ehlo=1 mail=1 ...`), `unknown` for anything else.
 pub fn stat_name(line: &[u8]) -> &'static str {
     let verb = verb_of(line);
-    const NAMES: [&str; 11] = [
+    const NAMES: [&str; 12] = [
         "helo", "ehlo", "mail", "rcpt", "data", "rset", "noop", "quit", "vrfy", "help", "starttls",
+        "auth",
     ];
     NAMES
         .into_iter()
@@ -127,6 +131,14 @@ pub fn parse(line: &[u8]) -> Result<Command, Reply> {
     }
     if is("STARTTLS") {
         return bare(Command::StartTls, "STARTTLS");
+    }
+    if is("AUTH") {
+        let words = arg
+            .split(|&c| c == b' ')
+            .filter(|w| !w.is_empty())
+            .map(|w| String::from_utf8_lossy(w).into_owned())
+            .collect();
+        return Ok(Command::Auth(words));
     }
     if is("NOOP") {
         // RFC 5321 allows (and ignores) an argument.
@@ -397,5 +409,11 @@ mod tests {
         assert_eq!(p("STARTTLS"), Ok(Command::StartTls));
         assert_eq!(stat_name(b"ehlo x"), "ehlo");
         assert_eq!(stat_name(b"XYZZY"), "unknown");
+        assert_eq!(
+            p("AUTH PLAIN  AGFsaWNl"),
+            Ok(Command::Auth(vec!["PLAIN".into(), "AGFsaWNl".into()]))
+        );
+        assert_eq!(p("auth"), Ok(Command::Auth(vec![])));
+        assert_eq!(stat_name(b"auth login"), "auth");
     }
 }

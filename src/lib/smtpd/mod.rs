@@ -9,6 +9,8 @@
 //! | [`data`] | the DATA section: final dot, dot-unstuffing, streaming |
 //! | [`connection`] | buffered input, batched replies (PIPELINING), STARTTLS |
 //! | [`relay`] | who may send where: `mydestination`, `relay_domains`, `mynetworks` |
+//! | [`restrictions`] | `smtpd_relay_restrictions`, `smtpd_recipient_restrictions` |
+//! | [`auth`] | the AUTH command, checked by Dovecot ([`crate::sasl`]) |
 //! | [`local_recipients`] | `local_recipient_maps`: unknown local users refused at RCPT |
 //! | [`listener`] | sockets, accept threads, the session cap |
 //! | [`sessions`] | the process that serves the daemon's sockets as `mail_owner` |
@@ -18,6 +20,7 @@
 //! into `maildrop/`. The listener's sessions run in their own process without root
 //! ([`sessions`]); the daemon only binds the sockets.
 
+pub mod auth;
 pub mod command;
 pub mod connection;
 pub mod data;
@@ -25,6 +28,7 @@ pub mod listener;
 pub mod local_recipients;
 pub mod relay;
 pub mod reply;
+pub mod restrictions;
 pub mod session;
 pub mod sessions;
 pub mod tls;
@@ -42,6 +46,7 @@ use connection::{Connection, Transport};
 pub use listener::Listeners;
 use local_recipients::LocalRecipients;
 use relay::{Network, RelayPolicy};
+use restrictions::Restrictions;
 use session::{BareNewline, Client, Server};
 
 /// `sendmail -bs`: one SMTP session on `input`/`output` as the invoking user `uid`, who
@@ -50,7 +55,7 @@ use session::{BareNewline, Client, Server};
 pub fn run_stdio(config: &Config, uid: u32, input: impl Read, output: impl Write) -> Result<()> {
     let queue = Queue::from_config(config)?;
     let log = Arc::new(Log::from_config(config, "smtpd"));
-    let server = server_from_config(config, queue, log, false)?;
+    let server = server_from_config(config, queue, log, Service::Stdio)?;
     let mut conn = Connection::new(Transport::Pipe {
         input: Box::new(input),
         output: Box::new(output),
@@ -59,22 +64,54 @@ pub fn run_stdio(config: &Config, uid: u32, input: impl Read, output: impl Write
     Ok(())
 }
 
-/// Reads everything a session needs from `main.cf` once. `network`: TLS is set up
-/// (STARTTLS is for the listener only).
-fn server_from_config(
+/// Which sessions a [`Server`] is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    /// `sendmail -bs`: no STARTTLS, no AUTH, no restrictions.
+    Stdio,
+    /// The listener on `smtpd_port`.
+    Smtp,
+    /// The listener on `submission_port`: Postfix's master.cf `submission` entry.
+    Submission,
+}
+
+/// Reads everything a session of `service` needs from `main.cf` once.
+pub(crate) fn server_from_config(
     config: &Config,
     queue: Queue,
     log: Arc<Log>,
-    network: bool,
+    service: Service,
 ) -> Result<Server> {
     let settings = Settings::from_config(config)?;
     let relay = RelayPolicy::from_config(config, &mut |w| log.warning(&w))?;
     let local_recipients = LocalRecipients::from_config(config, &mut |w| log.warning(&w))?;
-    let (tls, tls_required) = if network {
-        tls_from_config(config, &log)?
-    } else {
-        (None, false)
+    let (tls, tls_required) = match service {
+        Service::Stdio => (None, false),
+        Service::Smtp => tls_from_config(config, &log)?,
+        // -o smtpd_tls_security_level=encrypt
+        Service::Submission => (tls_from_config(config, &log)?.0, true),
     };
+    let mut restrictions = Restrictions::from_config(config, &mut |w| log.warning(&w))?;
+    let sasl = match service {
+        Service::Stdio => None,
+        Service::Smtp => crate::sasl::SaslSettings::from_config(config, &mut |w| log.warning(&w))?,
+        Service::Submission => {
+            crate::sasl::SaslSettings::for_submission(config, &mut |w| log.warning(&w))?
+        }
+    };
+    let mut tls_auth_only = config.boolean("smtpd_tls_auth_only")? || tls_required;
+    if service == Service::Submission {
+        // -o smtpd_sasl_auth_enable=yes -o smtpd_tls_auth_only=yes
+        // -o smtpd_recipient_restrictions=permit_sasl_authenticated,reject
+        tls_auth_only = true;
+        restrictions = Restrictions {
+            relay: Vec::new(),
+            recipient: vec![
+                restrictions::Restriction::PermitSaslAuthenticated,
+                restrictions::Restriction::Reject,
+            ],
+        };
+    }
     let bare_newline = config.get("smtpd_forbid_bare_newline")?;
     let bare_newline = BareNewline::parse(&bare_newline).ok_or_else(|| {
         Error::config(format!(
@@ -107,6 +144,10 @@ fn server_from_config(
             .max(std::time::Duration::from_secs(1)),
         settings,
         relay,
+        restrictions,
+        sasl,
+        tls_auth_only,
+        auth_required: service == Service::Submission,
         local_recipients,
         tls,
         tls_required,
