@@ -596,3 +596,39 @@ fn a_daemon_serves_the_submission_port_as_mail_owner() {
         "{line}"
     );
 }
+
+#[test]
+fn status_shows_the_submission_listener_or_why_it_is_off() {
+    const MAILROOM: &str = env!("CARGO_BIN_EXE_mailroom");
+    let sys = MailSystem::new("submission_port = 587\ninet_interfaces = 127.0.0.1\n");
+    let out = sys.run(MAILROOM, &["status"], b"");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(
+            "submission: none (not running; submission_port is set but smtpd_tls_cert_file is empty"
+        ),
+        "{text}{}",
+        stderr(&out)
+    );
+    if !require_tool("openssl") {
+        return;
+    }
+    let (cert, _) = certificate(sys.root());
+    let main_cf = sys.config_dir().join("main.cf");
+    let text = std::fs::read_to_string(&main_cf).unwrap();
+    std::fs::write(
+        &main_cf,
+        format!(
+            "{text}smtpd_tls_cert_file = {}\nsmtpd_tls_key_file = {}\n",
+            cert.display(),
+            sys.root().join("key.pem").display()
+        ),
+    )
+    .unwrap();
+    let out = sys.run(MAILROOM, &["status"], b"");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("submission: none (not running; configured: 127.0.0.1:587)\n"),
+        "{text}"
+    );
+}

@@ -92,9 +92,9 @@ impl Listeners {
         let server = super::server_from_config(config, queue.clone(), log.clone(), Service::Smtp)?;
         let sockets = bind_configured(config, &log)?;
         let mut listeners = Listeners::serve(config, sockets, server)?;
+        let log = Arc::new(log.for_service("submission"));
         let submission = submission_addresses(config, &log)?;
         if !submission.is_empty() {
-            let log = Arc::new(log.for_service("submission"));
             let sockets = bind_all(&submission, &log);
             let server = super::server_from_config(config, queue, log, Service::Submission)?;
             listeners.add(sockets, server, Service::Submission);
