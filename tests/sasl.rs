@@ -321,7 +321,7 @@ fn relaying_only_after_auth_and_the_header_and_log_say_who() {
             s.push(format!("AUTH PLAIN {}", plain(PASSWORD)));
         }
         s.extend(steps(&[
-            "MAIL FROM:<alice@mail.server.com>",
+            "MAIL FROM:<alice@mail.server.com> AUTH=alice@mail.server.com",
             "RCPT TO:<bob@example.net>",
             "message Subject: relayed\r\n\r\nhello\r\n",
         ]));
@@ -361,7 +361,7 @@ fn relaying_only_after_auth_and_the_header_and_log_say_who() {
     let id = got[1][5].rsplit(' ').next().unwrap();
     assert!(
         log.contains(&format!(
-            "{id}: client=unknown[127.0.0.1], sasl_method=PLAIN, sasl_username=alice\n"
+            "{id}: client=unknown[127.0.0.1], sasl_method=PLAIN, sasl_username=alice, sasl_sender=alice@mail.server.com\n"
         )),
         "{log}"
     );

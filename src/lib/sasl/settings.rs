@@ -54,6 +54,13 @@ impl SaslSettings {
         }
         let shown = config.get("smtpd_sasl_path")?.trim().to_string();
         let shown = shown.strip_prefix("unix:").unwrap_or(&shown).to_string();
+        if shown.starts_with("inet:") {
+            warn(format!(
+                "smtpd_sasl_path = {shown}: TCP sockets are not supported, only Dovecot's \
+                 UNIX socket; AUTH is off"
+            ));
+            return Ok(None);
+        }
         if shown.is_empty() {
             warn("smtpd_sasl_path is empty; AUTH is off".into());
             return Ok(None);
@@ -94,18 +101,17 @@ impl SaslSettings {
     /// a warning: the client then tries and is told 454, a temporary failure it
     /// retries, rather than being told nothing of AUTH.
     pub fn mechanisms(&self, warn: &mut dyn FnMut(String)) -> Vec<String> {
-        let mut cache = self.mechanisms.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((when, list)) = cache.as_ref()
+        let lock = || self.mechanisms.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((when, list)) = lock().as_ref()
             && when.elapsed() < MECHANISMS_FRESH
         {
             return list.clone();
         }
-        match dovecot::connect(&self.path) {
-            Ok(client) => {
-                let list = offered(client.mechanisms());
-                *cache = Some((Instant::now(), list.clone()));
-                list
-            }
+        // Not under the lock: a Dovecot that hangs holds up this session only.
+        let asked = dovecot::connect(&self.path);
+        let mut cache = lock();
+        let list = match asked {
+            Ok(client) => offered(client.mechanisms()),
             Err(e) => {
                 warn(self.connect_failed(&e));
                 cache.as_ref().map_or_else(
@@ -113,7 +119,11 @@ impl SaslSettings {
                     |(_, list)| list.clone(),
                 )
             }
-        }
+        };
+        // A failure is remembered too: Dovecot is asked again (and its absence logged)
+        // once a minute, not at every EHLO.
+        *cache = Some((Instant::now(), list.clone()));
+        list
     }
 
     /// Postfix's warning when the socket cannot be reached.

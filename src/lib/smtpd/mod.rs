@@ -91,7 +91,14 @@ pub(crate) fn server_from_config(
         // -o smtpd_tls_security_level=encrypt
         Service::Submission => (tls_from_config(config, &log)?.0, true),
     };
-    let mut restrictions = Restrictions::from_config(config, &mut |w| log.warning(&w))?;
+    let mut restrictions = match service {
+        // Never read for a local submission (trusted, as in Postfix): no warnings there.
+        Service::Stdio => Restrictions {
+            relay: Vec::new(),
+            recipient: Vec::new(),
+        },
+        _ => Restrictions::from_config(config, &mut |w| log.warning(&w))?,
+    };
     let sasl = match service {
         Service::Stdio => None,
         Service::Smtp => crate::sasl::SaslSettings::from_config(config, &mut |w| log.warning(&w))?,

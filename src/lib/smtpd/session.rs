@@ -156,6 +156,8 @@ struct Transaction {
     recipients: Vec<(String, String)>,
     /// RCPTs refused for being over the limit.
     overshoot: usize,
+    /// MAIL FROM's `AUTH=` (not `<>`), logged as `sasl_sender=`.
+    sasl_sender: Option<String>,
 }
 
 /// Commands counted for the `disconnect` log line, in Postfix's order.
@@ -428,7 +430,12 @@ impl<'s> Session<'s> {
             Command::Mail { .. } | Command::Rcpt { .. } | Command::Data if tls_pending => {
                 Step::Reply(reply::tls_required())
             }
-            Command::Mail { sender, size, body } => self.mail(sender, size, body, conn),
+            Command::Mail {
+                sender,
+                size,
+                body,
+                auth,
+            } => self.mail(sender, size, body, auth, conn),
             Command::Rcpt { recipient } => self.rcpt(recipient, conn),
             Command::Data => self.data(conn),
             Command::Rset => {
@@ -515,11 +522,21 @@ impl<'s> Session<'s> {
         sender: String,
         size: Option<u64>,
         _body: Body,
+        auth: Vec<String>,
         conn: &mut Connection<'_>,
     ) -> Step {
         if self.tx.is_some() {
             return Step::Reply(reply::nested_mail());
         }
+        // AUTH= exists only where AUTH is offered (smtpd_sasl_mail_opt); elsewhere it is
+        // an option like any unknown one.
+        if !auth.is_empty() && self.auth_active(conn.is_tls()).is_none() {
+            return Step::Reply(reply::unsupported_option("AUTH"));
+        }
+        if auth.len() > 1 {
+            return Step::Reply(Reply::new(503, "5.5.4 Error: multiple AUTH= options"));
+        }
+        let sasl_sender = auth.into_iter().next().filter(|a| a != "<>");
         if self.server.auth_required && self.login.is_none() && !self.client.pipe {
             // RFC 4954 section 6's reply: the submission service takes mail only from
             // a logged-in client, and says so before any message text is sent.
@@ -538,6 +555,7 @@ impl<'s> Session<'s> {
             sender,
             recipients: Vec::new(),
             overshoot: 0,
+            sasl_sender,
         });
         Step::Reply(reply::sender_ok())
     }
@@ -616,9 +634,12 @@ impl<'s> Session<'s> {
             Ok(id) => {
                 // The from=/size= line is the daemon's to write when it takes the
                 // message in, as Postfix's qmgr does; pflogsumm counts that one.
-                let sasl = self.login.as_ref().map_or_else(String::new, |l| {
+                let mut sasl = self.login.as_ref().map_or_else(String::new, |l| {
                     format!(", sasl_method={}, sasl_username={}", l.method, l.user)
                 });
+                if let Some(sender) = &tx.sasl_sender {
+                    sasl.push_str(&format!(", sasl_sender={sender}"));
+                }
                 self.server
                     .log
                     .info(&format!("{id}: client={}{sasl}", self.client));
@@ -685,7 +706,10 @@ impl<'s> Session<'s> {
                         settings,
                         head,
                         body: &mut reader,
-                        qualify_headers: self.client.local,
+                        // Postfix's submission entry rewrites the headers of every
+                        // client (local_header_rewrite_clients = static:all).
+                        qualify_headers: self.client.local
+                            || (server.auth_required && self.login.is_some()),
                     },
                 };
                 cleanup::write(
