@@ -41,7 +41,12 @@ impl Dovecot {
             .collect();
         std::fs::write(root.join("users"), passwd).unwrap();
         // Dovecot's own processes run as these users: root in CI; anyone else can only
-        // run it as itself.
+        // run it as itself, which also means no chown to the group dovecot and no
+        // chroot (harmless settings for root too).
+        let unprivileged = "service stats {\n  unix_listener stats-writer {\n    group =\n  }\n}\n\
+            service dict {\n  unix_listener dict {\n    group =\n  }\n}\n\
+            service dict-async {\n  unix_listener dict-async {\n    group =\n  }\n}\n\
+            service anvil {\n  chroot =\n}\n";
         let me = nix::unistd::User::from_uid(nix::unistd::getuid())
             .ok()
             .flatten()
@@ -52,10 +57,13 @@ impl Dovecot {
              disable_plaintext_auth = no\nauth_failure_delay = 0\n\
              default_internal_user = {me}\ndefault_login_user = {me}\n\
              passdb {{\n  driver = passwd-file\n  args = scheme=PLAIN {root}/users\n}}\n\
-             userdb {{\n  driver = static\n  args = uid={me} gid={me} home={root}\n}}\n\
-             service auth {{\n  unix_listener {socket} {{\n    mode = 0666\n  }}\n}}\n",
+             userdb {{\n  driver = static\n  args = uid={uid} gid={gid} home={root}\n}}\n\
+             service auth {{\n  unix_listener {socket} {{\n    mode = 0666\n  }}\n}}\n\
+             {unprivileged}",
             root = root.display(),
             socket = socket.display(),
+            uid = nix::unistd::getuid(),
+            gid = nix::unistd::getgid(),
         );
         std::fs::write(root.join("dovecot.conf"), conf).unwrap();
         let child = Command::new("dovecot")
