@@ -632,3 +632,107 @@ fn status_shows_the_submission_listener_or_why_it_is_off() {
         "{text}"
     );
 }
+
+/// A scripted auth server at `socket`: Dovecot's handshake, then `answer` to every
+/// AUTH (and the connection closed, when `hang_up`), for as many connections as come.
+fn fake_dovecot(socket: &std::path::Path, answer: &'static str, hang_up: bool) {
+    use std::io::{BufRead, BufReader, Write};
+    std::fs::create_dir_all(socket.parent().unwrap()).unwrap();
+    let listener = std::os::unix::net::UnixListener::bind(socket).unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            std::thread::spawn(move || {
+                let _ = stream.write_all(
+                    b"VERSION\t1\t2\nMECH\tPLAIN\tplaintext\nMECH\tLOGIN\tplaintext\nSPID\t1\nCUID\t1\nCOOKIE\t00\nDONE\n",
+                );
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                while reader.read_line(&mut line).unwrap_or(0) > 0 {
+                    if line.starts_with("AUTH\t") {
+                        let _ = stream.write_all(answer.as_bytes());
+                        if hang_up {
+                            return;
+                        }
+                    }
+                    line.clear();
+                }
+            });
+        }
+    });
+}
+
+#[test]
+fn what_the_auth_server_says_is_what_the_client_is_told() {
+    // (Dovecot's answer to AUTH, it hangs up, the reply, a line the log must have)
+    let table = [
+        (
+            "FAIL\t1\tuser=alice\ttemp\treason=Internal error occurred\n",
+            false,
+            "454 4.7.0 Temporary authentication failure: Internal error occurred",
+            "SASL PLAIN authentication failed: Internal error occurred, sasl_username=alice",
+        ),
+        (
+            "FAIL\t1\tcode=pass_expired\treason=Password expired\n",
+            false,
+            "535 5.7.8 Error: authentication failed: Password expired",
+            "SASL PLAIN authentication failed: Password expired, sasl_username=(unavailable)",
+        ),
+        (
+            "OK\t1\tuser=al\u{1}tice\u{1b}\n",
+            false,
+            "235 2.7.0 Authentication successful",
+            "client=unknown[127.0.0.1], sasl_method=PLAIN, sasl_username=al?ice?\n",
+        ),
+        (
+            "garbage\n",
+            true,
+            "454 4.7.0 Temporary authentication failure: Connection lost to authentication server",
+            "warning: SASL: Dovecot auth socket 'private/auth': connection closed by the auth server",
+        ),
+    ];
+    for (answer, hang_up, reply, logged) in table {
+        let sys = MailSystem::new(
+            "smtpd_port = 0\ninet_interfaces = 127.0.0.1\ninet_protocols = ipv4\n\
+             mynetworks = 10.0.0.0/8\nsmtpd_sasl_auth_enable = yes\nlocal_recipient_maps =\n",
+        );
+        fake_dovecot(&socket_of(&sys), answer, hang_up);
+        let server = listen(&sys);
+        let mut lines = raw(
+            server.smtp,
+            &format!(
+                "EHLO x\r\nAUTH PLAIN {}\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<bob@example.net>\r\n\
+                 DATA\r\nSubject: x\r\n\r\nhi\r\n.\r\nQUIT\r\n",
+                plain(PASSWORD)
+            ),
+        );
+        assert!(
+            lines.iter().any(|l| l == "250-AUTH PLAIN LOGIN"),
+            "{lines:?}"
+        );
+        lines.retain(|l| !l.starts_with("250-") && !l.starts_with("220 "));
+        // EHLO's last line, then AUTH's reply.
+        assert_eq!(lines[1], reply, "{answer:?}: {lines:?}");
+        let log = maillog(&sys);
+        assert!(log.contains(logged), "{answer:?}: {log}");
+        if reply.starts_with("235") {
+            assert_eq!(lines[3], "250 2.1.5 Ok", "a login may relay: {lines:?}");
+        } else {
+            assert_eq!(lines[3], "554 5.7.1 <bob@example.net>: Relay access denied");
+        }
+    }
+}
+
+/// Sends `input` at once (as a pipelining client would not for AUTH, but the server
+/// must cope) and reads every reply line until the server closes.
+fn raw(addr: SocketAddr, input: &str) -> Vec<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    stream.write_all(input.as_bytes()).unwrap();
+    let mut out = String::new();
+    let _ = stream.read_to_string(&mut out);
+    out.lines().map(str::to_string).collect()
+}

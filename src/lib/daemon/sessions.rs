@@ -9,7 +9,8 @@
 //!   backlog: the daemon keeps the sockets, so nothing has to be bound again;
 //! - on reload, a new one starts at once with the new `main.cf`; the old one is told to
 //!   stop (SIGTERM) and finishes the sessions in progress. The sockets are bound again
-//!   only when `smtpd_port`, `inet_interfaces` or `inet_protocols` changed;
+//!   only when `smtpd_port`, `submission_port`, `inet_interfaces` or `inet_protocols`
+//!   changed (or the submission port became usable or unusable);
 //! - on stop, it gets SIGTERM, then SIGKILL after [`GRACE`].
 //!
 //! As root, `mail_owner` must name an account the sessions can run as; when it does not,

@@ -56,6 +56,14 @@ impl std::fmt::Display for Error {
             Error::Io(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
                 write!(f, "connection closed by the auth server")
             }
+            Error::Io(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                write!(f, "no answer within {} s", TIMEOUT.as_secs())
+            }
             Error::Io(e) => write!(f, "{e}"),
             Error::Protocol(why) => write!(f, "protocol error: {why}"),
         }
