@@ -372,22 +372,30 @@ fn auth_is_offered_before_starttls_only_when_allowed() {
     if !tools() {
         return;
     }
-    // (main.cf lines, AUTH offered and taken before STARTTLS)
+    const OK: &str = "235 2.7.0 Authentication successful";
+    const OFF: &str = "503 5.5.1 Error: authentication not enabled";
+    // (main.cf lines, AUTH offered before STARTTLS, the reply to AUTH then)
     let table = [
-        ("", true),
-        ("smtpd_tls_auth_only = yes", false),
-        ("smtpd_tls_security_level = encrypt", false),
-        ("broken_sasl_auth_clients = yes", true),
+        ("", true, OK),
+        ("smtpd_tls_auth_only = yes", false, OFF),
+        ("smtpd_tls_security_level = encrypt", false, OFF),
+        ("broken_sasl_auth_clients = yes", true, OK),
+        (
+            "smtpd_sasl_security_options = noanonymous, noplaintext\n\
+             smtpd_sasl_tls_security_options = noanonymous",
+            false,
+            "535 5.7.8 Error: authentication failed: Invalid authentication mechanism: 'PLAIN'",
+        ),
     ];
-    let mut dovecot = None;
-    for (extra, before) in table {
-        let sys = system(extra);
-        let started = Dovecot::start(&socket_of(&sys), &[(USER, PASSWORD)]);
-        if started.is_none() {
-            return;
-        }
-        // The previous one goes when this one has started.
-        dovecot = started;
+    // One Dovecot and one certificate; each row its own main.cf and listener.
+    let sys = system("");
+    let Some(_dovecot) = Dovecot::start(&socket_of(&sys), &[(USER, PASSWORD)]) else {
+        return;
+    };
+    let main_cf = sys.config_dir().join("main.cf");
+    let base = std::fs::read_to_string(&main_cf).unwrap();
+    for (extra, before, reply) in table {
+        std::fs::write(&main_cf, format!("{base}{extra}\n")).unwrap();
         let server = listen(&sys);
         let got = smtplib(
             server.smtp.port(),
@@ -399,19 +407,8 @@ fn auth_is_offered_before_starttls_only_when_allowed() {
             ])],
         );
         let got = &got[0];
-        assert_eq!(
-            got[0].contains("\nAUTH PLAIN LOGIN"),
-            before,
-            "{extra}: {got:?}"
-        );
-        if before {
-            assert_eq!(got[1], "235 2.7.0 Authentication successful", "{extra}");
-        } else {
-            assert_eq!(
-                got[1], "503 5.5.1 Error: authentication not enabled",
-                "{extra}"
-            );
-        }
+        assert_eq!(got[0].contains("\nAUTH"), before, "{extra}: {got:?}");
+        assert_eq!(got[1], reply, "{extra}");
         assert_eq!(
             got[0].contains("\nAUTH=PLAIN LOGIN"),
             extra.starts_with("broken"),
@@ -422,7 +419,6 @@ fn auth_is_offered_before_starttls_only_when_allowed() {
             "{extra}: after STARTTLS {got:?}"
         );
     }
-    drop(dovecot);
 }
 
 /// The submission session every submission test runs: refused before STARTTLS and

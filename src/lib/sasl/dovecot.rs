@@ -77,10 +77,16 @@ impl std::error::Error for Error {}
 pub struct Mechanism {
     /// Upper case, as Dovecot names them.
     pub name: String,
-    /// `anonymous`: no password at all (refused by `noanonymous`).
-    pub anonymous: bool,
-    /// `private`: for Dovecot's own use, never offered to clients.
-    pub private: bool,
+    /// Dovecot's security properties, lower case: `plaintext`, `anonymous`,
+    /// `dictionary`, `active`, `forward-secrecy`, `mutual-auth`, and `private` (for
+    /// Dovecot's own use, never offered to clients).
+    pub flags: Vec<String>,
+}
+
+impl Mechanism {
+    pub fn has(&self, flag: &str) -> bool {
+        self.flags.iter().any(|f| f == flag)
+    }
 }
 
 /// The facts an `AUTH` request carries besides the mechanism.
@@ -159,11 +165,11 @@ impl<S: Read + Write> Client<S> {
                     if name.is_empty() || name.len() > 64 {
                         return Err(Error::Protocol("bad MECH line".into()));
                     }
-                    let flags: Vec<&str> = fields.collect();
+                    // Bounded by the line; a mechanism has a handful.
+                    let flags = fields.take(16).map(str::to_ascii_lowercase).collect();
                     client.mechanisms.push(Mechanism {
                         name: name.to_ascii_uppercase(),
-                        anonymous: flags.contains(&"anonymous"),
-                        private: flags.contains(&"private"),
+                        flags,
                     });
                 }
                 // Postfix's test: the master socket (auth-userdb) sends SPID without
@@ -422,7 +428,8 @@ mod tests {
             .map(|m| m.name.as_str())
             .collect();
         assert_eq!(names, ["PLAIN", "LOGIN", "ANONYMOUS", "DOVECOT-TOKEN"]);
-        assert!(client.mechanisms()[2].anonymous && client.mechanisms()[3].private);
+        assert!(client.mechanisms()[2].has("anonymous") && client.mechanisms()[3].has("private"));
+        assert!(client.mechanisms()[0].has("plaintext"));
         let out = client
             .start(&request("PLAIN", Some("AGFsaWNlAHNlY3JldA==")))
             .unwrap();

@@ -1,6 +1,8 @@
 //! `smtpd_sasl_*` from `main.cf`, read once per sessions process: whether AUTH is on,
 //! where Dovecot's socket is as this process sees it (chroot included), and the
-//! mechanisms to offer, asked of Dovecot and kept for a minute.
+//! mechanisms to offer: Dovecot's (asked and kept for a minute), those mailroom
+//! supports, filtered by `smtpd_sasl_security_options` (or, over TLS,
+//! `smtpd_sasl_tls_security_options`) as Postfix's Dovecot driver filters them.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -26,8 +28,50 @@ pub struct SaslSettings {
     pub authenticated_header: bool,
     /// `broken_sasl_auth_clients`: also the `AUTH=PLAIN LOGIN` line of old Outlook.
     pub broken_clients: bool,
+    /// `smtpd_sasl_service`: the service name Dovecot is told (`smtp`).
+    pub service: String,
+    /// `smtpd_sasl_security_options`, for sessions without TLS.
+    pub plain_options: SecurityOptions,
+    /// `smtpd_sasl_tls_security_options`, for sessions over TLS.
+    pub tls_options: SecurityOptions,
     /// The last list Dovecot gave and when.
-    mechanisms: Mutex<Option<(Instant, Vec<String>)>>,
+    mechanisms: Mutex<Option<(Instant, Vec<dovecot::Mechanism>)>>,
+}
+
+/// Postfix's SASL security options for the Dovecot driver: properties a mechanism must
+/// not have (`noplaintext`, `noanonymous`, `nodictionary`, `noactive`) and must have
+/// (`mutual_auth`, `forward_secrecy`), in Dovecot's spelling of the properties.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SecurityOptions {
+    forbidden: Vec<&'static str>,
+    required: Vec<&'static str>,
+}
+
+impl SecurityOptions {
+    /// Reads a list such as `noanonymous, noplaintext`; an unknown option is reported
+    /// through `warn` and left out (Postfix stops with a fatal error).
+    pub fn parse(name: &str, list: &[String], warn: &mut dyn FnMut(String)) -> SecurityOptions {
+        let mut options = SecurityOptions::default();
+        for item in list {
+            match item.to_ascii_lowercase().as_str() {
+                "noplaintext" => options.forbidden.push("plaintext"),
+                "noanonymous" => options.forbidden.push("anonymous"),
+                "nodictionary" => options.forbidden.push("dictionary"),
+                "noactive" => options.forbidden.push("active"),
+                "mutual_auth" => options.required.push("mutual-auth"),
+                "forward_secrecy" => options.required.push("forward-secrecy"),
+                _ => warn(format!(
+                    "{name}: unknown SASL security option \"{item}\", ignored"
+                )),
+            }
+        }
+        options
+    }
+
+    fn allows(&self, mechanism: &dovecot::Mechanism) -> bool {
+        self.forbidden.iter().all(|f| !mechanism.has(f))
+            && self.required.iter().all(|r| mechanism.has(r))
+    }
 }
 
 impl SaslSettings {
@@ -66,11 +110,33 @@ impl SaslSettings {
             return Ok(None);
         }
         let queue = config.queue_directory()?;
+        let service = config.get("smtpd_sasl_service")?.trim().to_string();
+        let service = if service.is_empty() || service.len() > 64 {
+            warn(format!(
+                "smtpd_sasl_service: \"{service}\" is not a service name; using smtp"
+            ));
+            "smtp".to_string()
+        } else {
+            service
+        };
+        let plain_options = SecurityOptions::parse(
+            "smtpd_sasl_security_options",
+            &config.list("smtpd_sasl_security_options")?,
+            warn,
+        );
+        let tls_options = SecurityOptions::parse(
+            "smtpd_sasl_tls_security_options",
+            &config.list("smtpd_sasl_tls_security_options")?,
+            warn,
+        );
         Ok(Some(SaslSettings {
             path: resolve(&shown, &queue),
             path_shown: shown,
             authenticated_header: config.boolean("smtpd_sasl_authenticated_header")?,
             broken_clients: config.boolean("broken_sasl_auth_clients")?,
+            service,
+            plain_options,
+            tls_options,
             mechanisms: Mutex::new(None),
         }))
     }
@@ -96,11 +162,16 @@ impl SaslSettings {
         };
     }
 
-    /// The mechanisms to offer: Dovecot's, that mailroom supports, in Dovecot's order.
-    /// When Dovecot cannot be asked, the last list it gave (or the supported ones) with
-    /// a warning: the client then tries and is told 454, a temporary failure it
-    /// retries, rather than being told nothing of AUTH.
-    pub fn mechanisms(&self, warn: &mut dyn FnMut(String)) -> Vec<String> {
+    /// The mechanisms to offer a session (over TLS or not): Dovecot's, filtered by
+    /// [`SaslSettings::offered`]. When Dovecot cannot be asked, the last list it gave
+    /// (or the supported ones, as plain-text mechanisms) with a warning: the client then
+    /// tries and is told 454, a temporary failure it retries, rather than being told
+    /// nothing of AUTH.
+    pub fn mechanisms(&self, tls: bool, warn: &mut dyn FnMut(String)) -> Vec<String> {
+        self.offered(&self.dovecot_mechanisms(warn), tls)
+    }
+
+    fn dovecot_mechanisms(&self, warn: &mut dyn FnMut(String)) -> Vec<dovecot::Mechanism> {
         let lock = || self.mechanisms.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((when, list)) = lock().as_ref()
             && when.elapsed() < MECHANISMS_FRESH
@@ -111,11 +182,18 @@ impl SaslSettings {
         let asked = dovecot::connect(&self.path);
         let mut cache = lock();
         let list = match asked {
-            Ok(client) => offered(client.mechanisms()),
+            Ok(client) => client.mechanisms().to_vec(),
             Err(e) => {
                 warn(self.connect_failed(&e));
                 cache.as_ref().map_or_else(
-                    || super::SUPPORTED_MECHANISMS.map(String::from).to_vec(),
+                    || {
+                        super::SUPPORTED_MECHANISMS
+                            .map(|name| dovecot::Mechanism {
+                                name: name.into(),
+                                flags: vec!["plaintext".into()],
+                            })
+                            .to_vec()
+                    },
                     |(_, list)| list.clone(),
                 )
             }
@@ -139,15 +217,22 @@ impl SaslSettings {
     }
 }
 
-/// The names of `mechanisms` mailroom offers: supported, not private, not anonymous
-/// (Postfix's default `smtpd_sasl_security_options = noanonymous`).
-pub fn offered(mechanisms: &[dovecot::Mechanism]) -> Vec<String> {
-    mechanisms
-        .iter()
-        .filter(|m| !m.private && !m.anonymous)
-        .filter(|m| super::SUPPORTED_MECHANISMS.contains(&m.name.as_str()))
-        .map(|m| m.name.clone())
-        .collect()
+impl SaslSettings {
+    /// The names of `mechanisms` offered to a session: supported by mailroom, not
+    /// private, and allowed by the security options of a session with or without TLS.
+    pub fn offered(&self, mechanisms: &[dovecot::Mechanism], tls: bool) -> Vec<String> {
+        let options = if tls {
+            &self.tls_options
+        } else {
+            &self.plain_options
+        };
+        mechanisms
+            .iter()
+            .filter(|m| !m.has("private") && options.allows(m))
+            .filter(|m| super::SUPPORTED_MECHANISMS.contains(&m.name.as_str()))
+            .map(|m| m.name.clone())
+            .collect()
+    }
 }
 
 /// `smtpd_sasl_path` without a chroot: relative to the queue directory, as Postfix
@@ -165,24 +250,74 @@ fn resolve(path: &str, queue: &Path) -> PathBuf {
 mod tests {
     use super::*;
 
-    fn mech(name: &str, anonymous: bool, private: bool) -> dovecot::Mechanism {
+    fn mech(name: &str, flags: &[&str]) -> dovecot::Mechanism {
         dovecot::Mechanism {
             name: name.into(),
-            anonymous,
-            private,
+            flags: flags.iter().map(|f| f.to_string()).collect(),
         }
     }
 
+    fn settings(plain: &str, tls: &str) -> SaslSettings {
+        let list = |text: &str| -> Vec<String> {
+            text.split([',', ' '])
+                .filter(|w| !w.is_empty())
+                .map(String::from)
+                .collect()
+        };
+        let mut warnings = Vec::new();
+        let s = SaslSettings {
+            path_shown: "private/auth".into(),
+            path: PathBuf::from("/nonexistent/private/auth"),
+            authenticated_header: false,
+            broken_clients: false,
+            service: "smtp".into(),
+            plain_options: SecurityOptions::parse("x", &list(plain), &mut |w| warnings.push(w)),
+            tls_options: SecurityOptions::parse("y", &list(tls), &mut |w| warnings.push(w)),
+            mechanisms: Mutex::new(None),
+        };
+        assert!(warnings.is_empty(), "{warnings:?}");
+        s
+    }
+
     #[test]
-    fn offered_mechanisms_keep_dovecot_order() {
+    fn offered_mechanisms_keep_dovecot_order_and_obey_the_options() {
         let list = [
-            mech("LOGIN", false, false),
-            mech("CRAM-MD5", false, false),
-            mech("ANONYMOUS", true, false),
-            mech("PLAIN", false, false),
-            mech("DOVECOT-TOKEN", false, true),
+            mech("LOGIN", &["plaintext"]),
+            mech("CRAM-MD5", &["dictionary"]),
+            mech("ANONYMOUS", &["anonymous"]),
+            mech("PLAIN", &["plaintext"]),
+            mech("DOVECOT-TOKEN", &["private"]),
         ];
-        assert_eq!(offered(&list), ["LOGIN", "PLAIN"]);
+        // (smtpd_sasl_security_options, smtpd_sasl_tls_security_options, without TLS,
+        // with TLS)
+        let table: [(&str, &str, &[&str], &[&str]); 4] = [
+            (
+                "noanonymous",
+                "noanonymous",
+                &["LOGIN", "PLAIN"],
+                &["LOGIN", "PLAIN"],
+            ),
+            (
+                "noanonymous, noplaintext",
+                "noanonymous",
+                &[],
+                &["LOGIN", "PLAIN"],
+            ),
+            ("", "", &["LOGIN", "PLAIN"], &["LOGIN", "PLAIN"]),
+            ("mutual_auth", "forward_secrecy", &[], &[]),
+        ];
+        for (plain, tls, without, with) in table {
+            let s = settings(plain, tls);
+            assert_eq!(s.offered(&list, false), without, "{plain}");
+            assert_eq!(s.offered(&list, true), with, "{tls}");
+        }
+        let mut warnings = Vec::new();
+        SecurityOptions::parse(
+            "smtpd_sasl_security_options",
+            &["noplain".into()],
+            &mut |w| warnings.push(w),
+        );
+        assert_eq!(warnings.len(), 1);
     }
 
     #[test]
@@ -203,13 +338,9 @@ mod tests {
             ("/run/dovecot/auth-client", "/run/dovecot/auth-client", true),
         ];
         for (shown, inside, warned) in table {
-            let mut s = SaslSettings {
-                path_shown: shown.into(),
-                path: resolve(shown, queue),
-                authenticated_header: false,
-                broken_clients: false,
-                mechanisms: Mutex::new(None),
-            };
+            let mut s = settings("", "");
+            s.path_shown = shown.into();
+            s.path = resolve(shown, queue);
             let mut warnings = Vec::new();
             s.enter_jail(queue, &mut |w| warnings.push(w));
             assert_eq!(s.path, Path::new(inside), "{shown}");
@@ -220,15 +351,13 @@ mod tests {
     #[test]
     fn dovecot_down_still_offers_the_supported_mechanisms() {
         let dir = tempfile::tempdir().unwrap();
-        let s = SaslSettings {
-            path_shown: "private/auth".into(),
-            path: dir.path().join("private/auth"),
-            authenticated_header: false,
-            broken_clients: false,
-            mechanisms: Mutex::new(None),
-        };
+        let mut s = settings("noanonymous", "noanonymous");
+        s.path = dir.path().join("private/auth");
         let mut warnings = Vec::new();
-        assert_eq!(s.mechanisms(&mut |w| warnings.push(w)), ["PLAIN", "LOGIN"]);
+        assert_eq!(
+            s.mechanisms(true, &mut |w| warnings.push(w)),
+            ["PLAIN", "LOGIN"]
+        );
         assert!(
             warnings[0].starts_with("SASL: Connect to Dovecot auth socket 'private/auth' failed: "),
             "{warnings:?}"

@@ -49,7 +49,7 @@ pub fn exchange(
     conn: &mut Connection<'_>,
 ) -> Exchange {
     let method = printable(mechanism, 64).to_ascii_uppercase();
-    let offered = sasl.mechanisms(&mut |w| log.warning(&w));
+    let offered = sasl.mechanisms(peer.tls, &mut |w| log.warning(&w));
     if !offered.contains(&method) {
         return failed(log, peer, &method, &invalid_mechanism(&method), None, false);
     }
@@ -62,12 +62,15 @@ pub fn exchange(
         Err(e) => return lost_dovecot(sasl, log, peer, &method, &e),
     };
     // The list may have changed since it was cached.
-    if !crate::sasl::settings::offered(client.mechanisms()).contains(&method) {
+    if !sasl
+        .offered(client.mechanisms(), peer.tls)
+        .contains(&method)
+    {
         return failed(log, peer, &method, &invalid_mechanism(&method), None, false);
     }
     let request = Request {
         mechanism: &method,
-        service: "smtp",
+        service: &sasl.service,
         secured: peer.tls,
         local_ip: peer.local_ip,
         remote_ip: peer.remote_ip,

@@ -466,7 +466,7 @@ impl<'s> Session<'s> {
         }
         if let Some(sasl) = self.auth_active(tls) {
             let mechanisms = sasl
-                .mechanisms(&mut |w| self.server.log.warning(&w))
+                .mechanisms(tls, &mut |w| self.server.log.warning(&w))
                 .join(" ");
             if !mechanisms.is_empty() {
                 lines.push(format!("AUTH {mechanisms}"));
