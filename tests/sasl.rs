@@ -559,9 +559,6 @@ fn a_daemon_serves_the_submission_port_as_mail_owner() {
         "smtpd_port = {}\nsubmission_port = {submission}\n{chroot}",
         free_port()
     ));
-    let Some(_dovecot) = Dovecot::start(&socket_of(&sys), &[(USER, PASSWORD)]) else {
-        return;
-    };
     let _daemon = Daemon(
         sys.command(SENDMAIL)
             .arg("-bD")
@@ -576,6 +573,23 @@ fn a_daemon_serves_the_submission_port_as_mail_owner() {
         assert!(Instant::now() < deadline, "{}", maillog(&sys));
         std::thread::sleep(Duration::from_millis(50));
     }
+    // The daemon made the socket's directory (Dovecot could not start without it),
+    // mail_owner's and closed to others, as Postfix's private/ is.
+    {
+        use std::os::unix::fs::MetadataExt;
+        let private = socket_of(&sys).parent().unwrap().to_path_buf();
+        let meta = std::fs::metadata(&private).expect("queue/private made by the daemon");
+        assert_eq!(meta.mode() & 0o7777, 0o700);
+        if nix::unistd::geteuid().is_root() {
+            let owner = nix::unistd::User::from_name(common::TEST_MAIL_OWNER)
+                .unwrap()
+                .unwrap();
+            assert_eq!(meta.uid(), owner.uid.as_raw());
+        }
+    }
+    let Some(_dovecot) = Dovecot::start(&socket_of(&sys), &[(USER, PASSWORD)]) else {
+        return;
+    };
     let got = smtplib(submission, &[submission_session()]);
     check_submission(&got[0]);
     let id = got[0][8].rsplit(' ').next().unwrap().to_string();

@@ -101,6 +101,7 @@ pub struct SessionsProcess {
 pub fn start(config_dir: &Path, fallback: Fallback, rt: &Runtime) -> Result<Box<dyn Service>> {
     let config = Config::load(Some(config_dir))?;
     let smtpd_log = Log::from_config_or(&config, "smtpd", fallback);
+    make_socket_directory(&config, &smtpd_log);
     let mut addrs = all_addresses(&config, &smtpd_log)?;
     let program = match crate::programs::beside_this_program(crate::programs::MAILROOM) {
         Ok(program) => Some(program),
@@ -153,6 +154,43 @@ pub fn start(config_dir: &Path, fallback: Fallback, rt: &Runtime) -> Result<Box<
     }))
 }
 
+/// Makes the directory of Dovecot's auth socket under the queue (`private/`, mode 0700,
+/// `mail_owner`'s, as Postfix's is `postfix`'s), when AUTH is configured and it is
+/// missing: Dovecot cannot bind its listener there without it, and the sessions reach
+/// the socket through it as `mail_owner`. Only one level is made, and only inside the
+/// queue directory; a failure is a warning (AUTH then answers 454).
+fn make_socket_directory(config: &Config, log: &Log) {
+    use std::os::unix::fs::DirBuilderExt;
+    let Some(dir) = crate::sasl::settings::socket_directory(config) else {
+        return;
+    };
+    if dir.is_dir() {
+        return;
+    }
+    if let Err(e) = std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+        log.warning(&format!(
+            "cannot make {} for Dovecot's auth socket: {}",
+            dir.display(),
+            crate::sysexits::describe_io(&e)
+        ));
+        return;
+    }
+    if nix::unistd::geteuid().is_root()
+        && let Ok(owner) = config.mail_owner()
+        && let Err(e) = nix::unistd::chown(
+            &dir,
+            Some(nix::unistd::Uid::from_raw(owner.uid)),
+            Some(nix::unistd::Gid::from_raw(owner.gid)),
+        )
+    {
+        log.warning(&format!(
+            "cannot give {} to {}: {e}",
+            dir.display(),
+            owner.name
+        ));
+    }
+}
+
 /// The SMTP and the submission addresses `config` asks for.
 fn all_addresses(config: &Config, log: &Log) -> Result<(Vec<SocketAddr>, Vec<SocketAddr>)> {
     let smtp = listener::configured_addresses(config, log)?;
@@ -203,6 +241,7 @@ impl Service for SessionsProcess {
             }
         };
         let smtpd_log = Log::from_config_or(&config, "smtpd", self.fallback);
+        make_socket_directory(&config, &smtpd_log);
         let addrs = match all_addresses(&config, &smtpd_log) {
             Ok(addrs) => addrs,
             Err(e) => {

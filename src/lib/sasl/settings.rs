@@ -203,7 +203,32 @@ impl SaslSettings {
         *cache = Some((Instant::now(), list.clone()));
         list
     }
+}
 
+/// The directory under `queue_directory` that Dovecot's socket goes in (`private/` for
+/// the default `private/auth`), when AUTH or the submission port is configured and the
+/// socket is under the queue. Dovecot cannot start when it is missing (its listener
+/// fails to bind), and Postfix's queue has it already; mailroom's daemon makes it.
+pub fn socket_directory(config: &Config) -> Option<PathBuf> {
+    let wanted = config.boolean("smtpd_sasl_auth_enable").unwrap_or(false)
+        || config
+            .get("submission_port")
+            .is_ok_and(|p| !p.trim().is_empty());
+    if !wanted {
+        return None;
+    }
+    let settings = SaslSettings::for_submission(config, &mut |_| {}).ok()??;
+    let queue = config.queue_directory().ok()?;
+    let inside = settings.path.strip_prefix(&queue).ok()?;
+    let dir = inside.parent()?;
+    // Plain names only: never a way out of the queue directory.
+    let plain = dir
+        .components()
+        .all(|c| matches!(c, std::path::Component::Normal(_)));
+    (plain && !dir.as_os_str().is_empty()).then(|| queue.join(dir))
+}
+
+impl SaslSettings {
     /// Postfix's warning when the socket cannot be reached.
     pub fn connect_failed(&self, e: &dovecot::Error) -> String {
         match e {
@@ -215,9 +240,7 @@ impl SaslSettings {
             other => format!("SASL: Dovecot auth socket '{}': {other}", self.path_shown),
         }
     }
-}
 
-impl SaslSettings {
     /// The names of `mechanisms` offered to a session: supported by mailroom, not
     /// private, and allowed by the security options of a session with or without TLS.
     pub fn offered(&self, mechanisms: &[dovecot::Mechanism], tls: bool) -> Vec<String> {
