@@ -87,9 +87,9 @@ pub(crate) fn server_from_config(
     let local_recipients = LocalRecipients::from_config(config, &mut |w| log.warning(&w))?;
     let (tls, tls_required) = match service {
         Service::Stdio => (None, false),
-        Service::Smtp => tls_from_config(config, &log)?,
-        // -o smtpd_tls_security_level=encrypt
-        Service::Submission => (tls_from_config(config, &log)?.0, true),
+        Service::Smtp => tls_from_config(config, &log, None)?,
+        // -o smtpd_tls_security_level=encrypt, whatever main.cf says.
+        Service::Submission => tls_from_config(config, &log, Some("encrypt"))?,
     };
     let mut restrictions = match service {
         // Never read for a local submission (trusted, as in Postfix): no warnings there.
@@ -198,7 +198,8 @@ fn bare_newline_exclusions(
     Ok(nets)
 }
 
-/// `smtpd_tls_security_level`: `none` is off; `may` and `encrypt` need the certificate.
+/// `smtpd_tls_security_level` (or `level`, a service's own): `none` is off; `may` and
+/// `encrypt` need the certificate.
 /// Empty means `may` when a certificate is configured: whoever sets
 /// `smtpd_tls_cert_file` wants STARTTLS (Postfix would also need the level set).
 /// A certificate that does not load is a warning; with `encrypt`, mail is then refused
@@ -206,8 +207,12 @@ fn bare_newline_exclusions(
 fn tls_from_config(
     config: &Config,
     log: &Log,
+    level: Option<&str>,
 ) -> Result<(Option<Arc<rustls::ServerConfig>>, bool)> {
-    let level = config.get("smtpd_tls_security_level")?.to_ascii_lowercase();
+    let level = match level {
+        Some(level) => level.to_string(),
+        None => config.get("smtpd_tls_security_level")?.to_ascii_lowercase(),
+    };
     let cert = config.get("smtpd_tls_cert_file")?;
     let key = config.get("smtpd_tls_key_file")?;
     let (wanted, required) = match level.as_str() {
