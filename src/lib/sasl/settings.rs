@@ -111,7 +111,14 @@ impl SaslSettings {
         }
         let queue = config.queue_directory()?;
         let service = config.get("smtpd_sasl_service")?.trim().to_string();
-        let service = if service.is_empty() || service.len() > 64 {
+        // It goes into Dovecot's tab-separated request line as it is.
+        let name_like = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 64
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        };
+        let service = if !name_like(&service) {
             warn(format!(
                 "smtpd_sasl_service: \"{service}\" is not a service name; using smtp"
             ));
