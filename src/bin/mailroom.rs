@@ -93,6 +93,9 @@ enum Command {
         /// How many sockets the daemon passed.
         #[arg(long = "fds", value_name = "N")]
         fds: usize,
+        /// How many of them, the last ones, are the submission port's.
+        #[arg(long = "submission-fds", value_name = "N", default_value_t = 0)]
+        submission_fds: usize,
         /// Log to standard error when maillog_file is not set (a daemon in the foreground).
         #[arg(long)]
         stderr: bool,
@@ -388,9 +391,11 @@ fn run(cli: Cli) -> Result<u8, Error> {
             let (domain, selector) = (names.domain.as_deref(), names.selector.as_deref());
             operator::dkim::record(&Config::load(dir)?, domain, selector, &mut out).map(|()| 0)
         }
-        Command::SmtpdSessions { fds, stderr } => {
-            mailroom::smtpd::sessions::run(dir, fds, stderr).map(|()| 0)
-        }
+        Command::SmtpdSessions {
+            fds,
+            submission_fds,
+            stderr,
+        } => mailroom::smtpd::sessions::run(dir, fds, submission_fds, stderr).map(|()| 0),
         Command::SmtpAgent => {
             let dir = dir.ok_or_else(|| Error::usage("smtp-agent: -c DIR is required"))?;
             mailroom::deliver::smtp::agent::serve(dir).map(|()| 0)

@@ -23,6 +23,7 @@ pub mod postsuper;
 pub mod privilege;
 pub mod programs;
 pub mod queue;
+pub mod sasl;
 pub mod sendmail;
 pub mod smtpd;
 pub mod sysexits;

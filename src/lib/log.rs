@@ -114,6 +114,22 @@ impl Log {
         }
     }
 
+    /// The same sink, for another service of the same program, as Postfix's master.cf
+    /// `-o syslog_name=postfix/submission` gives `postfix/submission/smtpd`. The new
+    /// log opens its sink itself (call [`Log::open_now`] before giving up root).
+    pub fn for_service(&self, service: &str) -> Log {
+        let tag = match self.tag.rsplit_once('/') {
+            Some((name, program)) => format!("{name}/{service}/{program}"),
+            None => format!("{service}/{}", self.tag),
+        };
+        Log {
+            tag,
+            host: self.host.clone(),
+            sink: self.sink.clone(),
+            open: Mutex::new(None),
+        }
+    }
+
     pub fn discard() -> Log {
         Log::new("mailroom", "none", "localhost", Sink::Discard)
     }

@@ -31,6 +31,9 @@ pub struct SmtpTrace {
     pub client_addr: String,
     /// `SMTP`, `ESMTP` or `ESMTPS` (RFC 3848): TLS shows here, and only here.
     pub protocol: &'static str,
+    /// `smtpd_sasl_authenticated_header`: the login name of an AUTH client, shown as
+    /// Postfix shows it (`(Authenticated sender: NAME)`).
+    pub authenticated_sender: Option<String>,
     /// The recipient, named only when there is exactly one (as Postfix does), so that
     /// Bcc recipients of a multi-recipient message stay hidden.
     pub for_rcpt: Option<String>,
@@ -49,11 +52,26 @@ pub(super) fn write(file: &mut NewQueueFile, origin: &Origin, stamp: &Stamp) -> 
         }
         Origin::Smtp(smtp) => {
             // Postfix's layout: from-part, by-part, for-part on their own folded lines.
-            write!(
+            writeln!(
                 file,
-                "Received: from {} ({} [{}])\n\tby {host} (mailroom) with {} id ",
-                smtp.helo, smtp.client_name, smtp.client_addr, smtp.protocol
+                "Received: from {} ({} [{}])",
+                smtp.helo, smtp.client_name, smtp.client_addr
             )?;
+            if let Some(user) = &smtp.authenticated_sender {
+                // A comment: parentheses and backslashes would end or escape it.
+                let user: String = user
+                    .chars()
+                    .map(|c| {
+                        if matches!(c, '(' | ')' | '\\') {
+                            '?'
+                        } else {
+                            c
+                        }
+                    })
+                    .collect();
+                writeln!(file, "\t(Authenticated sender: {user})")?;
+            }
+            write!(file, "\tby {host} (mailroom) with {} id ", smtp.protocol)?;
             file.write_id()?;
             if let Some(rcpt) = &smtp.for_rcpt {
                 write!(file, "\n\tfor <{rcpt}>")?;

@@ -36,6 +36,7 @@ fn smtp(protocol: &'static str, for_rcpt: Option<&str>) -> Origin {
         client_name: "client.example".to_string(),
         client_addr: "192.0.2.1".to_string(),
         protocol,
+        authenticated_sender: None,
         for_rcpt: for_rcpt.map(str::to_string),
     })
 }

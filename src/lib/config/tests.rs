@@ -563,7 +563,7 @@ fn a_stock_debian_postfix_main_cf_loads() {
     for (name, _, _) in c.settings() {
         assert!(params::find(name).is_some(), "{name} should be known");
     }
-    assert!(!params::find("smtpd_relay_restrictions").unwrap().effective);
+    assert!(params::find("smtpd_relay_restrictions").unwrap().effective);
 }
 
 /// The man page's parameter section is generated from the table. Run the tests with

@@ -9,7 +9,8 @@
 //!   backlog: the daemon keeps the sockets, so nothing has to be bound again;
 //! - on reload, a new one starts at once with the new `main.cf`; the old one is told to
 //!   stop (SIGTERM) and finishes the sessions in progress. The sockets are bound again
-//!   only when `smtpd_port`, `inet_interfaces` or `inet_protocols` changed;
+//!   only when `smtpd_port`, `submission_port`, `inet_interfaces` or `inet_protocols`
+//!   changed (or the submission port became usable or unusable);
 //! - on stop, it gets SIGTERM, then SIGKILL after [`GRACE`].
 //!
 //! As root, `mail_owner` must name an account the sessions can run as; when it does not,
@@ -49,8 +50,11 @@ const IDLE: Duration = Duration::from_secs(3600);
 /// What the sessions process is started with: the sockets (the daemon keeps them) and
 /// where to log.
 struct Plan {
-    /// The sockets of the addresses asked for that could be bound.
+    /// The sockets of the addresses asked for that could be bound: the SMTP ones, then
+    /// the submission ones.
     sockets: Arc<Vec<TcpListener>>,
+    /// How many of `sockets`, the last ones, are the submission port's.
+    submission: usize,
     /// False when the sessions cannot run (no usable `mail_owner` as root).
     runnable: bool,
     /// The daemon's log (`mailroom/master`), for the processes' deaths.
@@ -80,10 +84,13 @@ pub struct SessionsProcess {
     /// Whether `mailroom` was found beside this program (else the listener stays off).
     program_found: bool,
     fallback: Fallback,
-    /// The addresses asked for by the plan in force, to tell whether a reload must bind.
-    addrs: Vec<SocketAddr>,
+    /// The addresses asked for by the plan in force (SMTP, submission), to tell whether
+    /// a reload must bind.
+    addrs: (Vec<SocketAddr>, Vec<SocketAddr>),
     /// Sockets already bound, shared with the watching thread's plan.
     sockets: Arc<Vec<TcpListener>>,
+    /// How many of them are the submission port's.
+    submission: usize,
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
 }
@@ -94,24 +101,27 @@ pub struct SessionsProcess {
 pub fn start(config_dir: &Path, fallback: Fallback, rt: &Runtime) -> Result<Box<dyn Service>> {
     let config = Config::load(Some(config_dir))?;
     let smtpd_log = Log::from_config_or(&config, "smtpd", fallback);
-    let mut addrs = listener::configured_addresses(&config, &smtpd_log)?;
+    make_socket_directory(&config, &smtpd_log);
+    let mut addrs = all_addresses(&config, &smtpd_log)?;
     let program = match crate::programs::beside_this_program(crate::programs::MAILROOM) {
         Ok(program) => Some(program),
         Err(e) => {
-            if !addrs.is_empty() {
+            if !no_addresses(&addrs) {
                 smtpd_log.fatal(&format!("{e}; the SMTP listener is off"));
             }
             None
         }
     };
-    let runnable = addrs.is_empty() || (program.is_some() && usable_owner(&config, &smtpd_log));
+    let runnable = no_addresses(&addrs) || (program.is_some() && usable_owner(&config, &smtpd_log));
     if !runnable {
         // Not even bound: a client is refused, not left waiting in the backlog.
-        addrs.clear();
+        addrs = (Vec::new(), Vec::new());
     }
-    let sockets = Arc::new(listener::bind_all(&addrs, &smtpd_log));
+    let (sockets, submission) = bind_both(&addrs, &smtpd_log);
+    let sockets = Arc::new(sockets);
     let plan = Plan {
         sockets: Arc::clone(&sockets),
+        submission,
         runnable,
         log: Arc::clone(&rt.logs.master),
     };
@@ -138,9 +148,67 @@ pub fn start(config_dir: &Path, fallback: Fallback, rt: &Runtime) -> Result<Box<
         fallback,
         addrs,
         sockets,
+        submission,
         shared,
         thread: Some(thread),
     }))
+}
+
+/// Makes the directory of Dovecot's auth socket under the queue (`private/`, mode 0700,
+/// `mail_owner`'s, as Postfix's is `postfix`'s), when AUTH is configured and it is
+/// missing: Dovecot cannot bind its listener there without it, and the sessions reach
+/// the socket through it as `mail_owner`. Only one level is made, and only inside the
+/// queue directory; a failure is a warning (AUTH then answers 454).
+fn make_socket_directory(config: &Config, log: &Log) {
+    use std::os::unix::fs::DirBuilderExt;
+    let Some(dir) = crate::sasl::settings::socket_directory(config) else {
+        return;
+    };
+    if dir.is_dir() {
+        return;
+    }
+    if let Err(e) = std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+        log.warning(&format!(
+            "cannot make {} for Dovecot's auth socket: {}",
+            dir.display(),
+            crate::sysexits::describe_io(&e)
+        ));
+        return;
+    }
+    if nix::unistd::geteuid().is_root()
+        && let Ok(owner) = config.mail_owner()
+        && let Err(e) = nix::unistd::chown(
+            &dir,
+            Some(nix::unistd::Uid::from_raw(owner.uid)),
+            Some(nix::unistd::Gid::from_raw(owner.gid)),
+        )
+    {
+        log.warning(&format!(
+            "cannot give {} to {}: {e}",
+            dir.display(),
+            owner.name
+        ));
+    }
+}
+
+/// The SMTP and the submission addresses `config` asks for.
+fn all_addresses(config: &Config, log: &Log) -> Result<(Vec<SocketAddr>, Vec<SocketAddr>)> {
+    let smtp = listener::configured_addresses(config, log)?;
+    let submission = listener::submission_addresses(config, &log.for_service("submission"))?;
+    Ok((smtp, submission))
+}
+
+fn no_addresses(addrs: &(Vec<SocketAddr>, Vec<SocketAddr>)) -> bool {
+    addrs.0.is_empty() && addrs.1.is_empty()
+}
+
+/// Binds both kinds: the sockets (SMTP first) and how many are submission's.
+fn bind_both(addrs: &(Vec<SocketAddr>, Vec<SocketAddr>), log: &Log) -> (Vec<TcpListener>, usize) {
+    let mut sockets = listener::bind_all(&addrs.0, log);
+    let submission = listener::bind_all(&addrs.1, &log.for_service("submission"));
+    let count = submission.len();
+    sockets.extend(submission);
+    (sockets, count)
 }
 
 /// As root, whether `mail_owner` names an account the sessions may run as; when not, a
@@ -173,7 +241,8 @@ impl Service for SessionsProcess {
             }
         };
         let smtpd_log = Log::from_config_or(&config, "smtpd", self.fallback);
-        let addrs = match listener::configured_addresses(&config, &smtpd_log) {
+        make_socket_directory(&config, &smtpd_log);
+        let addrs = match all_addresses(&config, &smtpd_log) {
             Ok(addrs) => addrs,
             Err(e) => {
                 rt.logs
@@ -183,15 +252,22 @@ impl Service for SessionsProcess {
             }
         };
         let runnable =
-            addrs.is_empty() || (self.program_found && usable_owner(&config, &smtpd_log));
-        let addrs = if runnable { addrs } else { Vec::new() };
+            no_addresses(&addrs) || (self.program_found && usable_owner(&config, &smtpd_log));
+        let addrs = if runnable {
+            addrs
+        } else {
+            (Vec::new(), Vec::new())
+        };
         if addrs != self.addrs {
             // Closed here, and in the old process once it has stopped.
-            self.sockets = Arc::new(listener::bind_all(&addrs, &smtpd_log));
+            let (sockets, submission) = bind_both(&addrs, &smtpd_log);
+            self.sockets = Arc::new(sockets);
+            self.submission = submission;
             self.addrs = addrs;
         }
         let plan = Plan {
             sockets: Arc::clone(&self.sockets),
+            submission: self.submission,
             runnable,
             log: Arc::clone(&rt.logs.master),
         };
@@ -301,7 +377,7 @@ impl Watcher {
                 && !plan.sockets.is_empty()
                 && Instant::now() >= next_start
             {
-                match self.spawn(&plan.sockets) {
+                match self.spawn(&plan.sockets, plan.submission) {
                     Ok(child) => current = Some((child, Instant::now())),
                     Err(e) => {
                         plan.log
@@ -333,8 +409,9 @@ impl Watcher {
         }
     }
 
-    /// Starts `mailroom smtpd-sessions` with `sockets` as descriptors 3, 4, ...
-    fn spawn(&self, sockets: &[TcpListener]) -> std::io::Result<Child> {
+    /// Starts `mailroom smtpd-sessions` with `sockets` as descriptors 3, 4, ..., the
+    /// last `submission` of them the submission port's.
+    fn spawn(&self, sockets: &[TcpListener], submission: usize) -> std::io::Result<Child> {
         let count = sockets.len() as RawFd;
         // Out of the way of 3..3+count first, so that no dup2 below overwrites a socket
         // still to be moved; close-on-exec, so only the moved copies reach the child.
@@ -359,6 +436,8 @@ impl Watcher {
             .arg(&self.config_dir)
             .arg("--fds")
             .arg(sockets.len().to_string())
+            .arg("--submission-fds")
+            .arg(submission.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::null());
         if self.stderr {

@@ -125,7 +125,8 @@ fn signal(pid: u32, sig: Signal) -> Result<()> {
 }
 
 /// `mailroom status`: running or not, pid and uptime, the addresses the SMTP listener
-/// holds (with no daemon: none, and what is configured, said as such), and how many
+/// holds (with no daemon: none, and what is configured, said as such), the submission
+/// listener's when `submission_port` is set (or why it is not opened), and how many
 /// messages each queue holds. Exit 0 running, 3 not (as `systemctl is-active`).
 pub fn status(config: &Config, out: &mut dyn Write) -> Result<u8> {
     let queue = queue_of(config)?;
@@ -146,11 +147,31 @@ pub fn status(config: &Config, out: &mut dyn Write) -> Result<u8> {
         }
         None => "mailroom is not running\n".to_string(),
     };
-    let listening = match (state, configured_listeners(config)) {
+    let pid = state.map(|(pid, _)| pid);
+    let listening = listening_text(pid, configured_listeners(config));
+    text.push_str(&format!("listening: {listening}\n"));
+    if let Some(submission) = configured_submission(config) {
+        text.push_str(&format!(
+            "submission: {}\n",
+            listening_text(pid, submission)
+        ));
+    }
+    text.push_str(&format!("queue: {}\n", queue_counts(&queue)));
+    write_out(out, text.as_bytes())?;
+    Ok(if state.is_some() { 0 } else { NOT_RUNNING })
+}
+
+/// What a listener holds: with no daemon, what is configured, said as such; with one,
+/// the configured addresses it holds and those it does not.
+fn listening_text(
+    pid: Option<u32>,
+    configured: std::result::Result<Vec<SocketAddr>, impl std::fmt::Display>,
+) -> String {
+    match (pid, configured) {
         (None, Ok(addrs)) => format!("none (not running; configured: {})", join(&addrs)),
         (None, Err(why)) => format!("none (not running; {why})"),
         (Some(_), Err(why)) => format!("none ({why})"),
-        (Some((pid, _)), Ok(addrs)) => match listening_sockets(pid) {
+        (Some(pid), Ok(addrs)) => match listening_sockets(pid) {
             // /proc cannot tell (another system, or no access): what is configured.
             None => format!("{} (configured)", join(&addrs)),
             Some(held) => {
@@ -167,11 +188,32 @@ pub fn status(config: &Config, out: &mut dyn Write) -> Result<u8> {
                 }
             }
         },
+    }
+}
+
+/// The submission listener's addresses, or why it cannot be opened; `None` when
+/// `submission_port` is empty (no line in the status then).
+fn configured_submission(config: &Config) -> Option<std::result::Result<Vec<SocketAddr>, String>> {
+    let port = config.get("submission_port").ok()?;
+    let port = port.trim();
+    if port.is_empty() {
+        return None;
+    }
+    let Ok(port) = port.parse::<u16>() else {
+        return Some(Err(format!("submission_port = {port} is not a port")));
     };
-    text.push_str(&format!("listening: {listening}\n"));
-    text.push_str(&format!("queue: {}\n", queue_counts(&queue)));
-    write_out(out, text.as_bytes())?;
-    Ok(if state.is_some() { 0 } else { NOT_RUNNING })
+    if let Err(why) = crate::smtpd::listener::submission_usable(config) {
+        return Some(Err(why));
+    }
+    let (Ok(interfaces), Ok(protocols)) = (
+        config.list("inet_interfaces"),
+        config.list("inet_protocols"),
+    ) else {
+        return Some(Err(
+            "inet_interfaces or inet_protocols cannot be read".into()
+        ));
+    };
+    Some(Ok(bind_addresses(&interfaces, &protocols, port).0))
 }
 
 fn join(addrs: &[SocketAddr]) -> String {

@@ -17,6 +17,9 @@ pub enum Command {
         /// `SIZE=`: the client's estimate, checked against the limit before any data.
         size: Option<u64>,
         body: Body,
+        /// `AUTH=` (RFC 4954 section 5): the identity a relaying client says the
+        /// message was submitted by; every one given (the session refuses two).
+        auth: Vec<String>,
     },
     Rcpt {
         recipient: String,
@@ -28,6 +31,9 @@ pub enum Command {
     Vrfy(String),
     Help,
     StartTls,
+    /// `AUTH mechanism [initial-response]`: the words after AUTH, checked by the
+    /// session in Postfix's order (whether AUTH is on comes before the syntax).
+    Auth(Vec<String>),
 }
 
 /// `BODY=`: we store 8-bit text unchanged either way; the value is only checked.
@@ -41,8 +47,9 @@ pub enum Body {
 /// (`ehlo=1 mail=1 ...`), `unknown` for anything else.
 pub fn stat_name(line: &[u8]) -> &'static str {
     let verb = verb_of(line);
-    const NAMES: [&str; 11] = [
+    const NAMES: [&str; 12] = [
         "helo", "ehlo", "mail", "rcpt", "data", "rset", "noop", "quit", "vrfy", "help", "starttls",
+        "auth",
     ];
     NAMES
         .into_iter()
@@ -93,8 +100,13 @@ pub fn parse(line: &[u8]) -> Result<Command, Reply> {
         if !sender.is_empty() {
             address::validate(&sender).map_err(|_| reply::bad_sender())?;
         }
-        let (size, body) = mail_params(params)?;
-        return Ok(Command::Mail { sender, size, body });
+        let (size, body, auth) = mail_params(params)?;
+        return Ok(Command::Mail {
+            sender,
+            size,
+            body,
+            auth,
+        });
     }
     if is("RCPT") {
         let Some(path) = strip_keyword(arg, b"TO:") else {
@@ -127,6 +139,14 @@ pub fn parse(line: &[u8]) -> Result<Command, Reply> {
     }
     if is("STARTTLS") {
         return bare(Command::StartTls, "STARTTLS");
+    }
+    if is("AUTH") {
+        let words = arg
+            .split(|&c| c == b' ')
+            .filter(|w| !w.is_empty())
+            .map(|w| String::from_utf8_lossy(w).into_owned())
+            .collect();
+        return Ok(Command::Auth(words));
     }
     if is("NOOP") {
         // RFC 5321 allows (and ignores) an argument.
@@ -219,9 +239,10 @@ fn keyword_of(param: &[u8]) -> String {
     String::from_utf8_lossy(&param[..end]).into_owned()
 }
 
-fn mail_params(params: &[u8]) -> Result<(Option<u64>, Body), Reply> {
+fn mail_params(params: &[u8]) -> Result<(Option<u64>, Body, Vec<String>), Reply> {
     let mut size = None;
     let mut body = Body::SevenBit;
+    let mut auth = Vec::new();
     for param in words(params) {
         let keyword = keyword_of(param);
         let value = param.get(keyword.len() + 1..).unwrap_or(b"");
@@ -240,11 +261,19 @@ fn mail_params(params: &[u8]) -> Result<(Option<u64>, Body), Reply> {
             } else {
                 return Err(reply::bad_body());
             };
+        } else if keyword.eq_ignore_ascii_case("AUTH") {
+            // xtext (RFC 3461): printable ASCII; kept only for the log, made printable.
+            auth.push(
+                value
+                    .iter()
+                    .map(|&c| if c.is_ascii_graphic() { c as char } else { '?' })
+                    .collect(),
+            );
         } else {
             return Err(reply::unsupported_option(&keyword));
         }
     }
-    Ok((size, body))
+    Ok((size, body, auth))
 }
 
 /// The HELO name goes into a `Received:` header: printable ASCII only, bounded.
@@ -273,7 +302,8 @@ mod tests {
             Ok(Command::Mail {
                 sender: "a@b.org".into(),
                 size: Some(1000),
-                body: Body::EightBitMime
+                body: Body::EightBitMime,
+                auth: vec![],
             })
         );
         assert_eq!(
@@ -281,7 +311,8 @@ mod tests {
             Ok(Command::Mail {
                 sender: "".into(),
                 size: None,
-                body: Body::SevenBit
+                body: Body::SevenBit,
+                auth: vec![],
             })
         );
         assert_eq!(
@@ -289,10 +320,15 @@ mod tests {
             Ok(Command::Mail {
                 sender: "bare@x.org".into(),
                 size: None,
-                body: Body::SevenBit
+                body: Body::SevenBit,
+                auth: vec![],
             })
         );
         assert!(p("MAIL FROM:<a@b> BODY=7bit").is_ok());
+        assert!(matches!(
+            p("MAIL FROM:<a@b> AUTH=<> auth=x\u{7}y"),
+            Ok(Command::Mail { auth, .. }) if auth == ["<>", "x?y"]
+        ));
         assert_eq!(p("MAIL FROM:<a@b> SIZE=x"), Err(reply::bad_size()));
         assert_eq!(p("MAIL FROM:<a@b> BODY=BINARYMIME"), Err(reply::bad_body()));
         assert_eq!(
@@ -397,5 +433,11 @@ mod tests {
         assert_eq!(p("STARTTLS"), Ok(Command::StartTls));
         assert_eq!(stat_name(b"ehlo x"), "ehlo");
         assert_eq!(stat_name(b"XYZZY"), "unknown");
+        assert_eq!(
+            p("AUTH PLAIN  AGFsaWNl"),
+            Ok(Command::Auth(vec!["PLAIN".into(), "AGFsaWNl".into()]))
+        );
+        assert_eq!(p("auth"), Ok(Command::Auth(vec![])));
+        assert_eq!(stat_name(b"auth login"), "auth");
     }
 }

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use super::Service;
 use super::anvil::{Exceeded, Ticket};
 use super::connection::{Connection, Deadline, TimedSocket, Transport};
 use super::relay;
@@ -79,24 +80,33 @@ pub fn bind_addresses(
     (list, warnings)
 }
 
-/// Bound listening sockets, ready to serve.
+/// Bound listening sockets, each with the server of its service, ready to serve.
 pub struct Listeners {
-    sockets: Vec<TcpListener>,
-    server: Arc<Server>,
+    sockets: Vec<(TcpListener, Arc<Server>, Service)>,
     process_limit: usize,
 }
 
 impl Listeners {
-    /// Binds what `config` asks for. Sockets that cannot be bound are logged and left
-    /// out; an empty `smtpd_port` gives no sockets at all.
+    /// Binds what `config` asks for, in this process: the SMTP listener and, when
+    /// [`submission_usable`] says it can work, the submission one (logging as
+    /// `submission`). Sockets that cannot be bound are logged and left out; an empty
+    /// `smtpd_port` gives no SMTP sockets at all.
     pub fn bind(
         config: &crate::config::Config,
         queue: crate::queue::Queue,
         log: Arc<crate::log::Log>,
     ) -> crate::sysexits::Result<Listeners> {
-        let server = super::server_from_config(config, queue, log.clone(), true)?;
+        let server = super::server_from_config(config, queue.clone(), log.clone(), Service::Smtp)?;
         let sockets = bind_configured(config, &log)?;
-        Listeners::serve(config, sockets, server)
+        let mut listeners = Listeners::serve(config, sockets, server)?;
+        let log = Arc::new(log.for_service("submission"));
+        let submission = submission_addresses(config, &log)?;
+        if !submission.is_empty() {
+            let sockets = bind_all(&submission, &log);
+            let server = super::server_from_config(config, queue, log, Service::Submission)?;
+            listeners.add(sockets, server, Service::Submission);
+        }
+        Ok(listeners)
     }
 
     /// Sockets bound elsewhere (the daemon's, inherited by the sessions process), served
@@ -107,18 +117,39 @@ impl Listeners {
         server: Server,
     ) -> crate::sysexits::Result<Listeners> {
         let process_limit = config.number("smtpd_process_limit")?.max(1) as usize;
-        Ok(Listeners {
-            sockets,
-            server: Arc::new(server),
+        let mut listeners = Listeners {
+            sockets: Vec::new(),
             process_limit,
-        })
+        };
+        listeners.add(sockets, server, Service::Smtp);
+        Ok(listeners)
     }
 
-    /// The addresses actually bound (with the port the system chose for port 0).
+    /// More sockets, served by `server` as `service`, under the same session cap.
+    pub fn add(&mut self, sockets: Vec<TcpListener>, server: Server, service: Service) {
+        let server = Arc::new(server);
+        self.sockets.extend(
+            sockets
+                .into_iter()
+                .map(|socket| (socket, Arc::clone(&server), service)),
+        );
+    }
+
+    /// The SMTP addresses actually bound (with the port the system chose for port 0).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.addrs_of(Service::Smtp)
+    }
+
+    /// The submission addresses actually bound.
+    pub fn submission_addrs(&self) -> Vec<SocketAddr> {
+        self.addrs_of(Service::Submission)
+    }
+
+    fn addrs_of(&self, service: Service) -> Vec<SocketAddr> {
         self.sockets
             .iter()
-            .filter_map(|s| s.local_addr().ok())
+            .filter(|(_, _, s)| *s == service)
+            .filter_map(|(socket, _, _)| socket.local_addr().ok())
             .collect()
     }
 
@@ -127,8 +158,8 @@ impl Listeners {
     pub fn spawn(self, stop: Arc<AtomicBool>) -> Vec<JoinHandle<()>> {
         let active = Arc::new(AtomicUsize::new(0));
         let mut handles = Vec::new();
-        for socket in self.sockets {
-            let server = self.server.clone();
+        for (socket, server, _) in self.sockets {
+            let warn_to = Arc::clone(&server);
             let stop = stop.clone();
             let active = active.clone();
             let limit = self.process_limit;
@@ -137,8 +168,7 @@ impl Listeners {
                 .spawn(move || accept_loop(socket, server, limit, active, stop));
             match spawned {
                 Ok(h) => handles.push(h),
-                Err(e) => self
-                    .server
+                Err(e) => warn_to
                     .log
                     .warning(&format!("cannot start SMTP listener thread: {e}")),
             }
@@ -154,14 +184,78 @@ pub fn configured_addresses(
     config: &crate::config::Config,
     log: &crate::log::Log,
 ) -> crate::sysexits::Result<Vec<SocketAddr>> {
-    let port_text = config.get("smtpd_port")?;
+    addresses_of(config, "smtpd_port", log)
+}
+
+/// The addresses of the submission listener (`submission_port` at the same interfaces);
+/// none when `submission_port` is empty, or when the service could not work (see
+/// [`submission_usable`], which says why in `log`).
+pub fn submission_addresses(
+    config: &crate::config::Config,
+    log: &crate::log::Log,
+) -> crate::sysexits::Result<Vec<SocketAddr>> {
+    let addrs = addresses_of(config, "submission_port", log)?;
+    if addrs.is_empty() {
+        return Ok(addrs);
+    }
+    if let Err(why) = submission_usable(config) {
+        log.warning(&format!("{why}; the submission port is not opened"));
+        return Ok(Vec::new());
+    }
+    Ok(addrs)
+}
+
+/// Whether the submission service can take any mail: it needs STARTTLS (a certificate
+/// that loads) and AUTH (Dovecot). Without either every client would be refused after
+/// connecting; a closed port with a warning is the clearer failure.
+pub fn submission_usable(config: &crate::config::Config) -> Result<(), String> {
+    let cert = config
+        .get("smtpd_tls_cert_file")
+        .map_err(|e| e.to_string())?;
+    if cert.trim().is_empty() {
+        return Err(
+            "submission_port is set but smtpd_tls_cert_file is empty: submission \
+                    requires STARTTLS"
+                .into(),
+        );
+    }
+    let key = config
+        .get("smtpd_tls_key_file")
+        .map_err(|e| e.to_string())?;
+    let key = if key.trim().is_empty() {
+        cert.clone()
+    } else {
+        key
+    };
+    if let Err(e) = super::tls::load(std::path::Path::new(&cert), std::path::Path::new(&key)) {
+        return Err(format!(
+            "submission_port is set but the TLS certificate does not load ({e}): \
+             submission requires STARTTLS"
+        ));
+    }
+    let kind = config.get("smtpd_sasl_type").map_err(|e| e.to_string())?;
+    if !kind.trim().eq_ignore_ascii_case("dovecot") {
+        return Err(format!(
+            "submission_port is set but smtpd_sasl_type = {kind} is not supported \
+             (only dovecot): submission requires AUTH"
+        ));
+    }
+    Ok(())
+}
+
+fn addresses_of(
+    config: &crate::config::Config,
+    name: &str,
+    log: &crate::log::Log,
+) -> crate::sysexits::Result<Vec<SocketAddr>> {
+    let port_text = config.get(name)?;
     let port_text = port_text.trim();
     if port_text.is_empty() {
         return Ok(Vec::new());
     }
     let Ok(port) = port_text.parse::<u16>() else {
         return Err(crate::sysexits::Error::config(format!(
-            "parameter smtpd_port: not a port number: \"{port_text}\""
+            "parameter {name}: not a port number: \"{port_text}\""
         )));
     };
     let (addrs, warnings) = bind_addresses(
@@ -312,7 +406,9 @@ fn count_client(server: &Server, ip: IpAddr) -> Result<Option<Ticket>, (Ticket, 
 }
 
 fn serve(stream: TcpStream, server: &Server, ip: IpAddr, ticket: Option<Ticket>) {
-    let client = Client::network(ip, &server.relay);
+    let mut client = Client::network(ip, &server.relay);
+    // The address the client reached: Dovecot's lip=, and the log's.
+    client.server_ip = stream.local_addr().ok().map(|a| a.ip().to_canonical());
     let deadline = Deadline::new(server.timeout, server.per_request_deadline);
     let mut conn = Connection::new(Transport::Tcp(TimedSocket::new(stream, deadline)));
     session::run(server, client, ticket, &mut conn);

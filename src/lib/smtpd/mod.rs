@@ -10,6 +10,8 @@
 //! | [`data`] | the DATA section: final dot, dot-unstuffing, streaming |
 //! | [`connection`] | buffered input, batched replies (PIPELINING), STARTTLS, deadlines |
 //! | [`relay`] | who may send where: `mydestination`, `relay_domains`, `mynetworks` |
+//! | [`restrictions`] | `smtpd_relay_restrictions`, `smtpd_recipient_restrictions` |
+//! | [`auth`] | the AUTH command, checked by Dovecot ([`crate::sasl`]) |
 //! | [`local_recipients`] | `local_recipient_maps`: unknown local users refused at RCPT |
 //! | [`listener`] | sockets, accept threads, the session cap |
 //! | [`sessions`] | the process that serves the daemon's sockets as `mail_owner` |
@@ -20,6 +22,7 @@
 //! ([`sessions`]); the daemon only binds the sockets.
 
 pub mod anvil;
+pub mod auth;
 pub mod command;
 pub mod connection;
 pub mod data;
@@ -27,6 +30,7 @@ pub mod listener;
 pub mod local_recipients;
 pub mod relay;
 pub mod reply;
+pub mod restrictions;
 pub mod session;
 pub mod sessions;
 pub mod tls;
@@ -44,6 +48,7 @@ use connection::{Connection, Transport};
 pub use listener::Listeners;
 use local_recipients::LocalRecipients;
 use relay::{Network, RelayPolicy};
+use restrictions::Restrictions;
 use session::{BareNewline, Client, Server};
 
 /// `sendmail -bs`: one SMTP session on `input`/`output` as the invoking user `uid`, who
@@ -52,7 +57,7 @@ use session::{BareNewline, Client, Server};
 pub fn run_stdio(config: &Config, uid: u32, input: impl Read, output: impl Write) -> Result<()> {
     let queue = Queue::from_config(config)?;
     let log = Arc::new(Log::from_config(config, "smtpd"));
-    let server = server_from_config(config, queue, log, false)?;
+    let server = server_from_config(config, queue, log, Service::Stdio)?;
     let mut conn = Connection::new(Transport::Pipe {
         input: Box::new(input),
         output: Box::new(output),
@@ -62,22 +67,72 @@ pub fn run_stdio(config: &Config, uid: u32, input: impl Read, output: impl Write
     Ok(())
 }
 
-/// Reads everything a session needs from `main.cf` once. `network`: TLS is set up
-/// (STARTTLS is for the listener only).
-fn server_from_config(
+/// Which sessions a [`Server`] is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    /// `sendmail -bs`: no STARTTLS, no AUTH, no restrictions.
+    Stdio,
+    /// The listener on `smtpd_port`.
+    Smtp,
+    /// The listener on `submission_port`: Postfix's master.cf `submission` entry.
+    Submission,
+}
+
+impl Service {
+    /// The service name in log lines, as master.cf names Postfix's services.
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::Stdio => "sendmail",
+            Service::Smtp => "smtp",
+            Service::Submission => "submission",
+        }
+    }
+}
+
+/// Reads everything a session of `service` needs from `main.cf` once.
+pub(crate) fn server_from_config(
     config: &Config,
     queue: Queue,
     log: Arc<Log>,
-    network: bool,
+    service: Service,
 ) -> Result<Server> {
     let settings = Settings::from_config(config)?;
     let relay = RelayPolicy::from_config(config, &mut |w| log.warning(&w))?;
     let local_recipients = LocalRecipients::from_config(config, &mut |w| log.warning(&w))?;
-    let (tls, tls_required) = if network {
-        tls_from_config(config, &log)?
-    } else {
-        (None, false)
+    let (tls, tls_required) = match service {
+        Service::Stdio => (None, false),
+        Service::Smtp => tls_from_config(config, &log, None)?,
+        // -o smtpd_tls_security_level=encrypt, whatever main.cf says.
+        Service::Submission => tls_from_config(config, &log, Some("encrypt"))?,
     };
+    let mut restrictions = match service {
+        // Never read for a local submission (trusted, as in Postfix): no warnings there.
+        Service::Stdio => Restrictions {
+            relay: Vec::new(),
+            recipient: Vec::new(),
+        },
+        _ => Restrictions::from_config(config, &mut |w| log.warning(&w))?,
+    };
+    let sasl = match service {
+        Service::Stdio => None,
+        Service::Smtp => crate::sasl::SaslSettings::from_config(config, &mut |w| log.warning(&w))?,
+        Service::Submission => {
+            crate::sasl::SaslSettings::for_submission(config, &mut |w| log.warning(&w))?
+        }
+    };
+    let mut tls_auth_only = config.boolean("smtpd_tls_auth_only")? || tls_required;
+    if service == Service::Submission {
+        // -o smtpd_sasl_auth_enable=yes -o smtpd_tls_auth_only=yes
+        // -o smtpd_recipient_restrictions=permit_sasl_authenticated,reject
+        tls_auth_only = true;
+        restrictions = Restrictions {
+            relay: Vec::new(),
+            recipient: vec![
+                restrictions::Restriction::PermitSaslAuthenticated,
+                restrictions::Restriction::Reject,
+            ],
+        };
+    }
     let bare_newline = config.get("smtpd_forbid_bare_newline")?;
     let bare_newline = BareNewline::parse(&bare_newline).ok_or_else(|| {
         Error::config(format!(
@@ -98,13 +153,14 @@ fn server_from_config(
     let count = |name: &str| -> Result<usize> {
         Ok(usize::try_from(config.number(name)?).unwrap_or(usize::MAX))
     };
-    let (anvil, limit_exceptions) = if network {
-        (
-            Some(anvil::Anvil::new(anvil_limits(config)?, "smtp")),
+    // Each listener counts its own clients, under its own service name in the warnings,
+    // as Postfix's anvil keys its counters by service.
+    let (anvil, limit_exceptions) = match service {
+        Service::Stdio => (None, Vec::new()),
+        Service::Smtp | Service::Submission => (
+            Some(anvil::Anvil::new(anvil_limits(config)?, service.name())),
             networks(config, "smtpd_client_event_limit_exceptions", &relay, &log)?,
-        )
-    } else {
-        (None, Vec::new())
+        ),
     };
     Ok(Server {
         banner: config.get("smtpd_banner")?,
@@ -126,6 +182,10 @@ fn server_from_config(
         limit_exceptions,
         settings,
         relay,
+        restrictions,
+        sasl,
+        tls_auth_only,
+        auth_required: service == Service::Submission,
         local_recipients,
         tls,
         tls_required,
@@ -188,7 +248,8 @@ fn networks(config: &Config, name: &str, relay: &RelayPolicy, log: &Log) -> Resu
     Ok(nets)
 }
 
-/// `smtpd_tls_security_level`: `none` is off; `may` and `encrypt` need the certificate.
+/// `smtpd_tls_security_level` (or `level`, a service's own): `none` is off; `may` and
+/// `encrypt` need the certificate.
 /// Empty means `may` when a certificate is configured: whoever sets
 /// `smtpd_tls_cert_file` wants STARTTLS (Postfix would also need the level set).
 /// A certificate that does not load is a warning; with `encrypt`, mail is then refused
@@ -196,8 +257,12 @@ fn networks(config: &Config, name: &str, relay: &RelayPolicy, log: &Log) -> Resu
 fn tls_from_config(
     config: &Config,
     log: &Log,
+    level: Option<&str>,
 ) -> Result<(Option<Arc<rustls::ServerConfig>>, bool)> {
-    let level = config.get("smtpd_tls_security_level")?.to_ascii_lowercase();
+    let level = match level {
+        Some(level) => level.to_string(),
+        None => config.get("smtpd_tls_security_level")?.to_ascii_lowercase(),
+    };
     let cert = config.get("smtpd_tls_cert_file")?;
     let key = config.get("smtpd_tls_key_file")?;
     let (wanted, required) = match level.as_str() {

@@ -1,7 +1,9 @@
-//! Relay control, as Postfix's default `smtpd_relay_restrictions` (`permit_mynetworks,
-//! reject_unauth_destination`): mail for our own domains (`mydestination`) and for
-//! `relay_domains` is taken from anyone; mail for anywhere else only from clients in
-//! `mynetworks` (and from local users through `sendmail -bs`).
+//! The facts relay control is decided on: our own domains (`mydestination`),
+//! `relay_domains`, and the trusted clients of `mynetworks`. The decision itself is
+//! made by the restriction lists ([`super::restrictions`]): by default mail for our
+//! domains and `relay_domains` is taken from anyone, mail for anywhere else only from
+//! clients in `mynetworks` or logged in with AUTH (and from local users through
+//! `sendmail -bs`).
 //!
 //! When `mynetworks` is not set it is computed from the machine's interfaces as
 //! `mynetworks_style` says; [`compute_mynetworks`] is a pure function of the interface

@@ -12,11 +12,13 @@ use std::time::Duration;
 use rustls::ServerConfig;
 
 use super::anvil::{Anvil, Ticket};
+use super::auth::{self, Exchange, Login, Peer};
 use super::command::{self, Body, Command};
 use super::connection::{Connection, Line, is_timeout};
 use super::data::{BARE_LF_KIND, DataReader, Ending};
 use super::relay::{Network, RelayPolicy};
 use super::reply::{self, Reply};
+use super::restrictions::{Facts, Restrictions};
 use crate::address;
 use crate::cleanup::{
     self, Commit, Content, Draft, Message, Origin, QueueError, Settings, SmtpTrace,
@@ -24,6 +26,7 @@ use crate::cleanup::{
 use crate::log::Log;
 use crate::message::input::InputReader;
 use crate::queue::{Queue, Recipient};
+use crate::sasl::SaslSettings;
 
 /// What every session of one server shares: settings read once from `main.cf`.
 pub struct Server {
@@ -53,6 +56,14 @@ pub struct Server {
     /// `smtpd_client_event_limit_exceptions`: clients that are not counted.
     pub limit_exceptions: Vec<Network>,
     pub relay: RelayPolicy,
+    /// `smtpd_relay_restrictions`, `smtpd_recipient_restrictions`.
+    pub restrictions: Restrictions,
+    /// AUTH through Dovecot (`smtpd_sasl_auth_enable`); never for `sendmail -bs`.
+    pub sasl: Option<SaslSettings>,
+    /// `smtpd_tls_auth_only` (implied by `encrypt`): no AUTH before STARTTLS.
+    pub tls_auth_only: bool,
+    /// The submission service: MAIL only after AUTH.
+    pub auth_required: bool,
     /// `local_recipient_maps`: unknown local users are refused at RCPT.
     pub local_recipients: super::local_recipients::LocalRecipients,
     /// STARTTLS is offered when this is set (the listener only).
@@ -113,6 +124,8 @@ pub struct Client {
     pub local: bool,
     /// The uid recorded in the queue file.
     pub uid: u32,
+    /// The address the client connected to (told to Dovecot as `lip=`).
+    pub server_ip: Option<IpAddr>,
     /// `sendmail -bs`: stdin/stdout, lenient line endings in DATA.
     pub pipe: bool,
 }
@@ -127,6 +140,7 @@ impl Client {
             may_relay: relay.in_mynetworks(ip),
             local: ip.is_loopback(),
             uid: nix::unistd::getuid().as_raw(),
+            server_ip: None,
             pipe: false,
         }
     }
@@ -140,6 +154,7 @@ impl Client {
             may_relay: true,
             local: true,
             uid,
+            server_ip: None,
             pipe: true,
         }
     }
@@ -158,6 +173,8 @@ struct Transaction {
     recipients: Vec<(String, String)>,
     /// RCPTs refused for being over the limit.
     overshoot: usize,
+    /// MAIL FROM's `AUTH=` (not `<>`), logged as `sasl_sender=`.
+    sasl_sender: Option<String>,
 }
 
 /// [`Session::last`] while the message text comes (Postfix's `SMTPD_AFTER_DATA`).
@@ -169,15 +186,15 @@ const DATA_CONTENT: &str = "DATA content";
 const JUNK_COMMANDS: [&str; 5] = ["helo", "ehlo", "rset", "noop", "vrfy"];
 
 /// Commands counted for the `disconnect` log line, in Postfix's order.
-const STAT_ORDER: [&str; 12] = [
-    "helo", "ehlo", "starttls", "mail", "rcpt", "data", "rset", "noop", "vrfy", "help", "quit",
-    "unknown",
+const STAT_ORDER: [&str; 13] = [
+    "helo", "ehlo", "starttls", "auth", "mail", "rcpt", "data", "rset", "noop", "vrfy", "help",
+    "quit", "unknown",
 ];
 
 #[derive(Default)]
 struct Stats {
     /// (accepted, total) per entry of `STAT_ORDER`.
-    counts: [(u32, u32); 12],
+    counts: [(u32, u32); 13],
 }
 
 impl Stats {
@@ -245,6 +262,8 @@ struct Session<'s> {
     data_bytes: u64,
     /// A line ended in a bare LF under `smtpd_forbid_bare_newline = note`.
     noted_bare_lf: bool,
+    /// The client has logged in with AUTH.
+    login: Option<Login>,
 }
 
 /// Runs one session to its end. Never fails: a broken connection ends the session, and
@@ -265,6 +284,7 @@ pub fn run(server: &Server, client: Client, ticket: Option<Ticket>, conn: &mut C
         last: "CONNECT",
         data_bytes: 0,
         noted_bare_lf: false,
+        login: None,
     };
     conn.send(&Reply::new(220, server.banner.clone()));
     let end = session.serve(conn);
@@ -323,7 +343,7 @@ pub fn refuse(
     ));
 }
 
-impl Session<'_> {
+impl<'s> Session<'s> {
     /// Where the session was, as Postfix's `... after DATA (1234 bytes) from ...` says:
     /// the byte count only while the message text was coming, not after a DATA command
     /// that was refused.
@@ -425,12 +445,59 @@ impl Session<'_> {
         }
     }
 
+    /// The protocol of RFC 3848 for `Received:` and log lines: `A` for a logged-in
+    /// client, as Postfix adds it, for ESMTP only.
     fn protocol(&self, tls: bool) -> &'static str {
-        match (self.esmtp, tls) {
-            (true, true) => "ESMTPS",
-            (true, false) => "ESMTP",
-            (false, true) => "SMTPS",
-            (false, false) => "SMTP",
+        match (self.esmtp, tls, self.login.is_some()) {
+            (true, true, true) => "ESMTPSA",
+            (true, false, true) => "ESMTPA",
+            (true, true, false) => "ESMTPS",
+            (true, false, false) => "ESMTP",
+            (false, true, _) => "SMTPS",
+            (false, false, _) => "SMTP",
+        }
+    }
+
+    /// AUTH is offered and taken now: enabled, and over TLS when it must be (Postfix
+    /// does not even activate SASL before STARTTLS then).
+    fn auth_active(&self, tls: bool) -> Option<&'s SaslSettings> {
+        let server = self.server;
+        if self.client.pipe || (server.tls_auth_only && !tls) {
+            return None;
+        }
+        server.sasl.as_ref()
+    }
+
+    /// `AUTH mechanism [initial-response]`, checked in Postfix's order.
+    fn auth(&mut self, args: Vec<String>, conn: &mut Connection<'_>) -> Step {
+        let Some(sasl) = self.auth_active(conn.is_tls()) else {
+            return Step::Reply(Reply::new(503, "5.5.1 Error: authentication not enabled"));
+        };
+        if self.tx.is_some() {
+            return Step::Reply(Reply::new(503, "5.5.1 Error: MAIL transaction in progress"));
+        }
+        if self.login.is_some() {
+            return Step::Reply(Reply::new(503, "5.5.1 Error: already authenticated"));
+        }
+        if args.is_empty() || args.len() > 2 {
+            return Step::Reply(Reply::new(501, "5.5.4 Syntax: AUTH mechanism"));
+        }
+        let name = self.client.to_string();
+        let peer = Peer {
+            name: &name,
+            local_ip: self.client.server_ip,
+            remote_ip: self.client.addr.parse().ok(),
+            tls: conn.is_tls(),
+        };
+        let initial = args.get(1).map(String::as_str);
+        match auth::exchange(sasl, &self.server.log, &peer, &args[0], initial, conn) {
+            Exchange::Reply(reply, login) => {
+                if login.is_some() {
+                    self.login = login;
+                }
+                Step::Reply(reply)
+            }
+            Exchange::Lost { timeout } => Step::End(if timeout { End::Timeout } else { End::Lost }),
         }
     }
 
@@ -451,10 +518,16 @@ impl Session<'_> {
                 Step::Reply(Reply::new(250, server.settings.myhostname.clone()))
             }
             Command::StartTls => self.start_tls(conn),
+            Command::Auth(args) => self.auth(args, conn),
             Command::Mail { .. } | Command::Rcpt { .. } | Command::Data if tls_pending => {
                 Step::Reply(reply::tls_required())
             }
-            Command::Mail { sender, size, body } => self.mail(sender, size, body, conn),
+            Command::Mail {
+                sender,
+                size,
+                body,
+                auth,
+            } => self.mail(sender, size, body, auth, conn),
             Command::Rcpt { recipient } => self.rcpt(recipient, conn),
             Command::Data => self.data(conn),
             Command::Rset => {
@@ -482,6 +555,17 @@ impl Session<'_> {
         lines.push("VRFY".into());
         if self.server.tls.is_some() && !tls {
             lines.push("STARTTLS".into());
+        }
+        if let Some(sasl) = self.auth_active(tls) {
+            let mechanisms = sasl
+                .mechanisms(tls, &mut |w| self.server.log.warning(&w))
+                .join(" ");
+            if !mechanisms.is_empty() {
+                lines.push(format!("AUTH {mechanisms}"));
+                if sasl.broken_clients {
+                    lines.push(format!("AUTH={mechanisms}"));
+                }
+            }
         }
         lines.push("ENHANCEDSTATUSCODES".into());
         lines.push("8BITMIME".into());
@@ -519,6 +603,7 @@ impl Session<'_> {
         self.helo = None;
         self.esmtp = false;
         self.tx = None;
+        self.login = None;
         self.stats.record("starttls", true);
         self.last = "STARTTLS";
         Step::Nothing
@@ -529,6 +614,7 @@ impl Session<'_> {
         sender: String,
         size: Option<u64>,
         _body: Body,
+        auth: Vec<String>,
         conn: &mut Connection<'_>,
     ) -> Step {
         if self.tx.is_some() {
@@ -544,6 +630,22 @@ impl Session<'_> {
             ));
             return Step::Reply(reply::too_much_mail_from(&self.client.addr));
         }
+        // AUTH= exists only where AUTH is offered (smtpd_sasl_mail_opt); elsewhere it is
+        // an option like any unknown one.
+        if !auth.is_empty() && self.auth_active(conn.is_tls()).is_none() {
+            return Step::Reply(reply::unsupported_option("AUTH"));
+        }
+        if auth.len() > 1 {
+            return Step::Reply(Reply::new(503, "5.5.4 Error: multiple AUTH= options"));
+        }
+        let sasl_sender = auth.into_iter().next().filter(|a| a != "<>");
+        if self.server.auth_required && self.login.is_none() && !self.client.pipe {
+            // RFC 4954 section 6's reply: the submission service takes mail only from
+            // a logged-in client, and says so before any message text is sent.
+            let r = Reply::new(530, "5.7.0 Authentication required");
+            self.reject_log("MAIL", &r, &sender, None, conn.is_tls());
+            return Step::Reply(r);
+        }
         let limit = self.server.settings.message_size_limit;
         if limit > 0 && size.is_some_and(|s| s > limit) {
             let r = reply::size_exceeds_limit();
@@ -555,6 +657,7 @@ impl Session<'_> {
             sender,
             recipients: Vec::new(),
             overshoot: 0,
+            sasl_sender,
         });
         Step::Reply(reply::sender_ok())
     }
@@ -583,8 +686,16 @@ impl Session<'_> {
             }
             return Step::Reply(reply::too_many_recipients());
         }
-        if !self.client.may_relay && !server.relay.is_our_destination(&recipient) {
-            let r = reply::relay_denied(&recipient);
+        // sendmail -bs is a local submission: trusted, as Postfix's stand-alone mode.
+        let facts = Facts {
+            in_mynetworks: self.client.may_relay,
+            authenticated: self.login.is_some(),
+            recipient: &recipient,
+        };
+        let refused = (!self.client.pipe)
+            .then(|| server.restrictions.check_recipient(&facts, &server.relay))
+            .flatten();
+        if let Some(r) = refused {
             let sender = tx.sender.clone();
             self.reject_log("RCPT", &r, &sender, Some(&recipient), conn.is_tls());
             return Step::Reply(r);
@@ -640,9 +751,15 @@ impl Session<'_> {
                 self.junk = 0;
                 // The from=/size= line is the daemon's to write when it takes the
                 // message in, as Postfix's qmgr does; pflogsumm counts that one.
+                let mut sasl = self.login.as_ref().map_or_else(String::new, |l| {
+                    format!(", sasl_method={}, sasl_username={}", l.method, l.user)
+                });
+                if let Some(sender) = &tx.sasl_sender {
+                    sasl.push_str(&format!(", sasl_sender={sender}"));
+                }
                 self.server
                     .log
-                    .info(&format!("{id}: client={}", self.client));
+                    .info(&format!("{id}: client={}{sasl}", self.client));
                 Step::Reply(reply::queued(&id))
             }
             Err(e) => self.refuse_data(e, &mut data, &tx, tls),
@@ -659,6 +776,16 @@ impl Session<'_> {
             client_name: self.client.name.clone(),
             client_addr: self.client.addr.clone(),
             protocol: self.protocol(tls),
+            authenticated_sender: self
+                .login
+                .as_ref()
+                .filter(|_| {
+                    self.server
+                        .sasl
+                        .as_ref()
+                        .is_some_and(|s| s.authenticated_header)
+                })
+                .map(|l| l.user.clone()),
             for_rcpt: (tx.recipients.len() == 1).then(|| tx.recipients[0].0.clone()),
         };
         let draft = Draft {
@@ -696,7 +823,10 @@ impl Session<'_> {
                         settings,
                         head,
                         body: &mut reader,
-                        qualify_headers: self.client.local,
+                        // Postfix's submission entry rewrites the headers of every
+                        // client (local_header_rewrite_clients = static:all).
+                        qualify_headers: self.client.local
+                            || (server.auth_required && self.login.is_some()),
                     },
                 };
                 cleanup::write(
@@ -791,6 +921,9 @@ impl Session<'_> {
         if let Some(helo) = &self.helo {
             line.push_str(&format!(" helo=<{helo}>"));
         }
+        if let Some(login) = &self.login {
+            line.push_str(&format!(" sasl_username=<{}>", login.user));
+        }
         self.server.log.info(&line);
     }
 
@@ -844,6 +977,7 @@ fn verb_for_log(stat: &'static str) -> &'static str {
         "vrfy" => "VRFY",
         "help" => "HELP",
         "starttls" => "STARTTLS",
+        "auth" => "AUTH",
         _ => "UNKNOWN",
     }
 }

@@ -29,9 +29,15 @@ pub const MAX_SOCKETS: usize = 64;
 pub const SUBCOMMAND: &str = "smtpd-sessions";
 
 /// Runs the sessions process on the `count` listening sockets inherited as descriptors
-/// 3.. and returns once it is told to stop. `log_to_stderr`: the daemon runs in the
-/// foreground and logs to its standard error (when `maillog_file` is not set).
-pub fn run(config_dir: Option<&Path>, count: usize, log_to_stderr: bool) -> Result<()> {
+/// 3.., the last `submission` of them the submission port's, and returns once it is
+/// told to stop. `log_to_stderr`: the daemon runs in the foreground and logs to its
+/// standard error (when `maillog_file` is not set).
+pub fn run(
+    config_dir: Option<&Path>,
+    count: usize,
+    submission: usize,
+    log_to_stderr: bool,
+) -> Result<()> {
     // Before any thread exists, so that every thread inherits the mask.
     signals::block().map_err(|e| Error::new(ExitCode::OsErr, format!("sigprocmask: {e}")))?;
     let config = Config::load(config_dir)?;
@@ -52,7 +58,13 @@ pub fn run(config_dir: Option<&Path>, count: usize, log_to_stderr: bool) -> Resu
     }
     // Reading main.cf opened and closed files; nothing else is open beside the
     // inherited descriptors.
-    let sockets = inherited_sockets(count)?;
+    let mut sockets = inherited_sockets(count)?;
+    if submission > count {
+        return Err(Error::usage(format!(
+            "--submission-fds {submission}: more than the {count} sockets passed"
+        )));
+    }
+    let submission_sockets = sockets.split_off(count - submission);
     let fallback = if log_to_stderr {
         Fallback::Stderr
     } else {
@@ -61,7 +73,13 @@ pub fn run(config_dir: Option<&Path>, count: usize, log_to_stderr: bool) -> Resu
     let log = Arc::new(Log::from_config_or(&config, "smtpd", fallback));
     // maillog_file may be root's: the descriptor outlives the privilege.
     log.open_now();
-    let listeners = match prepare(&config, sockets, &log) {
+    let submission_log = Arc::new(log.for_service("submission"));
+    submission_log.open_now();
+    let sockets = Sockets {
+        smtp: sockets,
+        submission: submission_sockets,
+    };
+    let listeners = match prepare(&config, sockets, &log, &submission_log) {
         Ok(listeners) => listeners,
         Err(e) => {
             log.fatal(&e.to_string());
@@ -85,9 +103,20 @@ pub fn run(config_dir: Option<&Path>, count: usize, log_to_stderr: bool) -> Resu
     Ok(())
 }
 
+/// The inherited sockets, by service.
+struct Sockets {
+    smtp: Vec<TcpListener>,
+    submission: Vec<TcpListener>,
+}
+
 /// Everything that needs root, then the drop to `mail_owner` (as root; any other user
 /// runs on as itself).
-fn prepare(config: &Config, sockets: Vec<TcpListener>, log: &Arc<Log>) -> Result<super::Listeners> {
+fn prepare(
+    config: &Config,
+    sockets: Sockets,
+    log: &Arc<Log>,
+    submission_log: &Arc<Log>,
+) -> Result<super::Listeners> {
     let parent = nix::unistd::getppid();
     let root = nix::unistd::geteuid().is_root();
     let jail = match root && config.boolean("smtpd_chroot")? {
@@ -102,10 +131,28 @@ fn prepare(config: &Config, sockets: Vec<TcpListener>, log: &Arc<Log>) -> Result
             .with_owner(queue.owner_uid());
     }
     // Reads the TLS certificate and key.
-    let mut server = super::server_from_config(config, queue, Arc::clone(log), true)?;
-    if jail.is_some() {
-        // Neither /etc/passwd nor the alias databases are visible inside the jail.
-        server.local_recipients.freeze(&mut |w| log.warning(&w));
+    let mut server =
+        super::server_from_config(config, queue.clone(), Arc::clone(log), super::Service::Smtp)?;
+    let mut submission = match sockets.submission.is_empty() {
+        true => None,
+        false => Some(super::server_from_config(
+            config,
+            queue,
+            Arc::clone(submission_log),
+            super::Service::Submission,
+        )?),
+    };
+    if let Some(dir) = &jail {
+        for server in std::iter::once(&mut server).chain(submission.as_mut()) {
+            // Neither /etc/passwd nor the alias databases are visible inside the jail.
+            server
+                .local_recipients
+                .freeze(&mut |w| server.log.warning(&w));
+            // Dovecot's socket is seen from inside too.
+            if let Some(sasl) = server.sasl.as_mut() {
+                sasl.enter_jail(dir, &mut |w| server.log.warning(&w));
+            }
+        }
     }
     if root {
         let owner = config.mail_owner()?;
@@ -121,7 +168,11 @@ fn prepare(config: &Config, sockets: Vec<TcpListener>, log: &Arc<Log>) -> Result
     if nix::unistd::getppid() != parent {
         return Err(Error::temp("the daemon that started this process is gone"));
     }
-    super::Listeners::serve(config, sockets, server)
+    let mut listeners = super::Listeners::serve(config, sockets.smtp, server)?;
+    if let Some(submission) = submission {
+        listeners.add(sockets.submission, submission, super::Service::Submission);
+    }
+    Ok(listeners)
 }
 
 /// `smtpd_chroot`: confines the process to `dir`. Called with root, before the drop

@@ -20,8 +20,66 @@ pub fn check(config: &Config) -> Vec<Problem> {
         overlap(config, &mut found);
     }
     relay_control(config, &failed, &mut found);
+    authentication(config, &failed, &mut found);
     mail_owner(config, &mut found);
     found
+}
+
+/// What the SMTP sessions would warn about for AUTH and the submission port: restrictions
+/// mailroom does not know, a SASL type it does not speak, a Dovecot socket that is not
+/// there, and a submission port that could not work (and is therefore not opened).
+fn authentication(config: &Config, failed: &HashSet<String>, found: &mut Vec<Problem>) {
+    let mut warn = |name: &str, problem: String| {
+        found.push(Problem::param(config, name, Severity::Warning, problem));
+    };
+    let mut warnings = Vec::new();
+    let _ =
+        crate::smtpd::restrictions::Restrictions::from_config(config, &mut |w| warnings.push(w));
+    for warning in warnings {
+        let name = warning
+            .split_once(':')
+            .map_or("smtpd_relay_restrictions", |(n, _)| n)
+            .split_whitespace()
+            .next()
+            .unwrap_or("smtpd_relay_restrictions")
+            .to_string();
+        warn(&name, warning);
+    }
+    let submission = config
+        .get("submission_port")
+        .is_ok_and(|p| !p.trim().is_empty())
+        && !failed.contains("submission_port");
+    if submission && let Err(why) = crate::smtpd::listener::submission_usable(config) {
+        warn(
+            "submission_port",
+            format!("{why}; the submission port is not opened"),
+        );
+    }
+    let enabled = config.boolean("smtpd_sasl_auth_enable").unwrap_or(false);
+    if !(enabled || submission) {
+        return;
+    }
+    let mut sasl_warnings = Vec::new();
+    let sasl = crate::sasl::SaslSettings::for_submission(config, &mut |w| sasl_warnings.push(w));
+    for warning in sasl_warnings {
+        warn("smtpd_sasl_type", warning);
+    }
+    // Only a socket that is certainly not there: a directory closed to this user
+    // (private/ is mail_owner's) says nothing.
+    if let Ok(Some(sasl)) = sasl
+        && std::fs::symlink_metadata(&sasl.path)
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+    {
+        warn(
+            "smtpd_sasl_path",
+            format!(
+                "Dovecot's auth socket {} does not exist: AUTH is answered 454 until Dovecot \
+                 listens there (service auth {{ unix_listener {} {{ ... }} }})",
+                sasl.path.display(),
+                sasl.path.display()
+            ),
+        );
+    }
 }
 
 /// As root, `mail_owner` must name an account other than root's: without one the SMTP
@@ -152,7 +210,7 @@ fn special(config: &Config, name: &str, value: &str) -> Option<String> {
     };
     match name {
         "relayhost" => relayhost_problem(value),
-        "smtpd_port" => {
+        "smtpd_port" | "submission_port" => {
             let port = value.trim();
             let ok = port.is_empty() || port.parse::<u16>().is_ok_and(|p| p > 0);
             (!ok).then(|| {
@@ -345,6 +403,35 @@ mod tests {
                     relayhost = [smtp.example.net]:587\nmynetworks = 127.0.0.0/8 [::1]/128\n\
                     maximal_queue_lifetime = 2d\nsmtp_sasl_auth_enable = yes\n";
         assert_eq!(problems(text), Vec::<String>::new());
+    }
+
+    #[test]
+    fn auth_and_submission_that_cannot_work() {
+        let got = problems(
+            "queue_directory = /nonexistent/queue\nsubmission_port = 587\n\
+             smtpd_recipient_restrictions = permit_sasl_authenticated, reject_rbl_client zen.spamhaus.org\n",
+        );
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert!(
+            got[0].contains("Dovecot's auth socket /nonexistent/queue/private/auth does not exist"),
+            "{got:?}"
+        );
+        assert!(
+            got[1].contains("line 2: submission_port is set but smtpd_tls_cert_file is empty"),
+            "{got:?}"
+        );
+        assert!(
+            got[2].contains(
+                "line 3: smtpd_recipient_restrictions: restriction \"reject_rbl_client\""
+            ),
+            "{got:?}"
+        );
+        let got = problems("smtpd_sasl_auth_enable = yes\nsmtpd_sasl_type = cyrus\n");
+        assert!(
+            got.iter()
+                .any(|p| p.contains("line 2: unsupported SASL server implementation: cyrus")),
+            "{got:?}"
+        );
     }
 
     #[test]
