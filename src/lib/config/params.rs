@@ -172,7 +172,9 @@ static PARAMETERS: &[ParamInfo] = &[
       "The mail system's name in the SMTP banner and bounces (Postfix: Postfix)."),
     // SMTP client.
     p("smtp_tls_security_level", "", Text,
-      "STARTTLS use when sending: empty or none (never); may (when offered, without a certificate check; a failed handshake is retried in plain text); encrypt (required, else the mail is deferred; no certificate check); verify, secure or dane-only (required, with the certificate checked against smtp_tls_CAfile or the built-in Mozilla roots and the server's name). dane is taken as may, which is what Postfix does for a destination without DNSSEC-signed TLSA records."),
+      "STARTTLS use when sending: none (never); may (when offered, without a certificate check; a failed handshake is retried in plain text); empty (unset) means may, unlike Postfix, whose empty default means none: opportunistic TLS to every destination, as modern MTAs do (set none to keep mail in plain text); encrypt (required, else the mail is deferred; no certificate check); verify, secure or dane-only (required, with the certificate checked against smtp_tls_CAfile or the built-in Mozilla roots and the server's name). dane is taken as may, which is what Postfix does for a destination without DNSSEC-signed TLSA records."),
+    p("smtp_tls_wrappermode", "no", Bool,
+      "Speak TLS from the first byte (implicit TLS, the SMTPS/submissions port 465) instead of STARTTLS, as with relayhost = [smtp.isp.example]:465. TLS is then always used, whatever smtp_tls_security_level says; the level only decides whether the certificate is checked (verify, secure) or not (none, may, encrypt), and a failed handshake defers the mail."),
     p("smtp_tls_CAfile", "", Text,
       "A PEM file of CA certificates trusted by the verify and secure levels, instead of the built-in Mozilla root store (as Postfix's tls_append_default_CA = no)."),
     p("smtp_sasl_auth_enable", "no", Bool,

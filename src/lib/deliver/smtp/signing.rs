@@ -55,6 +55,7 @@ mod tests {
         fn warning(&self, text: &str) {
             self.0.lock().unwrap().push(text.to_string());
         }
+        fn info(&self, _text: &str) {}
     }
 
     #[test]

@@ -3,11 +3,14 @@
 //!
 //! | level | STARTTLS | certificate |
 //! |---|---|---|
-//! | empty, `none` | never | — |
-//! | `may` | when offered; a failed handshake is retried in plain text | not checked |
+//! | `none` | never | — |
+//! | `may`, and unset (mailroom's default; Postfix's is `none`) | when offered; a failed handshake is retried in plain text | not checked |
 //! | `encrypt` | required, else the mail waits | not checked |
 //! | `verify`, `secure`, `dane-only` | required | checked against the trusted roots and the server's name |
 //! | `dane` | as `may` | not checked |
+//!
+//! With `smtp_tls_wrappermode = yes` TLS is always used (there is no plain text to fall
+//! back to); the level only says whether the certificate is checked.
 //!
 //! `dane` is what Postfix does for a destination without DNSSEC-signed TLSA records
 //! (opportunistic TLS); mailroom cannot validate DNSSEC, so it always takes that path.
@@ -123,6 +126,8 @@ impl TlsPolicy {
             Ok(_) => host.to_string(),
             Err(_) => ip.to_string(),
         };
+        // lettre builds on the default provider: make it the one that notes the cipher.
+        super::negotiated::install();
         let mut builder = TlsParametersBuilder::new(name);
         builder = match self.level {
             Level::None | Level::May | Level::Encrypt => builder
