@@ -215,6 +215,8 @@ static PARAMETERS: &[ParamInfo] = &[
     // SMTP server.
     p("smtpd_port", "25", Text,
       "The TCP port of the SMTP listener started by sendmail -bd/-bD; empty means no listener (a mailroom parameter; Postfix sets this in master.cf)."),
+    p("smtps_port", "", Text,
+      "The TCP port of a second SMTP listener that speaks TLS from the first byte (SMTPS, implicit TLS, usually 465), with smtpd_tls_cert_file and smtpd_tls_key_file; empty means none (a mailroom parameter; Postfix's master.cf smtps entry with smtpd_tls_wrappermode = yes). Sessions on it are TLS from the start: no STARTTLS is offered, Received: says ESMTPS, and log lines say smtps. Without a usable certificate it stays off, with a warning in the log and from mailroom check."),
     p("smtpd_banner", "$myhostname ESMTP $mail_name", Text,
       "The text after 220 in the SMTP greeting."),
     p("smtpd_recipient_limit", "1000", Number,

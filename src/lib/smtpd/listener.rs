@@ -83,6 +83,8 @@ pub fn bind_addresses(
 pub struct Listeners {
     sockets: Vec<TcpListener>,
     server: Arc<Server>,
+    /// `smtps_port` and the server of its sessions (TLS from the first byte).
+    smtps: Option<(u16, Arc<Server>)>,
     process_limit: usize,
 }
 
@@ -94,9 +96,37 @@ impl Listeners {
         queue: crate::queue::Queue,
         log: Arc<crate::log::Log>,
     ) -> crate::sysexits::Result<Listeners> {
-        let server = super::server_from_config(config, queue, log.clone(), true)?;
+        let server = super::server_from_config(config, queue.clone(), log.clone(), true)?;
         let sockets = bind_configured(config, &log)?;
-        Listeners::serve(config, sockets, server)
+        let smtps_log = Arc::new(crate::log::Log::from_config(
+            config,
+            super::smtps::LOG_PROGRAM,
+        ));
+        let smtps = super::smtps::server(config, queue, smtps_log)?;
+        Listeners::serve(config, sockets, server)?.with_smtps(config, smtps)
+    }
+
+    /// Serves the sockets on `smtps_port` with `server` (TLS from the first byte).
+    /// Without a server (no usable SMTPS listener), they are not served at all.
+    pub fn with_smtps(
+        mut self,
+        config: &crate::config::Config,
+        server: Option<Server>,
+    ) -> crate::sysexits::Result<Listeners> {
+        // On the plain listener's port (a mistake the daemon does not bind for), the
+        // sockets are the plain listener's.
+        let plain = config.get("smtpd_port")?;
+        if let Some(port) = super::smtps::port(config)?
+            && plain.trim() != port.to_string()
+        {
+            match server {
+                Some(server) => self.smtps = Some((port, Arc::new(server))),
+                None => self
+                    .sockets
+                    .retain(|s| s.local_addr().map(|a| a.port()).ok() != Some(port)),
+            }
+        }
+        Ok(self)
     }
 
     /// Sockets bound elsewhere (the daemon's, inherited by the sessions process), served
@@ -110,6 +140,7 @@ impl Listeners {
         Ok(Listeners {
             sockets,
             server: Arc::new(server),
+            smtps: None,
             process_limit,
         })
     }
@@ -128,13 +159,17 @@ impl Listeners {
         let active = Arc::new(AtomicUsize::new(0));
         let mut handles = Vec::new();
         for socket in self.sockets {
-            let server = self.server.clone();
+            let port = socket.local_addr().map(|a| a.port()).ok();
+            let (server, implicit_tls) = match &self.smtps {
+                Some((smtps, server)) if Some(*smtps) == port => (server.clone(), true),
+                _ => (self.server.clone(), false),
+            };
             let stop = stop.clone();
             let active = active.clone();
             let limit = self.process_limit;
             let spawned = std::thread::Builder::new()
                 .name("smtpd-accept".into())
-                .spawn(move || accept_loop(socket, server, limit, active, stop));
+                .spawn(move || accept_loop(socket, server, implicit_tls, limit, active, stop));
             match spawned {
                 Ok(h) => handles.push(h),
                 Err(e) => self
@@ -148,7 +183,7 @@ impl Listeners {
 }
 
 /// The addresses `config` asks the listener for (`smtpd_port` × `inet_interfaces` ×
-/// `inet_protocols`); none for an empty `smtpd_port`. Interface names that are not
+/// `inet_protocols`, then the same for `smtps_port`); none for an empty `smtpd_port`. Interface names that are not
 /// addresses are logged to `log` and left out.
 pub fn configured_addresses(
     config: &crate::config::Config,
@@ -157,7 +192,7 @@ pub fn configured_addresses(
     let port_text = config.get("smtpd_port")?;
     let port_text = port_text.trim();
     if port_text.is_empty() {
-        return Ok(Vec::new());
+        return super::smtps::addresses(config, log);
     }
     let Ok(port) = port_text.parse::<u16>() else {
         return Err(crate::sysexits::Error::config(format!(
@@ -172,6 +207,9 @@ pub fn configured_addresses(
     for w in warnings {
         log.warning(&w);
     }
+    let mut addrs = addrs;
+    // The SMTPS listener's, bound and handed over with the others.
+    addrs.extend(super::smtps::addresses(config, log)?);
     Ok(addrs)
 }
 
@@ -233,6 +271,7 @@ impl Drop for Slot {
 fn accept_loop(
     socket: TcpListener,
     server: Arc<Server>,
+    implicit_tls: bool,
     limit: usize,
     active: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
@@ -281,7 +320,10 @@ fn accept_loop(
             .name("smtpd".into())
             .spawn(move || {
                 let _slot = slot;
-                serve(stream, &session_server, ip, ticket);
+                match implicit_tls {
+                    true => super::smtps::serve(stream, &session_server, ip, ticket),
+                    false => serve(stream, &session_server, ip, ticket),
+                }
             });
         if let Err(e) = spawned {
             server

@@ -29,6 +29,7 @@ pub mod relay;
 pub mod reply;
 pub mod session;
 pub mod sessions;
+pub mod smtps;
 pub mod tls;
 
 use std::io::{Read, Write};

@@ -59,9 +59,15 @@ pub fn run(config_dir: Option<&Path>, count: usize, log_to_stderr: bool) -> Resu
         Fallback::Syslog
     };
     let log = Arc::new(Log::from_config_or(&config, "smtpd", fallback));
+    let smtps_log = Arc::new(Log::from_config_or(
+        &config,
+        super::smtps::LOG_PROGRAM,
+        fallback,
+    ));
     // maillog_file may be root's: the descriptor outlives the privilege.
     log.open_now();
-    let listeners = match prepare(&config, sockets, &log) {
+    smtps_log.open_now();
+    let listeners = match prepare(&config, sockets, &log, smtps_log) {
         Ok(listeners) => listeners,
         Err(e) => {
             log.fatal(&e.to_string());
@@ -87,7 +93,12 @@ pub fn run(config_dir: Option<&Path>, count: usize, log_to_stderr: bool) -> Resu
 
 /// Everything that needs root, then the drop to `mail_owner` (as root; any other user
 /// runs on as itself).
-fn prepare(config: &Config, sockets: Vec<TcpListener>, log: &Arc<Log>) -> Result<super::Listeners> {
+fn prepare(
+    config: &Config,
+    sockets: Vec<TcpListener>,
+    log: &Arc<Log>,
+    smtps_log: Arc<Log>,
+) -> Result<super::Listeners> {
     let parent = nix::unistd::getppid();
     let root = nix::unistd::geteuid().is_root();
     let jail = match root && config.boolean("smtpd_chroot")? {
@@ -102,10 +113,14 @@ fn prepare(config: &Config, sockets: Vec<TcpListener>, log: &Arc<Log>) -> Result
             .with_owner(queue.owner_uid());
     }
     // Reads the TLS certificate and key.
-    let mut server = super::server_from_config(config, queue, Arc::clone(log), true)?;
+    let mut server = super::server_from_config(config, queue.clone(), Arc::clone(log), true)?;
+    let mut smtps = super::smtps::server(config, queue, smtps_log)?;
     if jail.is_some() {
         // Neither /etc/passwd nor the alias databases are visible inside the jail.
         server.local_recipients.freeze(&mut |w| log.warning(&w));
+        if let Some(smtps) = &mut smtps {
+            smtps.local_recipients.freeze(&mut |w| log.warning(&w));
+        }
     }
     if root {
         let owner = config.mail_owner()?;
@@ -121,7 +136,7 @@ fn prepare(config: &Config, sockets: Vec<TcpListener>, log: &Arc<Log>) -> Result
     if nix::unistd::getppid() != parent {
         return Err(Error::temp("the daemon that started this process is gone"));
     }
-    super::Listeners::serve(config, sockets, server)
+    super::Listeners::serve(config, sockets, server)?.with_smtps(config, smtps)
 }
 
 /// `smtpd_chroot`: confines the process to `dir`. Called with root, before the drop
