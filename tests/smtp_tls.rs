@@ -6,11 +6,16 @@
 mod common;
 
 use std::io::Write;
+use std::net::IpAddr;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::MailSystem;
 use common::smtp_server::{Aiosmtpd, Scripted, ServerTls, Step::*, self_signed_certificate};
+use mailroom::config::Config;
 use mailroom::deliver::smtp::agent::{AgentProcess, Reply};
+use mailroom::deliver::smtp::{DnsError, Resolver, SmtpContext, Warnings, deliver};
 use mailroom::deliver::{MessageSource, Status};
 use mailroom::queue::{Envelope, QueueId, Recipient};
 
@@ -199,4 +204,119 @@ fn starttls_is_used_when_offered_and_the_level_is_unset() {
     assert!(reply.notes.is_empty(), "{:?}", reply.notes);
     let (meta, _) = server.received(1);
     assert!(meta["tls"].is_null(), "{meta}");
+}
+
+/// A resolver that sends every domain's mail to 127.0.0.1 through one MX host.
+struct Loopback;
+
+impl Resolver for Loopback {
+    fn mx(&self, _domain: &str) -> Result<Vec<(u16, String)>, DnsError> {
+        Ok(vec![(10, "mx.example.net.".into())])
+    }
+    fn addresses(&self, _host: &str) -> Result<Vec<IpAddr>, DnsError> {
+        Ok(vec![IpAddr::from([127, 0, 0, 1])])
+    }
+}
+
+/// What the client logged, kept for the test.
+#[derive(Default)]
+struct Kept(Mutex<Vec<String>>);
+
+impl Warnings for Kept {
+    fn warning(&self, text: &str) {
+        self.0.lock().unwrap().push(format!("warning: {text}"));
+    }
+    fn info(&self, text: &str) {
+        self.0.lock().unwrap().push(text.to_string());
+    }
+}
+
+#[test]
+fn mx_delivery_uses_starttls_when_offered_and_the_level_is_unset() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((cert, key)) = self_signed_certificate(dir.path()) else {
+        return;
+    };
+    let Some(server) = Aiosmtpd::start_with(ServerTls::Starttls {
+        cert: &cert,
+        key: &key,
+    }) else {
+        return;
+    };
+    // No relayhost: the recipient's domain is looked up (here, by a resolver that
+    // answers with 127.0.0.1 for everything).
+    let config = Config::from_text(
+        "myhostname = me.example\n",
+        Path::new("/nonexistent/main.cf"),
+    );
+    let kept = Arc::new(Kept::default());
+    let mut ctx = SmtpContext::from_config(&config)
+        .unwrap()
+        .with_resolver(Arc::new(Loopback))
+        .with_warnings(kept.clone());
+    ctx.default_port = server.port;
+    let mut file = tempfile::tempfile().unwrap();
+    file.write_all(BODY).unwrap();
+    let mut envelope = Envelope::new(QueueId::generate(), 0, 0, "alice@example.com");
+    envelope.size = BODY.len() as u64;
+    let rcpt = Recipient::new("b@example.net", "b@example.net");
+    let outcomes = deliver(
+        &ctx,
+        &envelope,
+        MessageSource::for_envelope(&file, &envelope),
+        &[&rcpt],
+    );
+    assert_eq!(outcomes[0].status, Status::Sent, "{outcomes:?}");
+    assert_eq!(
+        outcomes[0].relay,
+        format!("mx.example.net[127.0.0.1]:{}", server.port)
+    );
+    let lines = kept.0.lock().unwrap().clone();
+    let want = format!(
+        "Untrusted TLS connection established to mx.example.net[127.0.0.1]:{}: TLSv1.3 with cipher TLS_",
+        server.port
+    );
+    assert!(lines.iter().any(|l| l.starts_with(&want)), "{lines:?}");
+    let (meta, _) = server.received(0);
+    assert!(
+        meta["tls"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("TLSv1.")),
+        "{meta}"
+    );
+}
+
+#[test]
+fn the_daemon_logs_the_tls_connection_as_postfix_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((cert, key)) = self_signed_certificate(dir.path()) else {
+        return;
+    };
+    let Some(server) = Aiosmtpd::start_with(ServerTls::Starttls {
+        cert: &cert,
+        key: &key,
+    }) else {
+        return;
+    };
+    let sys = MailSystem::new(&format!("relayhost = [127.0.0.1]:{}\n", server.port));
+    let out = sys.run(
+        env!("CARGO_BIN_EXE_sendmail"),
+        &["-odi", "-f", "alice@example.com", "b@example.net"],
+        b"Subject: tls\n\nhello\n",
+    );
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let log = std::fs::read_to_string(sys.root().join("maillog")).unwrap_or_default();
+    let tls = log
+        .lines()
+        .find(|l| l.contains("TLS connection established"))
+        .unwrap_or_else(|| panic!("no TLS line:\n{log}"));
+    let want = format!(
+        ": Untrusted TLS connection established to 127.0.0.1[127.0.0.1]:{}: TLSv1.3 with cipher TLS_",
+        server.port
+    );
+    assert!(tls.contains("mailroom/smtp["), "{tls}");
+    assert!(tls.contains(&want), "{tls}");
+    // Before the delivery's line, as Postfix writes them.
+    let sent = log.find("status=sent").expect("status=sent");
+    assert!(log.find(tls).unwrap() < sent, "{log}");
 }
