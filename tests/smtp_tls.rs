@@ -101,6 +101,21 @@ fn wrappermode_speaks_tls_from_the_first_byte() {
     );
     assert!(String::from_utf8_lossy(&body).contains("hello over TLS"));
 
+    // A CA file makes no difference to may, but for the log: the certificate chains
+    // to it, so the connection is Trusted (as Postfix says), not Untrusted.
+    let conf = tempfile::tempdir().unwrap();
+    let mut a = agent(
+        conf.path(),
+        &format!(
+            "relayhost = [127.0.0.1]:{}\nsmtp_tls_wrappermode = yes\nsmtp_tls_CAfile = {}",
+            server.port,
+            cert.display()
+        ),
+    );
+    let reply = send(&mut a);
+    assert_eq!(reply.outcomes[0].status, Status::Sent, "{reply:?}");
+    established(&reply, "Trusted", server.port);
+
     // verify checks the certificate: a self-signed one is refused, the mail waits.
     let conf = tempfile::tempdir().unwrap();
     let mut a = agent(

@@ -176,7 +176,7 @@ static PARAMETERS: &[ParamInfo] = &[
     p("smtp_tls_wrappermode", "no", Bool,
       "Speak TLS from the first byte (implicit TLS, the SMTPS/submissions port 465) instead of STARTTLS, as with relayhost = [smtp.isp.example]:465. TLS is then always used, whatever smtp_tls_security_level says; the level only decides whether the certificate is checked (verify, secure) or not (none, may, encrypt), and a failed handshake defers the mail."),
     p("smtp_tls_CAfile", "", Text,
-      "A PEM file of CA certificates trusted by the verify and secure levels, instead of the built-in Mozilla root store (as Postfix's tls_append_default_CA = no)."),
+      "A PEM file of CA certificates trusted by the verify and secure levels, instead of the built-in Mozilla root store (as Postfix's tls_append_default_CA = no). At the levels that check nothing (may, encrypt) it only names the connection in the log: Trusted when the server's certificate chains to it, else Untrusted."),
     p("smtp_sasl_auth_enable", "no", Bool,
       "Authenticate to the server with SMTP AUTH (PLAIN or LOGIN) when smtp_sasl_password_maps has credentials for it. Authentication failures defer the mail."),
     p("smtp_sasl_password_maps", "", Tables,

@@ -149,7 +149,7 @@ fn converse(
         false => refused(&err),
     })?;
     if conn.is_encrypted() {
-        established(ctx, peer);
+        established(ctx, peer, &conn);
     }
     set_nodelay(addr);
     let result = session(&mut conn, ctx, peer, job, try_tls, &id, results);
@@ -271,7 +271,7 @@ fn start_tls(
     let params = tls_parameters(ctx, peer)?;
     negotiated::clear();
     let Err(err) = conn.starttls(&params, id) else {
-        established(ctx, peer);
+        established(ctx, peer, conn);
         return Ok(());
     };
     if let SmtpError::Said(reply, _) = SmtpError::from_lettre(&err, Stage::Starttls) {
@@ -321,13 +321,17 @@ fn tls_error(err: &LettreError) -> Option<&rustls::Error> {
 /// Postfix's line once TLS is up: `Untrusted TLS connection established to
 /// mx.example[192.0.2.1]:25: TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)`.
 /// "Verified" when the certificate was checked against the trusted roots and the
-/// server's name (`verify`, `secure`); "Untrusted" when it was not looked at (`may`,
-/// `encrypt`), as Postfix says without a CA file.
-fn established(ctx: &SmtpContext, peer: &Peer) {
-    let trust = match ctx.tls.level {
-        Level::Verify => "Verified",
-        _ => "Untrusted",
+/// server's name (`verify`, `secure`); for `may` and `encrypt`, "Trusted" when it
+/// chains to `smtp_tls_CAfile`, else "Untrusted" (always, without a CA file, as
+/// Postfix says).
+fn established(ctx: &SmtpContext, peer: &Peer, conn: &SmtpConnection) {
+    // Asked for only when needed: lettre's rustls side cannot fail here (a handshake
+    // that succeeded had a certificate), but costs a copy of the chain.
+    let chain = match ctx.tls.judges() {
+        true => conn.certificate_chain().unwrap_or_default(),
+        false => Vec::new(),
     };
+    let trust = ctx.tls.trust(&peer.host, peer.ip, &chain);
     let what = match negotiated::take() {
         Some(n) => format!(": {n}"),
         None => String::new(),
