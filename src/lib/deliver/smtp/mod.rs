@@ -132,8 +132,9 @@ pub struct SmtpContext {
 /// which cannot write the root-owned log) a list sent back to the daemon with the outcomes.
 pub trait Warnings: Send + Sync {
     fn warning(&self, text: &str);
-    /// A line that is not a warning (the TLS connection a session established).
-    fn info(&self, text: &str);
+    /// A line that is not a warning (the TLS connection a session established). Kept
+    /// by default nowhere: only the mail log and the agent's reply carry it.
+    fn info(&self, _text: &str) {}
 }
 
 impl Warnings for Log {

@@ -55,7 +55,6 @@ mod tests {
         fn warning(&self, text: &str) {
             self.0.lock().unwrap().push(text.to_string());
         }
-        fn info(&self, _text: &str) {}
     }
 
     #[test]
