@@ -217,6 +217,21 @@ fn run_session(
 
 const AIOSMTPD: &str = include_str!("../support/aiosmtpd_saver.py");
 
+/// TLS on the aiosmtpd server, with a PEM certificate chain and key.
+pub enum ServerTls<'a> {
+    None,
+    /// TLS from the first byte (SMTPS, port 465).
+    Implicit {
+        cert: &'a std::path::Path,
+        key: &'a std::path::Path,
+    },
+    /// STARTTLS offered.
+    Starttls {
+        cert: &'a std::path::Path,
+        key: &'a std::path::Path,
+    },
+}
+
 pub struct Aiosmtpd {
     child: Child,
     pub port: u16,
@@ -226,16 +241,32 @@ pub struct Aiosmtpd {
 impl Aiosmtpd {
     /// None (the test returns) when aiosmtpd is not installed.
     pub fn start() -> Option<Aiosmtpd> {
+        Aiosmtpd::start_with(ServerTls::None)
+    }
+
+    /// The same server with TLS: from the first byte, or offered with STARTTLS.
+    pub fn start_with(tls: ServerTls) -> Option<Aiosmtpd> {
         if !require_python_module("aiosmtpd") {
             return None;
         }
         let port = free_port();
         let dir = tempfile::tempdir().unwrap();
-        let mut child = Command::new("python3")
+        let mut command = Command::new("python3");
+        command
             .arg("-c")
             .arg(AIOSMTPD)
             .arg(port.to_string())
-            .arg(dir.path())
+            .arg(dir.path());
+        match tls {
+            ServerTls::None => {}
+            ServerTls::Implicit { cert, key } => {
+                command.arg("implicit").arg(cert).arg(key);
+            }
+            ServerTls::Starttls { cert, key } => {
+                command.arg("starttls").arg(cert).arg(key);
+            }
+        }
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -280,4 +311,31 @@ impl Drop for Aiosmtpd {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A self-signed certificate for localhost and its key (`cert.pem`, `key.pem` in
+/// `dir`); None (the test returns) when openssl is not installed.
+pub fn self_signed_certificate(
+    dir: &std::path::Path,
+) -> Option<(std::path::PathBuf, std::path::PathBuf)> {
+    if !super::require_tool("openssl") {
+        return None;
+    }
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let out = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
+        .args(["-subj", "/CN=localhost"])
+        // A leaf that names 127.0.0.1, so a client given it as its one trusted
+        // certificate (smtp_tls_CAfile) verifies it.
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(out.status.success(), "openssl: {out:?}");
+    Some((cert, key))
 }

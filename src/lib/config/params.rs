@@ -172,9 +172,11 @@ static PARAMETERS: &[ParamInfo] = &[
       "The mail system's name in the SMTP banner and bounces (Postfix: Postfix)."),
     // SMTP client.
     p("smtp_tls_security_level", "", Text,
-      "STARTTLS use when sending: empty or none (never); may (when offered, without a certificate check; a failed handshake is retried in plain text); encrypt (required, else the mail is deferred; no certificate check); verify, secure or dane-only (required, with the certificate checked against smtp_tls_CAfile or the built-in Mozilla roots and the server's name). dane is taken as may, which is what Postfix does for a destination without DNSSEC-signed TLSA records."),
+      "STARTTLS use when sending: none (never); may (when offered, without a certificate check; a failed handshake is retried in plain text); empty (unset) means may, unlike Postfix, whose empty default means none: opportunistic TLS to every destination, as modern MTAs do (set none to keep mail in plain text); encrypt (required, else the mail is deferred; no certificate check); verify, secure or dane-only (required, with the certificate checked against smtp_tls_CAfile or the built-in Mozilla roots and the server's name). dane is taken as may, which is what Postfix does for a destination without DNSSEC-signed TLSA records."),
+    p("smtp_tls_wrappermode", "no", Bool,
+      "Speak TLS from the first byte (implicit TLS, the SMTPS/submissions port 465) instead of STARTTLS, as with relayhost = [smtp.isp.example]:465. TLS is then always used, whatever smtp_tls_security_level says; the level only decides whether the certificate is checked (verify, secure) or not (none, may, encrypt), and a failed handshake defers the mail."),
     p("smtp_tls_CAfile", "", Text,
-      "A PEM file of CA certificates trusted by the verify and secure levels, instead of the built-in Mozilla root store (as Postfix's tls_append_default_CA = no)."),
+      "A PEM file of CA certificates trusted by the verify and secure levels, instead of the built-in Mozilla root store (as Postfix's tls_append_default_CA = no). At the levels that check nothing (may, encrypt) it only names the connection in the log: Trusted when the server's certificate chains to it, else Untrusted."),
     p("smtp_sasl_auth_enable", "no", Bool,
       "Authenticate to the server with SMTP AUTH (PLAIN or LOGIN) when smtp_sasl_password_maps has credentials for it. Authentication failures defer the mail."),
     p("smtp_sasl_password_maps", "", Tables,
@@ -213,6 +215,8 @@ static PARAMETERS: &[ParamInfo] = &[
     // SMTP server.
     p("smtpd_port", "25", Text,
       "The TCP port of the SMTP listener started by sendmail -bd/-bD; empty means no listener (a mailroom parameter; Postfix sets this in master.cf)."),
+    p("smtps_port", "", Text,
+      "The TCP port of a second SMTP listener that speaks TLS from the first byte (SMTPS, implicit TLS, usually 465), with smtpd_tls_cert_file and smtpd_tls_key_file; empty means none (a mailroom parameter; Postfix's master.cf smtps entry with smtpd_tls_wrappermode = yes). Sessions on it are TLS from the start: no STARTTLS is offered, Received: says ESMTPS, and log lines say smtps. Without a usable certificate it stays off, with a warning in the log and from mailroom check."),
     p("smtpd_banner", "$myhostname ESMTP $mail_name", Text,
       "The text after 220 in the SMTP greeting."),
     p("smtpd_recipient_limit", "1000", Number,

@@ -252,6 +252,9 @@ impl Remote for SmtpProcesses {
                 for warning in &reply.warnings {
                     self.log.warning(warning);
                 }
+                for note in &reply.notes {
+                    self.log.info(note);
+                }
                 reply.outcomes
             }
             // The failed agent was dropped (killed) on the way.

@@ -99,14 +99,50 @@ impl Listeners {
         let server = super::server_from_config(config, queue.clone(), log.clone(), Service::Smtp)?;
         let sockets = bind_configured(config, &log)?;
         let mut listeners = Listeners::serve(config, sockets, server)?;
+        let smtps_log = Arc::new(crate::log::Log::from_config(
+            config,
+            super::smtps::LOG_PROGRAM,
+        ));
         let log = Arc::new(log.for_service("submission"));
         let submission = submission_addresses(config, &log)?;
         if !submission.is_empty() {
             let sockets = bind_all(&submission, &log);
-            let server = super::server_from_config(config, queue, log, Service::Submission)?;
+            let server =
+                super::server_from_config(config, queue.clone(), log, Service::Submission)?;
             listeners.add(sockets, server, Service::Submission);
         }
-        Ok(listeners)
+        let smtps = super::smtps::server(config, queue, smtps_log)?;
+        listeners.with_smtps(config, smtps)
+    }
+
+    /// Moves the sockets on `smtps_port` from the plain listener's to the SMTPS server
+    /// (TLS from the first byte): the daemon binds and hands them over with the others,
+    /// and they are told apart by their port. Without a server (no usable SMTPS
+    /// listener) they are not served at all.
+    pub fn with_smtps(
+        mut self,
+        config: &crate::config::Config,
+        server: Option<Server>,
+    ) -> crate::sysexits::Result<Listeners> {
+        // On the plain listener's port (a mistake the daemon does not bind for), the
+        // sockets are the plain listener's.
+        let plain = config.get("smtpd_port")?;
+        let Some(port) = super::smtps::port(config)? else {
+            return Ok(self);
+        };
+        if plain.trim() == port.to_string() {
+            return Ok(self);
+        }
+        let on_port = |(socket, _, service): &(TcpListener, Arc<Server>, Service)| {
+            *service == Service::Smtp && socket.local_addr().map(|a| a.port()).ok() == Some(port)
+        };
+        let (smtps, rest): (Vec<_>, Vec<_>) = self.sockets.drain(..).partition(on_port);
+        self.sockets = rest;
+        if let Some(server) = server {
+            let sockets = smtps.into_iter().map(|(socket, _, _)| socket).collect();
+            self.add(sockets, server, Service::Smtps);
+        }
+        Ok(self)
     }
 
     /// Sockets bound elsewhere (the daemon's, inherited by the sessions process), served
@@ -158,14 +194,15 @@ impl Listeners {
     pub fn spawn(self, stop: Arc<AtomicBool>) -> Vec<JoinHandle<()>> {
         let active = Arc::new(AtomicUsize::new(0));
         let mut handles = Vec::new();
-        for (socket, server, _) in self.sockets {
+        for (socket, server, service) in self.sockets {
             let warn_to = Arc::clone(&server);
+            let implicit_tls = service == Service::Smtps;
             let stop = stop.clone();
             let active = active.clone();
             let limit = self.process_limit;
             let spawned = std::thread::Builder::new()
                 .name("smtpd-accept".into())
-                .spawn(move || accept_loop(socket, server, limit, active, stop));
+                .spawn(move || accept_loop(socket, server, implicit_tls, limit, active, stop));
             match spawned {
                 Ok(h) => handles.push(h),
                 Err(e) => warn_to
@@ -178,13 +215,16 @@ impl Listeners {
 }
 
 /// The addresses `config` asks the listener for (`smtpd_port` × `inet_interfaces` ×
-/// `inet_protocols`); none for an empty `smtpd_port`. Interface names that are not
-/// addresses are logged to `log` and left out.
+/// `inet_protocols`, then the same for a usable `smtps_port`); none for an empty port.
+/// Interface names that are not addresses are logged to `log` and left out.
 pub fn configured_addresses(
     config: &crate::config::Config,
     log: &crate::log::Log,
 ) -> crate::sysexits::Result<Vec<SocketAddr>> {
-    addresses_of(config, "smtpd_port", log)
+    let mut addrs = addresses_of(config, "smtpd_port", log)?;
+    // The SMTPS listener's, bound and handed over with the others.
+    addrs.extend(super::smtps::addresses(config, log)?);
+    Ok(addrs)
 }
 
 /// The addresses of the submission listener (`submission_port` at the same interfaces);
@@ -266,6 +306,9 @@ fn addresses_of(
     for w in warnings {
         log.warning(&w);
     }
+    let mut addrs = addrs;
+    // The SMTPS listener's, bound and handed over with the others.
+    addrs.extend(super::smtps::addresses(config, log)?);
     Ok(addrs)
 }
 
@@ -327,6 +370,7 @@ impl Drop for Slot {
 fn accept_loop(
     socket: TcpListener,
     server: Arc<Server>,
+    implicit_tls: bool,
     limit: usize,
     active: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
@@ -375,7 +419,10 @@ fn accept_loop(
             .name("smtpd".into())
             .spawn(move || {
                 let _slot = slot;
-                serve(stream, &session_server, ip, ticket);
+                match implicit_tls {
+                    true => super::smtps::serve(stream, &session_server, ip, ticket),
+                    false => serve(stream, &session_server, ip, ticket),
+                }
             });
         if let Err(e) = spawned {
             server

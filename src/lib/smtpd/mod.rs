@@ -33,6 +33,7 @@ pub mod reply;
 pub mod restrictions;
 pub mod session;
 pub mod sessions;
+pub mod smtps;
 pub mod tls;
 
 use std::io::{Read, Write};
@@ -76,6 +77,9 @@ pub enum Service {
     Smtp,
     /// The listener on `submission_port`: Postfix's master.cf `submission` entry.
     Submission,
+    /// The listener on `smtps_port`: the `smtp` service with TLS from the first byte
+    /// ([`smtps`]).
+    Smtps,
 }
 
 impl Service {
@@ -85,6 +89,7 @@ impl Service {
             Service::Stdio => "sendmail",
             Service::Smtp => "smtp",
             Service::Submission => "submission",
+            Service::Smtps => smtps::SERVICE,
         }
     }
 }
@@ -101,7 +106,7 @@ pub(crate) fn server_from_config(
     let local_recipients = LocalRecipients::from_config(config, &mut |w| log.warning(&w))?;
     let (tls, tls_required) = match service {
         Service::Stdio => (None, false),
-        Service::Smtp => tls_from_config(config, &log, None)?,
+        Service::Smtp | Service::Smtps => tls_from_config(config, &log, None)?,
         // -o smtpd_tls_security_level=encrypt, whatever main.cf says.
         Service::Submission => tls_from_config(config, &log, Some("encrypt"))?,
     };
@@ -115,7 +120,9 @@ pub(crate) fn server_from_config(
     };
     let sasl = match service {
         Service::Stdio => None,
-        Service::Smtp => crate::sasl::SaslSettings::from_config(config, &mut |w| log.warning(&w))?,
+        Service::Smtp | Service::Smtps => {
+            crate::sasl::SaslSettings::from_config(config, &mut |w| log.warning(&w))?
+        }
         Service::Submission => {
             crate::sasl::SaslSettings::for_submission(config, &mut |w| log.warning(&w))?
         }
@@ -157,7 +164,7 @@ pub(crate) fn server_from_config(
     // as Postfix's anvil keys its counters by service.
     let (anvil, limit_exceptions) = match service {
         Service::Stdio => (None, Vec::new()),
-        Service::Smtp | Service::Submission => (
+        Service::Smtp | Service::Submission | Service::Smtps => (
             Some(anvil::Anvil::new(anvil_limits(config)?, service.name())),
             networks(config, "smtpd_client_event_limit_exceptions", &relay, &log)?,
         ),

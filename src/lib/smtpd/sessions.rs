@@ -71,6 +71,11 @@ pub fn run(
         Fallback::Syslog
     };
     let log = Arc::new(Log::from_config_or(&config, "smtpd", fallback));
+    let smtps_log = Arc::new(Log::from_config_or(
+        &config,
+        super::smtps::LOG_PROGRAM,
+        fallback,
+    ));
     // maillog_file may be root's: the descriptor outlives the privilege.
     log.open_now();
     let submission_log = Arc::new(log.for_service("submission"));
@@ -79,7 +84,8 @@ pub fn run(
         smtp: sockets,
         submission: submission_sockets,
     };
-    let listeners = match prepare(&config, sockets, &log, &submission_log) {
+    smtps_log.open_now();
+    let listeners = match prepare(&config, sockets, &log, &submission_log, smtps_log) {
         Ok(listeners) => listeners,
         Err(e) => {
             log.fatal(&e.to_string());
@@ -116,6 +122,7 @@ fn prepare(
     sockets: Sockets,
     log: &Arc<Log>,
     submission_log: &Arc<Log>,
+    smtps_log: Arc<Log>,
 ) -> Result<super::Listeners> {
     let parent = nix::unistd::getppid();
     let root = nix::unistd::geteuid().is_root();
@@ -137,13 +144,17 @@ fn prepare(
         true => None,
         false => Some(super::server_from_config(
             config,
-            queue,
+            queue.clone(),
             Arc::clone(submission_log),
             super::Service::Submission,
         )?),
     };
+    let mut smtps = super::smtps::server(config, queue, smtps_log)?;
     if let Some(dir) = &jail {
-        for server in std::iter::once(&mut server).chain(submission.as_mut()) {
+        let servers = std::iter::once(&mut server)
+            .chain(submission.as_mut())
+            .chain(smtps.as_mut());
+        for server in servers {
             // Neither /etc/passwd nor the alias databases are visible inside the jail.
             server
                 .local_recipients
@@ -172,7 +183,7 @@ fn prepare(
     if let Some(submission) = submission {
         listeners.add(sockets.submission, submission, super::Service::Submission);
     }
-    Ok(listeners)
+    listeners.with_smtps(config, smtps)
 }
 
 /// `smtpd_chroot`: confines the process to `dir`. Called with root, before the drop

@@ -25,9 +25,10 @@
 //!    queue, and could not write to the file if it tried.
 //! 3. The agent answers `{"job":N,"outcomes":[{"status":"sent"|"deferred"|"bounced",
 //!    "dsn":"X.Y.Z","text":T,"relay":H,"remote":null|{"mta":M,"reply":P}},...],
-//!    "warnings":[W,...]}`: one outcome per recipient of the job, in its order, and the
-//!    warnings the client would have logged (the agent cannot write the root-owned
-//!    `maillog_file`; the parent logs them as `$syslog_name/smtp`).
+//!    "warnings":[W,...],"notes":[I,...]}`: one outcome per recipient of the job, in its
+//!    order, and the warnings and information lines (TLS established) the client would
+//!    have logged (the agent cannot write the root-owned `maillog_file`; the parent logs
+//!    them as `$syslog_name/smtp`).
 //!
 //! The parent trusts nothing it reads: a line longer than [`reply_limit`], anything but
 //! the expected object, another job number, a count that is not the job's, an unknown
@@ -156,6 +157,8 @@ pub struct Reply {
     pub outcomes: Vec<Outcome>,
     /// What the client wanted logged, as warnings.
     pub warnings: Vec<String>,
+    /// What the client wanted logged as plain information (TLS established).
+    pub notes: Vec<String>,
 }
 
 fn status_name(status: Status) -> &'static str {
@@ -167,7 +170,12 @@ fn status_name(status: Status) -> &'static str {
 }
 
 /// Encodes the reply to job `number`, every string cut to what the parent accepts.
-pub fn encode_reply(number: u64, outcomes: &[Outcome], warnings: &[String]) -> Vec<u8> {
+pub fn encode_reply(
+    number: u64,
+    outcomes: &[Outcome],
+    warnings: &[String],
+    notes: &[String],
+) -> Vec<u8> {
     let outcomes: Vec<Value> = outcomes
         .iter()
         .map(|o| {
@@ -186,12 +194,18 @@ pub fn encode_reply(number: u64, outcomes: &[Outcome], warnings: &[String]) -> V
             })
         })
         .collect();
-    let warnings: Vec<&str> = warnings
-        .iter()
-        .take(MAX_WARNINGS)
-        .map(|w| clip(w, MAX_TEXT))
-        .collect();
-    line(&json!({"job": number, "outcomes": outcomes, "warnings": warnings}))
+    let clipped = |list: &[String]| -> Vec<String> {
+        list.iter()
+            .take(MAX_WARNINGS)
+            .map(|w| clip(w, MAX_TEXT).to_string())
+            .collect()
+    };
+    line(&json!({
+        "job": number,
+        "outcomes": outcomes,
+        "warnings": clipped(warnings),
+        "notes": clipped(notes),
+    }))
 }
 
 /// Reads an agent's reply to job `number` of `count` recipients; any deviation from the
@@ -224,7 +238,24 @@ pub fn parse_reply(line: &[u8], number: u64, count: usize) -> std::result::Resul
         .iter()
         .map(|w| bounded(w, "warning", MAX_TEXT))
         .collect::<std::result::Result<Vec<_>, _>>()?;
-    Ok(Reply { outcomes, warnings })
+    // Notes came later than warnings: a reply without them has none.
+    let notes = match object.get("notes") {
+        None => Vec::new(),
+        Some(_) => {
+            let list = array(&object, "notes")?;
+            if list.len() > MAX_WARNINGS {
+                return Err(format!("more than {MAX_WARNINGS} notes"));
+            }
+            list.iter()
+                .map(|n| bounded(n, "note", MAX_TEXT))
+                .collect::<std::result::Result<Vec<_>, _>>()?
+        }
+    };
+    Ok(Reply {
+        outcomes,
+        warnings,
+        notes,
+    })
 }
 
 fn parse_outcome(value: &Value) -> std::result::Result<Outcome, String> {
@@ -294,22 +325,30 @@ fn bounded(value: &Value, name: &str, max: usize) -> std::result::Result<String,
 // ---------------------------------------------------------------------------------------
 // The agent: `mailroom smtp-agent -c DIR`.
 
-/// Warnings kept for the reply to the job in progress.
+/// Warnings and notes kept for the reply to the job in progress.
 #[derive(Default)]
-struct Collected(Mutex<Vec<String>>);
+struct Collected {
+    warnings: Mutex<Vec<String>>,
+    notes: Mutex<Vec<String>>,
+}
 
-impl Warnings for Collected {
-    fn warning(&self, text: &str) {
-        let mut list = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if list.len() < MAX_WARNINGS {
-            list.push(clip(text, MAX_TEXT).to_string());
-        }
+fn keep(list: &Mutex<Vec<String>>, text: &str) {
+    let mut list = list.lock().unwrap_or_else(|p| p.into_inner());
+    if list.len() < MAX_WARNINGS {
+        list.push(clip(text, MAX_TEXT).to_string());
     }
 }
 
-impl Collected {
-    fn take(&self) -> Vec<String> {
-        std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
+fn take(list: &Mutex<Vec<String>>) -> Vec<String> {
+    std::mem::take(&mut *list.lock().unwrap_or_else(|p| p.into_inner()))
+}
+
+impl Warnings for Collected {
+    fn warning(&self, text: &str) {
+        keep(&self.warnings, text);
+    }
+    fn info(&self, text: &str) {
+        keep(&self.notes, text);
     }
 }
 
@@ -342,7 +381,8 @@ pub fn serve(config_dir: &Path) -> Result<()> {
         let refs: Vec<&Recipient> = job.recipients.iter().collect();
         let outcomes = deliver(&ctx, &job.envelope, message, &refs);
         drop(file);
-        let reply = encode_reply(job.number, &outcomes, &warnings.take());
+        let (said, notes) = (take(&warnings.warnings), take(&warnings.notes));
+        let reply = encode_reply(job.number, &outcomes, &said, &notes);
         writer.write_all(&reply).map_err(io_error)?;
     }
     Ok(())
@@ -757,11 +797,16 @@ mod tests {
             Outcome::deferred("none", Dsn::TEMP_LOCAL, "é".repeat(MAX_TEXT)),
         ];
         let warnings = vec!["w\u{1}".to_string(); MAX_WARNINGS + 3];
-        let line = encode_reply(3, &outcomes, &warnings);
-        let got = parse_reply(&line, 3, 3).unwrap();
+        let notes = vec!["Untrusted TLS connection established".to_string()];
+        let encoded = encode_reply(3, &outcomes, &warnings, &notes);
+        let got = parse_reply(&encoded, 3, 3).unwrap();
         assert_eq!(got.outcomes[..2], outcomes[..2]);
         assert_eq!(got.outcomes[2].text, "é".repeat(MAX_TEXT / 2));
         assert_eq!(got.warnings.len(), MAX_WARNINGS);
+        assert_eq!(got.notes, notes);
+        // A reply without notes (an agent of the release before) has none.
+        let old = line(&json!({"job": 3, "outcomes": [], "warnings": []}));
+        assert_eq!(parse_reply(&old, 3, 0).unwrap().notes, Vec::<String>::new());
     }
 
     #[test]

@@ -16,6 +16,11 @@
 //!   trip per connection; RFC 5321 allows a second EHLO).
 //! - A refused STARTTLS makes lettre close the connection; with `may` the delivery is
 //!   retried over a new connection in plain text, as after a failed handshake.
+//! - With `smtp_tls_wrappermode` the connection is TLS from the first byte (lettre's
+//!   implicit TLS): the handshake runs as the greeting is read, STARTTLS is never sent,
+//!   and a failed handshake is never retried in plain text.
+//! - lettre does not say which TLS version and cipher it negotiated; `negotiated`
+//!   finds out for the log line.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -23,7 +28,7 @@ use std::time::Duration;
 use lettre::Address;
 use lettre::transport::smtp::Error as LettreError;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::SmtpConnection;
+use lettre::transport::smtp::client::{SmtpConnection, TlsParameters};
 use lettre::transport::smtp::commands::{Data, Ehlo, Mail, Rcpt};
 use lettre::transport::smtp::extension::{
     ClientId, Extension, MailBodyParameter, MailParameter, RcptParameter,
@@ -32,6 +37,7 @@ use lettre::transport::smtp::response::Response;
 
 use super::SmtpContext;
 use super::auth;
+use super::negotiated;
 use super::reply::{Peer, Reply, SmtpError, Stage, io_source};
 use super::route::Target;
 use super::tls::Level;
@@ -123,9 +129,28 @@ fn converse(
     let t = &ctx.timeouts;
     let id = ClientId::Domain(ctx.helo_name.clone());
     let addr = SocketAddr::new(peer.ip, peer.port);
+    // With `smtp_tls_wrappermode`, TLS from the first byte: lettre runs the handshake as
+    // it reads the greeting, so the TLS parameters go in with the connection.
+    let wrapper = match ctx.wrapper {
+        true => Some(tls_parameters(ctx, peer)?),
+        false => None,
+    };
+    negotiated::clear();
     // One limit for the TCP connection, the greeting and EHLO: lettre sets no other.
-    let mut conn = SmtpConnection::connect(addr, limit(t.connect.min(t.helo)), &id, None, None)
-        .map_err(|err| refused(&err))?;
+    let mut conn = SmtpConnection::connect(
+        addr,
+        limit(t.connect.min(t.helo)),
+        &id,
+        wrapper.as_ref(),
+        None,
+    )
+    .map_err(|err| match wrapper.is_some() && tls_error(&err).is_some() {
+        true => handshake_failure(ctx, peer, &err),
+        false => refused(&err),
+    })?;
+    if conn.is_encrypted() {
+        established(ctx, peer, &conn);
+    }
     set_nodelay(addr);
     let result = session(&mut conn, ctx, peer, job, try_tls, &id, results);
     // A session that ends by our choice (TLS missing, message too large, AUTH failed)
@@ -207,7 +232,7 @@ fn session(
     results: &mut [Option<Outcome>],
 ) -> Result<(), SmtpError> {
     let t = &ctx.timeouts;
-    if try_tls && ctx.tls.level != Level::None {
+    if try_tls && !conn.is_encrypted() && ctx.tls.level != Level::None {
         if conn.can_starttls() {
             let _ = conn.set_timeout(limit(t.starttls));
             start_tls(conn, ctx, peer, id)?;
@@ -243,15 +268,10 @@ fn start_tls(
     peer: &Peer,
     id: &ClientId,
 ) -> Result<(), SmtpError> {
-    let params = ctx
-        .tls
-        .parameters(&peer.host, peer.ip)
-        .map_err(|e| SmtpError::Local {
-            dsn: Dsn::CRYPTO_FAILURE,
-            text: e.to_string(),
-            permanent: false,
-        })?;
+    let params = tls_parameters(ctx, peer)?;
+    negotiated::clear();
     let Err(err) = conn.starttls(&params, id) else {
+        established(ctx, peer, conn);
         return Ok(());
     };
     if let SmtpError::Said(reply, _) = SmtpError::from_lettre(&err, Stage::Starttls) {
@@ -277,28 +297,72 @@ fn start_tls(
     // lettre runs the handshake as it writes the next EHLO, so a connection lost or
     // stalled then is a failed handshake too: for `may` that means a retry in plain
     // text, as Postfix does.
-    let tls = io_source(&err)
+    Err(handshake_failure(ctx, peer, &err))
+}
+
+/// lettre's TLS parameters for this server, per `smtp_tls_security_level`.
+fn tls_parameters(ctx: &SmtpContext, peer: &Peer) -> Result<TlsParameters, SmtpError> {
+    ctx.tls
+        .parameters(&peer.host, peer.ip)
+        .map_err(|e| SmtpError::Local {
+            dsn: Dsn::CRYPTO_FAILURE,
+            text: e.to_string(),
+            permanent: false,
+        })
+}
+
+/// The rustls error under a lettre error, if the TLS layer failed.
+fn tls_error(err: &LettreError) -> Option<&rustls::Error> {
+    io_source(err)
         .and_then(|io| io.get_ref())
-        .and_then(|inner| inner.downcast_ref::<rustls::Error>());
-    match tls {
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+}
+
+/// Postfix's line once TLS is up: `Untrusted TLS connection established to
+/// mx.example[192.0.2.1]:25: TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)`.
+/// "Verified" when the certificate was checked against the trusted roots and the
+/// server's name (`verify`, `secure`); for `may` and `encrypt`, "Trusted" when it
+/// chains to `smtp_tls_CAfile`, else "Untrusted" (always, without a CA file, as
+/// Postfix says).
+fn established(ctx: &SmtpContext, peer: &Peer, conn: &SmtpConnection) {
+    // Asked for only when needed: lettre's rustls side cannot fail here (a handshake
+    // that succeeded had a certificate), but costs a copy of the chain.
+    let chain = match ctx.tls.judges() {
+        true => conn.certificate_chain().unwrap_or_default(),
+        false => Vec::new(),
+    };
+    let trust = ctx.tls.trust(&peer.host, peer.ip, &chain);
+    let what = match negotiated::take() {
+        Some(n) => format!(": {n}"),
+        None => String::new(),
+    };
+    ctx.log.info(&format!(
+        "{trust} TLS connection established to {}{what}",
+        peer.relay()
+    ));
+}
+
+/// A failed handshake as the delivery sees it, with a warning that says why.
+fn handshake_failure(ctx: &SmtpContext, peer: &Peer, err: &LettreError) -> SmtpError {
+    match tls_error(err) {
         Some(rustls::Error::InvalidCertificate(reason)) => {
             ctx.log.warning(&format!(
                 "server certificate of {} not verified: {reason:?}",
                 peer.name()
             ));
-            Err(SmtpError::TlsHandshake { verify: true })
+            SmtpError::TlsHandshake { verify: true }
         }
         Some(other) => {
             ctx.log.warning(&format!(
                 "TLS handshake with {} failed: {other}",
                 peer.name()
             ));
-            Err(SmtpError::TlsHandshake { verify: false })
+            SmtpError::TlsHandshake { verify: false }
         }
         None => {
             ctx.log
                 .warning(&format!("TLS handshake with {} failed: {err}", peer.name()));
-            Err(SmtpError::TlsHandshake { verify: false })
+            SmtpError::TlsHandshake { verify: false }
         }
     }
 }

@@ -35,6 +35,7 @@ mod auth;
 mod body;
 mod client;
 mod dns;
+mod negotiated;
 mod reply;
 mod route;
 mod signing;
@@ -113,6 +114,8 @@ pub struct SmtpContext {
     pub default_port: u16,
     pub protocols: Protocols,
     pub tls: tls::TlsPolicy,
+    /// `smtp_tls_wrappermode`: TLS from the first byte (port 465), never STARTTLS.
+    pub wrapper: bool,
     pub sasl: Option<Sasl>,
     pub timeouts: Timeouts,
     /// At most this many server addresses are tried per delivery (`smtp_mx_address_limit`).
@@ -129,11 +132,17 @@ pub struct SmtpContext {
 /// which cannot write the root-owned log) a list sent back to the daemon with the outcomes.
 pub trait Warnings: Send + Sync {
     fn warning(&self, text: &str);
+    /// A line that is not a warning (the TLS connection a session established). Kept
+    /// by default nowhere: only the mail log and the agent's reply carry it.
+    fn info(&self, _text: &str) {}
 }
 
 impl Warnings for Log {
     fn warning(&self, text: &str) {
         Log::warning(self, text);
+    }
+    fn info(&self, text: &str) {
+        Log::info(self, text);
     }
 }
 
@@ -150,8 +159,12 @@ impl SmtpContext {
             route::parse_relayhost(&config.get("relayhost")?).map_err(|m| bad("relayhost", &m))?;
         let protocols = Protocols::parse(&config.list("inet_protocols")?)
             .map_err(|m| bad("inet_protocols", &m))?;
-        let level = tls::Level::parse(&config.get("smtp_tls_security_level")?)
-            .map_err(|m| bad("smtp_tls_security_level", &m))?;
+        // Unset means `may`, not Postfix's `none`: STARTTLS costs nothing when offered
+        // and every large receiver offers it. An explicit `none` is still honoured.
+        let level = match config.get("smtp_tls_security_level")?.trim() {
+            "" => tls::Level::May,
+            value => tls::Level::parse(value).map_err(|m| bad("smtp_tls_security_level", &m))?,
+        };
         let tls = tls::TlsPolicy::new(level, &config.get("smtp_tls_CAfile")?)
             .map_err(|m| bad("smtp_tls_CAfile", &m))?;
         let sasl = match config.boolean("smtp_sasl_auth_enable")? {
@@ -187,6 +200,7 @@ impl SmtpContext {
             default_port: 25,
             protocols,
             tls,
+            wrapper: config.boolean("smtp_tls_wrappermode")?,
             sasl,
             timeouts,
             address_limit,
@@ -408,10 +422,12 @@ fn deliver_group(
         let untouched = session.results.iter().all(Option::is_none);
         if matches!(session.failure, Some(reply::SmtpError::TlsHandshake { .. }))
             && ctx.tls.level == tls::Level::May
+            && !ctx.wrapper
             && untouched
         {
             // Opportunistic TLS that fails is retried without it, as Postfix does:
-            // delivery in plain text beats no delivery.
+            // delivery in plain text beats no delivery. Not in wrapper mode: a server
+            // that speaks TLS from the first byte cannot be spoken to without it.
             session = client::attempt(ctx, target, &job, false);
         }
         if matches!(session.failure, Some(reply::SmtpError::Connect(_))) {
@@ -455,7 +471,13 @@ mod tests {
         let c = ctx("");
         assert_eq!(c.helo_name, "me.example");
         assert!(c.relayhost.is_empty());
-        assert_eq!(c.tls.level, tls::Level::None);
+        // The one departure: opportunistic TLS unless told otherwise.
+        assert_eq!(c.tls.level, tls::Level::May);
+        assert_eq!(
+            ctx("smtp_tls_security_level = none").tls.level,
+            tls::Level::None
+        );
+        assert!(!c.wrapper);
         assert!(c.sasl.is_none());
         assert_eq!(c.timeouts.connect, Duration::from_secs(30));
         assert_eq!(c.timeouts.helo, Duration::from_secs(300));

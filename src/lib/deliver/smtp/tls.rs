@@ -3,11 +3,14 @@
 //!
 //! | level | STARTTLS | certificate |
 //! |---|---|---|
-//! | empty, `none` | never | — |
-//! | `may` | when offered; a failed handshake is retried in plain text | not checked |
+//! | `none` | never | — |
+//! | `may`, and unset (mailroom's default; Postfix's is `none`) | when offered; a failed handshake is retried in plain text | not checked |
 //! | `encrypt` | required, else the mail waits | not checked |
 //! | `verify`, `secure`, `dane-only` | required | checked against the trusted roots and the server's name |
 //! | `dane` | as `may` | not checked |
+//!
+//! With `smtp_tls_wrappermode = yes` TLS is always used (there is no plain text to fall
+//! back to); the level only says whether the certificate is checked.
 //!
 //! `dane` is what Postfix does for a destination without DNSSEC-signed TLSA records
 //! (opportunistic TLS); mailroom cannot validate DNSSEC, so it always takes that path.
@@ -15,12 +18,16 @@
 //! bounce after `maximal_queue_lifetime`, which Postfix does not do.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use lettre::transport::smtp::client::{
     Certificate, CertificateStore, TlsParameters, TlsParametersBuilder,
 };
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::ServerCertVerifier;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{CertificateError, RootCertStore};
 
 /// Why the client's TLS policy or a connection's TLS parameters could not be set up.
 #[derive(Debug)]
@@ -88,6 +95,9 @@ pub struct TlsPolicy {
     /// `smtp_tls_CAfile`, read once; `None` means lettre's built-in Mozilla roots
     /// (webpki-roots, with the `rustls-tls` feature).
     ca: Option<Certificate>,
+    /// For the levels that check nothing: `smtp_tls_CAfile`'s certificates, only to
+    /// tell a Trusted connection from an Untrusted one in the log, as Postfix does.
+    judge: Option<Arc<WebPkiServerVerifier>>,
 }
 
 impl std::fmt::Debug for TlsPolicy {
@@ -110,7 +120,48 @@ impl TlsPolicy {
             (Level::Verify, path) if !path.is_empty() => Some(read_ca_file(path)?),
             _ => None,
         };
-        Ok(TlsPolicy { level, ca })
+        // A file that cannot be used only makes every connection Untrusted: for these
+        // levels it decides nothing else.
+        let judge = match (level, ca_file) {
+            (Level::May | Level::Encrypt, path) if !path.is_empty() => judge(path),
+            _ => None,
+        };
+        Ok(TlsPolicy { level, ca, judge })
+    }
+
+    /// How Postfix's "... TLS connection established" line names the connection to
+    /// `host` at `ip` whose server sent `chain` (leaf first): `Verified` when the level
+    /// checked the certificate and its name; for the other levels, `Trusted` when it
+    /// chains to a CA of `smtp_tls_CAfile` (its name not considered, as Postfix does
+    /// not at these levels), else `Untrusted`.
+    pub fn trust(&self, host: &str, ip: IpAddr, chain: &[Vec<u8>]) -> &'static str {
+        if self.level == Level::Verify {
+            return "Verified";
+        }
+        let (Some(judge), Some((leaf, rest))) = (&self.judge, chain.split_first()) else {
+            return "Untrusted";
+        };
+        let name = match ServerName::try_from(host) {
+            Ok(name) => name.to_owned(),
+            Err(_) => ServerName::IpAddress(ip.into()),
+        };
+        let leaf = CertificateDer::from(leaf.as_slice());
+        let rest: Vec<CertificateDer> = rest
+            .iter()
+            .map(|c| CertificateDer::from(c.as_slice()))
+            .collect();
+        match judge.verify_server_cert(&leaf, &rest, &name, &[], UnixTime::now()) {
+            Ok(_) => "Trusted",
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => "Trusted",
+            Err(_) => "Untrusted",
+        }
+    }
+
+    /// Whether [`TlsPolicy::trust`] needs the server's certificate chain.
+    pub fn judges(&self) -> bool {
+        self.judge.is_some()
     }
 
     /// lettre's TLS parameters for server `host`, connected at `ip`: certificates
@@ -123,6 +174,8 @@ impl TlsPolicy {
             Ok(_) => host.to_string(),
             Err(_) => ip.to_string(),
         };
+        // lettre builds on the default provider: make it the one that notes the cipher.
+        super::negotiated::install();
         let mut builder = TlsParametersBuilder::new(name);
         builder = match self.level {
             Level::None | Level::May | Level::Encrypt => builder
@@ -137,6 +190,22 @@ impl TlsPolicy {
         };
         builder.build().map_err(TlsError::Setup)
     }
+}
+
+/// A verifier of chains to the CAs in `path`, if it holds any.
+fn judge(path: &str) -> Option<Arc<WebPkiServerVerifier>> {
+    let pem = std::fs::read(path).ok()?;
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let _ = roots.add(cert.ok()?);
+    }
+    if roots.is_empty() {
+        return None;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+        .build()
+        .ok()
 }
 
 fn read_ca_file(path: &str) -> Result<Certificate, TlsError> {
@@ -196,6 +265,23 @@ mod tests {
         assert_eq!(Level::parse("verify").unwrap(), Level::Verify);
         assert!(Level::parse("sometimes").is_err());
         assert!(Level::Encrypt.required() && !Level::May.required());
+    }
+
+    #[test]
+    fn trust_as_postfix_words_it() {
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let verify = TlsPolicy::new(Level::Verify, "").unwrap();
+        assert_eq!(verify.trust("mx.example", ip, &[]), "Verified");
+        // No CA file: nothing to trust (Postfix's default says Untrusted too).
+        let may = TlsPolicy::new(Level::May, "").unwrap();
+        assert!(!may.judges());
+        assert_eq!(
+            may.trust("mx.example", ip, &[b"junk".to_vec()]),
+            "Untrusted"
+        );
+        // An unusable CA file only means Untrusted.
+        let may = TlsPolicy::new(Level::May, "/nonexistent/ca.pem").unwrap();
+        assert!(!may.judges());
     }
 
     #[test]

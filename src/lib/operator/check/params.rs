@@ -22,6 +22,7 @@ pub fn check(config: &Config) -> Vec<Problem> {
     relay_control(config, &failed, &mut found);
     authentication(config, &failed, &mut found);
     mail_owner(config, &mut found);
+    smtps(config, &mut found);
     found
 }
 
@@ -79,6 +80,15 @@ fn authentication(config: &Config, failed: &HashSet<String>, found: &mut Vec<Pro
                 sasl.path.display()
             ),
         );
+    }
+}
+
+/// An SMTPS listener asked for that cannot run (no certificate, one that does not load,
+/// the port of the plain listener) stays off: say why. A port that is not one is
+/// reported with the other values.
+fn smtps(config: &Config, found: &mut Vec<Problem>) {
+    if let Ok(Some(why)) = crate::smtpd::smtps::unusable(config) {
+        found.push(Problem::param(config, "smtps_port", Severity::Warning, why));
     }
 }
 
@@ -210,7 +220,7 @@ fn special(config: &Config, name: &str, value: &str) -> Option<String> {
     };
     match name {
         "relayhost" => relayhost_problem(value),
-        "smtpd_port" | "submission_port" => {
+        "smtpd_port" | "submission_port" | "smtps_port" => {
             let port = value.trim();
             let ok = port.is_empty() || port.parse::<u16>().is_ok_and(|p| p > 0);
             (!ok).then(|| {
@@ -492,6 +502,17 @@ mod tests {
                 "line 2: domain \"b.example\" is in both mydestination and relay_domains"
             )
         );
+    }
+
+    #[test]
+    fn an_smtps_listener_without_a_certificate() {
+        assert_eq!(
+            problems("smtps_port = 465\n"),
+            [
+                "/etc/mailroom/main.cf, line 1: smtps_port = 465: smtpd_tls_cert_file is empty: the SMTPS listener is off"
+            ]
+        );
+        assert_eq!(problems("smtps_port = 465s\n").len(), 1);
     }
 
     #[test]

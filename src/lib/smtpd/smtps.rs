@@ -1,0 +1,184 @@
+//! The SMTPS listener (`smtps_port`, usually 465): TLS from the first byte (RFC 8314's
+//! implicit TLS), as Postfix's master.cf `smtps` entry runs smtpd with
+//! `smtpd_tls_wrappermode = yes`. Its sockets are bound by the daemon with the others
+//! ([`super::listener::configured_addresses`]) and told apart in the sessions process
+//! by their port. A session on one runs the handshake, then goes on as a session after
+//! STARTTLS does: no STARTTLS offered, `ESMTPS` in `Received:`. Its log lines come from
+//! `$syslog_name/smtps/smtpd` and its client counts are those of service `smtps`, as
+//! with Postfix's usual `-o syslog_name=postfix/smtps`.
+//!
+//! It needs `smtpd_tls_cert_file` (and `smtpd_tls_key_file`), whatever
+//! `smtpd_tls_security_level` says; without a certificate that loads it stays off with a
+//! warning, and the plain listener is not affected.
+
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::path::Path;
+use std::sync::Arc;
+
+use super::Service;
+use super::anvil::Ticket;
+use super::connection::{Connection, Deadline, TimedSocket, Transport};
+use super::session::{self, Client, Server};
+use crate::config::Config;
+use crate::log::Log;
+use crate::queue::Queue;
+use crate::sysexits::{Error, Result};
+
+/// The service name in log lines and client counts.
+pub const SERVICE: &str = "smtps";
+/// The program name of its log lines (`mailroom/smtps/smtpd[pid]`).
+pub const LOG_PROGRAM: &str = "smtps/smtpd";
+
+/// `smtps_port`: `None` when empty (the default: no SMTPS listener).
+pub fn port(config: &Config) -> Result<Option<u16>> {
+    let text = config.get("smtps_port")?;
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    match text.parse::<u16>() {
+        Ok(port) if port > 0 => Ok(Some(port)),
+        _ => Err(Error::config(format!(
+            "parameter smtps_port: not a port number: \"{text}\""
+        ))),
+    }
+}
+
+/// Why an SMTPS listener that `smtps_port` asks for cannot run, if it cannot: the
+/// words of the warning in the log and of `mailroom check`.
+pub fn unusable(config: &Config) -> Result<Option<String>> {
+    let Some(port) = port(config)? else {
+        return Ok(None);
+    };
+    if config.get("smtpd_port")?.trim() == port.to_string() {
+        return Ok(Some(format!(
+            "smtps_port = {port} is also smtpd_port: the SMTPS listener is off"
+        )));
+    }
+    Ok(load(config)
+        .err()
+        .map(|why| format!("smtps_port = {port}: {why}: the SMTPS listener is off")))
+}
+
+/// The certificate and key, as the SMTPS sessions use them.
+fn load(config: &Config) -> std::result::Result<Arc<rustls::ServerConfig>, String> {
+    let cert = config
+        .get("smtpd_tls_cert_file")
+        .map_err(|e| e.to_string())?;
+    let key = config
+        .get("smtpd_tls_key_file")
+        .map_err(|e| e.to_string())?;
+    if cert.is_empty() {
+        return Err("smtpd_tls_cert_file is empty".into());
+    }
+    let key = if key.is_empty() { cert.clone() } else { key };
+    super::tls::load(Path::new(&cert), Path::new(&key))
+        .map_err(|e| format!("cannot load TLS certificate: {e}"))
+}
+
+/// The addresses of the SMTPS listener (`smtps_port` × `inet_interfaces` ×
+/// `inet_protocols`): none when `smtps_port` is empty, or (with a warning to `log`)
+/// when the listener cannot run.
+pub fn addresses(config: &Config, log: &Log) -> Result<Vec<SocketAddr>> {
+    let Some(port) = port(config)? else {
+        return Ok(Vec::new());
+    };
+    if let Some(why) = unusable(config)? {
+        log.warning(&why);
+        return Ok(Vec::new());
+    }
+    let (addrs, _) = super::listener::bind_addresses(
+        &config.list("inet_interfaces")?,
+        &config.list("inet_protocols")?,
+        port,
+    );
+    Ok(addrs)
+}
+
+/// The server for SMTPS sessions: the listener's settings with the certificate always
+/// loaded, its own log and its own client counts. Reads the key: call it while still
+/// root. `None` when there is no usable SMTPS listener (its sockets are then not
+/// served: the daemon does not bind them either).
+pub fn server(config: &Config, queue: Queue, log: Arc<Log>) -> Result<Option<Server>> {
+    if port(config)?.is_none() || unusable(config)?.is_some() {
+        return Ok(None);
+    }
+    let mut server = super::server_from_config(config, queue, Arc::clone(&log), Service::Smtps)?;
+    match load(config) {
+        Ok(tls) => server.tls = Some(tls),
+        Err(why) => {
+            log.warning(&format!("{why}: the SMTPS listener is off"));
+            return Ok(None);
+        }
+    }
+    // Already encrypted: nothing is waiting for STARTTLS.
+    server.tls_required = false;
+    Ok(Some(server))
+}
+
+/// One SMTPS connection: the TLS handshake (within `smtpd_timeout`), then the session.
+/// A client that cannot complete it (a plain-text client, a TLS version or cipher in
+/// common with nobody) is logged as Postfix logs it and closed.
+pub fn serve(stream: TcpStream, server: &Server, ip: IpAddr, ticket: Option<Ticket>) {
+    let mut client = Client::network(ip, &server.relay);
+    // The address the client reached: Dovecot's lip=, and the log's.
+    client.server_ip = stream.local_addr().ok().map(|a| a.ip().to_canonical());
+    let deadline = Deadline::new(server.timeout, server.per_request_deadline);
+    let mut conn = Connection::new(Transport::Tcp(TimedSocket::new(stream, deadline)));
+    let Some(tls) = server.tls.clone() else {
+        return;
+    };
+    if let Err(e) = conn.start_tls(tls) {
+        let log = &server.log;
+        log.info(&format!("connect from {client}"));
+        log.warning(&format!("TLS handshake failed from {client}: {e}"));
+        log.info(&format!("lost connection after CONNECT from {client}"));
+        log.info(&format!("disconnect from {client} commands=0/0"));
+        drop(ticket);
+        return;
+    }
+    session::run(server, client, ticket, &mut conn);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(text: &str) -> Config {
+        Config::from_text(text, Path::new("/nonexistent/main.cf"))
+    }
+
+    #[test]
+    fn off_unless_asked_for_and_usable() {
+        assert_eq!(port(&config("")).unwrap(), None);
+        assert_eq!(port(&config("smtps_port = 465")).unwrap(), Some(465));
+        assert!(port(&config("smtps_port = smtps")).is_err());
+        assert!(port(&config("smtps_port = 0")).is_err());
+        assert_eq!(unusable(&config("")).unwrap(), None);
+        assert_eq!(
+            unusable(&config("smtps_port = 465")).unwrap().as_deref(),
+            Some("smtps_port = 465: smtpd_tls_cert_file is empty: the SMTPS listener is off")
+        );
+        let why = unusable(&config(
+            "smtps_port = 465\nsmtpd_tls_cert_file = /nonexistent/cert.pem",
+        ))
+        .unwrap()
+        .unwrap();
+        assert!(
+            why.starts_with("smtps_port = 465: cannot load TLS certificate: /nonexistent/cert.pem"),
+            "{why}"
+        );
+        assert_eq!(
+            unusable(&config("smtps_port = 25\nsmtpd_port = 25"))
+                .unwrap()
+                .as_deref(),
+            Some("smtps_port = 25 is also smtpd_port: the SMTPS listener is off")
+        );
+        let log = Log::discard();
+        assert!(
+            addresses(&config("smtps_port = 465"), &log)
+                .unwrap()
+                .is_empty()
+        );
+    }
+}

@@ -1,0 +1,143 @@
+//! The SMTPS listener (`smtps_port`): TLS from the first byte, served by the daemon's
+//! sessions process beside the plain listener. Python's `smtplib.SMTP_SSL` is the
+//! independent client.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::listening::ListeningDaemon;
+use common::smtp_server::{free_port, self_signed_certificate};
+
+/// Sends one message over SMTPS; prints whether STARTTLS was offered and the TLS version.
+const SMTPLIB_SSL: &str = r#"
+import smtplib, ssl, sys
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+s = smtplib.SMTP_SSL("127.0.0.1", int(sys.argv[1]), context=ctx, timeout=20)
+s.ehlo("tls.example")
+print("STARTTLS offered" if s.has_extn("starttls") else "no STARTTLS")
+print(s.sock.version())
+s.sendmail("alice@example.com", [sys.argv[2]], "Subject: smtps\r\n\r\nhello over smtps\r\n")
+s.quit()
+"#;
+
+fn me() -> String {
+    nix::unistd::User::from_uid(nix::unistd::getuid())
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .expect("the test's user has a name")
+}
+
+fn daemon(cert: &Path, key: &Path, smtps: u16) -> ListeningDaemon {
+    ListeningDaemon::start(&format!(
+        "smtps_port = {smtps}\nsmtpd_tls_cert_file = {}\nsmtpd_tls_key_file = {}\n\
+         smtpd_timeout = 10s\nlocal_recipient_maps =\n",
+        cert.display(),
+        key.display()
+    ))
+}
+
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn mail_over_smtps_is_taken_and_says_esmtps() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((cert, key)) = self_signed_certificate(dir.path()) else {
+        return;
+    };
+    let smtps = free_port();
+    let d = daemon(&cert, &key, smtps);
+    let out = Command::new("python3")
+        .args(["-c", SMTPLIB_SSL, &smtps.to_string(), &me()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\nlog:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        d.maillog()
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.starts_with("no STARTTLS\nTLSv1."), "{said}");
+    let mbox = d.sys.root().join("spool").join(me());
+    wait_for("the message in the mailbox", || {
+        std::fs::read_to_string(&mbox).is_ok_and(|m| m.contains("hello over smtps"))
+    });
+    let mail = std::fs::read_to_string(&mbox).unwrap();
+    assert!(mail.contains(" with ESMTPS id "), "{mail}");
+    // The session's lines are the smtps service's, as Postfix's usual master.cf names it.
+    let log = d.log_with("mailroom/smtps/smtpd[");
+    assert!(log.contains("]: connect from unknown[127.0.0.1]"), "{log}");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("mailroom/smtps/smtpd[")
+                && l.contains(": client=unknown[127.0.0.1]")),
+        "{log}"
+    );
+
+    // A client that speaks plain SMTP gets no greeting: the server waits for a TLS
+    // hello, answers the plain text with a TLS alert at most, and closes.
+    let mut plain = TcpStream::connect(("127.0.0.1", smtps)).unwrap();
+    plain
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    plain.write_all(b"EHLO plain.example\r\n").unwrap();
+    let mut got = Vec::new();
+    let _ = plain.read_to_end(&mut got);
+    assert!(
+        !got.starts_with(b"220"),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
+    assert!(
+        got.is_empty() || got[0] == 0x15,
+        "a TLS alert or nothing: {got:?}"
+    );
+    d.log_with("TLS handshake failed from unknown[127.0.0.1]");
+
+    // The plain listener is as it was.
+    let mut c = d.client("127.0.0.1");
+    assert!(c.reply().starts_with("220 "));
+    assert!(c.cmd("EHLO plain.example").starts_with("250"));
+}
+
+#[test]
+fn without_a_certificate_the_smtps_listener_stays_off() {
+    let smtps = free_port();
+    let d = ListeningDaemon::start(&format!("smtps_port = {smtps}\n"));
+    d.log_with("smtps_port = ");
+    let log = d.maillog();
+    assert!(
+        log.contains(&format!(
+            "warning: smtps_port = {smtps}: smtpd_tls_cert_file is empty: the SMTPS listener is off"
+        )),
+        "{log}"
+    );
+    assert!(
+        TcpStream::connect(("127.0.0.1", smtps)).is_err(),
+        "not bound"
+    );
+    // mailroom check says the same.
+    let out = d
+        .sys
+        .command(env!("CARGO_BIN_EXE_mailroom"))
+        .arg("check")
+        .output()
+        .unwrap();
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("the SMTPS listener is off"), "{said}");
+}
