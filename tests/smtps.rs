@@ -1,6 +1,7 @@
 //! The SMTPS listener (`smtps_port`): TLS from the first byte, served by the daemon's
-//! sessions process beside the plain listener. Python's `smtplib.SMTP_SSL` is the
-//! independent client.
+//! sessions process beside the plain listener, with AUTH through a real Dovecot where
+//! it is enabled (port 465 is where many mail clients submit). Python's
+//! `smtplib.SMTP_SSL` is the independent client.
 
 mod common;
 
@@ -10,8 +11,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::dovecot::Dovecot;
 use common::listening::ListeningDaemon;
 use common::smtp_server::{free_port, self_signed_certificate};
+use common::{require_python_module, stderr};
 
 /// Sends one message over SMTPS; prints whether STARTTLS was offered and the TLS version.
 const SMTPLIB_SSL: &str = r#"
@@ -112,6 +115,126 @@ fn mail_over_smtps_is_taken_and_says_esmtps() {
     let mut c = d.client("127.0.0.1");
     assert!(c.reply().starts_with("220 "));
     assert!(c.cmd("EHLO plain.example").starts_with("250"));
+}
+
+/// Over SMTPS: EHLO (prints whether AUTH is offered), a relay attempt before AUTH
+/// (prints the RCPT reply), a login as argv[3] with password argv[4] (prints its
+/// reply), then one message to argv[2] (local) and bob@example.net (remote), whose
+/// queue ID it prints.
+const SMTPLIB_SSL_AUTH: &str = r#"
+import smtplib, ssl, sys
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+s = smtplib.SMTP_SSL("127.0.0.1", int(sys.argv[1]), context=ctx, timeout=20)
+s.ehlo("client.example")
+print("AUTH " + s.esmtp_features.get("auth", "not offered").strip())
+s.mail("alice@mail.server.com")
+code, msg = s.rcpt("bob@example.net")
+print("%d %s" % (code, msg.decode()))
+s.rset()
+code, msg = s.login(sys.argv[3], sys.argv[4])
+print("%d %s" % (code, msg.decode()))
+s.mail("alice@mail.server.com")
+for rcpt in [sys.argv[2], "bob@example.net"]:
+    code, msg = s.rcpt(rcpt)
+    print("%d %s" % (code, msg.decode()))
+code, msg = s.data("Subject: submitted on 465\r\n\r\nhello from a mail client\r\n")
+print("%d %s" % (code, msg.decode()))
+s.quit()
+"#;
+
+/// Port 465 as mail clients use it: AUTH offered from the first EHLO (the connection
+/// is already encrypted), relaying only after it, `ESMTPSA` in `Received:`, and the
+/// login in the smtps service's log line. Through a started daemon, so the sessions
+/// process (mail_owner, chrooted as root) serves it and reaches Dovecot.
+#[test]
+fn auth_on_the_smtps_port_lets_a_mail_client_relay() {
+    const USER: &str = "alice";
+    const PASSWORD: &str = "s3cret-Pass";
+    if !require_python_module("smtplib") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let Some((cert, key)) = self_signed_certificate(dir.path()) else {
+        return;
+    };
+    let smtps = free_port();
+    let chroot = if nix::unistd::geteuid().is_root() {
+        "smtpd_chroot = yes\n"
+    } else {
+        ""
+    };
+    // Clients on 127.0.0.1 are strangers; a relayhost nobody listens on keeps the
+    // remote copy from going anywhere. The submission port beside it must not take
+    // the SMTPS sockets as its own.
+    let d = ListeningDaemon::start(&format!(
+        "smtps_port = {smtps}\nsubmission_port = {}\nsmtpd_tls_cert_file = {}\nsmtpd_tls_key_file = {}\n\
+         smtpd_timeout = 10s\nlocal_recipient_maps =\nmynetworks = 10.0.0.0/8\n\
+         smtpd_sasl_auth_enable = yes\nsmtpd_sasl_path = private/auth\n\
+         relayhost = [127.0.0.1]:{}\n{chroot}",
+        free_port(),
+        cert.display(),
+        key.display(),
+        free_port()
+    ));
+    let Some(dovecot) = Dovecot::start(
+        &d.sys.root().join("queue/private/auth"),
+        &[(USER, PASSWORD)],
+    ) else {
+        return;
+    };
+    let out = Command::new("python3")
+        .args(["-c", SMTPLIB_SSL_AUTH, &smtps.to_string(), &me(), USER])
+        .arg(PASSWORD)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\nlog:\n{}\ndovecot:\n{}",
+        stderr(&out),
+        d.maillog(),
+        dovecot.log()
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = said.lines().collect();
+    assert_eq!(lines[0], "AUTH PLAIN LOGIN", "{said}");
+    assert_eq!(
+        lines[1], "554 5.7.1 <bob@example.net>: Relay access denied",
+        "{said}"
+    );
+    assert_eq!(lines[2], "235 2.7.0 Authentication successful", "{said}");
+    assert_eq!(lines[3..5], ["250 2.1.5 Ok", "250 2.1.5 Ok"], "{said}");
+    let id = lines[5]
+        .strip_prefix("250 2.0.0 Ok: queued as ")
+        .unwrap_or_else(|| panic!("{said}"));
+
+    let mbox = d.sys.root().join("spool").join(me());
+    wait_for("the message in the mailbox", || {
+        std::fs::read_to_string(&mbox).is_ok_and(|m| m.contains("hello from a mail client"))
+    });
+    let mail = std::fs::read_to_string(&mbox).unwrap();
+    assert!(mail.contains(" with ESMTPSA id "), "{mail}");
+    let log = d.log_with(&format!(": {id}: client="));
+    let line = log
+        .lines()
+        .find(|l| l.contains(&format!(": {id}: client=")))
+        .unwrap();
+    assert!(
+        line.contains("mailroom/smtps/smtpd[")
+            && line.ends_with(&format!(
+                ": {id}: client=unknown[127.0.0.1], sasl_method=PLAIN, sasl_username={USER}"
+            )),
+        "{line}"
+    );
+    assert!(
+        log.lines().any(|l| l.contains("mailroom/smtps/smtpd[")
+            && l.contains("NOQUEUE: reject: RCPT from unknown[127.0.0.1]: 554 5.7.1 <bob@example.net>: Relay access denied;")),
+        "{log}"
+    );
+    // Every socket bound once, the SMTPS ones too.
+    assert!(!log.contains("cannot listen on"), "{log}");
+    assert!(!log.contains(PASSWORD), "{log}");
 }
 
 #[test]

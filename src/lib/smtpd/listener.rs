@@ -306,9 +306,7 @@ fn addresses_of(
     for w in warnings {
         log.warning(&w);
     }
-    let mut addrs = addrs;
-    // The SMTPS listener's, bound and handed over with the others.
-    addrs.extend(super::smtps::addresses(config, log)?);
+    // Only `name`'s: the SMTPS addresses are added once, by [`configured_addresses`].
     Ok(addrs)
 }
 
