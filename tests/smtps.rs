@@ -115,6 +115,67 @@ fn mail_over_smtps_is_taken_and_says_esmtps() {
     let mut c = d.client("127.0.0.1");
     assert!(c.reply().starts_with("220 "));
     assert!(c.cmd("EHLO plain.example").starts_with("250"));
+
+    // mailroom status names the SMTPS addresses apart from the plain ones.
+    let text = status(&d.sys);
+    assert!(
+        text.contains(&format!("\nlistening: 127.0.0.1:{}\n", d.port)),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("\nsmtps: 127.0.0.1:{smtps}\n")),
+        "{text}"
+    );
+}
+
+/// What `mailroom status` prints.
+fn status(sys: &common::MailSystem) -> String {
+    let out = sys
+        .command(env!("CARGO_BIN_EXE_mailroom"))
+        .arg("status")
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn status_shows_the_smtps_listener_or_why_it_is_off() {
+    let smtps = free_port();
+    let sys = common::MailSystem::new(&format!(
+        "smtps_port = {smtps}\ninet_interfaces = 127.0.0.1\ninet_protocols = ipv4\n"
+    ));
+    let text = status(&sys);
+    assert!(
+        text.contains(&format!(
+            "\nsmtps: none (not running; smtps_port = {smtps}: smtpd_tls_cert_file is empty: \
+             the SMTPS listener is off)\n"
+        )),
+        "{text}"
+    );
+    let Some((cert, key)) = self_signed_certificate(sys.root()) else {
+        return;
+    };
+    let main_cf = sys.config_dir().join("main.cf");
+    let text = std::fs::read_to_string(&main_cf).unwrap();
+    std::fs::write(
+        &main_cf,
+        format!(
+            "{text}smtpd_tls_cert_file = {}\nsmtpd_tls_key_file = {}\n",
+            cert.display(),
+            key.display()
+        ),
+    )
+    .unwrap();
+    let text = status(&sys);
+    assert!(
+        text.contains(&format!(
+            "\nsmtps: none (not running; configured: 127.0.0.1:{smtps})\n"
+        )),
+        "{text}"
+    );
+    // No line at all without smtps_port.
+    let plain = common::MailSystem::new("");
+    assert!(!status(&plain).contains("smtps:"));
 }
 
 /// Over SMTPS: EHLO (prints whether AUTH is offered), a relay attempt before AUTH
@@ -263,4 +324,12 @@ fn without_a_certificate_the_smtps_listener_stays_off() {
     let said =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(said.contains("the SMTPS listener is off"), "{said}");
+    // And so does mailroom status, for the running daemon.
+    let text = status(&d.sys);
+    assert!(
+        text.contains(&format!(
+            "\nsmtps: none (smtps_port = {smtps}: smtpd_tls_cert_file is empty: the SMTPS listener is off)\n"
+        )),
+        "{text}"
+    );
 }

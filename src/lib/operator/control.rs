@@ -126,8 +126,8 @@ fn signal(pid: u32, sig: Signal) -> Result<()> {
 
 /// `mailroom status`: running or not, pid and uptime, the addresses the SMTP listener
 /// holds (with no daemon: none, and what is configured, said as such), the submission
-/// listener's when `submission_port` is set (or why it is not opened), and how many
-/// messages each queue holds. Exit 0 running, 3 not (as `systemctl is-active`).
+/// listener's when `submission_port` is set (or why it is not opened), the same for
+/// the SMTPS listener when `smtps_port` is set, and how many messages each queue holds. Exit 0 running, 3 not (as `systemctl is-active`).
 pub fn status(config: &Config, out: &mut dyn Write) -> Result<u8> {
     let queue = queue_of(config)?;
     let state = running(&queue);
@@ -155,6 +155,9 @@ pub fn status(config: &Config, out: &mut dyn Write) -> Result<u8> {
             "submission: {}\n",
             listening_text(pid, submission)
         ));
+    }
+    if let Some(smtps) = configured_smtps(config) {
+        text.push_str(&format!("smtps: {}\n", listening_text(pid, smtps)));
     }
     text.push_str(&format!("queue: {}\n", queue_counts(&queue)));
     write_out(out, text.as_bytes())?;
@@ -204,6 +207,30 @@ fn configured_submission(config: &Config) -> Option<std::result::Result<Vec<Sock
     };
     if let Err(why) = crate::smtpd::listener::submission_usable(config) {
         return Some(Err(why));
+    }
+    let (Ok(interfaces), Ok(protocols)) = (
+        config.list("inet_interfaces"),
+        config.list("inet_protocols"),
+    ) else {
+        return Some(Err(
+            "inet_interfaces or inet_protocols cannot be read".into()
+        ));
+    };
+    Some(Ok(bind_addresses(&interfaces, &protocols, port).0))
+}
+
+/// The SMTPS listener's addresses, or why it is not opened (the words of its warning in
+/// the log); `None` when `smtps_port` is empty (no line in the status then).
+fn configured_smtps(config: &Config) -> Option<std::result::Result<Vec<SocketAddr>, String>> {
+    use crate::smtpd::smtps;
+    let port = match smtps::port(config) {
+        Ok(port) => port?,
+        Err(e) => return Some(Err(e.to_string())),
+    };
+    match smtps::unusable(config) {
+        Ok(None) => {}
+        Ok(Some(why)) => return Some(Err(why)),
+        Err(e) => return Some(Err(e.to_string())),
     }
     let (Ok(interfaces), Ok(protocols)) = (
         config.list("inet_interfaces"),
