@@ -388,3 +388,47 @@ fn past_the_soft_error_limit_every_reply_waits() {
         }
     }
 }
+
+/// The submission port counts its clients too, as its own service: its warning says
+/// `for service submission`, and a client at its limit there is still served on port
+/// 25. No Dovecot needed: the limit is applied before the greeting.
+#[test]
+fn the_submission_port_counts_its_clients_as_its_own_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((cert, key)) = common::smtp_server::self_signed_certificate(dir.path()) else {
+        return;
+    };
+    let submission = common::smtp_server::free_port();
+    let daemon = ListeningDaemon::start(&format!(
+        "{BASE}smtpd_client_connection_count_limit = 2\nsubmission_port = {submission}\n\
+         smtpd_tls_cert_file = {}\nsmtpd_tls_key_file = {}\n",
+        cert.display(),
+        key.display()
+    ));
+    let connect = || common::listening::Smtp::connect_from("127.0.0.1", submission).unwrap();
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let mut client = connect();
+        run(&mut client, &[("", "220 vm ESMTP")], "submission");
+        open.push(client);
+    }
+    let mut refused = connect();
+    run(&mut refused, &[("", TOO_MANY_CONNECTIONS)], "submission");
+    // Port 25's count is its own.
+    let mut smtp = daemon.client("127.0.0.1");
+    run(
+        &mut smtp,
+        &[("", "220 vm ESMTP"), ("QUIT", "221 2.0.0 Bye")],
+        "smtp beside a full submission count",
+    );
+    let log = daemon.log_with(
+        "warning: Connection concurrency limit exceeded: 3 from unknown[127.0.0.1] for \
+         service submission",
+    );
+    assert!(
+        log.lines().any(|l| l.contains("mailroom/submission/smtpd[")
+            && l.contains("limit exceeded: 3 from unknown[127.0.0.1] for service submission")),
+        "{log}"
+    );
+    assert!(!log.contains("for service smtp"), "{log}");
+}
