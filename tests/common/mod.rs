@@ -8,6 +8,7 @@ use std::process::{Command, Output, Stdio};
 
 use mailroom::queue::{Envelope, Queue, QueueId, QueueName};
 
+pub mod dns_server;
 pub mod listening;
 pub mod smtp_server;
 mod tools;

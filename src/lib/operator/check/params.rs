@@ -152,6 +152,8 @@ fn special(config: &Config, name: &str, value: &str) -> Option<String> {
     };
     match name {
         "relayhost" => relayhost_problem(value),
+        "dns_nameservers" => crate::dns::servers::parse_list(&list(config, name).collect::<Vec<_>>())
+            .err(),
         "smtpd_port" => {
             let port = value.trim();
             let ok = port.is_empty() || port.parse::<u16>().is_ok_and(|p| p > 0);
