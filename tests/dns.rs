@@ -83,3 +83,295 @@ fn an_invalid_dns_nameservers_is_a_configuration_error() {
     assert!(err.to_string().contains("dns_nameservers"), "{err}");
     assert!(err.to_string().contains("not an IP address"), "{err}");
 }
+
+// ---------------------------------------------------------------------------------------
+// mailroom dns: a domain's records checked against a zone of the test's own.
+
+const MAILROOM: &str = env!("CARGO_BIN_EXE_mailroom");
+
+/// A configuration directory for mail.example.test in example.test, signing with
+/// selector `sel`, and the record of its key as `mailroom dkim keygen` printed it.
+struct Site {
+    dir: tempfile::TempDir,
+    dkim_line: String,
+}
+
+impl Site {
+    fn new() -> Site {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("main.cf"),
+            format!(
+                "myhostname = mail.example.test\nmydomain = example.test\n\
+                 dkim_selector = sel\ndkim_key_directory = {}/dkim\n",
+                dir.path().display()
+            ),
+        )
+        .unwrap();
+        let site = Site {
+            dir,
+            dkim_line: String::new(),
+        };
+        let line = site.keygen("sel");
+        Site {
+            dkim_line: line,
+            ..site
+        }
+    }
+
+    /// Makes a key for `selector` and returns the record line printed.
+    fn keygen(&self, selector: &str) -> String {
+        let out = self
+            .mailroom(&["dkim", "keygen", "--algorithm", "ed25519", "-s", selector])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", common::stderr(&out));
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    fn mailroom(&self, args: &[&str]) -> std::process::Command {
+        let mut cmd = std::process::Command::new(MAILROOM);
+        cmd.arg("-c").arg(self.dir.path()).args(args);
+        cmd
+    }
+
+    /// The complete zone, one line per record, by the check it serves.
+    fn zone(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("a", "mail.example.test. 60 IN A 192.0.2.10".into()),
+            ("mx", "example.test. 60 IN MX 10 mail.example.test.".into()),
+            (
+                "ptr",
+                "10.2.0.192.in-addr.arpa. 60 IN PTR mail.example.test.".into(),
+            ),
+            (
+                "spf",
+                "example.test. 60 IN TXT \"v=spf1 ip4:192.0.2.0/24 -all\"".into(),
+            ),
+            ("dkim", self.dkim_line.replacen(" IN ", " 60 IN ", 1)),
+            (
+                "dmarc",
+                "_dmarc.example.test. 60 IN TXT \"v=DMARC1; p=reject\"".into(),
+            ),
+        ]
+    }
+
+    /// Runs `mailroom dns ARGS` against `zone`: exit status and standard output.
+    fn check(&self, zone: &[(&'static str, String)], args: &[&str]) -> Option<(i32, String)> {
+        let text: String = zone.iter().map(|(_, line)| format!("{line}\n")).collect();
+        let dns = DnsServer::start(&text)?;
+        let server = format!("127.0.0.1:{}", dns.port);
+        let out = self
+            .mailroom(&[&["dns", "--server", &server], args].concat())
+            .output()
+            .unwrap();
+        let code = out.status.code().unwrap_or(-1);
+        assert!(
+            code == 0 || code == 1,
+            "exit {code}: {}",
+            common::stderr(&out)
+        );
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        Some((code, stdout))
+    }
+}
+
+/// The line of `check` in the text output.
+fn line<'a>(stdout: &'a str, check: &str) -> &'a str {
+    stdout
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(check))
+        .unwrap_or_else(|| panic!("no {check} line in:\n{stdout}"))
+}
+
+#[test]
+fn a_complete_zone_is_all_ok_in_text_and_json() {
+    let site = Site::new();
+    let Some((code, stdout)) = site.check(&site.zone(), &[]) else {
+        return;
+    };
+    assert_eq!(code, 0, "{stdout}");
+    let checks = ["a", "mx", "ptr", "spf", "dkim", "dmarc"];
+    assert_eq!(stdout.lines().count(), checks.len(), "{stdout}");
+    for check in checks {
+        let l = line(&stdout, check);
+        assert_eq!(l.split_whitespace().nth(1), Some("ok"), "{l}");
+    }
+    assert!(
+        line(&stdout, "a").contains("mail.example.test: 192.0.2.10"),
+        "{stdout}"
+    );
+    assert!(
+        line(&stdout, "ptr").contains("192.0.2.10 -> mail.example.test"),
+        "{stdout}"
+    );
+
+    let Some((code, json)) = site.check(&site.zone(), &["--json"]) else {
+        return;
+    };
+    assert_eq!(code, 0, "{json}");
+    // An independent JSON reader.
+    let verdict = common::python(
+        r#"
+import json, sys
+checks = json.load(sys.stdin)
+assert [c["check"] for c in checks] == ["a", "mx", "ptr", "spf", "dkim", "dmarc"], checks
+for c in checks:
+    assert set(c) == {"check", "status", "name", "found", "expected"}, c
+    assert c["status"] == "ok", c
+    assert isinstance(c["found"], list) and c["found"], c
+    assert isinstance(c["name"], str) and isinstance(c["expected"], str), c
+by = {c["check"]: c for c in checks}
+assert by["a"]["found"] == ["192.0.2.10"], by["a"]
+assert by["dkim"]["name"] == "sel._domainkey.example.test", by["dkim"]
+assert by["dmarc"]["found"] == ["v=DMARC1; p=reject"], by["dmarc"]
+print("ok")
+"#,
+        json.as_bytes(),
+    );
+    assert_eq!(verdict.trim(), "ok");
+}
+
+#[test]
+fn each_record_missing_in_turn_is_reported_with_the_record_to_publish() {
+    let site = Site::new();
+    let dkim_line = site.dkim_line.clone();
+    let cases: [(&str, &str); 6] = [
+        ("a", "publish: mail.example.test. IN A"),
+        ("mx", "publish: example.test. IN MX 10 mail.example.test."),
+        (
+            "ptr",
+            "publish: 10.2.0.192.in-addr.arpa. IN PTR mail.example.test.",
+        ),
+        (
+            "spf",
+            "publish: example.test. IN TXT \"v=spf1 a:mail.example.test ~all\"",
+        ),
+        ("dkim", &dkim_line),
+        (
+            "dmarc",
+            "publish: _dmarc.example.test. IN TXT \"v=DMARC1; p=none;",
+        ),
+    ];
+    for (check, publish) in cases {
+        let zone: Vec<_> = site
+            .zone()
+            .into_iter()
+            .filter(|(k, _)| *k != check)
+            .collect();
+        let Some((code, stdout)) = site.check(&zone, &[]) else {
+            return;
+        };
+        assert_eq!(code, 1, "{check}: {stdout}");
+        let l = line(&stdout, check);
+        assert_eq!(
+            l.split_whitespace().nth(1),
+            Some("missing"),
+            "{check}: {stdout}"
+        );
+        assert!(l.contains(publish), "{check}: {l}");
+        // The checks that do not depend on the record removed stay ok.
+        for other in ["spf", "dkim", "dmarc"] {
+            if other != check && check != "a" {
+                let o = line(&stdout, other);
+                assert_eq!(o.split_whitespace().nth(1), Some("ok"), "{check}: {stdout}");
+            }
+        }
+    }
+}
+
+#[test]
+fn each_record_wrong_in_turn_is_reported_with_what_was_expected() {
+    let site = Site::new();
+    // Another key's record, published under our selector.
+    let other_key = site
+        .keygen("other")
+        .replacen("other._domainkey", "sel._domainkey", 1);
+    let cases: Vec<(&str, Vec<String>, &str)> = vec![
+        (
+            "spf",
+            vec!["example.test. 60 IN TXT \"v=spf1 ip4:198.51.100.1 -all\"".into()],
+            "expected pass for 192.0.2.10, got 192.0.2.10: fail",
+        ),
+        (
+            "dkim",
+            vec![other_key.replacen(" IN ", " 60 IN ", 1)],
+            &site.dkim_line,
+        ),
+        (
+            "mx",
+            vec!["example.test. 60 IN MX 10 nowhere.example.test.".into()],
+            "10 nowhere.example.test (no address)",
+        ),
+        (
+            "ptr",
+            vec!["10.2.0.192.in-addr.arpa. 60 IN PTR vps-42.hoster.test.".into()],
+            "expected 10.2.0.192.in-addr.arpa. IN PTR mail.example.test.",
+        ),
+        (
+            "dmarc",
+            vec!["_dmarc.example.test. 60 IN TXT \"v=DMARC1; p=everything\"".into()],
+            "a DMARC record that parses",
+        ),
+    ];
+    for (check, replacement, says) in cases {
+        let mut zone: Vec<_> = site
+            .zone()
+            .into_iter()
+            .filter(|(k, _)| *k != check)
+            .collect();
+        zone.extend(replacement.into_iter().map(|l| (check, l)));
+        let Some((code, stdout)) = site.check(&zone, &[]) else {
+            return;
+        };
+        assert_eq!(code, 1, "{check}: {stdout}");
+        let l = line(&stdout, check);
+        assert_eq!(
+            l.split_whitespace().nth(1),
+            Some("wrong"),
+            "{check}: {stdout}"
+        );
+        assert!(l.contains(says), "{check}: {l}");
+        let wrong = stdout.lines().filter(|l| !l.contains(" ok ")).count();
+        assert_eq!(wrong, 1, "{check}: only its line is not ok:\n{stdout}");
+    }
+}
+
+#[test]
+fn a_name_server_that_does_not_answer_is_exit_75() {
+    // A UDP socket nobody reads from: every query times out.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let server = format!("127.0.0.1:{}", silent.local_addr().unwrap().port());
+    let site = Site::new();
+    let started = std::time::Instant::now();
+    let out = site
+        .mailroom(&["dns", "--server", &server])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(75), "{}", common::stderr(&out));
+    assert!(
+        common::stderr(&out).contains("cannot reach DNS"),
+        "{}",
+        common::stderr(&out)
+    );
+    assert!(out.stdout.is_empty());
+    assert!(started.elapsed() < std::time::Duration::from_secs(60));
+}
+
+#[test]
+fn a_bad_server_or_domain_is_a_usage_error() {
+    let site = Site::new();
+    for args in [
+        &["dns", "--server", "ns.example.test"][..],
+        &["dns", "exa mple.test"][..],
+        &["dns", "../etc"][..],
+    ] {
+        let out = site.mailroom(args).output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(64),
+            "{args:?}: {}",
+            common::stderr(&out)
+        );
+    }
+}
