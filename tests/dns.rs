@@ -375,3 +375,149 @@ fn a_bad_server_or_domain_is_a_usage_error() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Authentication-Results on mail the listener receives.
+
+#[test]
+fn mail_from_outside_mynetworks_gets_authentication_results() {
+    use common::MailSystem;
+    use common::listening::Smtp;
+    use mailroom::config::DirSource;
+    use mailroom::log::Sink;
+    use mailroom::queue::QueueName;
+    use mailroom::smtpd::Listeners;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    // sender.test allows 127.0.0.2 only; 127.0.0.1 is mynetworks.
+    let Some(dns) = DnsServer::start("sender.test. 60 IN TXT \"v=spf1 ip4:127.0.0.2 -all\"\n")
+    else {
+        return;
+    };
+    let sys = MailSystem::new(&format!(
+        "smtpd_port = 0\ninet_interfaces = 127.0.0.1\ninet_protocols = ipv4\n\
+         local_recipient_maps =\nmynetworks = 127.0.0.1/32\nsmtpd_authentication_results = yes\n{}",
+        dns.main_cf_line()
+    ));
+    let config = Config::load_dir(sys.config_dir(), DirSource::Explicit).unwrap();
+    let log = Arc::new(Log::new(
+        "mailroom",
+        "smtpd",
+        "vm",
+        Sink::File(sys.root().join("maillog")),
+    ));
+    let listeners = Listeners::bind(&config, sys.queue(), log).unwrap();
+    let port = listeners.local_addrs()[0].port();
+    let stop = Arc::new(AtomicBool::new(false));
+    let handles = listeners.spawn(stop.clone());
+
+    for from in ["127.0.0.2", "127.0.0.3", "127.0.0.1"] {
+        let mut c = Smtp::connect_from(from, port).unwrap();
+        assert!(c.reply().starts_with("220 "));
+        assert!(c.cmd("EHLO client.sender.test").starts_with("250 "));
+        assert_eq!(c.cmd("MAIL FROM:<a@sender.test>"), "250 2.1.0 Ok");
+        assert_eq!(c.cmd("RCPT TO:<alice@mail.server.com>"), "250 2.1.5 Ok");
+        assert!(c.cmd("DATA").starts_with("354 "));
+        let queued = c.cmd(&format!(
+            "From: a@sender.test\r\nSubject: from {from}\r\n\r\nhello\r\n."
+        ));
+        assert!(queued.starts_with("250 "), "{from}: {queued}");
+        c.cmd("QUIT");
+    }
+    stop.store(true, Ordering::SeqCst);
+    for h in handles {
+        let _ = h.join();
+    }
+
+    let messages: Vec<String> = sys
+        .messages(QueueName::Maildrop)
+        .into_iter()
+        .map(|(_, bytes)| String::from_utf8_lossy(&bytes).into_owned())
+        .collect();
+    assert_eq!(messages.len(), 3);
+    let of = |from: &str| {
+        messages
+            .iter()
+            .find(|m| m.contains(&format!("Subject: from {from}\n")))
+            .unwrap_or_else(|| panic!("no message from {from}"))
+            .clone()
+    };
+    for (from, spf) in [("127.0.0.2", "spf=pass"), ("127.0.0.3", "spf=fail")] {
+        let m = of(from);
+        assert_eq!(m.matches("Authentication-Results:").count(), 1, "{m}");
+        // One header right after Received:, its results folded onto their own lines.
+        let header: String = m
+            .lines()
+            .skip_while(|l| !l.starts_with("Authentication-Results:"))
+            .take_while(|l| l.starts_with("Authentication-Results:") || l.starts_with('\t'))
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(
+            header.starts_with("Authentication-Results: vm;"),
+            "{header}"
+        );
+        assert!(header.contains(spf), "{from}: {header}");
+        assert!(header.contains("(vm: domain of a@sender.test"), "{header}");
+        assert!(header.contains("smtp.mailfrom=a@sender.test"), "{header}");
+        assert!(header.contains("dkim=none"), "{header}");
+        assert!(header.contains("dmarc="), "{header}");
+        assert!(
+            m.find("Received:") < m.find("Authentication-Results:"),
+            "{m}"
+        );
+    }
+    // A client in mynetworks is trusted, not judged.
+    assert!(!of("127.0.0.1").contains("Authentication-Results:"));
+}
+
+#[test]
+fn a_lookup_that_times_out_is_temperror_and_the_mail_is_queued() {
+    use common::MailSystem;
+    use common::listening::Smtp;
+    use mailroom::config::DirSource;
+    use mailroom::log::Sink;
+    use mailroom::queue::QueueName;
+    use mailroom::smtpd::Listeners;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    // A name server that never answers.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let sys = MailSystem::new(&format!(
+        "smtpd_port = 0\ninet_interfaces = 127.0.0.1\ninet_protocols = ipv4\n\
+         local_recipient_maps =\nmynetworks = 127.0.0.1/32\nsmtpd_authentication_results = yes\n\
+         dns_nameservers = {}\n",
+        silent.local_addr().unwrap()
+    ));
+    let config = Config::load_dir(sys.config_dir(), DirSource::Explicit).unwrap();
+    let log = Arc::new(Log::new(
+        "mailroom",
+        "smtpd",
+        "vm",
+        Sink::File(sys.root().join("maillog")),
+    ));
+    let listeners = Listeners::bind(&config, sys.queue(), log).unwrap();
+    let port = listeners.local_addrs()[0].port();
+    let stop = Arc::new(AtomicBool::new(false));
+    let handles = listeners.spawn(stop.clone());
+    let mut c = Smtp::connect_from("127.0.0.2", port).unwrap();
+    assert!(c.reply().starts_with("220 "));
+    assert!(c.cmd("EHLO client.sender.test").starts_with("250 "));
+    assert_eq!(c.cmd("MAIL FROM:<a@sender.test>"), "250 2.1.0 Ok");
+    assert_eq!(c.cmd("RCPT TO:<alice@mail.server.com>"), "250 2.1.5 Ok");
+    assert!(c.cmd("DATA").starts_with("354 "));
+    let started = std::time::Instant::now();
+    let queued = c.cmd("From: a@sender.test\r\nSubject: t\r\n\r\nhello\r\n.");
+    assert!(queued.starts_with("250 "), "{queued}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    c.cmd("QUIT");
+    stop.store(true, Ordering::SeqCst);
+    for h in handles {
+        let _ = h.join();
+    }
+    let messages = sys.messages(QueueName::Maildrop);
+    assert_eq!(messages.len(), 1);
+    let m = String::from_utf8_lossy(&messages[0].1).into_owned();
+    assert!(m.contains("spf=temperror"), "{m}");
+    assert!(m.contains("dmarc=temperror"), "{m}");
+    assert!(m.contains("\n\nhello\n"), "{m}");
+}

@@ -265,6 +265,8 @@ static PARAMETERS: &[ParamInfo] = &[
       "Clients (addresses and networks, as in mynetworks; $mynetworks works) for which smtpd_forbid_bare_newline is no. Postfix's default is $mynetworks; mailroom's is empty, because a relay inside mynetworks that passes internet mail on (a filter appliance) is just where smuggled mail would come from."),
     p("smtpd_forbid_bare_newline_reject_code", "550", Number,
       "The reply code of smtpd_forbid_bare_newline = reject, 500 to 599 (521 to say the server closes the connection)."),
+    p("smtpd_authentication_results", "yes", Bool,
+      "Whether mail the SMTP listener receives from clients outside mynetworks gets one Authentication-Results: $myhostname; spf=...; dkim=...; dmarc=... header (RFC 8601): SPF of the client's address for the envelope sender (the HELO name for the null sender), each DKIM signature, and DMARC of the From: domain, evaluated with the mail-auth library against the servers of dns_nameservers. The whole message is held in memory for it (at most message_size_limit) and the lookups get 10 seconds per message in all; when they do not finish, every result is temperror and the message is queued as always (a mailroom parameter; Postfix needs a milter such as OpenDMARC)."),
     p("smtpd_tls_cert_file", "", Text,
       "The PEM certificate (chain) the SMTP listener offers with STARTTLS; setting it turns STARTTLS on when smtpd_tls_security_level is empty."),
     p("smtpd_tls_key_file", "$smtpd_tls_cert_file", Text,

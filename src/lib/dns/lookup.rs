@@ -53,35 +53,23 @@ impl Lookup {
     /// `timeout` for each attempt of each query, two attempts. Errors say why the system's
     /// configuration could not be read.
     pub fn new(servers: &[SocketAddr], timeout: Duration) -> Result<Lookup, String> {
-        let (config, mut options) = if servers.is_empty() {
-            read_system_conf()
-                .map_err(|e| format!("cannot read the resolver configuration: {e}"))?
-        } else {
-            let mut group = NameServerConfigGroup::with_capacity(servers.len() * 2);
-            for server in servers {
-                group.merge(NameServerConfigGroup::from_ips_clear(
-                    &[server.ip()],
-                    server.port(),
-                    true,
-                ));
-            }
-            (
-                ResolverConfig::from_parts(None, Vec::new(), group),
-                ResolverOpts::default(),
-            )
-        };
-        options.timeout = timeout;
-        options.attempts = 2;
-        options.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
+        let (config, options) = resolver_config(servers, timeout)?;
+        Ok(Lookup::with_config(config, options))
+    }
+
+    /// A resolver of a configuration read before (by a process that cannot read
+    /// `/etc/resolv.conf` any more, after a chroot). It must be made and used inside
+    /// one tokio runtime: its connections belong to the runtime that opened them.
+    pub fn with_config(config: ResolverConfig, options: ResolverOpts) -> Lookup {
         let resolver =
             TokioResolver::builder_with_config(config, TokioConnectionProvider::default())
                 .with_options(options)
                 .build();
-        Ok(Lookup {
+        Lookup {
             authenticator: MessageAuthenticator(resolver),
             answered: AtomicUsize::new(0),
             failed: AtomicUsize::new(0),
-        })
+        }
     }
 
     /// mail-auth's verifier over the same resolver (SPF, DMARC).
@@ -169,6 +157,34 @@ impl Lookup {
                 .collect()
         })
     }
+}
+
+/// The resolver configuration for `servers` (empty: the system's), with `timeout` for
+/// each attempt of each query, two attempts.
+pub fn resolver_config(
+    servers: &[SocketAddr],
+    timeout: Duration,
+) -> Result<(ResolverConfig, ResolverOpts), String> {
+    let (config, mut options) = if servers.is_empty() {
+        read_system_conf().map_err(|e| format!("cannot read the resolver configuration: {e}"))?
+    } else {
+        let mut group = NameServerConfigGroup::with_capacity(servers.len() * 2);
+        for server in servers {
+            group.merge(NameServerConfigGroup::from_ips_clear(
+                &[server.ip()],
+                server.port(),
+                true,
+            ));
+        }
+        (
+            ResolverConfig::from_parts(None, Vec::new(), group),
+            ResolverOpts::default(),
+        )
+    };
+    options.timeout = timeout;
+    options.attempts = 2;
+    options.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
+    Ok((config, options))
 }
 
 /// Names are asked as absolute names: a search list must never turn `example.com` into

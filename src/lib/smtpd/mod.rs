@@ -20,6 +20,7 @@
 //! ([`sessions`]); the daemon only binds the sockets.
 
 pub mod anvil;
+pub mod authres;
 pub mod command;
 pub mod connection;
 pub mod data;
@@ -134,6 +135,11 @@ fn server_from_config(
         bare_newline,
         bare_newline_exclusions,
         bare_newline_reject_code,
+        // Only mail from the network is judged; a local client (sendmail -bs) is trusted.
+        authentication_results: match network {
+            true => authres::AuthResults::from_config(config)?.map(Arc::new),
+            false => None,
+        },
     })
 }
 
