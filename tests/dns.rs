@@ -521,3 +521,45 @@ fn a_lookup_that_times_out_is_temperror_and_the_mail_is_queued() {
     assert!(m.contains("dmarc=temperror"), "{m}");
     assert!(m.contains("\n\nhello\n"), "{m}");
 }
+
+#[test]
+fn without_a_dkim_selector_the_dkim_check_says_how_to_start_signing() {
+    let site = Site::new();
+    let main_cf = site.dir.path().join("main.cf");
+    let text = std::fs::read_to_string(&main_cf).unwrap();
+    std::fs::write(&main_cf, text.replace("dkim_selector = sel\n", "")).unwrap();
+    let Some((code, stdout)) = site.check(&site.zone(), &[]) else {
+        return;
+    };
+    assert_eq!(code, 1, "{stdout}");
+    let l = line(&stdout, "dkim");
+    assert!(
+        l.starts_with("dkim  missing mail._domainkey.example.test"),
+        "{l}"
+    );
+    assert!(l.contains("mailroom dkim keygen -d example.test"), "{l}");
+    assert_eq!(line(&stdout, "spf").split_whitespace().nth(1), Some("ok"));
+}
+
+#[test]
+fn mailroom_check_reports_a_bad_dns_nameservers() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("main.cf"),
+        "dns_nameservers = 192.0.2.1, ns.example.test\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(MAILROOM)
+        .arg("-c")
+        .arg(dir.path())
+        .arg("check")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("dns_nameservers")
+            && stdout.contains("\"ns.example.test\": not an IP address"),
+        "{stdout}"
+    );
+}
