@@ -418,8 +418,11 @@ fn mail_from_outside_mynetworks_gets_authentication_results() {
         assert_eq!(c.cmd("MAIL FROM:<a@sender.test>"), "250 2.1.0 Ok");
         assert_eq!(c.cmd("RCPT TO:<alice@mail.server.com>"), "250 2.1.5 Ok");
         assert!(c.cmd("DATA").starts_with("354 "));
+        // A forged verdict in our name is removed; another host's stays.
         let queued = c.cmd(&format!(
-            "From: a@sender.test\r\nSubject: from {from}\r\n\r\nhello\r\n."
+            "Authentication-Results: vm; spf=pass smtp.mailfrom=a@sender.test\r\n\
+             Authentication-Results: elsewhere.test; spf=none\r\n\
+             From: a@sender.test\r\nSubject: from {from}\r\n\r\nhello\r\n."
         ));
         assert!(queued.starts_with("250 "), "{from}: {queued}");
         c.cmd("QUIT");
@@ -444,7 +447,11 @@ fn mail_from_outside_mynetworks_gets_authentication_results() {
     };
     for (from, spf) in [("127.0.0.2", "spf=pass"), ("127.0.0.3", "spf=fail")] {
         let m = of(from);
-        assert_eq!(m.matches("Authentication-Results:").count(), 1, "{m}");
+        assert_eq!(m.matches("Authentication-Results: vm;").count(), 1, "{m}");
+        assert!(
+            m.contains("Authentication-Results: elsewhere.test; spf=none\n"),
+            "{m}"
+        );
         // One header right after Received:, its results folded onto their own lines.
         let header: String = m
             .lines()
@@ -467,7 +474,7 @@ fn mail_from_outside_mynetworks_gets_authentication_results() {
         );
     }
     // A client in mynetworks is trusted, not judged.
-    assert!(!of("127.0.0.1").contains("Authentication-Results:"));
+    assert!(!of("127.0.0.1").contains("Authentication-Results: vm;\n"));
 }
 
 #[test]

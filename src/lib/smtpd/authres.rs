@@ -58,6 +58,11 @@ impl AuthResults {
         }))
     }
 
+    /// The authserv-id of our header, `$myhostname`.
+    pub fn hostname(&self) -> &str {
+        &self.hostname
+    }
+
     /// The header field, `Authentication-Results: ...` folded with LF TAB and ending in
     /// LF, for `message` (its text as received, LF line endings).
     pub fn header(&self, message: &[u8], envelope: &Envelope<'_>) -> String {
@@ -164,6 +169,61 @@ impl AuthResults {
     }
 }
 
+/// `message` without the `Authentication-Results:` fields in its header that claim to
+/// be ours (authserv-id `hostname`): RFC 8601 section 5 has a border MTA remove them,
+/// since a sender could otherwise forge "spf=pass" in our name for the filters and mail
+/// clients behind us. Fields of other hosts stay.
+pub fn remove_forged(message: &[u8], hostname: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(message.len());
+    let mut in_header = true;
+    let mut dropping = false;
+    for line in message.split_inclusive(|&b| b == b'\n') {
+        if in_header {
+            match line.first() {
+                Some(b' ' | b'\t') if dropping => continue,
+                Some(b' ' | b'\t') => {}
+                _ => match field_name(line) {
+                    Some(name) => {
+                        dropping = name.eq_ignore_ascii_case(b"Authentication-Results")
+                            && claims(line, hostname);
+                        if dropping {
+                            continue;
+                        }
+                    }
+                    // The empty line, or a line that is no field: the body begins.
+                    None => in_header = false,
+                },
+            }
+        }
+        out.extend_from_slice(line);
+    }
+    out
+}
+
+/// The name of the header field `line` starts, if it starts one (RFC 5322 section 3.6.8:
+/// printable characters but the colon, then optional white space and the colon).
+fn field_name(line: &[u8]) -> Option<&[u8]> {
+    let colon = line.iter().position(|&b| b == b':')?;
+    let name = line[..colon].trim_ascii_end();
+    let ok = !name.is_empty() && name.iter().all(|b| b.is_ascii_graphic());
+    ok.then_some(name)
+}
+
+/// Whether the `Authentication-Results:` field on `line` names `hostname` as its
+/// authserv-id (the first word of its value).
+fn claims(line: &[u8], hostname: &str) -> bool {
+    let Some(colon) = line.iter().position(|&b| b == b':') else {
+        return false;
+    };
+    let value = String::from_utf8_lossy(&line[colon + 1..]);
+    let id = value
+        .split(';')
+        .next()
+        .and_then(|first| first.split_whitespace().next())
+        .unwrap_or("");
+    id.eq_ignore_ascii_case(hostname)
+}
+
 /// The results mail-auth wrote, without the authserv-id it starts them with: each
 /// method is formatted by its own builder (which names the host in its comments), and
 /// the header joins them.
@@ -194,6 +254,37 @@ mod tests {
         assert_eq!(printable("a@b.example\r\nX-Evil: 1"), "a@b.exampleX-Evil:1");
         assert_eq!(printable("x;dkim=pass (comment)"), "xdkim=passcomment");
         assert_eq!(printable(&"a".repeat(1000)).len(), 256);
+    }
+
+    #[test]
+    fn fields_claiming_to_be_ours_are_removed() {
+        let message = b"Received: from x\n\
+            Authentication-Results: MX.example; spf=pass\n\
+            \tsmtp.mailfrom=a@b\n\
+            Authentication-Results : other.example; spf=fail\n\
+            authentication-results:mx.example 1;dkim=pass\n\
+            Subject: hi\n\
+            \n\
+            Authentication-Results: mx.example; body text stays\n";
+        let kept = remove_forged(message, "mx.example");
+        assert_eq!(
+            String::from_utf8(kept).unwrap(),
+            "Received: from x\n\
+             Authentication-Results : other.example; spf=fail\n\
+             Subject: hi\n\
+             \n\
+             Authentication-Results: mx.example; body text stays\n"
+        );
+        // A body that starts without the empty line is not searched either.
+        let kept = remove_forged(
+            b"Subject: x\nno field here\nAuthentication-Results: mx.example;\n",
+            "mx.example",
+        );
+        assert!(
+            String::from_utf8(kept)
+                .unwrap()
+                .ends_with("Authentication-Results: mx.example;\n")
+        );
     }
 
     #[test]

@@ -693,7 +693,9 @@ impl Session<'_> {
             && !self.client.may_relay
             && let Ok(client) = self.client.addr.parse::<IpAddr>()
         {
-            let message = read_whole(data, settings.message_size_limit)?;
+            let received = read_whole(data, settings.message_size_limit)?;
+            let message = super::authres::remove_forged(&received, auth.hostname());
+            drop(received);
             let envelope = super::authres::Envelope {
                 client,
                 helo: &trace.helo,
