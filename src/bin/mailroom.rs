@@ -380,6 +380,18 @@ fn run(cli: Cli) -> Result<u8, Error> {
             };
             operator::run_queue(&config, &options, args.limit, args.json, &mut out).map(|()| 0)
         }
+        Command::Dns {
+            domain,
+            json,
+            server,
+        } => {
+            let options = operator::dns::Options {
+                domain,
+                server,
+                json,
+            };
+            operator::dns::run(&Config::load(dir)?, &options, &mut out)
+        }
         Command::Dkim(DkimCommand::Keygen {
             names,
             algorithm,
@@ -401,18 +413,6 @@ fn run(cli: Cli) -> Result<u8, Error> {
         Command::Dkim(DkimCommand::Record { names }) => {
             let (domain, selector) = (names.domain.as_deref(), names.selector.as_deref());
             operator::dkim::record(&Config::load(dir)?, domain, selector, &mut out).map(|()| 0)
-        }
-        Command::Dns {
-            domain,
-            json,
-            server,
-        } => {
-            let options = operator::dns::Options {
-                domain,
-                server,
-                json,
-            };
-            operator::dns::run(&Config::load(dir)?, &options, &mut out)
         }
         Command::SmtpdSessions { fds, stderr } => {
             mailroom::smtpd::sessions::run(dir, fds, stderr).map(|()| 0)

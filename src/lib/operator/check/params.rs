@@ -152,8 +152,6 @@ fn special(config: &Config, name: &str, value: &str) -> Option<String> {
     };
     match name {
         "relayhost" => relayhost_problem(value),
-        "dns_nameservers" => crate::dns::servers::parse_list(&list(config, name).collect::<Vec<_>>())
-            .err(),
         "smtpd_port" => {
             let port = value.trim();
             let ok = port.is_empty() || port.parse::<u16>().is_ok_and(|p| p > 0);
@@ -181,6 +179,8 @@ fn special(config: &Config, name: &str, value: &str) -> Option<String> {
         "allow_mail_to_commands" | "allow_mail_to_files" => list(config, name)
             .find(|p| !["alias", "forward", "include"].contains(&p.as_str()))
             .map(|p| format!("unknown class \"{p}\" (alias, forward, include)")),
+        "dns_nameservers" => crate::dns::servers::parse_list(&list(config, name).collect::<Vec<_>>())
+            .err(),
         "queue_directory" | "mail_spool_directory" => {
             (!value.starts_with('/')).then(|| format!("not an absolute path: \"{value}\""))
         }
