@@ -44,17 +44,20 @@ pub struct Envelope<'a> {
 }
 
 impl AuthResults {
-    /// None when `smtpd_authentication_results = no`. An invalid `dns_nameservers` is a
-    /// configuration error, as for the SMTP client; a system resolver configuration that
-    /// cannot be read only makes every result `temperror`.
+    /// None when `smtpd_authentication_results = no`. Name servers that cannot be used
+    /// (an invalid `dns_nameservers`, which `mailroom check` reports, or a system
+    /// configuration that cannot be read) make every result `temperror`: the server that
+    /// takes mail must not stop taking it over a resolver setting.
     pub fn from_config(config: &Config) -> Result<Option<AuthResults>> {
         if !config.boolean("smtpd_authentication_results")? {
             return Ok(None);
         }
-        let servers = servers::from_config(config)?;
+        let resolver = servers::from_config(config)
+            .map_err(|e| e.to_string())
+            .and_then(|servers| lookup::resolver_config(&servers, QUERY_TIMEOUT));
         Ok(Some(AuthResults {
             hostname: printable(&config.myhostname()?),
-            resolver: lookup::resolver_config(&servers, QUERY_TIMEOUT),
+            resolver,
         }))
     }
 

@@ -135,11 +135,9 @@ fn server_from_config(
         bare_newline,
         bare_newline_exclusions,
         bare_newline_reject_code,
-        // Only mail from the network is judged; a local client (sendmail -bs) is trusted.
-        authentication_results: match network {
-            true => authres::AuthResults::from_config(config)?.map(Arc::new),
-            false => None,
-        },
+        // Which sessions it applies to is the session's to say (network clients outside
+        // mynetworks): the server is the same for all.
+        authentication_results: authres::AuthResults::from_config(config)?.map(Arc::new),
     })
 }
 

@@ -689,8 +689,11 @@ impl Session<'_> {
     ) -> Result<String, QueueError> {
         let server = self.server;
         let settings = &server.settings;
+        // Only mail from the network is judged: mynetworks and local users
+        // (sendmail -bs) are trusted.
         if let Some(auth) = &server.authentication_results
             && !self.client.may_relay
+            && !self.client.pipe
             && let Ok(client) = self.client.addr.parse::<IpAddr>()
         {
             let received = read_whole(data, settings.message_size_limit)?;
