@@ -2,7 +2,8 @@
 //! (`daemon`, `start`, `stop`, `status`, `reload`, `flush`, as `postfix` does), deliver
 //! the queue or some messages now (`deliver`), inspect and edit
 //! `main.cf` (`config`, as `postconf`), check the configuration (`check`), show the
-//! queue's shape (`queue`, as `qshape`), and make DKIM keys (`dkim`). Parses argv and
+//! queue's shape (`queue`, as `qshape`), make DKIM keys (`dkim`) and check the DNS
+//! records a mail domain needs (`dns`). Parses argv and
 //! maps outcomes to exit codes; the work is in `mailroom::operator`.
 
 use std::io::{self, Write};
@@ -86,6 +87,19 @@ enum Command {
     /// Make DKIM signing keys and print the DNS records that publish them.
     #[command(subcommand)]
     Dkim(DkimCommand),
+    /// Check the DNS records of a mail domain and this host (A, MX, PTR, SPF, DKIM,
+    /// DMARC); exit 1 if any is missing or wrong, 75 if DNS cannot be reached.
+    Dns {
+        /// The domain (default: $mydomain).
+        #[arg(value_name = "DOMAIN")]
+        domain: Option<String>,
+        /// Print a JSON array of checks.
+        #[arg(long)]
+        json: bool,
+        /// Ask this name server instead of dns_nameservers or /etc/resolv.conf.
+        #[arg(long, value_name = "ADDRESS[:PORT]")]
+        server: Option<String>,
+    },
     /// The SMTP sessions process the daemon starts (as root) on the listening sockets it
     /// passes as descriptors 3, 4, ...; it becomes mail_owner before it serves them.
     #[command(hide = true, name = "smtpd-sessions")]
@@ -368,6 +382,18 @@ fn run(cli: Cli) -> Result<u8, Error> {
                 buckets: args.buckets,
             };
             operator::run_queue(&config, &options, args.limit, args.json, &mut out).map(|()| 0)
+        }
+        Command::Dns {
+            domain,
+            json,
+            server,
+        } => {
+            let options = operator::dns::Options {
+                domain,
+                server,
+                json,
+            };
+            operator::dns::run(&Config::load(dir)?, &options, &mut out)
         }
         Command::Dkim(DkimCommand::Keygen {
             names,

@@ -12,6 +12,7 @@ pub mod config;
 pub mod daemon;
 pub mod deliver;
 pub mod dkim;
+pub mod dns;
 pub mod getopt;
 pub mod log;
 pub mod mail;

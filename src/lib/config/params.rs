@@ -205,6 +205,9 @@ static PARAMETERS: &[ParamInfo] = &[
       "The longest wait for the server's reply after the message has been sent (the client waits the longer of this and smtp_data_xfer_timeout for both)."),
     p("smtp_quit_timeout", "300s", Time('s'),
       "The longest wait for the reply to QUIT."),
+    // DNS (a mailroom parameter; Postfix always uses the C library's resolver).
+    p("dns_nameservers", "", List,
+      "The name servers every DNS lookup of mailroom asks (the SMTP client's MX and address lookups, mailroom dns), as ADDRESS or ADDRESS:PORT (an IPv6 address with a port as [ADDRESS]:PORT; port 53 when none is given), at most 8; empty means the system's resolver configuration, /etc/resolv.conf. Servers are given by address, since finding one by name would need DNS. An entry that is not an address is a configuration error: remote mail is deferred and mailroom check reports it. For split-horizon set-ups and tests; mailroom dns --server overrides it for one run."),
     // DKIM signing (mailroom parameters; Postfix needs a milter such as OpenDKIM).
     p("dkim_selector", "", Text,
       "The DKIM selector mail is signed with (s=, the DNS record SELECTOR._domainkey.DOMAIN); empty means no signing. Mail leaving over SMTP (relayhost or MX) whose From: address is in one of dkim_domains gets one DKIM-Signature: field, relaxed/relaxed, rsa-sha256 or ed25519-sha256 by the key's type, covering those of From, To, Cc, Subject, Date, Message-ID, MIME-Version, Content-Type, Reply-To, In-Reply-To and References it has. The SMTP client signs, once per delivery attempt, not cleanup: the keys are root's and only the client reads them, at its start, before it becomes mail_owner (see mailroom-smtp(8)). mailroom dkim keygen makes a key and prints the record to publish."),
@@ -266,6 +269,8 @@ static PARAMETERS: &[ParamInfo] = &[
       "Clients (addresses and networks, as in mynetworks; $mynetworks works) for which smtpd_forbid_bare_newline is no. Postfix's default is $mynetworks; mailroom's is empty, because a relay inside mynetworks that passes internet mail on (a filter appliance) is just where smuggled mail would come from."),
     p("smtpd_forbid_bare_newline_reject_code", "550", Number,
       "The reply code of smtpd_forbid_bare_newline = reject, 500 to 599 (521 to say the server closes the connection)."),
+    p("smtpd_authentication_results", "yes", Bool,
+      "Whether mail the SMTP listener receives from clients outside mynetworks that have not logged in with AUTH gets one Authentication-Results: $myhostname; spf=...; dkim=...; dmarc=... header (RFC 8601): SPF of the client's address for the envelope sender (the HELO name for the null sender), each DKIM signature, and DMARC of the From: domain, evaluated with the mail-auth library against the servers of dns_nameservers. The whole message is held in memory for it (at most message_size_limit) and the lookups get 10 seconds per message in all; when they do not finish, every result is temperror and the message is queued as always. Authentication-Results: fields of the message that name $myhostname are removed first (RFC 8601 section 5). A mailroom parameter; Postfix needs a milter such as OpenDMARC."),
     p("smtpd_tls_cert_file", "", Text,
       "The PEM certificate (chain) the SMTP listener offers with STARTTLS; setting it turns STARTTLS on when smtpd_tls_security_level is empty."),
     p("smtpd_tls_key_file", "$smtpd_tls_cert_file", Text,

@@ -7,11 +7,13 @@
 //!   `main.cf` in place), with [`suggest`] for misspelled names;
 //! - [`check`]: `mailroom check`, the configuration checker;
 //! - [`shape`]: `mailroom queue`, the queue's shape as `qshape` prints it;
-//! - [`dkim`]: `mailroom dkim keygen` and `record`, DKIM keys and their DNS records.
+//! - [`dkim`]: `mailroom dkim keygen` and `record`, DKIM keys and their DNS records;
+//! - [`dns`]: `mailroom dns`, the DNS records a mail domain needs, checked.
 
 pub mod check;
 pub mod control;
 pub mod dkim;
+pub mod dns;
 pub mod edit;
 pub mod shape;
 pub mod show;

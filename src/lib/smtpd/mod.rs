@@ -23,6 +23,7 @@
 
 pub mod anvil;
 pub mod auth;
+pub mod authres;
 pub mod command;
 pub mod connection;
 pub mod data;
@@ -201,6 +202,9 @@ pub(crate) fn server_from_config(
         bare_newline,
         bare_newline_exclusions,
         bare_newline_reject_code,
+        // Which sessions it applies to is the session's to say (network clients outside
+        // mynetworks): the server is the same for all.
+        authentication_results: authres::AuthResults::from_config(config)?.map(Arc::new),
     })
 }
 

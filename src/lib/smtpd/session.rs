@@ -24,7 +24,7 @@ use crate::cleanup::{
     self, Commit, Content, Draft, Message, Origin, QueueError, Settings, SmtpTrace,
 };
 use crate::log::Log;
-use crate::message::input::InputReader;
+use crate::message::input::{InputError, InputReader};
 use crate::queue::{Queue, Recipient};
 use crate::sasl::SaslSettings;
 
@@ -77,6 +77,9 @@ pub struct Server {
     pub bare_newline_exclusions: Vec<Network>,
     /// `smtpd_forbid_bare_newline_reject_code`.
     pub bare_newline_reject_code: u16,
+    /// The `Authentication-Results:` header of mail from outside `mynetworks` (the
+    /// listener only, unless `smtpd_authentication_results = no`).
+    pub authentication_results: Option<Arc<super::authres::AuthResults>>,
 }
 
 /// `smtpd_forbid_bare_newline`: what a line that ends in a bare LF rather than CRLF does.
@@ -813,7 +816,42 @@ impl<'s> Session<'s> {
     ) -> Result<String, QueueError> {
         let server = self.server;
         let settings = &server.settings;
-        let mut reader = InputReader::new(data, false, settings.message_size_limit);
+        // Only mail from the network is judged: mynetworks, local users (sendmail -bs)
+        // and clients that logged in with AUTH (our own users submitting) are trusted.
+        if let Some(auth) = &server.authentication_results
+            && !self.client.may_relay
+            && !self.client.pipe
+            && self.login.is_none()
+            && let Ok(client) = self.client.addr.parse::<IpAddr>()
+        {
+            let received = read_whole(data, settings.message_size_limit)?;
+            let message = super::authres::remove_forged(&received, auth.hostname());
+            drop(received);
+            let envelope = super::authres::Envelope {
+                client,
+                helo: &trace.helo,
+                sender: &draft.sender,
+            };
+            let mut text = auth.header(&message, &envelope).into_bytes();
+            text.extend_from_slice(&message);
+            drop(message);
+            // The limit was applied as the message came; the header is ours.
+            let reader = InputReader::new(text.as_slice(), false, 0);
+            return self.queue_text(reader, trace, draft);
+        }
+        let reader = InputReader::new(data, false, settings.message_size_limit);
+        self.queue_text(reader, trace, draft)
+    }
+
+    /// Writes the message `reader` gives through cleanup into the queue.
+    fn queue_text<R: std::io::BufRead>(
+        &self,
+        mut reader: InputReader<R>,
+        trace: SmtpTrace,
+        draft: Draft,
+    ) -> Result<String, QueueError> {
+        let server = self.server;
+        let settings = &server.settings;
         cleanup::read_headers(&mut reader, settings)
             .and_then(|head| {
                 let message = Message {
@@ -979,5 +1017,21 @@ fn verb_for_log(stat: &'static str) -> &'static str {
         "starttls" => "STARTTLS",
         "auth" => "AUTH",
         _ => "UNKNOWN",
+    }
+}
+
+/// The whole message text of DATA (LF line endings), at most `limit` bytes (0: no
+/// limit), for the checks that need all of it before it is queued.
+fn read_whole(data: &mut DataReader<'_, '_>, limit: u64) -> Result<Vec<u8>, QueueError> {
+    let mut reader = InputReader::new(data, false, limit);
+    let mut text = Vec::new();
+    let mut line = Vec::new();
+    loop {
+        match reader.next_line(&mut line) {
+            Ok(true) => text.extend_from_slice(&line),
+            Ok(false) => return Ok(text),
+            Err(InputError::TooBig { limit }) => return Err(QueueError::TooBig { limit }),
+            Err(InputError::Io(e)) => return Err(QueueError::Input(e)),
+        }
     }
 }

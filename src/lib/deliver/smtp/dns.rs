@@ -1,19 +1,22 @@
-//! The real [`Resolver`]: hickory-resolver with the system's `/etc/resolv.conf`, driven
-//! from synchronous code by a small runtime of its own.
+//! The real [`Resolver`]: hickory-resolver with the system's `/etc/resolv.conf`, or the
+//! servers of `dns_nameservers`, driven from synchronous code by a small runtime of its
+//! own.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::OnceLock;
 
-use hickory_resolver::config::LookupIpStrategy;
+use hickory_resolver::config::{LookupIpStrategy, NameServerConfigGroup, ResolverConfig};
+use hickory_resolver::name_server::TokioConnectionProvider;
 use hickory_resolver::{ResolveError, TokioResolver};
 
 use super::route::{DnsError, Resolver};
 
-/// Looks names up through the system's name servers. The resolver is built on first use,
-/// so a machine with a broken resolv.conf still loads its configuration (and only remote
-/// mail waits).
+/// Looks names up through the system's name servers, or through `servers` when that is
+/// not empty (`dns_nameservers`). The resolver is built on first use, so a machine with a
+/// broken resolv.conf still loads its configuration (and only remote mail waits).
 #[derive(Default)]
 pub struct SystemResolver {
+    servers: Vec<SocketAddr>,
     inner: OnceLock<Result<(tokio::runtime::Runtime, TokioResolver), DnsError>>,
 }
 
@@ -22,20 +25,50 @@ impl SystemResolver {
         SystemResolver::default()
     }
 
+    /// A resolver asking `servers` (UDP, then TCP for long answers) instead of the
+    /// system's; empty: the system's.
+    pub fn with_servers(servers: Vec<SocketAddr>) -> SystemResolver {
+        SystemResolver {
+            servers,
+            inner: OnceLock::new(),
+        }
+    }
+
     fn get(&self) -> Result<&(tokio::runtime::Runtime, TokioResolver), DnsError> {
         let built = self.inner.get_or_init(|| {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .map_err(|e| DnsError::Temporary(format!("cannot start the resolver: {e}")))?;
-            let mut builder = TokioResolver::builder_tokio().map_err(|e| {
-                DnsError::Temporary(format!("cannot read the resolver configuration: {e}"))
-            })?;
+            let mut builder = if self.servers.is_empty() {
+                TokioResolver::builder_tokio().map_err(|e| {
+                    DnsError::Temporary(format!("cannot read the resolver configuration: {e}"))
+                })?
+            } else {
+                TokioResolver::builder_with_config(
+                    configured(&self.servers),
+                    TokioConnectionProvider::default(),
+                )
+            };
             builder.options_mut().ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
             Ok((runtime, builder.build()))
         });
         built.as_ref().map_err(DnsError::clone)
     }
+}
+
+/// A resolver configuration of exactly `servers`, with no search list (names are
+/// absolute anyway, see [`absolute`]).
+fn configured(servers: &[SocketAddr]) -> ResolverConfig {
+    let mut group = NameServerConfigGroup::with_capacity(servers.len() * 2);
+    for server in servers {
+        group.merge(NameServerConfigGroup::from_ips_clear(
+            &[server.ip()],
+            server.port(),
+            true,
+        ));
+    }
+    ResolverConfig::from_parts(None, Vec::new(), group)
 }
 
 /// Names are looked up as absolute names: the search list of resolv.conf must never turn

@@ -147,10 +147,10 @@ impl Warnings for Log {
 }
 
 impl SmtpContext {
-    /// Reads the SMTP client's parameters. DNS goes through the system resolver (replace
-    /// it with [`SmtpContext::with_resolver`]); warnings go to the mail log as
-    /// `$syslog_name/smtp`. An invalid value (relayhost, TLS level, timeout,
-    /// inet_protocols) is an error of code 78.
+    /// Reads the SMTP client's parameters. DNS goes through the system resolver or
+    /// `dns_nameservers` (replace it with [`SmtpContext::with_resolver`]); warnings go to
+    /// the mail log as `$syslog_name/smtp`. An invalid value (relayhost, TLS level,
+    /// timeout, inet_protocols, dns_nameservers) is an error of code 78.
     pub fn from_config(config: &Config) -> Result<SmtpContext> {
         let bad = |name: &str, why: &dyn std::fmt::Display| {
             Error::config(format!("parameter {name}: {why}"))
@@ -204,7 +204,9 @@ impl SmtpContext {
             sasl,
             timeouts,
             address_limit,
-            resolver: Arc::new(SystemResolver::new()),
+            resolver: Arc::new(SystemResolver::with_servers(
+                crate::dns::servers::from_config(config)?,
+            )),
             log: Arc::new(Log::from_config(config, "smtp")),
             dkim: None,
         })

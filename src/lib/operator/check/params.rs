@@ -247,6 +247,8 @@ fn special(config: &Config, name: &str, value: &str) -> Option<String> {
         "allow_mail_to_commands" | "allow_mail_to_files" => list(config, name)
             .find(|p| !["alias", "forward", "include"].contains(&p.as_str()))
             .map(|p| format!("unknown class \"{p}\" (alias, forward, include)")),
+        "dns_nameservers" => crate::dns::servers::parse_list(&list(config, name).collect::<Vec<_>>())
+            .err(),
         "queue_directory" | "mail_spool_directory" => {
             (!value.starts_with('/')).then(|| format!("not an absolute path: \"{value}\""))
         }
