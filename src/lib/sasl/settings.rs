@@ -213,14 +213,16 @@ impl SaslSettings {
 }
 
 /// The directory under `queue_directory` that Dovecot's socket goes in (`private/` for
-/// the default `private/auth`), when AUTH or the submission port is configured and the
-/// socket is under the queue. Dovecot cannot start when it is missing (its listener
-/// fails to bind), and Postfix's queue has it already; mailroom's daemon makes it.
+/// the default `private/auth`), when AUTH or a submission port (`submission_port`,
+/// `smtps_port`) is configured and the socket is under the queue. Dovecot cannot start
+/// when it is missing (its listener fails to bind), and Postfix's queue has it already;
+/// mailroom's daemon makes it.
 pub fn socket_directory(config: &Config) -> Option<PathBuf> {
     let wanted = config.boolean("smtpd_sasl_auth_enable").unwrap_or(false)
         || config
             .get("submission_port")
-            .is_ok_and(|p| !p.trim().is_empty());
+            .is_ok_and(|p| !p.trim().is_empty())
+        || crate::smtpd::smtps::port(config).is_ok_and(|p| p.is_some());
     if !wanted {
         return None;
     }
@@ -348,6 +350,27 @@ mod tests {
             &mut |w| warnings.push(w),
         );
         assert_eq!(warnings.len(), 1);
+    }
+
+    #[test]
+    fn the_socket_directory_is_made_where_auth_is_used() {
+        let private = Some(PathBuf::from("/var/spool/mailroom/private"));
+        // (main.cf, the directory the daemon makes)
+        let table = [
+            ("", None),
+            ("smtpd_sasl_auth_enable = yes", private.clone()),
+            ("submission_port = 587", private.clone()),
+            // SMTPS is submission: AUTH whatever smtpd_sasl_auth_enable says.
+            ("smtps_port = 465", private.clone()),
+            (
+                "smtps_port = 465\nsmtpd_sasl_path = /run/dovecot/auth",
+                None,
+            ),
+        ];
+        for (text, dir) in table {
+            let config = Config::from_text(text, Path::new("/nonexistent/main.cf"));
+            assert_eq!(socket_directory(&config), dir, "{text}");
+        }
     }
 
     #[test]

@@ -273,11 +273,18 @@ pub fn submission_usable(config: &crate::config::Config) -> Result<(), String> {
              submission requires STARTTLS"
         ));
     }
+    submission_auth_usable(config)
+        .map_err(|why| format!("submission_port is set but {why}: submission requires AUTH"))
+}
+
+/// Whether AUTH can work for a service that takes mail only from logged-in clients
+/// (the submission port, and SMTPS, which is submission too): mailroom speaks only
+/// Dovecot's protocol. The one check both listeners make, worded by each.
+pub fn submission_auth_usable(config: &crate::config::Config) -> Result<(), String> {
     let kind = config.get("smtpd_sasl_type").map_err(|e| e.to_string())?;
     if !kind.trim().eq_ignore_ascii_case("dovecot") {
         return Err(format!(
-            "submission_port is set but smtpd_sasl_type = {kind} is not supported \
-             (only dovecot): submission requires AUTH"
+            "smtpd_sasl_type = {kind} is not supported (only dovecot)"
         ));
     }
     Ok(())
@@ -499,6 +506,22 @@ mod tests {
 
     fn shown(addrs: &[SocketAddr]) -> Vec<String> {
         addrs.iter().map(|a| a.to_string()).collect()
+    }
+
+    #[test]
+    fn submission_needs_dovecot_for_auth() {
+        let config = |text: &str| {
+            crate::config::Config::from_text(text, std::path::Path::new("/nonexistent/main.cf"))
+        };
+        assert_eq!(submission_auth_usable(&config("")), Ok(()));
+        assert_eq!(
+            submission_auth_usable(&config("smtpd_sasl_type = Dovecot")),
+            Ok(())
+        );
+        assert_eq!(
+            submission_auth_usable(&config("smtpd_sasl_type = cyrus")),
+            Err("smtpd_sasl_type = cyrus is not supported (only dovecot)".to_string())
+        );
     }
 
     #[test]

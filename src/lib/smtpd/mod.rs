@@ -78,8 +78,8 @@ pub enum Service {
     Smtp,
     /// The listener on `submission_port`: Postfix's master.cf `submission` entry.
     Submission,
-    /// The listener on `smtps_port`: the `smtp` service with TLS from the first byte
-    /// ([`smtps`]).
+    /// The listener on `smtps_port`: the submission service with TLS from the first
+    /// byte (RFC 8314's "submissions"; [`smtps`]).
     Smtps,
 }
 
@@ -92,6 +92,14 @@ impl Service {
             Service::Submission => "submission",
             Service::Smtps => smtps::SERVICE,
         }
+    }
+
+    /// Whether it takes mail only from logged-in clients (Postfix's master.cf
+    /// `submission` and `submissions` entries): AUTH on whatever
+    /// `smtpd_sasl_auth_enable` says, required before MAIL, and the one thing that
+    /// lets a client send anywhere.
+    pub fn is_submission(self) -> bool {
+        matches!(self, Service::Submission | Service::Smtps)
     }
 }
 
@@ -121,17 +129,17 @@ pub(crate) fn server_from_config(
     };
     let sasl = match service {
         Service::Stdio => None,
-        Service::Smtp | Service::Smtps => {
-            crate::sasl::SaslSettings::from_config(config, &mut |w| log.warning(&w))?
-        }
-        Service::Submission => {
+        Service::Smtp => crate::sasl::SaslSettings::from_config(config, &mut |w| log.warning(&w))?,
+        Service::Submission | Service::Smtps => {
             crate::sasl::SaslSettings::for_submission(config, &mut |w| log.warning(&w))?
         }
     };
     let mut tls_auth_only = config.boolean("smtpd_tls_auth_only")? || tls_required;
-    if service == Service::Submission {
+    if service.is_submission() {
         // -o smtpd_sasl_auth_enable=yes -o smtpd_tls_auth_only=yes
         // -o smtpd_recipient_restrictions=permit_sasl_authenticated,reject
+        // (on SMTPS every session is encrypted before its first command, so AUTH is
+        // offered from the first EHLO).
         tls_auth_only = true;
         restrictions = Restrictions {
             relay: Vec::new(),
@@ -193,7 +201,7 @@ pub(crate) fn server_from_config(
         restrictions,
         sasl,
         tls_auth_only,
-        auth_required: service == Service::Submission,
+        auth_required: service.is_submission(),
         local_recipients,
         tls,
         tls_required,

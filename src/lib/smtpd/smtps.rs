@@ -1,15 +1,19 @@
-//! The SMTPS listener (`smtps_port`, usually 465): TLS from the first byte (RFC 8314's
-//! implicit TLS), as Postfix's master.cf `smtps` entry runs smtpd with
-//! `smtpd_tls_wrappermode = yes`. Its sockets are bound by the daemon with the others
-//! ([`super::listener::configured_addresses`]) and told apart in the sessions process
-//! by their port. A session on one runs the handshake, then goes on as a session after
-//! STARTTLS does: no STARTTLS offered, `ESMTPS` in `Received:`. Its log lines come from
-//! `$syslog_name/smtps/smtpd` and its client counts are those of service `smtps`, as
-//! with Postfix's usual `-o syslog_name=postfix/smtps`.
+//! The SMTPS listener (`smtps_port`, usually 465): mail submission over TLS from the
+//! first byte (RFC 8314's "submissions": implicit TLS), as Postfix's master.cf
+//! `submissions` (formerly `smtps`) entry runs smtpd with `smtpd_tls_wrappermode = yes`,
+//! `smtpd_sasl_auth_enable = yes` and only `permit_sasl_authenticated`. Its sockets are
+//! bound by the daemon with the others ([`super::listener::configured_addresses`]) and
+//! told apart in the sessions process by their port. A session on one runs the
+//! handshake, then goes on as a session of the submission port does after STARTTLS: no
+//! STARTTLS offered, AUTH offered and required before MAIL (`530 5.7.0 Authentication
+//! required`), a logged-in client sends to any domain, `ESMTPSA` in `Received:`. Its
+//! log lines come from `$syslog_name/smtps/smtpd` and its client counts are those of
+//! service `smtps`, as with Postfix's usual `-o syslog_name=postfix/smtps`.
 //!
 //! It needs `smtpd_tls_cert_file` (and `smtpd_tls_key_file`), whatever
-//! `smtpd_tls_security_level` says; without a certificate that loads it stays off with a
-//! warning, and the plain listener is not affected.
+//! `smtpd_tls_security_level` says, and `smtpd_sasl_type = dovecot`, whatever
+//! `smtpd_sasl_auth_enable` says; without them it stays off with a warning (nobody could
+//! send through it), and the plain listener is not affected.
 
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::Path;
@@ -55,9 +59,20 @@ pub fn unusable(config: &Config) -> Result<Option<String>> {
             "smtps_port = {port} is also smtpd_port: the SMTPS listener is off"
         )));
     }
-    Ok(load(config)
+    if let Err(why) = load(config) {
+        return Ok(Some(format!(
+            "smtps_port = {port}: {why}: the SMTPS listener is off"
+        )));
+    }
+    // Submission takes mail only from logged-in clients: without AUTH, nobody could
+    // ever send through it.
+    Ok(super::listener::submission_auth_usable(config)
         .err()
-        .map(|why| format!("smtps_port = {port}: {why}: the SMTPS listener is off")))
+        .map(|why| {
+            format!(
+                "smtps_port = {port}: {why} and submission requires AUTH: the SMTPS listener is off"
+            )
+        }))
 }
 
 /// The certificate and key, as the SMTPS sessions use them.
@@ -95,10 +110,10 @@ pub fn addresses(config: &Config, log: &Log) -> Result<Vec<SocketAddr>> {
     Ok(addrs)
 }
 
-/// The server for SMTPS sessions: the listener's settings with the certificate always
-/// loaded, its own log and its own client counts. Reads the key: call it while still
-/// root. `None` when there is no usable SMTPS listener (its sockets are then not
-/// served: the daemon does not bind them either).
+/// The server for SMTPS sessions: the submission service's settings with the
+/// certificate always loaded, its own log and its own client counts. Reads the key:
+/// call it while still root. `None` when there is no usable SMTPS listener (its
+/// sockets are then not served: the daemon does not bind them either).
 pub fn server(config: &Config, queue: Queue, log: Arc<Log>) -> Result<Option<Server>> {
     if port(config)?.is_none() || unusable(config)?.is_some() {
         return Ok(None);

@@ -26,7 +26,7 @@ pub fn check(config: &Config) -> Vec<Problem> {
     found
 }
 
-/// What the SMTP sessions would warn about for AUTH and the submission port: restrictions
+/// What the SMTP sessions would warn about for AUTH and the submission ports: restrictions
 /// mailroom does not know, a SASL type it does not speak, a Dovecot socket that is not
 /// there, and a submission port that could not work (and is therefore not opened).
 fn authentication(config: &Config, failed: &HashSet<String>, found: &mut Vec<Problem>) {
@@ -56,8 +56,12 @@ fn authentication(config: &Config, failed: &HashSet<String>, found: &mut Vec<Pro
             format!("{why}; the submission port is not opened"),
         );
     }
+    // SMTPS is submission too: AUTH on there whatever smtpd_sasl_auth_enable says, once
+    // it can run at all (why it cannot is smtps()'s to say).
+    let smtps = crate::smtpd::smtps::port(config).is_ok_and(|p| p.is_some())
+        && crate::smtpd::smtps::unusable(config).is_ok_and(|why| why.is_none());
     let enabled = config.boolean("smtpd_sasl_auth_enable").unwrap_or(false);
-    if !(enabled || submission) {
+    if !(enabled || submission || smtps) {
         return;
     }
     let mut sasl_warnings = Vec::new();
@@ -84,8 +88,8 @@ fn authentication(config: &Config, failed: &HashSet<String>, found: &mut Vec<Pro
 }
 
 /// An SMTPS listener asked for that cannot run (no certificate, one that does not load,
-/// the port of the plain listener) stays off: say why. A port that is not one is
-/// reported with the other values.
+/// the port of the plain listener, no AUTH it could use) stays off: say why. A port
+/// that is not one is reported with the other values.
 fn smtps(config: &Config, found: &mut Vec<Problem>) {
     if let Ok(Some(why)) = crate::smtpd::smtps::unusable(config) {
         found.push(Problem::param(config, "smtps_port", Severity::Warning, why));
