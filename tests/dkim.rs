@@ -8,9 +8,10 @@ mod common;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
 
+use common::listening::Daemon;
 use common::smtp_server::Aiosmtpd;
 use common::{MailSystem, require_python_package, stderr};
 
@@ -166,45 +167,12 @@ fn keygen_writes_keys_safely_and_prints_the_record() {
 // ---------------------------------------------------------------------------------------
 // Signing, end to end.
 
-/// A daemon started by a test, killed when the test ends however it ends.
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn daemon(sys: &MailSystem) -> Daemon {
-    let child = sys
-        .command(SENDMAIL)
-        .arg("-bD")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let daemon = Daemon(child);
-    wait_for(sys, "the daemon to start", || {
-        sys.root().join("queue/pid/master.pid").exists()
-    });
-    daemon
+    Daemon::start_and_wait(sys, Duration::from_secs(60))
 }
 
-fn wait_for(sys: &MailSystem, what: &str, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "timed out waiting for {what}; log:\n{}",
-            log(sys)
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn log(sys: &MailSystem) -> String {
-    std::fs::read_to_string(sys.root().join("maillog")).unwrap_or_default()
+fn wait_for(sys: &MailSystem, what: &str, done: impl FnMut() -> bool) {
+    common::wait_for(sys, what, Duration::from_secs(60), done)
 }
 
 /// A mail system relaying everything to `server`, signing for example.org with
@@ -375,7 +343,7 @@ fn signed_and_verified(algorithm: &str) {
     let data = relay(&sys, &server, &again, "bob@remote.example", 2);
     assert_eq!(signatures(&data).len(), 1);
     assert_eq!(dkimpy(&data, &name, &txt), "pass");
-    assert!(!log(&sys).contains("warning"), "{}", log(&sys));
+    assert!(!sys.maillog().contains("warning"), "{}", sys.maillog());
 }
 
 #[test]
@@ -405,7 +373,7 @@ fn a_missing_key_is_a_warning_the_mail_leaves_unsigned_and_a_reload_reads_a_new_
     let data = relay(&sys, &server, MESSAGE, "bob@remote.example", 0);
     assert!(signatures(&data).is_empty());
     assert!(String::from_utf8_lossy(&data).contains("Subject: quarterly"));
-    let text = log(&sys);
+    let text = sys.maillog();
     let key = keys.join("example.org.sel.key");
     let want = format!(
         "warning: DKIM key {}: No such file or directory; mail from example.org leaves unsigned",
@@ -437,10 +405,10 @@ fn a_missing_key_is_a_warning_the_mail_leaves_unsigned_and_a_reload_reads_a_new_
     let pid = nix::unistd::Pid::from_raw(daemon.0.id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
     wait_for(&sys, "the reload", || {
-        log(&sys).contains("reload -- configuration re-read")
+        sys.maillog().contains("reload -- configuration re-read")
     });
     let data = relay(&sys, &server, MESSAGE, "bob@remote.example", 1);
     let fields = signatures(&data);
-    assert_eq!(fields.len(), 1, "{}", log(&sys));
+    assert_eq!(fields.len(), 1, "{}", sys.maillog());
     assert_eq!(tag(&fields[0], "d"), "example.org");
 }

@@ -382,12 +382,8 @@ fn a_bad_server_or_domain_is_a_usage_error() {
 #[test]
 fn mail_from_outside_mynetworks_gets_authentication_results() {
     use common::MailSystem;
-    use common::listening::Smtp;
-    use mailroom::config::DirSource;
-    use mailroom::log::Sink;
+    use common::listening::{InProcess, Smtp};
     use mailroom::queue::QueueName;
-    use mailroom::smtpd::Listeners;
-    use std::sync::atomic::{AtomicBool, Ordering};
 
     // sender.test allows 127.0.0.2 only; 127.0.0.1 is mynetworks.
     let Some(dns) = DnsServer::start("sender.test. 60 IN TXT \"v=spf1 ip4:127.0.0.2 -all\"\n")
@@ -399,17 +395,8 @@ fn mail_from_outside_mynetworks_gets_authentication_results() {
          local_recipient_maps =\nmynetworks = 127.0.0.1/32\nsmtpd_authentication_results = yes\n{}",
         dns.main_cf_line()
     ));
-    let config = Config::load_dir(sys.config_dir(), DirSource::Explicit).unwrap();
-    let log = Arc::new(Log::new(
-        "mailroom",
-        "smtpd",
-        "vm",
-        Sink::File(sys.root().join("maillog")),
-    ));
-    let listeners = Listeners::bind(&config, sys.queue(), log).unwrap();
-    let port = listeners.local_addrs()[0].port();
-    let stop = Arc::new(AtomicBool::new(false));
-    let handles = listeners.spawn(stop.clone());
+    let server = InProcess::start(&sys);
+    let port = server.smtp().port();
 
     for from in ["127.0.0.2", "127.0.0.3", "127.0.0.1"] {
         let mut c = Smtp::connect_from(from, port).unwrap();
@@ -427,10 +414,7 @@ fn mail_from_outside_mynetworks_gets_authentication_results() {
         assert!(queued.starts_with("250 "), "{from}: {queued}");
         c.cmd("QUIT");
     }
-    stop.store(true, Ordering::SeqCst);
-    for h in handles {
-        let _ = h.join();
-    }
+    drop(server);
 
     let messages: Vec<String> = sys
         .messages(QueueName::Maildrop)
@@ -480,12 +464,8 @@ fn mail_from_outside_mynetworks_gets_authentication_results() {
 #[test]
 fn a_lookup_that_times_out_is_temperror_and_the_mail_is_queued() {
     use common::MailSystem;
-    use common::listening::Smtp;
-    use mailroom::config::DirSource;
-    use mailroom::log::Sink;
+    use common::listening::{InProcess, Smtp};
     use mailroom::queue::QueueName;
-    use mailroom::smtpd::Listeners;
-    use std::sync::atomic::{AtomicBool, Ordering};
 
     // A name server that never answers.
     let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -495,17 +475,8 @@ fn a_lookup_that_times_out_is_temperror_and_the_mail_is_queued() {
          dns_nameservers = {}\n",
         silent.local_addr().unwrap()
     ));
-    let config = Config::load_dir(sys.config_dir(), DirSource::Explicit).unwrap();
-    let log = Arc::new(Log::new(
-        "mailroom",
-        "smtpd",
-        "vm",
-        Sink::File(sys.root().join("maillog")),
-    ));
-    let listeners = Listeners::bind(&config, sys.queue(), log).unwrap();
-    let port = listeners.local_addrs()[0].port();
-    let stop = Arc::new(AtomicBool::new(false));
-    let handles = listeners.spawn(stop.clone());
+    let server = InProcess::start(&sys);
+    let port = server.smtp().port();
     let mut c = Smtp::connect_from("127.0.0.2", port).unwrap();
     assert!(c.reply().starts_with("220 "));
     assert!(c.cmd("EHLO client.sender.test").starts_with("250 "));
@@ -517,10 +488,7 @@ fn a_lookup_that_times_out_is_temperror_and_the_mail_is_queued() {
     assert!(queued.starts_with("250 "), "{queued}");
     assert!(started.elapsed() < std::time::Duration::from_secs(20));
     c.cmd("QUIT");
-    stop.store(true, Ordering::SeqCst);
-    for h in handles {
-        let _ = h.join();
-    }
+    drop(server);
     let messages = sys.messages(QueueName::Maildrop);
     assert_eq!(messages.len(), 1);
     let m = String::from_utf8_lossy(&messages[0].1).into_owned();

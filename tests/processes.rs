@@ -9,51 +9,13 @@ mod common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::MailSystem;
+use common::listening::Daemon;
 use common::smtp_server::free_port;
+use common::{MailSystem, me};
 
 const SENDMAIL: &str = env!("CARGO_BIN_EXE_sendmail");
-
-/// A daemon started by the test; stopped (SIGTERM, then SIGKILL) however the test ends.
-struct Daemon(Child);
-
-impl Daemon {
-    /// `sendmail -bD` (which hands over to `mailroom daemon`) on `sys`, output discarded.
-    fn start(sys: &MailSystem) -> Daemon {
-        Daemon(
-            sys.command(SENDMAIL)
-                .arg("-bD")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        )
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        // Already reaped: its pid may be someone else's by now.
-        if let Ok(Some(_)) = self.0.try_wait() {
-            return;
-        }
-        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn wait_for(sys: &MailSystem, what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -242,16 +204,6 @@ impl Smtp {
         self.cmd("QUIT");
         reply
     }
-}
-
-/// The user running the test, who the mail is for (a user other than root can deliver
-/// only to itself).
-fn me() -> String {
-    nix::unistd::User::from_uid(nix::unistd::getuid())
-        .ok()
-        .flatten()
-        .map(|u| u.name)
-        .expect("the test's user has a name")
 }
 
 fn mbox(sys: &MailSystem) -> String {

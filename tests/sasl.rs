@@ -8,21 +8,14 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::dovecot::Dovecot;
+use common::listening::{Daemon, InProcess};
 use common::smtp_server::free_port;
 use common::{MailSystem, require_python_module, require_tool, stderr};
-use mailroom::config::{Config, DirSource};
-use mailroom::log::{Log, Sink};
 use mailroom::queue::QueueName;
-use mailroom::smtpd::Listeners;
-
-const SENDMAIL: &str = env!("CARGO_BIN_EXE_sendmail");
 
 const USER: &str = "alice";
 const PASSWORD: &str = "s3cret-Pass";
@@ -155,44 +148,6 @@ fn socket_of(sys: &MailSystem) -> PathBuf {
     sys.root().join("queue/private/auth")
 }
 
-struct Running {
-    smtp: SocketAddr,
-    submission: Option<SocketAddr>,
-    stop: Arc<AtomicBool>,
-    handles: Vec<JoinHandle<()>>,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        for h in self.handles.drain(..) {
-            let _ = h.join();
-        }
-    }
-}
-
-/// The listeners of `sys` in this process, on ports the system picks.
-fn listen(sys: &MailSystem) -> Running {
-    let config = Config::load_dir(sys.config_dir(), DirSource::Explicit).unwrap();
-    let log = Arc::new(Log::new(
-        "mailroom",
-        "smtpd",
-        "vm",
-        Sink::File(sys.root().join("maillog")),
-    ));
-    let listeners = Listeners::bind(&config, sys.queue(), log).unwrap();
-    let smtp = listeners.local_addrs()[0];
-    let submission = listeners.submission_addrs().first().copied();
-    let stop = Arc::new(AtomicBool::new(false));
-    let handles = listeners.spawn(stop.clone());
-    Running {
-        smtp,
-        submission,
-        stop,
-        handles,
-    }
-}
-
 fn maillog(sys: &MailSystem) -> String {
     std::fs::read_to_string(sys.root().join("maillog")).unwrap_or_default()
 }
@@ -223,7 +178,7 @@ fn plain_and_login_right_and_wrong_after_starttls() {
     let Some(_dovecot) = Dovecot::start(&socket_of(&sys), &[(USER, PASSWORD)]) else {
         return;
     };
-    let server = listen(&sys);
+    let server = InProcess::start(&sys);
     let right = plain(PASSWORD);
     let wrong = plain("guess");
     // (what the client says after STARTTLS and EHLO, what it is told)
@@ -282,7 +237,7 @@ fn plain_and_login_right_and_wrong_after_starttls() {
         .iter()
         .map(|(said, _)| [steps(&["starttls", "ehlo"]), said.clone()].concat())
         .collect();
-    let got = smtplib(server.smtp.port(), &sessions);
+    let got = smtplib(server.smtp().port(), &sessions);
     for ((said, want), got) in table.iter().zip(&got) {
         assert!(
             got[0].starts_with("220 2.0.0 Ready to start TLS"),
@@ -314,7 +269,7 @@ fn relaying_only_after_auth_and_the_header_and_log_say_who() {
     let Some(_dovecot) = Dovecot::start(&socket_of(&sys), &[(USER, PASSWORD)]) else {
         return;
     };
-    let server = listen(&sys);
+    let server = InProcess::start(&sys);
     let mail = |auth: bool| {
         let mut s = steps(&["starttls", "ehlo"]);
         if auth {
@@ -327,7 +282,7 @@ fn relaying_only_after_auth_and_the_header_and_log_say_who() {
         ]));
         s
     };
-    let got = smtplib(server.smtp.port(), &[mail(false), mail(true)]);
+    let got = smtplib(server.smtp().port(), &[mail(false), mail(true)]);
     assert_eq!(
         got[0][3],
         "554 5.7.1 <bob@example.net>: Relay access denied"
@@ -396,9 +351,9 @@ fn auth_is_offered_before_starttls_only_when_allowed() {
     let base = std::fs::read_to_string(&main_cf).unwrap();
     for (extra, before, reply) in table {
         std::fs::write(&main_cf, format!("{base}{extra}\n")).unwrap();
-        let server = listen(&sys);
+        let server = InProcess::start(&sys);
         let got = smtplib(
-            server.smtp.port(),
+            server.smtp().port(),
             &[steps(&[
                 "ehlo",
                 &format!("AUTH PLAIN {}", plain(PASSWORD)),
@@ -461,8 +416,8 @@ fn the_submission_port_requires_starttls_and_auth() {
     let Some(_dovecot) = Dovecot::start(&socket_of(&sys), &[(USER, PASSWORD)]) else {
         return;
     };
-    let server = listen(&sys);
-    let port = server.submission.expect("a submission socket").port();
+    let server = InProcess::start(&sys);
+    let port = server.submission().expect("a submission socket").port();
     let got = smtplib(port, &[submission_session()]);
     check_submission(&got[0]);
     let log = maillog(&sys);
@@ -483,8 +438,8 @@ fn a_submission_port_that_could_not_work_is_not_opened() {
     let sys = MailSystem::new(
         "smtpd_port = 0\ninet_interfaces = 127.0.0.1\ninet_protocols = ipv4\nsubmission_port = 0\n",
     );
-    let server = listen(&sys);
-    assert_eq!(server.submission, None);
+    let server = InProcess::start(&sys);
+    assert_eq!(server.submission(), None);
     assert!(
         maillog(&sys).contains("mailroom/submission/smtpd[",)
             && maillog(&sys).contains("submission_port is set but smtpd_tls_cert_file is empty"),
@@ -502,13 +457,13 @@ fn dovecot_down_is_a_temporary_failure() {
     let Some(mut dovecot) = Dovecot::start(&socket_of(&sys), &[(USER, PASSWORD)]) else {
         return;
     };
-    let server = listen(&sys);
+    let server = InProcess::start(&sys);
     // One EHLO while it is up, so that its mechanisms are known ...
-    smtplib(server.smtp.port(), &[steps(&["ehlo"])]);
+    smtplib(server.smtp().port(), &[steps(&["ehlo"])]);
     dovecot.stop();
     // ... then AUTH with it gone.
     let got = smtplib(
-        server.smtp.port(),
+        server.smtp().port(),
         &[steps(&["ehlo", &format!("AUTH PLAIN {}", plain(PASSWORD))])],
     );
     assert!(got[0][0].contains("\nAUTH PLAIN LOGIN"), "{got:?}");
@@ -527,24 +482,6 @@ fn dovecot_down_is_a_temporary_failure() {
 // Through a started daemon: the root master binds the submission port and hands it to
 // the sessions process, which runs as mail_owner (and chrooted, as root).
 
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn a_daemon_serves_the_submission_port_as_mail_owner() {
     if !tools() {
@@ -560,15 +497,7 @@ fn a_daemon_serves_the_submission_port_as_mail_owner() {
         "smtpd_port = {}\nsubmission_port = {submission}\n{chroot}",
         free_port()
     ));
-    let _daemon = Daemon(
-        sys.command(SENDMAIL)
-            .arg("-bD")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _daemon = Daemon::start(&sys);
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::net::TcpStream::connect(("127.0.0.1", submission)).is_err() {
         assert!(Instant::now() < deadline, "{}", maillog(&sys));
@@ -708,9 +637,9 @@ fn what_the_auth_server_says_is_what_the_client_is_told() {
              mynetworks = 10.0.0.0/8\nsmtpd_sasl_auth_enable = yes\nlocal_recipient_maps =\n",
         );
         fake_dovecot(&socket_of(&sys), answer, hang_up);
-        let server = listen(&sys);
+        let server = InProcess::start(&sys);
         let mut lines = raw(
-            server.smtp,
+            server.smtp(),
             &format!(
                 "EHLO x\r\nAUTH PLAIN {}\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<bob@example.net>\r\n\
                  DATA\r\nSubject: x\r\n\r\nhi\r\n.\r\nQUIT\r\n",
@@ -758,7 +687,7 @@ fn swaks_logs_in_with_each_mechanism_and_relays() {
     let Some(_dovecot) = Dovecot::start(&socket_of(&sys), &[(USER, PASSWORD)]) else {
         return;
     };
-    let server = listen(&sys);
+    let server = InProcess::start(&sys);
     // (mechanism, password, swaks succeeds)
     let table = [
         ("PLAIN", PASSWORD, true),
@@ -769,7 +698,7 @@ fn swaks_logs_in_with_each_mechanism_and_relays() {
     ];
     for (mechanism, password, ok) in table {
         let out = Command::new("swaks")
-            .args(["--server", &server.smtp.to_string()])
+            .args(["--server", &server.smtp().to_string()])
             .args([
                 "--auth",
                 mechanism,

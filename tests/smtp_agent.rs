@@ -6,10 +6,11 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::MailSystem;
+use common::listening::Daemon;
 use common::smtp_server::Scripted;
 use common::smtp_server::Step::{self, *};
 use mailroom::deliver::smtp::agent::AgentProcess;
@@ -19,45 +20,12 @@ use mailroom::queue::{Envelope, QueueId, QueueName, Recipient};
 const SENDMAIL: &str = env!("CARGO_BIN_EXE_sendmail");
 const MAILROOM: &str = env!("CARGO_BIN_EXE_mailroom");
 
-/// A daemon started by a test, killed when the test ends however it ends.
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn daemon(sys: &MailSystem) -> Daemon {
-    let child = sys
-        .command(SENDMAIL)
-        .arg("-bD")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let daemon = Daemon(child);
-    wait_for(sys, "daemon start", || {
-        sys.root().join("queue/pid/master.pid").exists()
-    });
-    daemon
+    Daemon::start_and_wait(sys, Duration::from_secs(30))
 }
 
-fn wait_for(sys: &MailSystem, what: &str, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "timed out waiting for {what}; log:\n{}",
-            log(sys)
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn log(sys: &MailSystem) -> String {
-    std::fs::read_to_string(sys.root().join("maillog")).unwrap_or_default()
+fn wait_for(sys: &MailSystem, what: &str, done: impl FnMut() -> bool) {
+    common::wait_for(sys, what, Duration::from_secs(30), done)
 }
 
 fn send(sys: &MailSystem, to: &str, subject: &str) {
@@ -216,7 +184,7 @@ fn the_process_that_talks_to_the_server_is_mail_owner() {
         owner.uid.as_raw(),
         "the SMTP client runs as mail_owner"
     );
-    wait_for(&sys, "delivery", || log(&sys).contains("status=sent"));
+    wait_for(&sys, "delivery", || sys.maillog().contains("status=sent"));
     let transcript = server.finish();
     assert!(
         transcript.iter().any(|l| l.starts_with("DATA ")),
@@ -244,9 +212,9 @@ fn an_agent_that_dies_defers_its_batch_and_a_new_one_takes_over() {
     )
     .unwrap();
     wait_for(&sys, "the deferral", || {
-        log(&sys).contains("status=deferred")
+        sys.maillog().contains("status=deferred")
     });
-    let text = log(&sys);
+    let text = sys.maillog();
     let line = text
         .lines()
         .find(|l| l.contains("status=deferred"))
@@ -264,9 +232,12 @@ fn an_agent_that_dies_defers_its_batch_and_a_new_one_takes_over() {
 
     send(&sys, "second@example.net", "second");
     wait_for(&sys, "the second delivery", || {
-        log(&sys).contains("status=sent")
+        sys.maillog().contains("status=sent")
     });
-    assert!(log(&sys).contains("to=<second@example.net>, relay=127.0.0.1"));
+    assert!(
+        sys.maillog()
+            .contains("to=<second@example.net>, relay=127.0.0.1")
+    );
     let agents = agents_of(d.0.id());
     assert_eq!(agents.len(), 1, "{agents:?}");
     assert_ne!(agents[0], victim, "a new agent");

@@ -7,16 +7,11 @@ mod common;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use common::listening::InProcess;
 use common::{MailSystem, require_tool, stderr};
-use mailroom::config::{Config, DirSource};
-use mailroom::log::{Log, Sink};
 use mailroom::queue::QueueName;
-use mailroom::smtpd::Listeners;
 
 const SENDMAIL: &str = env!("CARGO_BIN_EXE_sendmail");
 
@@ -327,40 +322,13 @@ fn bs_with_python_smtplib() {
 // ----------------------------------------------------------------------------------
 // The listener
 
-struct Running {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    handles: Vec<JoinHandle<()>>,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        for h in self.handles.drain(..) {
-            let _ = h.join();
-        }
-    }
-}
-
-/// A listener on 127.0.0.1 and a port the system chooses, over `sys`'s configuration.
-fn listen(sys: &MailSystem) -> Running {
-    let config = Config::load_dir(sys.config_dir(), DirSource::Explicit).unwrap();
-    let log = Arc::new(Log::new(
-        "mailroom",
-        "smtpd",
-        "vm",
-        Sink::File(sys.root().join("maillog")),
-    ));
-    let listeners = Listeners::bind(&config, sys.queue(), log).unwrap();
-    let addrs = listeners.local_addrs();
+/// The listener on 127.0.0.1 and a port the system chooses, over `sys`'s configuration:
+/// one address.
+fn listen(sys: &MailSystem) -> InProcess {
+    let server = InProcess::start(sys);
+    let addrs = &server.smtp_addrs;
     assert_eq!(addrs.len(), 1, "{addrs:?}");
-    let stop = Arc::new(AtomicBool::new(false));
-    let handles = listeners.spawn(stop.clone());
-    Running {
-        addr: addrs[0],
-        stop,
-        handles,
-    }
+    server
 }
 
 fn system(extra: &str) -> MailSystem {
@@ -433,7 +401,7 @@ fn still_serves(addr: SocketAddr) {
 fn relay_control_from_outside_mynetworks() {
     let sys = system("mynetworks = 10.0.0.0/8\nrelay_domains = partner.example");
     let server = listen(&sys);
-    let mut c = SmtpClient::connect(server.addr);
+    let mut c = SmtpClient::connect(server.smtp());
     assert_eq!(c.reply(), "220 vm ESMTP mailroom");
     let ehlo = c.cmd("EHLO outside.example");
     assert!(
@@ -493,7 +461,7 @@ fn relay_control_from_outside_mynetworks() {
 fn relay_from_inside_mynetworks() {
     let sys = system("mynetworks = 127.0.0.0/8, [::1]/128");
     let server = listen(&sys);
-    let mut c = SmtpClient::connect(server.addr);
+    let mut c = SmtpClient::connect(server.smtp());
     c.reply();
     assert_eq!(c.cmd("HELO inside"), "250 vm");
     let r = c.send_mail(
@@ -514,7 +482,7 @@ fn mynetworks_style_host_trusts_this_machine() {
     // No mynetworks: computed from the interfaces; 127.0.0.1 is one of them.
     let sys = system("mynetworks_style = host");
     let server = listen(&sys);
-    let mut c = SmtpClient::connect(server.addr);
+    let mut c = SmtpClient::connect(server.smtp());
     c.reply();
     c.cmd("EHLO me");
     let r = c.send_mail("me@x.example", "bob@example.net", "x");
@@ -525,7 +493,7 @@ fn mynetworks_style_host_trusts_this_machine() {
 fn message_too_big_is_refused_after_the_dot_and_the_session_goes_on() {
     let sys = system("mynetworks = 10.0.0.0/8\nmessage_size_limit = 1000");
     let server = listen(&sys);
-    let mut c = SmtpClient::connect(server.addr);
+    let mut c = SmtpClient::connect(server.smtp());
     c.reply();
     assert!(c.cmd("EHLO me").contains("250-SIZE 1000"));
     assert_eq!(
@@ -582,7 +550,7 @@ fn starttls_with_a_self_signed_certificate() {
     ));
     let server = listen(&sys);
     let out = Command::new("python3")
-        .args(["-c", SMTPLIB_TLS, &server.addr.port().to_string()])
+        .args(["-c", SMTPLIB_TLS, &server.smtp().port().to_string()])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
@@ -592,7 +560,7 @@ fn starttls_with_a_self_signed_certificate() {
     assert!(message.contains(" (mailroom) with ESMTPS id "), "{message}");
 
     // Plain-text commands pipelined after STARTTLS are never taken as sent over TLS.
-    let mut c = SmtpClient::connect(server.addr);
+    let mut c = SmtpClient::connect(server.smtp());
     c.reply();
     c.cmd("EHLO x");
     assert_eq!(
@@ -600,14 +568,14 @@ fn starttls_with_a_self_signed_certificate() {
         "220 2.0.0 Ready to start TLS"
     );
     drop(c);
-    still_serves(server.addr);
+    still_serves(server.smtp());
 }
 
 #[test]
 fn encrypt_level_refuses_mail_before_starttls() {
     let sys = system("smtpd_tls_security_level = encrypt\nsmtpd_tls_cert_file = /nonexistent.pem");
     let server = listen(&sys);
-    let mut c = SmtpClient::connect(server.addr);
+    let mut c = SmtpClient::connect(server.smtp());
     c.reply();
     c.cmd("EHLO x");
     assert_eq!(
@@ -628,7 +596,7 @@ fn encrypt_level_refuses_mail_before_starttls() {
 fn a_ten_megabyte_line() {
     let sys = system("mynetworks = 10.0.0.0/8");
     let server = listen(&sys);
-    let mut c = SmtpClient::connect(server.addr);
+    let mut c = SmtpClient::connect(server.smtp());
     c.reply();
     let writer = {
         let mut w = c.writer.try_clone().unwrap();
@@ -644,11 +612,11 @@ fn a_ten_megabyte_line() {
     assert_eq!(c.reply(), "250 2.0.0 Ok");
     writer.join().unwrap();
     // And one that never ends: the client gives up; the server must not mind.
-    let mut c2 = SmtpClient::connect(server.addr);
+    let mut c2 = SmtpClient::connect(server.smtp());
     c2.reply();
     c2.writer.write_all(&vec![b'z'; 10 << 20]).unwrap();
     drop(c2);
-    still_serves(server.addr);
+    still_serves(server.smtp());
     assert!(sys.files_in(QueueName::Maildrop).is_empty());
 }
 
@@ -656,7 +624,7 @@ fn a_ten_megabyte_line() {
 fn ten_thousand_recipients() {
     let sys = system("mynetworks = 10.0.0.0/8");
     let server = listen(&sys);
-    let mut c = SmtpClient::connect(server.addr);
+    let mut c = SmtpClient::connect(server.smtp());
     c.reply();
     let writer = {
         let mut w = c.writer.try_clone().unwrap();
@@ -690,14 +658,14 @@ fn ten_thousand_recipients() {
         maillog_with(&sys, "too many errors")
             .contains("too many errors after RCPT from unknown[127.0.0.1]")
     );
-    still_serves(server.addr);
+    still_serves(server.smtp());
 }
 
 #[test]
 fn a_client_that_disconnects_mid_data() {
     let sys = system("mynetworks = 10.0.0.0/8");
     let server = listen(&sys);
-    let mut c = SmtpClient::connect(server.addr);
+    let mut c = SmtpClient::connect(server.smtp());
     c.reply();
     c.cmd("EHLO half");
     c.cmd("MAIL FROM:<a@b.example>");
@@ -721,7 +689,7 @@ fn a_client_that_disconnects_mid_data() {
         sys.files_in(QueueName::Maildrop).is_empty(),
         "no partial or temporary file"
     );
-    still_serves(server.addr);
+    still_serves(server.smtp());
 }
 
 #[test]
@@ -732,7 +700,9 @@ fn two_hundred_idle_connections() {
         "mynetworks = 10.0.0.0/8\nsmtpd_process_limit = 50\nsmtpd_client_connection_count_limit = 0",
     );
     let server = listen(&sys);
-    let mut clients: Vec<SmtpClient> = (0..200).map(|_| SmtpClient::connect(server.addr)).collect();
+    let mut clients: Vec<SmtpClient> = (0..200)
+        .map(|_| SmtpClient::connect(server.smtp()))
+        .collect();
     let greetings: Vec<String> = clients.iter_mut().map(|c| c.reply()).collect();
     let served = greetings
         .iter()
@@ -747,20 +717,20 @@ fn two_hundred_idle_connections() {
     // The sessions notice their clients left; slots free up at once.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let mut c = SmtpClient::connect(server.addr);
+        let mut c = SmtpClient::connect(server.smtp());
         if c.reply().starts_with("220 ") || Instant::now() > deadline {
             break;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    still_serves(server.addr);
+    still_serves(server.smtp());
 }
 
 #[test]
 fn idle_clients_time_out() {
     let sys = system("mynetworks = 10.0.0.0/8\nsmtpd_timeout = 1s");
     let server = listen(&sys);
-    let mut c = SmtpClient::connect(server.addr);
+    let mut c = SmtpClient::connect(server.smtp());
     c.reply();
     c.cmd("EHLO sleepy");
     let started = Instant::now();
@@ -880,7 +850,7 @@ fn listener_bare_newline_normalize_keeps_the_dot_and_smuggles_nothing() {
     for end in ["\n.\n", "\r\n.\n", "\n.\r\n"] {
         let sys = system("");
         let server = listen(&sys);
-        let replies = raw_session(server.addr, transaction(&smuggling(end)).as_bytes());
+        let replies = raw_session(server.smtp(), transaction(&smuggling(end)).as_bytes());
         let last: Vec<&str> = replies.iter().rev().take(2).map(String::as_str).collect();
         assert_eq!(last[0], "221 2.0.0 Bye", "{end:?}: {replies:?}");
         assert!(
@@ -897,7 +867,7 @@ fn listener_bare_newline_reject_answers_as_postfix() {
     let sys = system("smtpd_forbid_bare_newline = reject");
     let server = listen(&sys);
     // In the text: read to the real end, then refused; the session goes on.
-    let replies = raw_session(server.addr, transaction(&smuggling("\n.\n")).as_bytes());
+    let replies = raw_session(server.smtp(), transaction(&smuggling("\n.\n")).as_bytes());
     let n = replies.len();
     assert_eq!(
         replies[n - 2..],
@@ -906,7 +876,7 @@ fn listener_bare_newline_reject_answers_as_postfix() {
     );
     assert!(sys.files_in(QueueName::Maildrop).is_empty());
     // A command line: refused, and the connection closed.
-    let replies = raw_session(server.addr, b"EHLO client.example\r\nNOOP\nNOOP\r\n");
+    let replies = raw_session(server.smtp(), b"EHLO client.example\r\nNOOP\nNOOP\r\n");
     assert_eq!(
         replies.last().map(String::as_str),
         Some("550 5.5.2 vm Error: bare <LF> received"),
@@ -930,7 +900,7 @@ fn listener_bare_newline_reject_answers_as_postfix() {
     );
     // Lines with CRLF only: taken.
     let replies = raw_session(
-        server.addr,
+        server.smtp(),
         transaction("Subject: fine\r\n\r\nok\r\n.\r\n").as_bytes(),
     );
     assert!(
@@ -950,7 +920,7 @@ fn listener_bare_newline_no_and_exclusions_take_lf_dot_lf_as_postfix_does() {
         let sys = system(extra);
         let server = listen(&sys);
         let replies = raw_session(
-            server.addr,
+            server.smtp(),
             transaction("Subject: old client\n\nbody\n.\n").as_bytes(),
         );
         let n = replies.len();
@@ -969,7 +939,7 @@ fn listener_bare_newline_note_takes_the_mail_and_says_so_in_the_log() {
     let sys = system("smtpd_forbid_bare_newline = note");
     let server = listen(&sys);
     let replies = raw_session(
-        server.addr,
+        server.smtp(),
         transaction("Subject: mixed\r\n\r\nlf line\nok\r\n.\r\n").as_bytes(),
     );
     assert!(

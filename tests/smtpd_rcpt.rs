@@ -8,11 +8,11 @@ mod common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
+use common::listening::Daemon;
 use common::smtp_server::free_port;
-use common::{MailSystem, stderr};
+use common::{MailSystem, me, stderr};
 use mailroom::queue::QueueName;
 
 const SENDMAIL: &str = env!("CARGO_BIN_EXE_sendmail");
@@ -21,15 +21,6 @@ const MAILROOM: &str = env!("CARGO_BIN_EXE_mailroom");
 
 const UNKNOWN_550: &str = "550 5.1.1 <nosuchuser@localhost>: Recipient address rejected: \
                            User unknown in local recipient table";
-
-/// The user running the test: a user other than root can deliver only to itself.
-fn me() -> String {
-    nix::unistd::User::from_uid(nix::unistd::getuid())
-        .ok()
-        .flatten()
-        .map(|u| u.name)
-        .expect("the test's user has a name")
-}
 
 /// A mail system with `recipient_delimiter = +`, the alias `team: ME` compiled by
 /// newaliases, and `extra` lines.
@@ -137,42 +128,6 @@ fn reject_line(sys: &MailSystem, client: &str, code: &str) -> String {
 
 // ----------------------------------------------------------------------------------
 // The daemon's listener
-
-/// A daemon started by the test (`sendmail -bD`); stopped however the test ends.
-struct Daemon(Child);
-
-impl Daemon {
-    fn start(sys: &MailSystem) -> Daemon {
-        Daemon(
-            sys.command(SENDMAIL)
-                .arg("-bD")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        )
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Ok(Some(_)) = self.0.try_wait() {
-            return;
-        }
-        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 struct Smtp {
     reader: BufReader<TcpStream>,

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use common::dovecot::Dovecot;
 use common::listening::ListeningDaemon;
 use common::smtp_server::{free_port, self_signed_certificate};
-use common::{require_python_module, stderr};
+use common::{me, require_python_module, stderr};
 
 /// Tries to send over SMTPS without logging in; prints whether STARTTLS was offered,
 /// the TLS version and the reply to MAIL.
@@ -31,14 +31,6 @@ code, msg = s.mail("alice@example.com")
 print("%d %s" % (code, msg.decode()))
 s.quit()
 "#;
-
-fn me() -> String {
-    nix::unistd::User::from_uid(nix::unistd::getuid())
-        .ok()
-        .flatten()
-        .map(|u| u.name)
-        .expect("the test's user has a name")
-}
 
 fn daemon(cert: &Path, key: &Path, smtps: u16) -> ListeningDaemon {
     ListeningDaemon::start(&format!(

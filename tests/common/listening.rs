@@ -3,9 +3,16 @@
 //! so that a test can be two clients at once.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddrV4, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
 use std::process::{Child, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+use mailroom::config::{Config, DirSource};
+use mailroom::log::{Log, Sink};
+use mailroom::smtpd::Listeners;
 
 use super::MailSystem;
 use super::smtp_server::free_port;
@@ -16,12 +23,60 @@ const SENDMAIL: &str = env!("CARGO_BIN_EXE_sendmail");
 /// never counted against a test's client.
 const PROBE_FROM: &str = "127.0.0.254";
 
-/// A daemon whose listener serves `port` on 127.0.0.1; stopped (SIGTERM, then SIGKILL)
-/// however the test ends.
+/// A daemon started by the test (`sendmail -bD`, which hands over to `mailroom daemon`),
+/// its output discarded; stopped (SIGTERM, then SIGKILL) however the test ends.
+pub struct Daemon(pub Child);
+
+impl Daemon {
+    pub fn start(sys: &MailSystem) -> Daemon {
+        Daemon(
+            sys.command(SENDMAIL)
+                .arg("-bD")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    }
+
+    /// [`Daemon::start`], then waits up to `limit` for its master's pid file (its
+    /// listeners may not answer yet).
+    pub fn start_and_wait(sys: &MailSystem, limit: Duration) -> Daemon {
+        let daemon = Daemon::start(sys);
+        super::wait_for(sys, "the daemon to start", limit, || {
+            sys.root().join("queue/pid/master.pid").exists()
+        });
+        daemon
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // Already reaped: its pid may be someone else's by now.
+        if let Ok(Some(_)) = self.0.try_wait() {
+            return;
+        }
+        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A [`Daemon`] whose listener serves `port` on 127.0.0.1.
 pub struct ListeningDaemon {
+    // First: fields drop in order, and the daemon must stop before its directory goes.
+    _daemon: Daemon,
     pub sys: MailSystem,
     pub port: u16,
-    child: Child,
 }
 
 impl ListeningDaemon {
@@ -32,15 +87,11 @@ impl ListeningDaemon {
         let sys = MailSystem::new(&format!(
             "smtpd_port = {port}\ninet_interfaces = 127.0.0.1\ninet_protocols = ipv4\n{extra}"
         ));
-        let child = sys
-            .command(SENDMAIL)
-            .arg("-bD")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let daemon = ListeningDaemon { sys, port, child };
+        let daemon = ListeningDaemon {
+            _daemon: Daemon::start(&sys),
+            sys,
+            port,
+        };
         daemon.wait_for("the SMTP listener", || {
             Smtp::connect_from(PROBE_FROM, daemon.port)
                 .map(|mut probe| probe.cmd("QUIT"))
@@ -80,23 +131,55 @@ impl ListeningDaemon {
     }
 }
 
-impl Drop for ListeningDaemon {
+/// The listeners of a mail system's main.cf served by threads of the test itself (no
+/// daemon; `smtpd_port = 0` lets the system pick the port), logging to its maillog;
+/// stopped when dropped.
+pub struct InProcess {
+    pub smtp_addrs: Vec<SocketAddr>,
+    pub submission_addrs: Vec<SocketAddr>,
+    stop: Arc<AtomicBool>,
+    handles: Vec<JoinHandle<()>>,
+}
+
+impl InProcess {
+    pub fn start(sys: &MailSystem) -> InProcess {
+        let config = Config::load_dir(sys.config_dir(), DirSource::Explicit).unwrap();
+        let log = Arc::new(Log::new(
+            "mailroom",
+            "smtpd",
+            "vm",
+            Sink::File(sys.root().join("maillog")),
+        ));
+        let listeners = Listeners::bind(&config, sys.queue(), log).unwrap();
+        let smtp_addrs = listeners.local_addrs();
+        let submission_addrs = listeners.submission_addrs();
+        let stop = Arc::new(AtomicBool::new(false));
+        let handles = listeners.spawn(stop.clone());
+        InProcess {
+            smtp_addrs,
+            submission_addrs,
+            stop,
+            handles,
+        }
+    }
+
+    /// The (first) SMTP listener's address.
+    pub fn smtp(&self) -> SocketAddr {
+        self.smtp_addrs[0]
+    }
+
+    /// The (first) submission listener's address, if there is one.
+    pub fn submission(&self) -> Option<SocketAddr> {
+        self.submission_addrs.first().copied()
+    }
+}
+
+impl Drop for InProcess {
     fn drop(&mut self) {
-        // Already reaped: its pid may be someone else's by now.
-        if let Ok(Some(_)) = self.child.try_wait() {
-            return;
+        self.stop.store(true, Ordering::SeqCst);
+        for h in self.handles.drain(..) {
+            let _ = h.join();
         }
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

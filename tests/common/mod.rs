@@ -52,6 +52,11 @@ impl MailSystem {
         self.root().join("config")
     }
 
+    /// The log (`maillog_file`), empty before the first line.
+    pub fn maillog(&self) -> String {
+        std::fs::read_to_string(self.root().join("maillog")).unwrap_or_default()
+    }
+
     pub fn queue(&self) -> Queue {
         Queue::new(self.root().join("queue"))
     }
@@ -95,6 +100,34 @@ impl MailSystem {
             Err(_) => Vec::new(),
         }
     }
+}
+
+/// Waits up to `limit` for `cond`; fails with `sys`'s log.
+pub fn wait_for(
+    sys: &MailSystem,
+    what: &str,
+    limit: std::time::Duration,
+    mut cond: impl FnMut() -> bool,
+) {
+    let deadline = std::time::Instant::now() + limit;
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}; log:\n{}",
+            sys.maillog()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// The user running the test, who the mail is for (a user other than root can deliver
+/// only to itself).
+pub fn me() -> String {
+    nix::unistd::User::from_uid(nix::unistd::getuid())
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .expect("the test's user has a name")
 }
 
 /// The account a mail system run as root gives `mail_owner`: the SMTP sessions drop to
