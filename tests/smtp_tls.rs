@@ -7,7 +7,7 @@ mod common;
 
 use std::io::Write;
 use std::net::IpAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -59,30 +59,64 @@ fn established(reply: &Reply, trust: &str, port: u16) {
     assert!(line.ends_with(" bits)"), "{line}");
 }
 
+/// One message sent through a new agent to the relayhost 127.0.0.1:`port`, with these
+/// main.cf lines besides.
+fn relay(port: u16, lines: &str) -> Reply {
+    let conf = tempfile::tempdir().unwrap();
+    let mut a = agent(
+        conf.path(),
+        &format!("relayhost = [127.0.0.1]:{port}\n{lines}"),
+    );
+    send(&mut a)
+}
+
+#[derive(Clone, Copy)]
+enum Tls {
+    Implicit,
+    Starttls,
+}
+
+/// The directory holding a new self-signed certificate, the certificate, and aiosmtpd
+/// serving it with `tls`; None (the test returns) when a tool is missing.
+fn tls_server(tls: Tls) -> Option<(tempfile::TempDir, PathBuf, Aiosmtpd)> {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed_certificate(dir.path())?;
+    let (cert_ref, key) = (cert.as_path(), key.as_path());
+    let server = Aiosmtpd::start_with(match tls {
+        Tls::Implicit => ServerTls::Implicit {
+            cert: cert_ref,
+            key,
+        },
+        Tls::Starttls => ServerTls::Starttls {
+            cert: cert_ref,
+            key,
+        },
+    })?;
+    Some((dir, cert, server))
+}
+
+/// aiosmtpd's record of a message says it came over TLS 1.x.
+fn assert_tls(meta: &serde_json::Value) {
+    assert!(
+        meta["tls"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("TLSv1.")),
+        "{meta}"
+    );
+}
+
 #[test]
 fn wrappermode_speaks_tls_from_the_first_byte() {
-    let dir = tempfile::tempdir().unwrap();
-    let Some((cert, key)) = self_signed_certificate(dir.path()) else {
-        return;
-    };
-    let Some(server) = Aiosmtpd::start_with(ServerTls::Implicit {
-        cert: &cert,
-        key: &key,
-    }) else {
+    let Some((_dir, cert, server)) = tls_server(Tls::Implicit) else {
         return;
     };
     // The levels that check no certificate take the self-signed one; `none` included:
     // with wrapper mode there is no plain text to choose.
     for level in ["", "none", "may", "encrypt"] {
-        let conf = tempfile::tempdir().unwrap();
-        let mut a = agent(
-            conf.path(),
-            &format!(
-                "relayhost = [127.0.0.1]:{}\nsmtp_tls_wrappermode = yes\nsmtp_tls_security_level = {level}",
-                server.port
-            ),
+        let reply = relay(
+            server.port,
+            &format!("smtp_tls_wrappermode = yes\nsmtp_tls_security_level = {level}"),
         );
-        let reply = send(&mut a);
         let o = &reply.outcomes[0];
         assert_eq!(
             o.status,
@@ -93,39 +127,26 @@ fn wrappermode_speaks_tls_from_the_first_byte() {
         established(&reply, "Untrusted", server.port);
     }
     let (meta, body) = server.received(0);
-    assert!(
-        meta["tls"]
-            .as_str()
-            .is_some_and(|v| v.starts_with("TLSv1.")),
-        "{meta}"
-    );
+    assert_tls(&meta);
     assert!(String::from_utf8_lossy(&body).contains("hello over TLS"));
 
     // A CA file makes no difference to may, but for the log: the certificate chains
     // to it, so the connection is Trusted (as Postfix says), not Untrusted.
-    let conf = tempfile::tempdir().unwrap();
-    let mut a = agent(
-        conf.path(),
+    let reply = relay(
+        server.port,
         &format!(
-            "relayhost = [127.0.0.1]:{}\nsmtp_tls_wrappermode = yes\nsmtp_tls_CAfile = {}",
-            server.port,
+            "smtp_tls_wrappermode = yes\nsmtp_tls_CAfile = {}",
             cert.display()
         ),
     );
-    let reply = send(&mut a);
     assert_eq!(reply.outcomes[0].status, Status::Sent, "{reply:?}");
     established(&reply, "Trusted", server.port);
 
     // verify checks the certificate: a self-signed one is refused, the mail waits.
-    let conf = tempfile::tempdir().unwrap();
-    let mut a = agent(
-        conf.path(),
-        &format!(
-            "relayhost = [127.0.0.1]:{}\nsmtp_tls_wrappermode = yes\nsmtp_tls_security_level = verify",
-            server.port
-        ),
+    let reply = relay(
+        server.port,
+        "smtp_tls_wrappermode = yes\nsmtp_tls_security_level = verify",
     );
-    let reply = send(&mut a);
     assert_eq!(reply.outcomes[0].status, Status::Deferred, "{reply:?}");
     assert!(
         reply.outcomes[0]
@@ -134,16 +155,13 @@ fn wrappermode_speaks_tls_from_the_first_byte() {
         "{reply:?}"
     );
     // The CA file that holds the certificate makes it verified.
-    let conf = tempfile::tempdir().unwrap();
-    let mut a = agent(
-        conf.path(),
+    let reply = relay(
+        server.port,
         &format!(
-            "relayhost = [127.0.0.1]:{}\nsmtp_tls_wrappermode = yes\nsmtp_tls_security_level = verify\nsmtp_tls_CAfile = {}",
-            server.port,
+            "smtp_tls_wrappermode = yes\nsmtp_tls_security_level = verify\nsmtp_tls_CAfile = {}",
             cert.display()
         ),
     );
-    let reply = send(&mut a);
     assert_eq!(reply.outcomes[0].status, Status::Sent, "{reply:?}");
     established(&reply, "Verified", server.port);
 }
@@ -153,15 +171,10 @@ fn wrappermode_never_falls_back_to_plain_text() {
     // A server that greets in plain text: the client's TLS hello gets a greeting back,
     // which is no TLS; the mail waits rather than go out unencrypted.
     let server = Scripted::start(vec![vec![Say("220 plain.example ESMTP"), Silence]]);
-    let conf = tempfile::tempdir().unwrap();
-    let mut a = agent(
-        conf.path(),
-        &format!(
-            "relayhost = [127.0.0.1]:{}\nsmtp_tls_wrappermode = yes\nsmtp_tls_security_level = may",
-            server.port
-        ),
+    let reply = relay(
+        server.port,
+        "smtp_tls_wrappermode = yes\nsmtp_tls_security_level = may",
     );
-    let reply = send(&mut a);
     let o = &reply.outcomes[0];
     assert_eq!(o.status, Status::Deferred, "{o:?}");
     assert!(
@@ -179,42 +192,17 @@ fn wrappermode_never_falls_back_to_plain_text() {
 
 #[test]
 fn starttls_is_used_when_offered_and_the_level_is_unset() {
-    let dir = tempfile::tempdir().unwrap();
-    let Some((cert, key)) = self_signed_certificate(dir.path()) else {
+    let Some((_dir, _, server)) = tls_server(Tls::Starttls) else {
         return;
     };
-    let Some(server) = Aiosmtpd::start_with(ServerTls::Starttls {
-        cert: &cert,
-        key: &key,
-    }) else {
-        return;
-    };
-    let conf = tempfile::tempdir().unwrap();
-    let mut a = agent(
-        conf.path(),
-        &format!("relayhost = [127.0.0.1]:{}", server.port),
-    );
-    let reply = send(&mut a);
+    let reply = relay(server.port, "");
     assert_eq!(reply.outcomes[0].status, Status::Sent, "{reply:?}");
     established(&reply, "Untrusted", server.port);
     let (meta, _) = server.received(0);
-    assert!(
-        meta["tls"]
-            .as_str()
-            .is_some_and(|v| v.starts_with("TLSv1.")),
-        "{meta}"
-    );
+    assert_tls(&meta);
 
     // An explicit none is honoured: plain text, no TLS line.
-    let conf = tempfile::tempdir().unwrap();
-    let mut a = agent(
-        conf.path(),
-        &format!(
-            "relayhost = [127.0.0.1]:{}\nsmtp_tls_security_level = none",
-            server.port
-        ),
-    );
-    let reply = send(&mut a);
+    let reply = relay(server.port, "smtp_tls_security_level = none");
     assert_eq!(reply.outcomes[0].status, Status::Sent, "{reply:?}");
     assert!(reply.notes.is_empty(), "{:?}", reply.notes);
     let (meta, _) = server.received(1);
@@ -248,14 +236,7 @@ impl Warnings for Kept {
 
 #[test]
 fn mx_delivery_uses_starttls_when_offered_and_the_level_is_unset() {
-    let dir = tempfile::tempdir().unwrap();
-    let Some((cert, key)) = self_signed_certificate(dir.path()) else {
-        return;
-    };
-    let Some(server) = Aiosmtpd::start_with(ServerTls::Starttls {
-        cert: &cert,
-        key: &key,
-    }) else {
+    let Some((_dir, _, server)) = tls_server(Tls::Starttls) else {
         return;
     };
     // No relayhost: the recipient's domain is looked up (here, by a resolver that
@@ -293,24 +274,12 @@ fn mx_delivery_uses_starttls_when_offered_and_the_level_is_unset() {
     );
     assert!(lines.iter().any(|l| l.starts_with(&want)), "{lines:?}");
     let (meta, _) = server.received(0);
-    assert!(
-        meta["tls"]
-            .as_str()
-            .is_some_and(|v| v.starts_with("TLSv1.")),
-        "{meta}"
-    );
+    assert_tls(&meta);
 }
 
 #[test]
 fn the_daemon_logs_the_tls_connection_as_postfix_does() {
-    let dir = tempfile::tempdir().unwrap();
-    let Some((cert, key)) = self_signed_certificate(dir.path()) else {
-        return;
-    };
-    let Some(server) = Aiosmtpd::start_with(ServerTls::Starttls {
-        cert: &cert,
-        key: &key,
-    }) else {
+    let Some((_dir, _, server)) = tls_server(Tls::Starttls) else {
         return;
     };
     let sys = MailSystem::new(&format!("relayhost = [127.0.0.1]:{}\n", server.port));
