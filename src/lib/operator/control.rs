@@ -208,15 +208,7 @@ fn configured_submission(config: &Config) -> Option<std::result::Result<Vec<Sock
     if let Err(why) = crate::smtpd::listener::submission_usable(config) {
         return Some(Err(why));
     }
-    let (Ok(interfaces), Ok(protocols)) = (
-        config.list("inet_interfaces"),
-        config.list("inet_protocols"),
-    ) else {
-        return Some(Err(
-            "inet_interfaces or inet_protocols cannot be read".into()
-        ));
-    };
-    Some(Ok(bind_addresses(&interfaces, &protocols, port).0))
+    Some(addresses(config, port))
 }
 
 /// The SMTPS listener's addresses, or why it is not opened (the words of its warning in
@@ -232,15 +224,18 @@ fn configured_smtps(config: &Config) -> Option<std::result::Result<Vec<SocketAdd
         Ok(Some(why)) => return Some(Err(why)),
         Err(e) => return Some(Err(e.to_string())),
     }
+    Some(addresses(config, port))
+}
+
+/// The addresses a listener on `port` binds, from `inet_interfaces` and `inet_protocols`.
+fn addresses(config: &Config, port: u16) -> std::result::Result<Vec<SocketAddr>, String> {
     let (Ok(interfaces), Ok(protocols)) = (
         config.list("inet_interfaces"),
         config.list("inet_protocols"),
     ) else {
-        return Some(Err(
-            "inet_interfaces or inet_protocols cannot be read".into()
-        ));
+        return Err("inet_interfaces or inet_protocols cannot be read".into());
     };
-    Some(Ok(bind_addresses(&interfaces, &protocols, port).0))
+    Ok(bind_addresses(&interfaces, &protocols, port).0)
 }
 
 fn join(addrs: &[SocketAddr]) -> String {
