@@ -9,7 +9,7 @@ mod common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::listening::Daemon;
 use common::smtp_server::free_port;
@@ -17,16 +17,8 @@ use common::{MailSystem, me};
 
 const SENDMAIL: &str = env!("CARGO_BIN_EXE_sendmail");
 
-fn wait_for(sys: &MailSystem, what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !cond() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}; log:\n{}",
-            maillog(sys)
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+fn wait_for(sys: &MailSystem, what: &str, secs: u64, cond: impl FnMut() -> bool) {
+    common::wait_for(sys, what, Duration::from_secs(secs), cond)
 }
 
 /// Waits until the daemon's listener answers on `port`.
@@ -207,11 +199,7 @@ impl Smtp {
 }
 
 fn mbox(sys: &MailSystem) -> String {
-    std::fs::read_to_string(sys.root().join("spool").join(me())).unwrap_or_default()
-}
-
-fn maillog(sys: &MailSystem) -> String {
-    std::fs::read_to_string(sys.root().join("maillog")).unwrap_or_default()
+    sys.mailbox(&me())
 }
 
 #[test]
@@ -284,10 +272,11 @@ fn sessions_run_without_root_and_survive_their_crash() {
     assert!(alive(master), "the master goes on");
     let warning = format!("pid {first} killed by signal 11");
     assert!(
-        maillog(&sys).contains(&format!("mailroom/master[{master}]: warning: process "))
-            && maillog(&sys).contains(&warning),
+        sys.maillog()
+            .contains(&format!("mailroom/master[{master}]: warning: process "))
+            && sys.maillog().contains(&warning),
         "{}",
-        maillog(&sys)
+        sys.maillog()
     );
     let mut again = Smtp::connect(port).unwrap();
     let second = holder(&again, master);
@@ -325,10 +314,12 @@ fn without_a_usable_mail_owner_the_listener_stays_off_and_mail_still_flows() {
     let daemon = Daemon::start(&sys);
     let master = daemon.0.id();
     wait_for(&sys, "the fatal line", 20, || {
-        maillog(&sys).contains("mailroom/smtpd[")
-            && maillog(&sys).contains("fatal: mail_owner: no user \"mailroom-no-such-user\"")
+        sys.maillog().contains("mailroom/smtpd[")
+            && sys
+                .maillog()
+                .contains("fatal: mail_owner: no user \"mailroom-no-such-user\"")
     });
-    assert!(maillog(&sys).contains("the SMTP listener is off"));
+    assert!(sys.maillog().contains("the SMTP listener is off"));
     // Pickup and delivery go on.
     let out = sys.run(
         SENDMAIL,
@@ -385,9 +376,10 @@ fn smtpd_chroot_confines_the_sessions_to_the_queue() {
     });
     // The sessions' log lines still reach maillog_file, opened before the chroot.
     assert!(
-        maillog(&sys).contains(&format!("mailroom/smtpd[{sessions}]: disconnect from")),
+        sys.maillog()
+            .contains(&format!("mailroom/smtpd[{sessions}]: disconnect from")),
         "{}",
-        maillog(&sys)
+        sys.maillog()
     );
 }
 

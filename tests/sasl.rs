@@ -148,10 +148,6 @@ fn socket_of(sys: &MailSystem) -> PathBuf {
     sys.root().join("queue/private/auth")
 }
 
-fn maillog(sys: &MailSystem) -> String {
-    std::fs::read_to_string(sys.root().join("maillog")).unwrap_or_default()
-}
-
 fn queued(sys: &MailSystem) -> Vec<String> {
     let mut all: Vec<String> = Vec::new();
     for queue in [
@@ -246,7 +242,7 @@ fn plain_and_login_right_and_wrong_after_starttls() {
         assert!(got[1].contains("\nAUTH PLAIN LOGIN\n"), "{got:?}");
         assert_eq!(&got[2..], want.as_slice(), "{said:?}");
     }
-    let log = maillog(&sys);
+    let log = sys.maillog();
     assert!(
         log.contains(&format!(
             "warning: unknown[127.0.0.1]: SASL PLAIN authentication failed: (reason unavailable), sasl_username={USER}"
@@ -308,7 +304,7 @@ fn relaying_only_after_auth_and_the_header_and_log_say_who() {
         "{}",
         messages[0]
     );
-    let log = maillog(&sys);
+    let log = sys.maillog();
     assert!(
         log.contains("NOQUEUE: reject: RCPT from unknown[127.0.0.1]: 554 5.7.1 <bob@example.net>: Relay access denied;"),
         "{log}"
@@ -420,7 +416,7 @@ fn the_submission_port_requires_starttls_and_auth() {
     let port = server.submission().expect("a submission socket").port();
     let got = smtplib(port, &[submission_session()]);
     check_submission(&got[0]);
-    let log = maillog(&sys);
+    let log = sys.maillog();
     assert!(
         log.contains("mailroom/submission/smtpd[")
             && log.contains(
@@ -441,10 +437,12 @@ fn a_submission_port_that_could_not_work_is_not_opened() {
     let server = InProcess::start(&sys);
     assert_eq!(server.submission(), None);
     assert!(
-        maillog(&sys).contains("mailroom/submission/smtpd[",)
-            && maillog(&sys).contains("submission_port is set but smtpd_tls_cert_file is empty"),
+        sys.maillog().contains("mailroom/submission/smtpd[",)
+            && sys
+                .maillog()
+                .contains("submission_port is set but smtpd_tls_cert_file is empty"),
         "{}",
-        maillog(&sys)
+        sys.maillog()
     );
 }
 
@@ -471,7 +469,7 @@ fn dovecot_down_is_a_temporary_failure() {
         got[0][1],
         "454 4.7.0 Temporary authentication failure: Connection lost to authentication server"
     );
-    let log = maillog(&sys);
+    let log = sys.maillog();
     assert!(
         log.contains("warning: SASL: Connect to Dovecot auth socket 'private/auth' failed: "),
         "{log}"
@@ -500,7 +498,7 @@ fn a_daemon_serves_the_submission_port_as_mail_owner() {
     let _daemon = Daemon::start(&sys);
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::net::TcpStream::connect(("127.0.0.1", submission)).is_err() {
-        assert!(Instant::now() < deadline, "{}", maillog(&sys));
+        assert!(Instant::now() < deadline, "{}", sys.maillog());
         std::thread::sleep(Duration::from_millis(50));
     }
     // The daemon made the socket's directory (Dovecot could not start without it),
@@ -523,7 +521,7 @@ fn a_daemon_serves_the_submission_port_as_mail_owner() {
     let got = smtplib(submission, &[submission_session()]);
     check_submission(&got[0]);
     let id = got[0][8].rsplit(' ').next().unwrap().to_string();
-    let log = maillog(&sys);
+    let log = sys.maillog();
     let line = log
         .lines()
         .find(|l| l.contains(&format!(": {id}: client=")))
@@ -653,7 +651,7 @@ fn what_the_auth_server_says_is_what_the_client_is_told() {
         lines.retain(|l| !l.starts_with("250-") && !l.starts_with("220 "));
         // EHLO's last line, then AUTH's reply.
         assert_eq!(lines[1], reply, "{answer:?}: {lines:?}");
-        let log = maillog(&sys);
+        let log = sys.maillog();
         assert!(log.contains(logged), "{answer:?}: {log}");
         if reply.starts_with("235") {
             assert_eq!(lines[3], "250 2.1.5 Ok", "a login may relay: {lines:?}");

@@ -6,11 +6,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::listening::Daemon;
+use common::listening::{Daemon, Smtp};
 use common::smtp_server::free_port;
 use common::{MailSystem, me, stderr};
 use mailroom::queue::QueueName;
@@ -36,24 +34,9 @@ fn write_aliases(sys: &MailSystem, text: &str) {
     assert!(out.status.success(), "newaliases: {}", stderr(&out));
 }
 
-fn maillog(sys: &MailSystem) -> String {
-    std::fs::read_to_string(sys.root().join("maillog")).unwrap_or_default()
-}
-
-fn mbox(sys: &MailSystem) -> String {
-    std::fs::read_to_string(sys.root().join("spool").join(me())).unwrap_or_default()
-}
-
-fn wait_for(sys: &MailSystem, what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !cond() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}; log:\n{}",
-            maillog(sys)
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// Waits up to 20 s for `cond`; fails with the log.
+fn wait_for(sys: &MailSystem, what: &str, cond: impl FnMut() -> bool) {
+    common::wait_for(sys, what, Duration::from_secs(20), cond)
 }
 
 fn queue_is_empty(sys: &MailSystem) -> bool {
@@ -68,7 +51,7 @@ fn queue_is_empty(sys: &MailSystem) -> bool {
 fn delivered_without_bounce(sys: &MailSystem, subject: &str) {
     let me = me();
     wait_for(sys, "the deliveries", || {
-        let log = maillog(sys);
+        let log = sys.maillog();
         [
             format!("to=<{me}@localhost>"),
             "to=<Team@localhost>".into(),
@@ -79,7 +62,7 @@ fn delivered_without_bounce(sys: &MailSystem, subject: &str) {
             && log.contains(": removed")
             && queue_is_empty(sys)
     });
-    let log = maillog(sys);
+    let log = sys.maillog();
     assert_eq!(log.matches("status=sent").count(), 3, "{log}");
     assert!(!log.contains("status=bounced"), "{log}");
     assert!(!log.contains("sender non-delivery notification"), "{log}");
@@ -87,7 +70,7 @@ fn delivered_without_bounce(sys: &MailSystem, subject: &str) {
         !log.contains("from=<>"),
         "no message from the null sender: {log}"
     );
-    let mbox = mbox(sys);
+    let mbox = sys.mailbox(&me);
     assert!(mbox.contains(&format!("Subject: {subject}")), "{mbox}");
     assert!(!mbox.contains("Undelivered Mail"), "{mbox}");
     assert!(!mbox.contains("MAILER-DAEMON"), "{mbox}");
@@ -115,7 +98,7 @@ fn transaction(me: &str, subject: &str) -> Vec<(String, String)> {
 }
 
 fn reject_line(sys: &MailSystem, client: &str, code: &str) -> String {
-    let log = maillog(sys);
+    let log = sys.maillog();
     let want = format!(
         "NOQUEUE: reject: RCPT from {client}: {code} <nosuchuser@localhost>: Recipient address \
          rejected: User unknown in local recipient table; from=<{}@localhost> \
@@ -129,65 +112,34 @@ fn reject_line(sys: &MailSystem, client: &str, code: &str) -> String {
 // ----------------------------------------------------------------------------------
 // The daemon's listener
 
-struct Smtp {
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
+/// A client of the listener on `port`, its greeting (220) read.
+fn connect(port: u16) -> std::io::Result<Smtp> {
+    let mut smtp = Smtp::connect_from("127.0.0.1", port)?;
+    let banner = smtp.reply();
+    if !banner.starts_with("220") {
+        return Err(std::io::Error::other(format!("banner: {banner}")));
+    }
+    Ok(smtp)
 }
 
-impl Smtp {
-    fn connect(port: u16) -> std::io::Result<Smtp> {
-        let stream = TcpStream::connect(("127.0.0.1", port))?;
-        stream.set_read_timeout(Some(Duration::from_secs(20)))?;
-        let mut smtp = Smtp {
-            reader: BufReader::new(stream.try_clone()?),
-            writer: stream,
-        };
-        let banner = smtp.reply();
-        if !banner.starts_with("220") {
-            return Err(std::io::Error::other(format!("banner: {banner}")));
-        }
-        Ok(smtp)
-    }
+/// Waits for a daemon's listener to answer.
+fn connect_when_up(sys: &MailSystem, port: u16) -> Smtp {
+    let mut smtp = None;
+    wait_for(sys, "the SMTP listener", || {
+        smtp = connect(port).ok();
+        smtp.is_some()
+    });
+    smtp.unwrap()
+}
 
-    /// Waits for a daemon's listener to answer.
-    fn connect_when_up(sys: &MailSystem, port: u16) -> Smtp {
-        let mut smtp = None;
-        wait_for(sys, "the SMTP listener", || {
-            smtp = Smtp::connect(port).ok();
-            smtp.is_some()
-        });
-        smtp.unwrap()
-    }
-
-    /// The last line of the next reply, without its CRLF.
-    fn reply(&mut self) -> String {
-        loop {
-            let mut line = String::new();
-            if self.reader.read_line(&mut line).unwrap_or(0) == 0 {
-                return line;
-            }
-            if line.as_bytes().get(3) != Some(&b'-') {
-                return line.trim_end().to_string();
-            }
-        }
-    }
-
-    fn cmd(&mut self, line: &str) -> String {
-        self.writer
-            .write_all(format!("{line}\r\n").as_bytes())
-            .unwrap();
-        self.reply()
-    }
-
-    /// Runs `script`, checking that each reply starts with what it says.
-    fn run(&mut self, script: &[(String, String)]) {
-        for (command, want) in script {
-            let got = self.cmd(command);
-            assert!(
-                got.starts_with(want.as_str()),
-                "{command}: {got} (want {want})"
-            );
-        }
+/// Runs `script`, checking that each reply starts with what it says.
+fn run(smtp: &mut Smtp, script: &[(String, String)]) {
+    for (command, want) in script {
+        let got = smtp.cmd(command);
+        assert!(
+            got.starts_with(want.as_str()),
+            "{command}: {got} (want {want})"
+        );
     }
 }
 
@@ -203,19 +155,19 @@ fn listening_system(extra: &str) -> (MailSystem, u16) {
 fn the_listener_refuses_an_unknown_user_and_takes_the_others() {
     let (sys, port) = listening_system("");
     let _daemon = Daemon::start(&sys);
-    let mut smtp = Smtp::connect_when_up(&sys, port);
-    smtp.run(&transaction(&me(), "over the listener"));
+    let mut smtp = connect_when_up(&sys, port);
+    run(&mut smtp, &transaction(&me(), "over the listener"));
     wait_for(&sys, "the reject line", || {
-        maillog(&sys).contains("NOQUEUE")
+        sys.maillog().contains("NOQUEUE")
     });
     reject_line(&sys, "unknown[127.0.0.1]", "550 5.1.1");
     delivered_without_bounce(&sys, "over the listener");
-    let log = maillog(&sys);
+    let log = sys.maillog();
     assert!(!log.contains("to=<nosuchuser@localhost>, relay="), "{log}");
 
     // An alias added by newaliases while the sessions process runs is known at once.
     write_aliases(&sys, &format!("team: {me}\nlate: {me}\n", me = me()));
-    let mut smtp = Smtp::connect_when_up(&sys, port);
+    let mut smtp = connect_when_up(&sys, port);
     smtp.cmd("EHLO client.example");
     smtp.cmd("MAIL FROM:<>");
     assert_eq!(smtp.cmd("RCPT TO:<late@localhost>"), "250 2.1.5 Ok");
@@ -243,17 +195,17 @@ fn a_chrooted_listener_answers_from_a_snapshot_renewed_by_reload() {
     }
     let (sys, port) = listening_system("smtpd_chroot = yes\n");
     let _daemon = Daemon::start(&sys);
-    let mut smtp = Smtp::connect_when_up(&sys, port);
-    smtp.run(&transaction(&me(), "from the chroot"));
+    let mut smtp = connect_when_up(&sys, port);
+    run(&mut smtp, &transaction(&me(), "from the chroot"));
     wait_for(&sys, "the reject line", || {
-        maillog(&sys).contains("NOQUEUE")
+        sys.maillog().contains("NOQUEUE")
     });
     reject_line(&sys, "unknown[127.0.0.1]", "550 5.1.1");
     delivered_without_bounce(&sys, "from the chroot");
 
     // The snapshot does not see a new alias ...
     write_aliases(&sys, "team: root\nlate: root\n");
-    let mut smtp = Smtp::connect_when_up(&sys, port);
+    let mut smtp = connect_when_up(&sys, port);
     smtp.cmd("EHLO client.example");
     smtp.cmd("MAIL FROM:<>");
     assert_eq!(
@@ -265,7 +217,7 @@ fn a_chrooted_listener_answers_from_a_snapshot_renewed_by_reload() {
     let out = sys.run(MAILROOM, &["reload"], b"");
     assert!(out.status.success(), "{}", stderr(&out));
     wait_for(&sys, "the new sessions process to know the alias", || {
-        let Ok(mut smtp) = Smtp::connect(port) else {
+        let Ok(mut smtp) = connect(port) else {
             return false;
         };
         smtp.cmd("EHLO client.example");
@@ -343,7 +295,7 @@ fn empty_local_recipient_maps_take_every_local_part() {
         ]
         .map(|(c, r)| (c.to_string(), r.to_string())),
     );
-    assert!(!maillog(&sys).contains("NOQUEUE"), "{}", maillog(&sys));
+    assert!(!sys.maillog().contains("NOQUEUE"), "{}", sys.maillog());
 }
 
 #[test]
@@ -386,7 +338,7 @@ fn a_table_that_cannot_be_read_defers_with_451() {
         ]
         .map(|(c, r)| (c.to_string(), r.to_string())),
     );
-    let log = maillog(&sys);
+    let log = sys.maillog();
     assert!(
         log.contains("warning: ldap:/etc/mailroom/ldap-users.cf is unavailable. unsupported dictionary type: ldap"),
         "{log}"

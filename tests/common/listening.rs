@@ -101,20 +101,12 @@ impl ListeningDaemon {
     }
 
     pub fn maillog(&self) -> String {
-        std::fs::read_to_string(self.sys.root().join("maillog")).unwrap_or_default()
+        self.sys.maillog()
     }
 
     /// Waits up to 20 s for `cond`; fails with the log.
-    pub fn wait_for(&self, what: &str, mut cond: impl FnMut() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !cond() {
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}; log:\n{}",
-                self.maillog()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+    pub fn wait_for(&self, what: &str, cond: impl FnMut() -> bool) {
+        super::wait_for(&self.sys, what, Duration::from_secs(20), cond)
     }
 
     /// Waits for a log line that contains `text`, and returns the log.

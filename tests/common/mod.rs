@@ -57,6 +57,11 @@ impl MailSystem {
         std::fs::read_to_string(self.root().join("maillog")).unwrap_or_default()
     }
 
+    /// `user`'s mailbox in the spool, empty before the first delivery.
+    pub fn mailbox(&self, user: &str) -> String {
+        std::fs::read_to_string(self.root().join("spool").join(user)).unwrap_or_default()
+    }
+
     pub fn queue(&self) -> Queue {
         Queue::new(self.root().join("queue"))
     }
