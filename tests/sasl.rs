@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::dovecot::Dovecot;
 use common::listening::{Daemon, InProcess};
-use common::smtp_server::free_port;
+use common::smtp_server::{free_port, rsa_certificate};
 use common::{MailSystem, require_python_module, require_tool, stderr};
 use mailroom::queue::QueueName;
 
@@ -104,24 +104,6 @@ fn steps(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
 }
 
-/// A self-signed certificate and its key in `dir`.
-fn certificate(dir: &std::path::Path) -> (PathBuf, PathBuf) {
-    let cert = dir.join("cert.pem");
-    let key = dir.join("key.pem");
-    let out = Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-        ])
-        .args(["-subj", "/CN=localhost", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl");
-    assert!(out.status.success(), "{}", stderr(&out));
-    (cert, key)
-}
-
 /// The tools every test here needs besides Dovecot.
 fn tools() -> bool {
     require_tool("openssl") && require_python_module("smtplib")
@@ -131,16 +113,14 @@ fn tools() -> bool {
 /// `queue/private/auth` (relative, as Postfix writes it), a certificate, and `extra`.
 fn system(extra: &str) -> MailSystem {
     let sys = MailSystem::new("");
-    let (cert, key) = certificate(sys.root());
-    let text = std::fs::read_to_string(sys.config_dir().join("main.cf")).unwrap();
-    let text = format!(
-        "{text}smtpd_port = 0\nlocal_recipient_maps =\nmynetworks = 10.0.0.0/8\ninet_interfaces = 127.0.0.1\n\
+    let (cert, key) = rsa_certificate(sys.root());
+    sys.append_to_main_cf(&format!(
+        "smtpd_port = 0\nlocal_recipient_maps =\nmynetworks = 10.0.0.0/8\ninet_interfaces = 127.0.0.1\n\
          inet_protocols = ipv4\nsmtpd_timeout = 10s\nsmtpd_sasl_auth_enable = yes\n\
          smtpd_sasl_path = private/auth\nsmtpd_tls_cert_file = {}\nsmtpd_tls_key_file = {}\n{extra}\n",
         cert.display(),
         key.display()
-    );
-    std::fs::write(sys.config_dir().join("main.cf"), text).unwrap();
+    ));
     sys
 }
 
@@ -551,18 +531,12 @@ fn status_shows_the_submission_listener_or_why_it_is_off() {
     if !require_tool("openssl") {
         return;
     }
-    let (cert, _) = certificate(sys.root());
-    let main_cf = sys.config_dir().join("main.cf");
-    let text = std::fs::read_to_string(&main_cf).unwrap();
-    std::fs::write(
-        &main_cf,
-        format!(
-            "{text}smtpd_tls_cert_file = {}\nsmtpd_tls_key_file = {}\n",
-            cert.display(),
-            sys.root().join("key.pem").display()
-        ),
-    )
-    .unwrap();
+    let (cert, key) = rsa_certificate(sys.root());
+    sys.append_to_main_cf(&format!(
+        "smtpd_tls_cert_file = {}\nsmtpd_tls_key_file = {}\n",
+        cert.display(),
+        key.display()
+    ));
     let out = sys.run(MAILROOM, &["status"], b"");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(

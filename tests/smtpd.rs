@@ -10,6 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::listening::InProcess;
+use common::smtp_server::rsa_certificate;
 use common::{MailSystem, require_tool, stderr};
 use mailroom::queue::QueueName;
 
@@ -530,19 +531,7 @@ fn starttls_with_a_self_signed_certificate() {
         return;
     }
     let sys0 = tempfile::tempdir().unwrap();
-    let cert = sys0.path().join("cert.pem");
-    let key = sys0.path().join("key.pem");
-    let out = Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-        ])
-        .args(["-subj", "/CN=localhost", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl");
-    assert!(out.status.success(), "{}", stderr(&out));
+    let (cert, key) = rsa_certificate(sys0.path());
     let sys = system(&format!(
         "mynetworks = 10.0.0.0/8\nsmtpd_tls_cert_file = {}\nsmtpd_tls_key_file = {}\n",
         cert.display(),

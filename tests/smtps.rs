@@ -159,17 +159,11 @@ fn status_shows_the_smtps_listener_or_why_it_is_off() {
     let Some((cert, key)) = self_signed_certificate(sys.root()) else {
         return;
     };
-    let main_cf = sys.config_dir().join("main.cf");
-    let text = std::fs::read_to_string(&main_cf).unwrap();
-    std::fs::write(
-        &main_cf,
-        format!(
-            "{text}smtpd_tls_cert_file = {}\nsmtpd_tls_key_file = {}\n",
-            cert.display(),
-            key.display()
-        ),
-    )
-    .unwrap();
+    sys.append_to_main_cf(&format!(
+        "smtpd_tls_cert_file = {}\nsmtpd_tls_key_file = {}\n",
+        cert.display(),
+        key.display()
+    ));
     let text = status(&sys);
     assert!(
         text.contains(&format!(

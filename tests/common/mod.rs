@@ -44,6 +44,13 @@ impl MailSystem {
         MailSystem { dir }
     }
 
+    /// Adds `lines` at the end of main.cf (later lines win).
+    pub fn append_to_main_cf(&self, lines: &str) {
+        let main_cf = self.config_dir().join("main.cf");
+        let text = std::fs::read_to_string(&main_cf).unwrap();
+        std::fs::write(&main_cf, format!("{text}{lines}")).unwrap();
+    }
+
     pub fn root(&self) -> &Path {
         self.dir.path()
     }

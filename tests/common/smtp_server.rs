@@ -313,6 +313,25 @@ impl Drop for Aiosmtpd {
     }
 }
 
+/// A self-signed RSA-2048 certificate for localhost and its key (`cert.pem`, `key.pem`
+/// in `dir`); the caller has checked that openssl is installed.
+pub fn rsa_certificate(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    let out = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=localhost", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(out.status.success(), "{}", super::stderr(&out));
+    (cert, key)
+}
+
 /// A self-signed certificate for localhost and its key (`cert.pem`, `key.pem` in
 /// `dir`); None (the test returns) when openssl is not installed.
 pub fn self_signed_certificate(
