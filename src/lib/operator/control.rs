@@ -127,7 +127,8 @@ fn signal(pid: u32, sig: Signal) -> Result<()> {
 /// `mailroom status`: running or not, pid and uptime, the addresses the SMTP listener
 /// holds (with no daemon: none, and what is configured, said as such), the submission
 /// listener's when `submission_port` is set (or why it is not opened), the same for
-/// the SMTPS listener when `smtps_port` is set, and how many messages each queue holds. Exit 0 running, 3 not (as `systemctl is-active`).
+/// the SMTPS listener when `smtps_port` is set, and how many messages each queue holds.
+/// Exit 0 running, 3 not (as `systemctl is-active`).
 pub fn status(config: &Config, out: &mut dyn Write) -> Result<u8> {
     let queue = queue_of(config)?;
     let state = running(&queue);

@@ -143,8 +143,6 @@ fn aliases(config: &Config, found: &mut Vec<Problem>) {
     }
 }
 
-/// The SMTP server's certificate and key: readable, loadable, and a key that others
-/// cannot read.
 /// With signing on, each of `dkim_domains` needs a usable key, which only root should
 /// read. A missing key does not stop mail (it leaves unsigned), but it is not what the
 /// configuration asks for.
@@ -187,6 +185,8 @@ fn dkim_keys(config: &Config, found: &mut Vec<Problem>) {
     }
 }
 
+/// The SMTP server's certificate and key: readable, loadable, and a key that others
+/// cannot read.
 fn tls(config: &Config, found: &mut Vec<Problem>) {
     let (Ok(cert), Ok(key)) = (
         config.get("smtpd_tls_cert_file"),
