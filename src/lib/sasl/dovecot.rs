@@ -90,7 +90,7 @@ impl Mechanism {
 }
 
 /// The facts an `AUTH` request carries besides the mechanism.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Request<'a> {
     /// Upper case; one of the handshake's mechanisms.
     pub mechanism: &'a str,
@@ -102,6 +102,24 @@ pub struct Request<'a> {
     pub remote_ip: Option<IpAddr>,
     /// The initial response, base64, as the SMTP client sent it.
     pub initial_response: Option<&'a str>,
+}
+
+/// By hand, not derived: the initial response is the password in base64 (PLAIN), and
+/// a `{:?}` in a log line or a panic message must not carry it.
+impl std::fmt::Debug for Request<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Request")
+            .field("mechanism", &self.mechanism)
+            .field("service", &self.service)
+            .field("secured", &self.secured)
+            .field("local_ip", &self.local_ip)
+            .field("remote_ip", &self.remote_ip)
+            .field(
+                "initial_response",
+                &self.initial_response.map(|_| "<hidden>"),
+            )
+            .finish()
+    }
 }
 
 /// Dovecot's answer to a request or a response.
@@ -445,6 +463,21 @@ mod tests {
         assert_eq!(
             seen[2],
             "AUTH\t1\tPLAIN\tservice=smtp\tnologin\tlip=127.0.0.1\trip=192.0.2.7\tsecured\tresp=AGFsaWNlAHNlY3JldA=="
+        );
+    }
+
+    #[test]
+    fn debug_hides_the_initial_response() {
+        let request = Request {
+            mechanism: "PLAIN",
+            initial_response: Some("AGFsaWNlAHNlY3JldA=="),
+            ..Request::default()
+        };
+        let shown = format!("{request:?}");
+        assert!(!shown.contains("AGFsaWNlAHNlY3JldA=="), "{shown}");
+        assert!(
+            shown.contains("initial_response: Some(\"<hidden>\")"),
+            "{shown}"
         );
     }
 
