@@ -20,16 +20,23 @@ pub fn check(config: &Config) -> Vec<Problem> {
         overlap(config, &mut found);
     }
     relay_control(config, &failed, &mut found);
-    authentication(config, &failed, &mut found);
+    // Asked once: it loads the certificate, and both checks below need its answer.
+    let smtps_unusable = crate::smtpd::smtps::unusable(config);
+    authentication(config, &failed, &smtps_unusable, &mut found);
     mail_owner(config, &mut found);
-    smtps(config, &mut found);
+    smtps(config, &smtps_unusable, &mut found);
     found
 }
 
 /// What the SMTP sessions would warn about for AUTH and the submission ports: restrictions
 /// mailroom does not know, a SASL type it does not speak, a Dovecot socket that is not
 /// there, and a submission port that could not work (and is therefore not opened).
-fn authentication(config: &Config, failed: &HashSet<String>, found: &mut Vec<Problem>) {
+fn authentication(
+    config: &Config,
+    failed: &HashSet<String>,
+    smtps_unusable: &crate::sysexits::Result<Option<String>>,
+    found: &mut Vec<Problem>,
+) {
     let mut warn = |name: &str, problem: String| {
         found.push(Problem::param(config, name, Severity::Warning, problem));
     };
@@ -59,7 +66,7 @@ fn authentication(config: &Config, failed: &HashSet<String>, found: &mut Vec<Pro
     // SMTPS is submission too: AUTH on there whatever smtpd_sasl_auth_enable says, once
     // it can run at all (why it cannot is smtps()'s to say).
     let smtps = crate::smtpd::smtps::port(config).is_ok_and(|p| p.is_some())
-        && crate::smtpd::smtps::unusable(config).is_ok_and(|why| why.is_none());
+        && matches!(smtps_unusable, Ok(None));
     let enabled = config.boolean("smtpd_sasl_auth_enable").unwrap_or(false);
     if !(enabled || submission || smtps) {
         return;
@@ -88,11 +95,21 @@ fn authentication(config: &Config, failed: &HashSet<String>, found: &mut Vec<Pro
 }
 
 /// An SMTPS listener asked for that cannot run (no certificate, one that does not load,
-/// the port of the plain listener, no AUTH it could use) stays off: say why. A port
-/// that is not one is reported with the other values.
-fn smtps(config: &Config, found: &mut Vec<Problem>) {
-    if let Ok(Some(why)) = crate::smtpd::smtps::unusable(config) {
-        found.push(Problem::param(config, "smtps_port", Severity::Warning, why));
+/// the port of the plain listener, no AUTH it could use) stays off: say why
+/// (`unusable` is `smtps::unusable`'s answer). A port that is not one is reported with
+/// the other values.
+fn smtps(
+    config: &Config,
+    unusable: &crate::sysexits::Result<Option<String>>,
+    found: &mut Vec<Problem>,
+) {
+    if let Ok(Some(why)) = unusable {
+        found.push(Problem::param(
+            config,
+            "smtps_port",
+            Severity::Warning,
+            why.clone(),
+        ));
     }
 }
 
