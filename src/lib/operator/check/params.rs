@@ -43,15 +43,14 @@ fn authentication(
     let mut warnings = Vec::new();
     let _ =
         crate::smtpd::restrictions::Restrictions::from_config(config, &mut |w| warnings.push(w));
+    // Each warning opens with the list it is about (the open-relay one names both; it
+    // is placed at the relay list, where the missing restriction goes).
     for warning in warnings {
-        let name = warning
-            .split_once(':')
-            .map_or("smtpd_relay_restrictions", |(n, _)| n)
-            .split_whitespace()
-            .next()
-            .unwrap_or("smtpd_relay_restrictions")
-            .to_string();
-        warn(&name, warning);
+        let name = ["smtpd_recipient_restrictions", "smtpd_relay_restrictions"]
+            .into_iter()
+            .find(|name| warning.starts_with(name))
+            .unwrap_or("smtpd_relay_restrictions");
+        warn(name, warning);
     }
     let submission = config
         .get("submission_port")
@@ -436,6 +435,20 @@ mod tests {
                     relayhost = [smtp.example.net]:587\nmynetworks = 127.0.0.0/8 [::1]/128\n\
                     maximal_queue_lifetime = 2d\nsmtp_sasl_auth_enable = yes\n";
         assert_eq!(problems(text), Vec::<String>::new());
+    }
+
+    #[test]
+    fn an_open_relay_warning_points_at_the_relay_list() {
+        let got = problems(
+            "mydomain = example.com\nsmtpd_relay_restrictions = permit_mynetworks\n\
+             smtpd_recipient_restrictions = permit_mynetworks\n",
+        );
+        let relay: Vec<_> = got.iter().filter(|p| p.contains("open relay")).collect();
+        assert_eq!(relay.len(), 1, "{got:?}");
+        assert!(
+            relay[0].contains("line 2: smtpd_relay_restrictions and smtpd_recipient_restrictions"),
+            "{got:?}"
+        );
     }
 
     #[test]
