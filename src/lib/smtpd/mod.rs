@@ -114,8 +114,10 @@ pub(crate) fn server_from_config(
     let relay = RelayPolicy::from_config(config, &mut |w| log.warning(&w))?;
     let local_recipients = LocalRecipients::from_config(config, &mut |w| log.warning(&w))?;
     let (tls, tls_required) = match service {
-        Service::Stdio => (None, false),
-        Service::Smtp | Service::Smtps => tls_from_config(config, &log, None)?,
+        // SMTPS loads its certificate itself, whatever the STARTTLS settings say
+        // ([`smtps::server`]): not twice, and without their warnings again.
+        Service::Stdio | Service::Smtps => (None, false),
+        Service::Smtp => tls_from_config(config, &log, None)?,
         // -o smtpd_tls_security_level=encrypt, whatever main.cf says.
         Service::Submission => tls_from_config(config, &log, Some("encrypt"))?,
     };

@@ -54,25 +54,36 @@ pub fn unusable(config: &Config) -> Result<Option<String>> {
     let Some(port) = port(config)? else {
         return Ok(None);
     };
+    Ok(usable(config, port)?.err())
+}
+
+/// The certificate and key of a listener on `port`, or why it cannot run. The one
+/// place that loads them for SMTPS, so that [`server`] reads them once.
+fn usable(
+    config: &Config,
+    port: u16,
+) -> Result<std::result::Result<Arc<rustls::ServerConfig>, String>> {
     if config.get("smtpd_port")?.trim() == port.to_string() {
-        return Ok(Some(format!(
+        return Ok(Err(format!(
             "smtps_port = {port} is also smtpd_port: the SMTPS listener is off"
         )));
     }
-    if let Err(why) = load(config) {
-        return Ok(Some(format!(
-            "smtps_port = {port}: {why}: the SMTPS listener is off"
-        )));
-    }
+    let tls = match load(config) {
+        Ok(tls) => tls,
+        Err(why) => {
+            return Ok(Err(format!(
+                "smtps_port = {port}: {why}: the SMTPS listener is off"
+            )));
+        }
+    };
     // Submission takes mail only from logged-in clients: without AUTH, nobody could
     // ever send through it.
-    Ok(super::listener::submission_auth_usable(config)
-        .err()
-        .map(|why| {
-            format!(
-                "smtps_port = {port}: {why} and submission requires AUTH: the SMTPS listener is off"
-            )
-        }))
+    Ok(match super::listener::submission_auth_usable(config) {
+        Ok(()) => Ok(tls),
+        Err(why) => Err(format!(
+            "smtps_port = {port}: {why} and submission requires AUTH: the SMTPS listener is off"
+        )),
+    })
 }
 
 /// The certificate and key, as the SMTPS sessions use them.
@@ -115,17 +126,15 @@ pub fn addresses(config: &Config, log: &Log) -> Result<Vec<SocketAddr>> {
 /// call it while still root. `None` when there is no usable SMTPS listener (its
 /// sockets are then not served: the daemon does not bind them either).
 pub fn server(config: &Config, queue: Queue, log: Arc<Log>) -> Result<Option<Server>> {
-    if port(config)?.is_none() || unusable(config)?.is_some() {
+    let Some(port) = port(config)? else {
         return Ok(None);
-    }
-    let mut server = super::server_from_config(config, queue, Arc::clone(&log), Service::Smtps)?;
-    match load(config) {
-        Ok(tls) => server.tls = Some(tls),
-        Err(why) => {
-            log.warning(&format!("{why}: the SMTPS listener is off"));
-            return Ok(None);
-        }
-    }
+    };
+    // Unusable: the daemon has said why ([`addresses`]) and bound nothing.
+    let Ok(tls) = usable(config, port)? else {
+        return Ok(None);
+    };
+    let mut server = super::server_from_config(config, queue, log, Service::Smtps)?;
+    server.tls = Some(tls);
     // Already encrypted: nothing is waiting for STARTTLS.
     server.tls_required = false;
     Ok(Some(server))
