@@ -424,10 +424,7 @@ fn accept_loop(
             .name("smtpd".into())
             .spawn(move || {
                 let _slot = slot;
-                match implicit_tls {
-                    true => super::smtps::serve(stream, &session_server, ip, ticket),
-                    false => serve(stream, &session_server, ip, ticket),
-                }
+                serve(stream, &session_server, implicit_tls, ip, ticket);
             });
         if let Err(e) = spawned {
             server
@@ -457,12 +454,23 @@ fn count_client(server: &Server, ip: IpAddr) -> Result<Option<Ticket>, (Ticket, 
     }
 }
 
-fn serve(stream: TcpStream, server: &Server, ip: IpAddr, ticket: Option<Ticket>) {
+/// One connection, from the TLS handshake for SMTPS ([`super::smtps::handshake`]) to
+/// the end of its session.
+fn serve(
+    stream: TcpStream,
+    server: &Server,
+    implicit_tls: bool,
+    ip: IpAddr,
+    ticket: Option<Ticket>,
+) {
     let mut client = Client::network(ip, &server.relay);
     // The address the client reached: Dovecot's lip=, and the log's.
     client.server_ip = stream.local_addr().ok().map(|a| a.ip().to_canonical());
     let deadline = Deadline::new(server.timeout, server.per_request_deadline);
     let mut conn = Connection::new(Transport::Tcp(TimedSocket::new(stream, deadline)));
+    if implicit_tls && !super::smtps::handshake(server, &client, &mut conn) {
+        return;
+    }
     session::run(server, client, ticket, &mut conn);
 }
 

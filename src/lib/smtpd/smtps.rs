@@ -15,14 +15,13 @@
 //! `smtpd_sasl_auth_enable` says; without them it stays off with a warning (nobody could
 //! send through it), and the plain listener is not affected.
 
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
 use super::Service;
-use super::anvil::Ticket;
-use super::connection::{Connection, Deadline, TimedSocket, Transport};
-use super::session::{self, Client, Server};
+use super::connection::Connection;
+use super::session::{Client, Server};
 use crate::config::Config;
 use crate::log::Log;
 use crate::queue::Queue;
@@ -140,28 +139,23 @@ pub fn server(config: &Config, queue: Queue, log: Arc<Log>) -> Result<Option<Ser
     Ok(Some(server))
 }
 
-/// One SMTPS connection: the TLS handshake (within `smtpd_timeout`), then the session.
-/// A client that cannot complete it (a plain-text client, a TLS version or cipher in
-/// common with nobody) is logged as Postfix logs it and closed.
-pub fn serve(stream: TcpStream, server: &Server, ip: IpAddr, ticket: Option<Ticket>) {
-    let mut client = Client::network(ip, &server.relay);
-    // The address the client reached: Dovecot's lip=, and the log's.
-    client.server_ip = stream.local_addr().ok().map(|a| a.ip().to_canonical());
-    let deadline = Deadline::new(server.timeout, server.per_request_deadline);
-    let mut conn = Connection::new(Transport::Tcp(TimedSocket::new(stream, deadline)));
+/// The TLS handshake that opens an SMTPS connection (within `smtpd_timeout`): whether
+/// the session may go on. A client that cannot complete it (a plain-text client, a TLS
+/// version or cipher in common with nobody) is logged as Postfix logs it; the caller
+/// closes the connection.
+pub(super) fn handshake(server: &Server, client: &Client, conn: &mut Connection) -> bool {
     let Some(tls) = server.tls.clone() else {
-        return;
+        return false;
     };
-    if let Err(e) = conn.start_tls(tls) {
-        let log = &server.log;
-        log.info(&format!("connect from {client}"));
-        log.warning(&format!("TLS handshake failed from {client}: {e}"));
-        log.info(&format!("lost connection after CONNECT from {client}"));
-        log.info(&format!("disconnect from {client} commands=0/0"));
-        drop(ticket);
-        return;
-    }
-    session::run(server, client, ticket, &mut conn);
+    let Err(e) = conn.start_tls(tls) else {
+        return true;
+    };
+    let log = &server.log;
+    log.info(&format!("connect from {client}"));
+    log.warning(&format!("TLS handshake failed from {client}: {e}"));
+    log.info(&format!("lost connection after CONNECT from {client}"));
+    log.info(&format!("disconnect from {client} commands=0/0"));
+    false
 }
 
 #[cfg(test)]
