@@ -99,10 +99,7 @@ impl Listeners {
         let server = super::server_from_config(config, queue.clone(), log.clone(), Service::Smtp)?;
         let sockets = bind_configured(config, &log)?;
         let mut listeners = Listeners::serve(config, sockets, server)?;
-        let smtps_log = Arc::new(crate::log::Log::from_config(
-            config,
-            super::smtps::LOG_PROGRAM,
-        ));
+        let smtps_log = Arc::new(log.for_service(super::smtps::SERVICE));
         let log = Arc::new(log.for_service("submission"));
         let submission = submission_addresses(config, &log)?;
         if !submission.is_empty() {

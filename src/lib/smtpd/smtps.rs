@@ -27,10 +27,9 @@ use crate::log::Log;
 use crate::queue::Queue;
 use crate::sysexits::{Error, Result};
 
-/// The service name in log lines and client counts.
+/// The service name in log lines (`mailroom/smtps/smtpd[pid]`, through
+/// [`Log::for_service`]) and client counts.
 pub const SERVICE: &str = "smtps";
-/// The program name of its log lines (`mailroom/smtps/smtpd[pid]`).
-pub const LOG_PROGRAM: &str = "smtps/smtpd";
 
 /// `smtps_port`: `None` when empty (the default: no SMTPS listener).
 pub fn port(config: &Config) -> Result<Option<u16>> {
