@@ -246,29 +246,21 @@ pub fn submission_addresses(
 /// that loads) and AUTH (Dovecot). Without either every client would be refused after
 /// connecting; a closed port with a warning is the clearer failure.
 pub fn submission_usable(config: &crate::config::Config) -> Result<(), String> {
-    let cert = config
-        .get("smtpd_tls_cert_file")
-        .map_err(|e| e.to_string())?;
-    if cert.trim().is_empty() {
-        return Err(
-            "submission_port is set but smtpd_tls_cert_file is empty: submission \
-                    requires STARTTLS"
-                .into(),
-        );
-    }
-    let key = config
-        .get("smtpd_tls_key_file")
-        .map_err(|e| e.to_string())?;
-    let key = if key.trim().is_empty() {
-        cert.clone()
-    } else {
-        key
-    };
-    if let Err(e) = super::tls::load(std::path::Path::new(&cert), std::path::Path::new(&key)) {
-        return Err(format!(
-            "submission_port is set but the TLS certificate does not load ({e}): \
-             submission requires STARTTLS"
-        ));
+    match super::tls::from_config(config).map_err(|e| e.to_string())? {
+        Ok(_) => {}
+        Err(super::tls::TlsLoadError::NoCertFile) => {
+            return Err(
+                "submission_port is set but smtpd_tls_cert_file is empty: submission \
+                 requires STARTTLS"
+                    .into(),
+            );
+        }
+        Err(e) => {
+            return Err(format!(
+                "submission_port is set but the TLS certificate does not load ({e}): \
+                 submission requires STARTTLS"
+            ));
+        }
     }
     submission_auth_usable(config)
         .map_err(|why| format!("submission_port is set but {why}: submission requires AUTH"))

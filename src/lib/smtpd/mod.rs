@@ -38,7 +38,6 @@ pub mod smtps;
 pub mod tls;
 
 use std::io::{Read, Write};
-use std::path::Path;
 use std::sync::Arc;
 
 use crate::cleanup::Settings;
@@ -284,10 +283,8 @@ fn tls_from_config(
         Some(level) => level.to_string(),
         None => config.get("smtpd_tls_security_level")?.to_ascii_lowercase(),
     };
-    let cert = config.get("smtpd_tls_cert_file")?;
-    let key = config.get("smtpd_tls_key_file")?;
     let (wanted, required) = match level.as_str() {
-        "" => (!cert.is_empty(), false),
+        "" => (!config.get("smtpd_tls_cert_file")?.is_empty(), false),
         "none" => (false, false),
         "may" => (true, false),
         "encrypt" => (true, true),
@@ -301,15 +298,14 @@ fn tls_from_config(
     if !wanted {
         return Ok((None, false));
     }
-    if cert.is_empty() {
-        log.warning(
-            "smtpd_tls_security_level is set but smtpd_tls_cert_file is empty: STARTTLS is off",
-        );
-        return Ok((None, required));
-    }
-    let key = if key.is_empty() { cert.clone() } else { key };
-    match tls::load(Path::new(&cert), Path::new(&key)) {
+    match tls::from_config(config)? {
         Ok(tls) => Ok((Some(tls), required)),
+        Err(tls::TlsLoadError::NoCertFile) => {
+            log.warning(
+                "smtpd_tls_security_level is set but smtpd_tls_cert_file is empty: STARTTLS is off",
+            );
+            Ok((None, required))
+        }
         Err(why) => {
             log.warning(&format!(
                 "cannot load TLS certificate: {why}; STARTTLS is off"

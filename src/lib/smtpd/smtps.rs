@@ -16,7 +16,6 @@
 //! send through it), and the plain listener is not affected.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 
 use super::Service;
@@ -86,18 +85,11 @@ fn usable(
 
 /// The certificate and key, as the SMTPS sessions use them.
 fn load(config: &Config) -> std::result::Result<Arc<rustls::ServerConfig>, String> {
-    let cert = config
-        .get("smtpd_tls_cert_file")
-        .map_err(|e| e.to_string())?;
-    let key = config
-        .get("smtpd_tls_key_file")
-        .map_err(|e| e.to_string())?;
-    if cert.is_empty() {
-        return Err("smtpd_tls_cert_file is empty".into());
+    match super::tls::from_config(config).map_err(|e| e.to_string())? {
+        Ok(tls) => Ok(tls),
+        Err(e @ super::tls::TlsLoadError::NoCertFile) => Err(e.to_string()),
+        Err(e) => Err(format!("cannot load TLS certificate: {e}")),
     }
-    let key = if key.is_empty() { cert.clone() } else { key };
-    super::tls::load(Path::new(&cert), Path::new(&key))
-        .map_err(|e| format!("cannot load TLS certificate: {e}"))
 }
 
 /// The addresses of the SMTPS listener (`smtps_port` × `inet_interfaces` ×
@@ -159,6 +151,8 @@ pub(super) fn handshake(server: &Server, client: &Client, conn: &mut Connection)
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
     fn config(text: &str) -> Config {
