@@ -135,9 +135,21 @@ impl Listeners {
         };
         let (smtps, rest): (Vec<_>, Vec<_>) = self.sockets.drain(..).partition(on_port);
         self.sockets = rest;
-        if let Some(server) = server {
-            let sockets = smtps.into_iter().map(|(socket, _, _)| socket).collect();
-            self.add(sockets, server, Service::Smtps);
+        match server {
+            Some(server) => {
+                let sockets = smtps.into_iter().map(|(socket, _, _)| socket).collect();
+                self.add(sockets, server, Service::Smtps);
+            }
+            // Bound by a daemon that found the listener usable, and no longer so here
+            // (the certificate changed in between): say why its clients get nothing.
+            None => {
+                if let Some((_, plain, _)) = smtps.first() {
+                    let why = super::smtps::unusable(config)?.unwrap_or_else(|| {
+                        format!("smtps_port = {port}: the SMTPS listener is off")
+                    });
+                    plain.log.warning(&why);
+                }
+            }
         }
         Ok(self)
     }
@@ -503,6 +515,38 @@ mod tests {
 
     fn shown(addrs: &[SocketAddr]) -> Vec<String> {
         addrs.iter().map(|a| a.to_string()).collect()
+    }
+
+    #[test]
+    fn unserved_smtps_sockets_are_logged() {
+        let dir = tempfile::tempdir().unwrap();
+        let maillog = dir.path().join("maillog");
+        let socket = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = socket.local_addr().unwrap().port();
+        let config = crate::config::Config::from_text(
+            &format!("smtpd_port = 25\nsmtps_port = {port}"),
+            std::path::Path::new("/nonexistent/main.cf"),
+        );
+        let log = Arc::new(crate::log::Log::new(
+            "mailroom",
+            "smtpd",
+            "vm",
+            crate::log::Sink::File(maillog.clone()),
+        ));
+        let queue = crate::queue::Queue::new(dir.path());
+        let server = super::super::server_from_config(&config, queue, log, Service::Smtp).unwrap();
+        let listeners = Listeners::serve(&config, vec![socket], server)
+            .unwrap()
+            .with_smtps(&config, None)
+            .unwrap();
+        assert!(listeners.local_addrs().is_empty());
+        let text = std::fs::read_to_string(&maillog).unwrap();
+        assert!(
+            text.contains(&format!(
+                "warning: smtps_port = {port}: smtpd_tls_cert_file is empty: the SMTPS listener is off"
+            )),
+            "{text}"
+        );
     }
 
     #[test]
