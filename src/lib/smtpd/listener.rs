@@ -99,10 +99,7 @@ impl Listeners {
         let server = super::server_from_config(config, queue.clone(), log.clone(), Service::Smtp)?;
         let sockets = bind_configured(config, &log)?;
         let mut listeners = Listeners::serve(config, sockets, server)?;
-        let smtps_log = Arc::new(crate::log::Log::from_config(
-            config,
-            super::smtps::LOG_PROGRAM,
-        ));
+        let smtps_log = Arc::new(log.for_service(super::smtps::SERVICE));
         let log = Arc::new(log.for_service("submission"));
         let submission = submission_addresses(config, &log)?;
         if !submission.is_empty() {
@@ -138,9 +135,21 @@ impl Listeners {
         };
         let (smtps, rest): (Vec<_>, Vec<_>) = self.sockets.drain(..).partition(on_port);
         self.sockets = rest;
-        if let Some(server) = server {
-            let sockets = smtps.into_iter().map(|(socket, _, _)| socket).collect();
-            self.add(sockets, server, Service::Smtps);
+        match server {
+            Some(server) => {
+                let sockets = smtps.into_iter().map(|(socket, _, _)| socket).collect();
+                self.add(sockets, server, Service::Smtps);
+            }
+            // Bound by a daemon that found the listener usable, and no longer so here
+            // (the certificate changed in between): say why its clients get nothing.
+            None => {
+                if let Some((_, plain, _)) = smtps.first() {
+                    let why = super::smtps::unusable(config)?.unwrap_or_else(|| {
+                        format!("smtps_port = {port}: the SMTPS listener is off")
+                    });
+                    plain.log.warning(&why);
+                }
+            }
         }
         Ok(self)
     }
@@ -249,29 +258,21 @@ pub fn submission_addresses(
 /// that loads) and AUTH (Dovecot). Without either every client would be refused after
 /// connecting; a closed port with a warning is the clearer failure.
 pub fn submission_usable(config: &crate::config::Config) -> Result<(), String> {
-    let cert = config
-        .get("smtpd_tls_cert_file")
-        .map_err(|e| e.to_string())?;
-    if cert.trim().is_empty() {
-        return Err(
-            "submission_port is set but smtpd_tls_cert_file is empty: submission \
-                    requires STARTTLS"
-                .into(),
-        );
-    }
-    let key = config
-        .get("smtpd_tls_key_file")
-        .map_err(|e| e.to_string())?;
-    let key = if key.trim().is_empty() {
-        cert.clone()
-    } else {
-        key
-    };
-    if let Err(e) = super::tls::load(std::path::Path::new(&cert), std::path::Path::new(&key)) {
-        return Err(format!(
-            "submission_port is set but the TLS certificate does not load ({e}): \
-             submission requires STARTTLS"
-        ));
+    match super::tls::from_config(config).map_err(|e| e.to_string())? {
+        Ok(_) => {}
+        Err(super::tls::TlsLoadError::NoCertFile) => {
+            return Err(
+                "submission_port is set but smtpd_tls_cert_file is empty: submission \
+                 requires STARTTLS"
+                    .into(),
+            );
+        }
+        Err(e) => {
+            return Err(format!(
+                "submission_port is set but the TLS certificate does not load ({e}): \
+                 submission requires STARTTLS"
+            ));
+        }
     }
     submission_auth_usable(config)
         .map_err(|why| format!("submission_port is set but {why}: submission requires AUTH"))
@@ -424,10 +425,7 @@ fn accept_loop(
             .name("smtpd".into())
             .spawn(move || {
                 let _slot = slot;
-                match implicit_tls {
-                    true => super::smtps::serve(stream, &session_server, ip, ticket),
-                    false => serve(stream, &session_server, ip, ticket),
-                }
+                serve(stream, &session_server, implicit_tls, ip, ticket);
             });
         if let Err(e) = spawned {
             server
@@ -457,12 +455,23 @@ fn count_client(server: &Server, ip: IpAddr) -> Result<Option<Ticket>, (Ticket, 
     }
 }
 
-fn serve(stream: TcpStream, server: &Server, ip: IpAddr, ticket: Option<Ticket>) {
+/// One connection, from the TLS handshake for SMTPS ([`super::smtps::handshake`]) to
+/// the end of its session.
+fn serve(
+    stream: TcpStream,
+    server: &Server,
+    implicit_tls: bool,
+    ip: IpAddr,
+    ticket: Option<Ticket>,
+) {
     let mut client = Client::network(ip, &server.relay);
     // The address the client reached: Dovecot's lip=, and the log's.
     client.server_ip = stream.local_addr().ok().map(|a| a.ip().to_canonical());
     let deadline = Deadline::new(server.timeout, server.per_request_deadline);
     let mut conn = Connection::new(Transport::Tcp(TimedSocket::new(stream, deadline)));
+    if implicit_tls && !super::smtps::handshake(server, &client, &mut conn) {
+        return;
+    }
     session::run(server, client, ticket, &mut conn);
 }
 
@@ -506,6 +515,38 @@ mod tests {
 
     fn shown(addrs: &[SocketAddr]) -> Vec<String> {
         addrs.iter().map(|a| a.to_string()).collect()
+    }
+
+    #[test]
+    fn unserved_smtps_sockets_are_logged() {
+        let dir = tempfile::tempdir().unwrap();
+        let maillog = dir.path().join("maillog");
+        let socket = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = socket.local_addr().unwrap().port();
+        let config = crate::config::Config::from_text(
+            &format!("smtpd_port = 25\nsmtps_port = {port}"),
+            std::path::Path::new("/nonexistent/main.cf"),
+        );
+        let log = Arc::new(crate::log::Log::new(
+            "mailroom",
+            "smtpd",
+            "vm",
+            crate::log::Sink::File(maillog.clone()),
+        ));
+        let queue = crate::queue::Queue::new(dir.path());
+        let server = super::super::server_from_config(&config, queue, log, Service::Smtp).unwrap();
+        let listeners = Listeners::serve(&config, vec![socket], server)
+            .unwrap()
+            .with_smtps(&config, None)
+            .unwrap();
+        assert!(listeners.local_addrs().is_empty());
+        let text = std::fs::read_to_string(&maillog).unwrap();
+        assert!(
+            text.contains(&format!(
+                "warning: smtps_port = {port}: smtpd_tls_cert_file is empty: the SMTPS listener is off"
+            )),
+            "{text}"
+        );
     }
 
     #[test]

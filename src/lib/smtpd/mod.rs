@@ -38,7 +38,6 @@ pub mod smtps;
 pub mod tls;
 
 use std::io::{Read, Write};
-use std::path::Path;
 use std::sync::Arc;
 
 use crate::cleanup::Settings;
@@ -114,8 +113,10 @@ pub(crate) fn server_from_config(
     let relay = RelayPolicy::from_config(config, &mut |w| log.warning(&w))?;
     let local_recipients = LocalRecipients::from_config(config, &mut |w| log.warning(&w))?;
     let (tls, tls_required) = match service {
-        Service::Stdio => (None, false),
-        Service::Smtp | Service::Smtps => tls_from_config(config, &log, None)?,
+        // SMTPS loads its certificate itself, whatever the STARTTLS settings say
+        // ([`smtps::server`]): not twice, and without their warnings again.
+        Service::Stdio | Service::Smtps => (None, false),
+        Service::Smtp => tls_from_config(config, &log, None)?,
         // -o smtpd_tls_security_level=encrypt, whatever main.cf says.
         Service::Submission => tls_from_config(config, &log, Some("encrypt"))?,
     };
@@ -282,10 +283,8 @@ fn tls_from_config(
         Some(level) => level.to_string(),
         None => config.get("smtpd_tls_security_level")?.to_ascii_lowercase(),
     };
-    let cert = config.get("smtpd_tls_cert_file")?;
-    let key = config.get("smtpd_tls_key_file")?;
     let (wanted, required) = match level.as_str() {
-        "" => (!cert.is_empty(), false),
+        "" => (!config.get("smtpd_tls_cert_file")?.is_empty(), false),
         "none" => (false, false),
         "may" => (true, false),
         "encrypt" => (true, true),
@@ -299,15 +298,14 @@ fn tls_from_config(
     if !wanted {
         return Ok((None, false));
     }
-    if cert.is_empty() {
-        log.warning(
-            "smtpd_tls_security_level is set but smtpd_tls_cert_file is empty: STARTTLS is off",
-        );
-        return Ok((None, required));
-    }
-    let key = if key.is_empty() { cert.clone() } else { key };
-    match tls::load(Path::new(&cert), Path::new(&key)) {
+    match tls::from_config(config)? {
         Ok(tls) => Ok((Some(tls), required)),
+        Err(tls::TlsLoadError::NoCertFile) => {
+            log.warning(
+                "smtpd_tls_security_level is set but smtpd_tls_cert_file is empty: STARTTLS is off",
+            );
+            Ok((None, required))
+        }
         Err(why) => {
             log.warning(&format!(
                 "cannot load TLS certificate: {why}; STARTTLS is off"

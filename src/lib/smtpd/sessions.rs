@@ -71,20 +71,16 @@ pub fn run(
         Fallback::Syslog
     };
     let log = Arc::new(Log::from_config_or(&config, "smtpd", fallback));
-    let smtps_log = Arc::new(Log::from_config_or(
-        &config,
-        super::smtps::LOG_PROGRAM,
-        fallback,
-    ));
     // maillog_file may be root's: the descriptor outlives the privilege.
     log.open_now();
     let submission_log = Arc::new(log.for_service("submission"));
     submission_log.open_now();
+    let smtps_log = Arc::new(log.for_service(super::smtps::SERVICE));
+    smtps_log.open_now();
     let sockets = Sockets {
         smtp: sockets,
         submission: submission_sockets,
     };
-    smtps_log.open_now();
     let listeners = match prepare(&config, sockets, &log, &submission_log, smtps_log) {
         Ok(listeners) => listeners,
         Err(e) => {

@@ -15,23 +15,20 @@
 //! `smtpd_sasl_auth_enable` says; without them it stays off with a warning (nobody could
 //! send through it), and the plain listener is not affected.
 
-use std::net::{IpAddr, SocketAddr, TcpStream};
-use std::path::Path;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use super::Service;
-use super::anvil::Ticket;
-use super::connection::{Connection, Deadline, TimedSocket, Transport};
-use super::session::{self, Client, Server};
+use super::connection::Connection;
+use super::session::{Client, Server};
 use crate::config::Config;
 use crate::log::Log;
 use crate::queue::Queue;
 use crate::sysexits::{Error, Result};
 
-/// The service name in log lines and client counts.
+/// The service name in log lines (`mailroom/smtps/smtpd[pid]`, through
+/// [`Log::for_service`]) and client counts.
 pub const SERVICE: &str = "smtps";
-/// The program name of its log lines (`mailroom/smtps/smtpd[pid]`).
-pub const LOG_PROGRAM: &str = "smtps/smtpd";
 
 /// `smtps_port`: `None` when empty (the default: no SMTPS listener).
 pub fn port(config: &Config) -> Result<Option<u16>> {
@@ -54,41 +51,45 @@ pub fn unusable(config: &Config) -> Result<Option<String>> {
     let Some(port) = port(config)? else {
         return Ok(None);
     };
+    Ok(usable(config, port)?.err())
+}
+
+/// The certificate and key of a listener on `port`, or why it cannot run. The one
+/// place that loads them for SMTPS, so that [`server`] reads them once.
+fn usable(
+    config: &Config,
+    port: u16,
+) -> Result<std::result::Result<Arc<rustls::ServerConfig>, String>> {
     if config.get("smtpd_port")?.trim() == port.to_string() {
-        return Ok(Some(format!(
+        return Ok(Err(format!(
             "smtps_port = {port} is also smtpd_port: the SMTPS listener is off"
         )));
     }
-    if let Err(why) = load(config) {
-        return Ok(Some(format!(
-            "smtps_port = {port}: {why}: the SMTPS listener is off"
-        )));
-    }
+    let tls = match load(config) {
+        Ok(tls) => tls,
+        Err(why) => {
+            return Ok(Err(format!(
+                "smtps_port = {port}: {why}: the SMTPS listener is off"
+            )));
+        }
+    };
     // Submission takes mail only from logged-in clients: without AUTH, nobody could
     // ever send through it.
-    Ok(super::listener::submission_auth_usable(config)
-        .err()
-        .map(|why| {
-            format!(
-                "smtps_port = {port}: {why} and submission requires AUTH: the SMTPS listener is off"
-            )
-        }))
+    Ok(match super::listener::submission_auth_usable(config) {
+        Ok(()) => Ok(tls),
+        Err(why) => Err(format!(
+            "smtps_port = {port}: {why} and submission requires AUTH: the SMTPS listener is off"
+        )),
+    })
 }
 
 /// The certificate and key, as the SMTPS sessions use them.
 fn load(config: &Config) -> std::result::Result<Arc<rustls::ServerConfig>, String> {
-    let cert = config
-        .get("smtpd_tls_cert_file")
-        .map_err(|e| e.to_string())?;
-    let key = config
-        .get("smtpd_tls_key_file")
-        .map_err(|e| e.to_string())?;
-    if cert.is_empty() {
-        return Err("smtpd_tls_cert_file is empty".into());
+    match super::tls::from_config(config).map_err(|e| e.to_string())? {
+        Ok(tls) => Ok(tls),
+        Err(e @ super::tls::TlsLoadError::NoCertFile) => Err(e.to_string()),
+        Err(e) => Err(format!("cannot load TLS certificate: {e}")),
     }
-    let key = if key.is_empty() { cert.clone() } else { key };
-    super::tls::load(Path::new(&cert), Path::new(&key))
-        .map_err(|e| format!("cannot load TLS certificate: {e}"))
 }
 
 /// The addresses of the SMTPS listener (`smtps_port` × `inet_interfaces` ×
@@ -115,48 +116,43 @@ pub fn addresses(config: &Config, log: &Log) -> Result<Vec<SocketAddr>> {
 /// call it while still root. `None` when there is no usable SMTPS listener (its
 /// sockets are then not served: the daemon does not bind them either).
 pub fn server(config: &Config, queue: Queue, log: Arc<Log>) -> Result<Option<Server>> {
-    if port(config)?.is_none() || unusable(config)?.is_some() {
+    let Some(port) = port(config)? else {
         return Ok(None);
-    }
-    let mut server = super::server_from_config(config, queue, Arc::clone(&log), Service::Smtps)?;
-    match load(config) {
-        Ok(tls) => server.tls = Some(tls),
-        Err(why) => {
-            log.warning(&format!("{why}: the SMTPS listener is off"));
-            return Ok(None);
-        }
-    }
+    };
+    // Unusable: the daemon has said why ([`addresses`]) and bound nothing.
+    let Ok(tls) = usable(config, port)? else {
+        return Ok(None);
+    };
+    let mut server = super::server_from_config(config, queue, log, Service::Smtps)?;
+    server.tls = Some(tls);
     // Already encrypted: nothing is waiting for STARTTLS.
     server.tls_required = false;
     Ok(Some(server))
 }
 
-/// One SMTPS connection: the TLS handshake (within `smtpd_timeout`), then the session.
-/// A client that cannot complete it (a plain-text client, a TLS version or cipher in
-/// common with nobody) is logged as Postfix logs it and closed.
-pub fn serve(stream: TcpStream, server: &Server, ip: IpAddr, ticket: Option<Ticket>) {
-    let mut client = Client::network(ip, &server.relay);
-    // The address the client reached: Dovecot's lip=, and the log's.
-    client.server_ip = stream.local_addr().ok().map(|a| a.ip().to_canonical());
-    let deadline = Deadline::new(server.timeout, server.per_request_deadline);
-    let mut conn = Connection::new(Transport::Tcp(TimedSocket::new(stream, deadline)));
+/// The TLS handshake that opens an SMTPS connection (within `smtpd_timeout`): whether
+/// the session may go on. A client that cannot complete it (a plain-text client, a TLS
+/// version or cipher in common with nobody) is logged as Postfix logs it; the caller
+/// closes the connection.
+pub(super) fn handshake(server: &Server, client: &Client, conn: &mut Connection) -> bool {
     let Some(tls) = server.tls.clone() else {
-        return;
+        return false;
     };
-    if let Err(e) = conn.start_tls(tls) {
-        let log = &server.log;
-        log.info(&format!("connect from {client}"));
-        log.warning(&format!("TLS handshake failed from {client}: {e}"));
-        log.info(&format!("lost connection after CONNECT from {client}"));
-        log.info(&format!("disconnect from {client} commands=0/0"));
-        drop(ticket);
-        return;
-    }
-    session::run(server, client, ticket, &mut conn);
+    let Err(e) = conn.start_tls(tls) else {
+        return true;
+    };
+    let log = &server.log;
+    log.info(&format!("connect from {client}"));
+    log.warning(&format!("TLS handshake failed from {client}: {e}"));
+    log.info(&format!("lost connection after CONNECT from {client}"));
+    log.info(&format!("disconnect from {client} commands=0/0"));
+    false
 }
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
     fn config(text: &str) -> Config {

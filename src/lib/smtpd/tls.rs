@@ -21,6 +21,8 @@ pub enum TlsLoadError {
     Protocols(rustls::Error),
     /// rustls refused the pair (the key does not match, an unsupported algorithm).
     Pair(PathBuf, rustls::Error),
+    /// `smtpd_tls_cert_file` is empty: there is nothing to load.
+    NoCertFile,
 }
 
 impl std::fmt::Display for TlsLoadError {
@@ -33,11 +35,27 @@ impl std::fmt::Display for TlsLoadError {
             TlsLoadError::Key(path, e) => write!(f, "{}: {e}", path.display()),
             TlsLoadError::Protocols(e) => write!(f, "{e}"),
             TlsLoadError::Pair(path, e) => write!(f, "{}: {e}", path.display()),
+            TlsLoadError::NoCertFile => write!(f, "smtpd_tls_cert_file is empty"),
         }
     }
 }
 
 impl std::error::Error for TlsLoadError {}
+
+/// Loads the certificate and key that main.cf names (`smtpd_tls_cert_file`, and
+/// `smtpd_tls_key_file` or the certificate's file when it is empty): the one reading of
+/// them for STARTTLS, the submission port and SMTPS, each of which words the failure.
+pub fn from_config(
+    config: &crate::config::Config,
+) -> crate::sysexits::Result<Result<Arc<ServerConfig>, TlsLoadError>> {
+    let cert = config.get("smtpd_tls_cert_file")?;
+    if cert.trim().is_empty() {
+        return Ok(Err(TlsLoadError::NoCertFile));
+    }
+    let key = config.get("smtpd_tls_key_file")?;
+    let key = if key.trim().is_empty() { &cert } else { &key };
+    Ok(load(Path::new(&cert), Path::new(key)))
+}
 
 /// Loads a PEM certificate chain and its private key. The error says which file and why.
 pub fn load(cert_file: &Path, key_file: &Path) -> Result<Arc<ServerConfig>, TlsLoadError> {
