@@ -168,7 +168,11 @@ impl TimedSocket {
         write: bool,
         io: impl FnOnce(&mut TcpStream) -> io::Result<usize>,
     ) -> io::Result<usize> {
-        let limit = self.deadline.before_io()?;
+        // Whole seconds, rounded up: the budget shrinks with every read, and a socket
+        // timeout set to it exactly would cost a system call per read on the busiest
+        // path. Rounded, it changes about once a second; a read may then outlast the
+        // budget by less than a second before the deadline ends the request.
+        let limit = whole_seconds_up(self.deadline.before_io()?);
         let current = if write {
             &mut self.write_timeout
         } else {
@@ -191,6 +195,11 @@ impl TimedSocket {
         }
         result
     }
+}
+
+/// `d` rounded up to whole seconds.
+fn whole_seconds_up(d: Duration) -> Duration {
+    Duration::from_secs(d.as_secs().saturating_add(u64::from(d.subsec_nanos() > 0)))
 }
 
 impl Read for TimedSocket {
@@ -384,6 +393,24 @@ mod tests {
             input: Box::new(input),
             output: Box::new(io::sink()),
         })
+    }
+
+    #[test]
+    fn socket_timeouts_are_whole_seconds_rounded_up() {
+        let cases = [
+            (Duration::from_millis(1), 1),
+            (Duration::from_secs(2), 2),
+            (Duration::from_millis(299_999), 300),
+            (Duration::from_nanos(300_000_000_001), 301),
+        ];
+        for (budget, secs) in cases {
+            assert_eq!(
+                whole_seconds_up(budget),
+                Duration::from_secs(secs),
+                "{budget:?}"
+            );
+        }
+        assert_eq!(whole_seconds_up(Duration::MAX).as_secs(), u64::MAX);
     }
 
     #[test]
