@@ -159,9 +159,16 @@ pub fn generate(algorithm: Algorithm, bits: usize) -> Result<String, String> {
 /// Reads a key file of at most [`MAX_KEY_FILE`] bytes: the key, and the file's mode (for
 /// a warning when others may read it). The error is in words for a log line.
 pub fn read_file(path: &std::path::Path) -> Result<(PrivateKey, u32), String> {
-    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
     let words = |e: std::io::Error| crate::sysexits::describe_io(&e);
-    let file = std::fs::File::open(path).map_err(words)?;
+    // Non-blocking: the open of a FIFO put where a key should be would otherwise wait for
+    // a writer, and the agent (all remote mail with it) with it. A regular file's reads
+    // do not care; anything else is refused just below.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(words)?;
     let meta = file.metadata().map_err(words)?;
     if !meta.is_file() {
         return Err("not a regular file".into());
@@ -210,6 +217,19 @@ mod tests {
                        -----END PRIVATE KEY-----\n";
         let key = PrivateKey::from_pem(openssl.as_bytes()).unwrap();
         assert_eq!(key.algorithm(), Algorithm::Ed25519);
+    }
+
+    #[test]
+    fn a_fifo_or_a_huge_file_is_refused_without_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo.key");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let err = read_file(&fifo).unwrap_err();
+        assert!(err.contains("not a regular file"), "{err}");
+        let huge = dir.path().join("huge.key");
+        std::fs::write(&huge, vec![b'A'; MAX_KEY_FILE as usize + 1]).unwrap();
+        let err = read_file(&huge).unwrap_err();
+        assert!(err.contains("larger than"), "{err}");
     }
 
     #[test]

@@ -45,8 +45,9 @@ pub struct Signer {
 }
 
 impl Signer {
-    /// Reads the key of each of `dkim_domains`; `None` when signing is off. A key that
-    /// cannot be read or used is one call of `warn`, and mail of its domain leaves unsigned.
+    /// Reads the key of each of `dkim_domains`; `None` when signing is off or no key could
+    /// be used. A key that cannot be read or used is one call of `warn`, and mail of its
+    /// domain leaves unsigned.
     pub fn load(settings: &Settings, warn: &dyn Fn(&str)) -> Option<Signer> {
         if !settings.enabled() {
             return None;
@@ -76,6 +77,11 @@ impl Signer {
                 }
                 Err(why) => warn(&format!("DKIM key {}: {why}; {unsigned}", path.display())),
             }
+        }
+        // Without a key nothing is signed: spare each message the parse that would find
+        // that out again on every delivery attempt.
+        if keys.is_empty() {
+            return None;
         }
         Some(Signer {
             selector: settings.selector.clone(),
@@ -320,5 +326,13 @@ mod tests {
             ..settings
         };
         assert!(Signer::load(&off, &|_: &str| panic!("no warning when off")).is_none());
+        let keyless = Settings {
+            selector: "s".into(),
+            domains: vec!["missing.example".into()],
+            ..off
+        };
+        let warned = std::cell::Cell::new(0);
+        assert!(Signer::load(&keyless, &|_: &str| warned.set(warned.get() + 1)).is_none());
+        assert_eq!(warned.get(), 1, "the missing key is still a warning");
     }
 }

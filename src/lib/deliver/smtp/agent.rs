@@ -230,26 +230,11 @@ pub fn parse_reply(line: &[u8], number: u64, count: usize) -> std::result::Resul
         .iter()
         .map(parse_outcome)
         .collect::<std::result::Result<Vec<_>, _>>()?;
-    let list = array(&object, "warnings")?;
-    if list.len() > MAX_WARNINGS {
-        return Err(format!("more than {MAX_WARNINGS} warnings"));
-    }
-    let warnings = list
-        .iter()
-        .map(|w| bounded(w, "warning", MAX_TEXT))
-        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let warnings = texts(&object, "warning")?;
     // Notes came later than warnings: a reply without them has none.
     let notes = match object.get("notes") {
         None => Vec::new(),
-        Some(_) => {
-            let list = array(&object, "notes")?;
-            if list.len() > MAX_WARNINGS {
-                return Err(format!("more than {MAX_WARNINGS} notes"));
-            }
-            list.iter()
-                .map(|n| bounded(n, "note", MAX_TEXT))
-                .collect::<std::result::Result<Vec<_>, _>>()?
-        }
+        Some(_) => texts(&object, "note")?,
     };
     Ok(Reply {
         outcomes,
@@ -301,6 +286,16 @@ fn unsigned(o: &Map<String, Value>, name: &str) -> std::result::Result<u64, Stri
     o.get(name)
         .and_then(Value::as_u64)
         .ok_or_else(|| format!("{name} is missing or not a number"))
+}
+
+/// The strings of list `{name}s` (warnings, notes): at most [`MAX_WARNINGS`], each at
+/// most [`MAX_TEXT`] bytes.
+fn texts(o: &Map<String, Value>, name: &str) -> std::result::Result<Vec<String>, String> {
+    let list = array(o, &format!("{name}s"))?;
+    if list.len() > MAX_WARNINGS {
+        return Err(format!("more than {MAX_WARNINGS} {name}s"));
+    }
+    list.iter().map(|t| bounded(t, name, MAX_TEXT)).collect()
 }
 
 fn array<'a>(o: &'a Map<String, Value>, name: &str) -> std::result::Result<&'a [Value], String> {

@@ -10,6 +10,7 @@ use hickory_resolver::name_server::TokioConnectionProvider;
 use hickory_resolver::{ResolveError, TokioResolver};
 
 use super::route::{DnsError, Resolver};
+use crate::dns::lookup::absolute;
 
 /// Looks names up through the system's name servers, or through `servers` when that is
 /// not empty (`dns_nameservers`). The resolver is built on first use, so a machine with a
@@ -69,12 +70,6 @@ fn configured(servers: &[SocketAddr]) -> ResolverConfig {
         ));
     }
     ResolverConfig::from_parts(None, Vec::new(), group)
-}
-
-/// Names are looked up as absolute names: the search list of resolv.conf must never turn
-/// `example.com` into `example.com.corp.example`.
-fn absolute(name: &str) -> String {
-    format!("{}.", name.trim_end_matches('.'))
 }
 
 fn classify(err: ResolveError) -> Result<(), DnsError> {

@@ -97,34 +97,27 @@ fn noting_provider() -> CryptoProvider {
         .cipher_suites
         .iter()
         .map(|suite| match suite {
-            SupportedCipherSuite::Tls13(s) => {
-                let aead: &'static dyn Tls13AeadAlgorithm = Box::leak(Box::new(Noting13 {
-                    suite: s.common.suite,
-                    inner: s.aead_alg,
-                }));
-                SupportedCipherSuite::Tls13(Box::leak(Box::new(Tls13CipherSuite {
-                    common: common(&s.common),
-                    hkdf_provider: s.hkdf_provider,
-                    aead_alg: aead,
-                    quic: s.quic,
-                })))
-            }
-            SupportedCipherSuite::Tls12(s) => {
-                let aead: &'static dyn Tls12AeadAlgorithm = Box::leak(Box::new(Noting12 {
-                    suite: s.common.suite,
-                    inner: s.aead_alg,
-                }));
-                SupportedCipherSuite::Tls12(Box::leak(Box::new(Tls12CipherSuite {
-                    common: common(&s.common),
-                    prf_provider: s.prf_provider,
-                    kx: s.kx,
-                    sign: s.sign,
-                    aead_alg: aead,
-                })))
-            }
+            SupportedCipherSuite::Tls13(s) => SupportedCipherSuite::Tls13(leak(Tls13CipherSuite {
+                common: common(&s.common),
+                hkdf_provider: s.hkdf_provider,
+                aead_alg: leak(Noting::new(s.common.suite, s.aead_alg)),
+                quic: s.quic,
+            })),
+            SupportedCipherSuite::Tls12(s) => SupportedCipherSuite::Tls12(leak(Tls12CipherSuite {
+                common: common(&s.common),
+                prf_provider: s.prf_provider,
+                kx: s.kx,
+                sign: s.sign,
+                aead_alg: leak(Noting::new(s.common.suite, s.aead_alg)),
+            })),
         })
         .collect();
     provider
+}
+
+/// Made once per suite at [`install`], kept for the life of the process.
+fn leak<T>(value: T) -> &'static T {
+    Box::leak(Box::new(value))
 }
 
 fn common(c: &CipherSuiteCommon) -> CipherSuiteCommon {
@@ -135,12 +128,20 @@ fn common(c: &CipherSuiteCommon) -> CipherSuiteCommon {
     }
 }
 
-struct Noting13 {
+/// A suite's AEAD (`A` is rustls's TLS 1.2 or 1.3 AEAD trait) that notes the suite when
+/// a connection asks it for its record encrypter.
+struct Noting<A: ?Sized + 'static> {
     suite: CipherSuite,
-    inner: &'static dyn Tls13AeadAlgorithm,
+    inner: &'static A,
 }
 
-impl Tls13AeadAlgorithm for Noting13 {
+impl<A: ?Sized> Noting<A> {
+    fn new(suite: CipherSuite, inner: &'static A) -> Noting<A> {
+        Noting { suite, inner }
+    }
+}
+
+impl Tls13AeadAlgorithm for Noting<dyn Tls13AeadAlgorithm> {
     fn encrypter(&self, key: AeadKey, iv: Iv) -> Box<dyn MessageEncrypter> {
         note(self.suite, true);
         self.inner.encrypter(key, iv)
@@ -163,12 +164,7 @@ impl Tls13AeadAlgorithm for Noting13 {
     }
 }
 
-struct Noting12 {
-    suite: CipherSuite,
-    inner: &'static dyn Tls12AeadAlgorithm,
-}
-
-impl Tls12AeadAlgorithm for Noting12 {
+impl Tls12AeadAlgorithm for Noting<dyn Tls12AeadAlgorithm> {
     fn encrypter(&self, key: AeadKey, iv: &[u8], extra: &[u8]) -> Box<dyn MessageEncrypter> {
         note(self.suite, false);
         self.inner.encrypter(key, iv, extra)
