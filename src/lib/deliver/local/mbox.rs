@@ -11,8 +11,9 @@
 //! - a missing mailbox in a spool the users cannot write (`/var/mail` is `root:mail 2775`
 //!   on Debian) is created with the spool's rights, `O_EXCL`, and then given to the user;
 //! - both locks are held while writing (see `lock`); the message is written, flushed and
-//!   `fsync`ed, and on any error the file is cut back to its old size so that no half
-//!   message is left for a mail reader to choke on;
+//!   `fsync`ed (one `fsync` for a run of messages to the same mailbox, see
+//!   [`super::group_commit`]), and on any error the file is cut back to its old size so
+//!   that no half message is left for a mail reader to choke on;
 //! - a delivery killed mid-write (kill -9, a crash) cannot cut back, so before writing it
 //!   notes in its dot-lock where the mailbox ended; the next delivery breaks the lock of
 //!   the dead holder at once and cuts the torn message off
@@ -69,7 +70,7 @@ pub struct Appended {
 
 /// Why an append failed: the text after Postfix's `cannot update mailbox ... for user X.`
 /// and the enhanced status code (4.x.x defers, 5.x.x bounces).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct AppendError {
     pub text: String,
     pub dsn: Dsn,
@@ -111,12 +112,32 @@ pub fn dsn_for(err: &io::Error, default: Dsn) -> Dsn {
     }
 }
 
-/// Appends one message written by `write` to the target.
+/// Appends one message written by `write` to the target. Appends to one mailbox from
+/// several delivery threads take turns and share the locks and one `fsync` (see
+/// [`super::group_commit`]); this returns once the message is on disk.
 pub fn append(
     target: &Target,
     write: impl FnOnce(&mut dyn Write) -> io::Result<u64>,
 ) -> Result<Appended, AppendError> {
-    let deadline = Instant::now() + target.lock_wait;
+    super::group_commit::append(target, write)
+}
+
+/// A mailbox open for appending under both locks, as a run of appends holds it.
+pub(super) struct Held {
+    file: File,
+    /// Released (removed) when this is dropped, after the `fcntl` lock, which goes
+    /// with `file`.
+    _dotlock: Option<super::lock::DotLock>,
+    readable: bool,
+    /// The size before the run's first append: what a failed `fsync` cuts back to.
+    start: u64,
+    /// Bytes of a torn message cut off when the locks were taken.
+    pub(super) repaired: u64,
+}
+
+/// Takes both locks on the target (waiting until `deadline`), checks the file, repairs
+/// what a dead appender left, and notes in the dot-lock where the mailbox ends now.
+pub(super) fn acquire(target: &Target, deadline: Instant) -> Result<Held, AppendError> {
     let dotlock = dotlock(
         target.path,
         target.creator,
@@ -138,14 +159,36 @@ pub fn append(
     let meta = file
         .metadata()
         .map_err(|e| AppendError::io("cannot stat file", &e, Dsn::TEMP_LOCAL))?;
-    let old_size = meta.len();
     if let Some(lock) = &dotlock {
         // Without the note a kill leaves a torn message that the next delivery can
-        // only separate, not remove: still no reason to defer this one.
+        // only separate, not remove: still no reason to defer this one. The note covers
+        // the whole run: a kill in its middle cuts off every message of it, none of
+        // which has been reported delivered.
         let _ = lock.note(&append_note(&meta));
     }
-    let separator: &[u8] = if readable {
-        separator(&file, old_size)
+    Ok(Held {
+        file,
+        _dotlock: dotlock,
+        readable,
+        start: meta.len(),
+        repaired,
+    })
+}
+
+/// Writes one message at the end of the held mailbox, without syncing. On failure the
+/// file is cut back to where this message began (earlier messages of the run stay).
+pub(super) fn write_one(
+    held: &Held,
+    target: &Target,
+    write: impl FnOnce(&mut dyn Write) -> io::Result<u64>,
+) -> Result<u64, AppendError> {
+    let file = &held.file;
+    let old_size = file
+        .metadata()
+        .map_err(|e| AppendError::io("cannot stat file", &e, Dsn::TEMP_LOCAL))?
+        .len();
+    let separator: &[u8] = if held.readable {
+        separator(file, old_size)
             .map_err(|e| AppendError::io("cannot read file", &e, Dsn::TEMP_LOCAL))?
     } else {
         b""
@@ -154,20 +197,35 @@ pub fn append(
         0 => None,
         limit => Some(limit.saturating_sub(old_size)),
     };
-    let mut out = BufWriter::with_capacity(64 * 1024, Limited { inner: &file, room });
+    let mut out = BufWriter::with_capacity(64 * 1024, Limited { inner: file, room });
     let result = out
         .write_all(separator)
         .and_then(|()| write(&mut out))
-        .and_then(|n| out.flush().map(|()| n))
-        .and_then(|n| file.sync_data().map(|()| n));
+        .and_then(|n| out.flush().map(|()| n));
     match result {
-        Ok(bytes) => Ok(Appended { bytes, repaired }),
+        Ok(bytes) => Ok(bytes),
         Err(err) => {
             // Throw away what is still buffered rather than let a drop flush it after
             // the truncation.
             let _ = out.into_parts();
             let _ = file.set_len(old_size);
-            let _ = file.sync_data();
+            Err(AppendError::io(
+                "error writing message",
+                &err,
+                Dsn::TEMP_LOCAL,
+            ))
+        }
+    }
+}
+
+/// Makes the run's messages durable with one `fsync`; when that fails, cuts the file
+/// back to where the run began, so that no message of it is left for a reader.
+pub(super) fn finish(held: &Held) -> Result<(), AppendError> {
+    match held.file.sync_data() {
+        Ok(()) => Ok(()),
+        Err(err) => {
+            let _ = held.file.set_len(held.start);
+            let _ = held.file.sync_data();
             Err(AppendError::io(
                 "error writing message",
                 &err,

@@ -26,6 +26,7 @@ pub mod command;
 pub mod file;
 pub mod format;
 pub mod forward;
+mod group_commit;
 pub mod lock;
 pub mod maildir;
 pub mod mbox;
