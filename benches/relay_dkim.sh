@@ -6,16 +6,21 @@
 # doing weighs on each alike. Prints the median of RUNS rounds per mode and its ratio to
 # "off"; the goal is on/off within 1.3.
 #
-#   benches/relay_dkim.sh                 (RELAY=2000 RUNS=3)
+#   benches/relay_dkim.sh [BIN_DIR]       (RELAY=2000 RUNS=3)
 #
+# Without BIN_DIR it builds and uses target/release; with it (benches/round2.sh passes its
+# own) it uses the binaries there and builds nothing.
 # Needs smtp-sink (Debian's postfix package: compare.sh installs it) and root (the daemon
 # drops to mail_owner for its SMTP agents; the user mailroom must exist).
 set -euo pipefail
+BIN=""; if [ $# -gt 0 ]; then BIN=$(cd "$1" && pwd); fi
 cd "$(dirname "$0")/.."
 RELAY=${RELAY:-2000}; RUNS=${RUNS:-3}; SINK_PORT=${SINK_PORT:-40625}
 command -v smtp-sink >/dev/null || { echo "relay_dkim.sh: smtp-sink (postfix) not installed" >&2; exit 2; }
-cargo build --release --quiet --bin sendmail --bin mailroom --bin mailq --bin newaliases
-BIN=$(pwd)/target/release
+if [ -z "$BIN" ]; then
+  cargo build --release --quiet --bin sendmail --bin mailroom --bin mailq --bin newaliases
+  BIN=$(pwd)/target/release
+fi
 T=$(mktemp -d /tmp/mr-relay-dkim.XXXXXX); chmod 755 "$T"
 DAEMON=""; SINK=""
 stop() { [ -n "$DAEMON" ] && { kill -TERM "$DAEMON" 2>/dev/null; wait "$DAEMON" 2>/dev/null || true; DAEMON=""; }; }
