@@ -2,7 +2,7 @@
 //! byte (see [`format`]), oldest message first across all queues.
 //!
 //! Only envelopes are read, never bodies. Memory stays flat in the size of the queue
-//! except for the sorted ID list (a few bytes a message): envelopes are read and
+//! except for the sorted ID list (eight bytes a message, [`Listing`]): envelopes are read and
 //! rendered in chunks, by worker threads when the queue is large enough for that to
 //! pay, and the chunks are written in order as they complete, with at most a few in
 //! flight per worker.
@@ -15,8 +15,8 @@ use std::io::{self, Write};
 use std::sync::mpsc;
 
 use crate::config::Config;
-use crate::queue::Queue;
 use crate::queue::{Envelope, QueueDirs, QueueId, QueueName, ReadError};
+use crate::queue::{Listing, Queue};
 use crate::sysexits::{Error, Result};
 
 // `mailq`'s command line, here rather than in the binary so that `mailroom completions`
@@ -38,9 +38,9 @@ pub struct Args {
 
 /// Messages per chunk: big enough to amortise the hand-off between threads, small
 /// enough that output starts at once and buffers stay small.
-const CHUNK: usize = 512;
+const CHUNK: usize = 256;
 /// Rendered chunks a worker may have waiting before it blocks.
-const IN_FLIGHT: usize = 2;
+const IN_FLIGHT: usize = 1;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -96,7 +96,7 @@ fn list_inner(
 ) -> std::result::Result<Totals, ListError> {
     let root = queue.root().display();
     let ids = queue
-        .list(&QueueName::MAIL)
+        .listing(&QueueName::MAIL)
         .map_err(|e| ListError::Queue(Error::io(format!("scan queue {root}"), &e)))?;
     let dirs = QueueDirs::open(queue)
         .map_err(|e| ListError::Queue(Error::io(format!("open queue {root}"), &e)))?;
@@ -115,7 +115,7 @@ fn list_inner(
         Ok(())
     };
 
-    let chunks: Vec<&[(QueueId, QueueName)]> = ids.chunks(CHUNK).collect();
+    let chunks: Vec<&[u64]> = ids.chunks(CHUNK).collect();
     let workers = reader_threads(chunks.len());
     if workers == 1 {
         let mut worker = Worker::new(&dirs, format);
@@ -180,12 +180,13 @@ impl<'a> Worker<'a> {
         }
     }
 
-    fn render(&mut self, chunk: &[(QueueId, QueueName)]) -> Rendered {
+    fn render(&mut self, chunk: &[u64]) -> Rendered {
         let mut done = Rendered {
             text: Vec::with_capacity(chunk.len() * 160),
             ..Rendered::default()
         };
-        for &(id, queue) in chunk {
+        for &packed in chunk {
+            let (id, queue) = Listing::unpack(packed);
             let Some((queue, env)) = self.read(id, queue, &mut done.warnings) else {
                 continue;
             };

@@ -61,7 +61,9 @@ impl QueueId {
         QueueId::from_value(value)
     }
 
-    fn from_value(mut value: u64) -> QueueId {
+    /// The ID for a number [`value`](Self::value) gave: every ten-digit base-62 number
+    /// is below 2^60, so a listing can keep an ID in 60 bits of a `u64`.
+    pub(crate) fn from_value(mut value: u64) -> QueueId {
         let mut id = [b'0'; ID_LEN];
         for slot in id.iter_mut().rev() {
             *slot = ALPHABET[(value % 62) as usize];
@@ -70,7 +72,8 @@ impl QueueId {
         QueueId(id)
     }
 
-    fn value(&self) -> u64 {
+    /// The ID as the number it spells; the numbers sort as the IDs do.
+    pub(crate) fn value(&self) -> u64 {
         self.0.iter().fold(0u64, |acc, &c| {
             let digit = match c {
                 b'0'..=b'9' => c - b'0',

@@ -430,6 +430,35 @@ impl Queue {
         Ok(ids)
     }
 
+    /// Every message in the given queues, oldest first, packed eight bytes a message
+    /// ([`Listing`]): what a listing of a huge queue holds while it sorts. The names are
+    /// read straight into the one list, with no list per directory.
+    pub fn listing(&self, queues: &[QueueName]) -> io::Result<Listing> {
+        let mut packed = Vec::new();
+        for &queue in queues {
+            let entries = match fs::read_dir(self.dir(queue)) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                // As in `list`: the set-gid group may not list maildrop/.
+                Err(e)
+                    if queue == QueueName::Maildrop
+                        && e.kind() == io::ErrorKind::PermissionDenied =>
+                {
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            for entry in entries {
+                let entry = entry?;
+                if let Some(id) = entry.file_name().to_str().and_then(QueueId::parse) {
+                    packed.push(Listing::pack(id, queue));
+                }
+            }
+        }
+        packed.sort_unstable();
+        Ok(Listing(packed))
+    }
+
     /// Every message in the given queues, oldest first (IDs sort by arrival). Only the
     /// IDs are held: 16 bytes a message, so even a huge queue costs little memory.
     pub fn list(&self, queues: &[QueueName]) -> io::Result<Vec<(QueueId, QueueName)>> {
@@ -505,6 +534,40 @@ impl Queue {
         locked.queue = to;
         locked.id = id;
         Ok(id)
+    }
+}
+
+/// Queue IDs with their queues, oldest first, eight bytes each: the ID's number (60 bits,
+/// see [`QueueId::value`]) above the queue's place in [`QueueName::ALL`] (3 bits), so
+/// that the numbers sort as `(QueueId, QueueName)` pairs do.
+pub struct Listing(Vec<u64>);
+
+impl Listing {
+    fn pack(id: QueueId, queue: QueueName) -> u64 {
+        let place = QueueName::ALL.iter().position(|&q| q == queue).unwrap_or(0);
+        (id.value() << 3) | place as u64
+    }
+
+    /// The entry an element of [`chunks`](Self::chunks) holds.
+    pub fn unpack(packed: u64) -> (QueueId, QueueName) {
+        let queue = QueueName::ALL
+            .get((packed & 7) as usize)
+            .copied()
+            .unwrap_or(QueueName::Corrupt);
+        (QueueId::from_value(packed >> 3), queue)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The entries in runs of `size`, in order; each element goes through [`unpack`](Self::unpack).
+    pub fn chunks(&self, size: usize) -> std::slice::Chunks<'_, u64> {
+        self.0.chunks(size)
     }
 }
 
@@ -650,6 +713,16 @@ mod tests {
         let a = new_message(&queue, &["alice@example.com"], b"hello\n");
         let b = new_message(&queue, &["bob@example.com", "carol@example.com"], b"x\n");
         let listed = queue.list(&QueueName::MAIL).unwrap();
+        let packed = queue.listing(&QueueName::MAIL).unwrap();
+        let unpacked: Vec<(QueueId, QueueName)> = packed
+            .chunks(3)
+            .flatten()
+            .map(|&p| Listing::unpack(p))
+            .collect();
+        assert_eq!(
+            unpacked, listed,
+            "the packed listing is the same list in the same order"
+        );
         assert_eq!(
             listed,
             vec![(a, QueueName::Maildrop), (b, QueueName::Maildrop)]
