@@ -41,17 +41,33 @@ impl Identity {
     /// than a local part may be: see [`crate::privilege::user_by_name`]). An error means
     /// the user database could not be asked (the delivery should be deferred).
     pub fn by_name(name: &str) -> io::Result<Option<Identity>> {
-        // getpwnam_r: safe in a threaded daemon.
-        match crate::privilege::user_by_name(name) {
-            Ok(Some(user)) => Ok(Some(Identity::from_user(user))),
-            Ok(None) => Ok(None),
-            Err(e) => Err(io::Error::from(e)),
+        let asked = Asked::Name(name.to_string());
+        if let Some(answer) = answers::recall(&asked) {
+            return Ok(answer);
         }
+        // getpwnam_r: safe in a threaded daemon.
+        let answer = match crate::privilege::user_by_name(name) {
+            Ok(Some(user)) => Some(Identity::from_user(user)),
+            Ok(None) => None,
+            Err(e) => return Err(io::Error::from(e)),
+        };
+        answers::remember(asked, answer.clone());
+        Ok(answer)
     }
 
     /// The identity of `uid` with primary group `gid`: name, home and groups from the
     /// passwd entry when there is one, else a bare numeric identity.
     pub fn by_ids(uid: u32, gid: u32) -> Identity {
+        let asked = Asked::Ids(uid, gid);
+        if let Some(Some(answer)) = answers::recall(&asked) {
+            return answer;
+        }
+        let answer = Identity::look_up_ids(uid, gid);
+        answers::remember(asked, Some(answer.clone()));
+        answer
+    }
+
+    fn look_up_ids(uid: u32, gid: u32) -> Identity {
         match User::from_uid(Uid::from_raw(uid)) {
             Ok(Some(user)) => {
                 let mut id = Identity::from_user(user);
@@ -97,6 +113,85 @@ impl Identity {
             home: user.dir,
             shell: user.shell,
         }
+    }
+}
+
+/// A question put to the user database.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Asked {
+    Name(String),
+    Ids(u32, u32),
+}
+
+/// The user database's recent answers. A burst of mail to one user asked it three times
+/// a message (the recipient, the spool's owner, the groups of each), and through NSS each
+/// question reads `/etc/nsswitch.conf`, `/etc/passwd` and `/etc/group` and walks
+/// `/run/systemd/userdb/`: about fifty system calls, a sixth of a delivery's. Answers
+/// are kept for [`answers::REMEMBER`] at most, and forgotten at once when `/etc/passwd` or
+/// `/etc/group` changes, so a new or removed local user is seen at the next delivery;
+/// users from other sources (LDAP, systemd's dynamic users) within seconds, as with nscd.
+/// Errors are never kept.
+mod answers {
+    use std::collections::HashMap;
+    use std::os::unix::fs::MetadataExt;
+    use std::sync::{LazyLock, Mutex};
+    use std::time::{Duration, Instant};
+
+    use super::{Asked, Identity};
+
+    pub const REMEMBER: Duration = Duration::from_secs(5);
+    /// Beyond this many answers the memory is cleared: it serves bursts, not a directory.
+    const MOST: usize = 4096;
+
+    /// When the two files last changed (and which files they are).
+    type Stamp = [(u64, i64, i64); 2];
+
+    struct Memory {
+        stamp: Option<Stamp>,
+        answers: HashMap<Asked, (Instant, Option<Identity>)>,
+    }
+
+    static MEMORY: LazyLock<Mutex<Memory>> = LazyLock::new(|| {
+        Mutex::new(Memory {
+            stamp: None,
+            answers: HashMap::new(),
+        })
+    });
+
+    fn stamp() -> Option<Stamp> {
+        let of = |path: &str| {
+            std::fs::metadata(path)
+                .ok()
+                .map(|m| (m.ino(), m.mtime(), m.mtime_nsec()))
+        };
+        Some([of("/etc/passwd")?, of("/etc/group")?])
+    }
+
+    /// The answer given less than [`REMEMBER`] ago, if the files have not changed since.
+    pub fn recall(asked: &Asked) -> Option<Option<Identity>> {
+        let now = stamp()?;
+        let mut memory = memory();
+        if memory.stamp != Some(now) {
+            memory.answers.clear();
+            memory.stamp = Some(now);
+            return None;
+        }
+        match memory.answers.get(asked) {
+            Some((at, answer)) if at.elapsed() < REMEMBER => Some(answer.clone()),
+            _ => None,
+        }
+    }
+
+    pub fn remember(asked: Asked, answer: Option<Identity>) {
+        let mut memory = memory();
+        if memory.answers.len() >= MOST {
+            memory.answers.clear();
+        }
+        memory.answers.insert(asked, (Instant::now(), answer));
+    }
+
+    fn memory() -> std::sync::MutexGuard<'static, Memory> {
+        MEMORY.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -212,6 +307,21 @@ pub fn is_root() -> bool {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn answers_are_recalled_only_for_the_same_question() {
+        let me = Identity::current();
+        assert_eq!(Identity::current(), me, "recalled answer is the same");
+        let asked = Asked::Name("mailroom-test-no-such-user-xyz".into());
+        answers::remember(asked.clone(), Some(me.clone()));
+        match answers::recall(&asked) {
+            // The files changed in between (another test added a user): forgotten.
+            None => {}
+            Some(answer) => assert_eq!(answer, Some(me)),
+        }
+        assert_eq!(answers::recall(&Asked::Ids(u32::MAX - 7, 1)), None);
+    }
+
     use super::*;
     use std::os::unix::fs::MetadataExt;
 
