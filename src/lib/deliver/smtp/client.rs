@@ -1,7 +1,9 @@
 //! One SMTP session with one server address, spoken by lettre's low-level client
 //! (`SmtpConnection`): greeting and EHLO, STARTTLS, AUTH, then one transaction (MAIL
-//! FROM, a RCPT TO per recipient, DATA) and QUIT. Each RCPT TO's reply is read on its
-//! own, so each recipient gets its own outcome.
+//! FROM, a RCPT TO per recipient, DATA) and QUIT, or, when the context has a connection
+//! cache and the server took the message, no QUIT: the connection waits in the cache
+//! (`cache`) and the next session with the same server starts at MAIL FROM. Each RCPT
+//! TO's reply is read on its own, so each recipient gets its own outcome.
 //!
 //! What lettre does not offer, and how this module copes:
 //!
