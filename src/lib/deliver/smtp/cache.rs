@@ -162,7 +162,9 @@ pub fn quit(conn: &mut SmtpConnection, timeout: Duration) {
 
 /// Whether the socket is still open with nothing unread: a peek that does not wait.
 /// End of stream (the server closed), unread bytes (nothing is owed to us between
-/// transactions: a 421 before closing, or a TLS alert) or an error all mean no.
+/// transactions: a 421 before closing, or a TLS alert) or an error all mean no. The
+/// descriptor is the connection's, open as long as the connection is; were it another
+/// socket by mistake, a peek would take nothing from it.
 fn still_open(fd: RawFd) -> bool {
     use nix::sys::socket::{MsgFlags, recv};
     let mut byte = [0u8; 1];

@@ -284,8 +284,8 @@ fn open(
 /// `TCP_NODELAY` (commands are written whole, so nothing is gained by Nagle). Best
 /// effort: another socket connected to the same address is another SMTP client
 /// connection of ours, for which the option is as right; without `/proc`, nothing
-/// happens.
-/// Returns the sockets it found, for the connection cache.
+/// happens. Returns the sockets it found, among which the connection cache tells the
+/// new connection's from those it holds.
 fn set_nodelay(peer: SocketAddr) -> Vec<RawFd> {
     use std::os::fd::BorrowedFd;
     let mut found = Vec::new();

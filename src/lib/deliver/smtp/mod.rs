@@ -54,9 +54,9 @@ use crate::log::Log;
 use crate::queue::{Envelope, Recipient};
 use crate::sysexits::{Error, Result};
 
+pub use cache::Settings as ConnectionCacheSettings;
 pub use dns::SystemResolver;
 pub use route::{DnsError, Nexthop, Protocols, Resolver};
-pub use cache::Settings as ConnectionCacheSettings;
 pub use tls::Level as TlsLevel;
 
 /// Postfix's per-step time limits (`smtp_*_timeout`).
