@@ -333,3 +333,187 @@ fn smtp_agent_refuses_to_run_without_its_socket() {
     assert_eq!(out.status.code(), Some(64), "{out:?}");
     assert!(common::stderr(&out).contains("started by the mailroom daemon"));
 }
+
+// ---------------------------------------------------------------------------------------
+// The connection cache: an agent keeps a connection after a successful transaction for
+// the next message to the same server.
+
+/// The greeting and both EHLOs (lettre's, and ours once TLS is settled).
+fn opening() -> Vec<Step> {
+    vec![
+        Say("220 test.example ESMTP"),
+        Expect("EHLO"),
+        Say("250-test.example\r\n250 8BITMIME"),
+        Expect("EHLO"),
+        Say("250-test.example\r\n250 8BITMIME"),
+    ]
+}
+
+/// One transaction that delivers one recipient.
+fn transaction() -> Vec<Step> {
+    vec![
+        Expect("MAIL FROM:"),
+        Say("250 2.1.0 Ok"),
+        Expect("RCPT TO:"),
+        Say("250 2.1.5 Ok"),
+        Expect("DATA"),
+        Say("354 End data with <CR><LF>.<CR><LF>"),
+        Data,
+        Say("250 2.0.0 Ok: queued"),
+    ]
+}
+
+fn goodbye() -> Vec<Step> {
+    vec![Expect("QUIT"), Say("221 2.0.0 Bye")]
+}
+
+/// An agent relaying to `server` with `extra` main.cf lines.
+fn cache_agent(server: &Scripted, extra: &str) -> (MailSystem, AgentProcess) {
+    let sys = MailSystem::new(&format!(
+        "relayhost = [127.0.0.1]:{}\nsmtp_tls_security_level = none\n{extra}",
+        server.port
+    ));
+    let agent = AgentProcess::start(Path::new(MAILROOM), &sys.config_dir()).unwrap();
+    (sys, agent)
+}
+
+/// Has `agent` deliver one message to one recipient and returns its status.
+fn deliver_one(agent: &mut AgentProcess) -> Status {
+    let mut file = tempfile::tempfile().unwrap();
+    std::io::Write::write_all(&mut file, b"Subject: x\n\nbody\n").unwrap();
+    let mut envelope = Envelope::new(QueueId::generate(), 0, 0, "sender@example.org");
+    envelope.size = 17;
+    let rcpt = Recipient::new("to@example.net", "to@example.net");
+    let reply = agent
+        .deliver(
+            &envelope,
+            MessageSource::for_envelope(&file, &envelope),
+            &[&rcpt],
+            Duration::from_secs(60),
+        )
+        .unwrap();
+    assert!(reply.warnings.is_empty(), "{:?}", reply.warnings);
+    reply.outcomes[0].status
+}
+
+fn sessions(transcript: &[String]) -> usize {
+    transcript
+        .iter()
+        .filter(|l| l.starts_with("session "))
+        .count()
+}
+
+#[test]
+fn messages_in_a_row_share_one_connection() {
+    // One session only: a second connection would never be greeted.
+    let server = Scripted::start(vec![
+        [opening(), transaction(), transaction(), goodbye()].concat(),
+    ]);
+    let (_sys, mut agent) = cache_agent(&server, "");
+    assert_eq!(deliver_one(&mut agent), Status::Sent);
+    assert_eq!(deliver_one(&mut agent), Status::Sent);
+    // Closing the agent's socket makes it say QUIT.
+    drop(agent);
+    let transcript = server.finish();
+    assert_eq!(sessions(&transcript), 1, "{transcript:?}");
+    let ehlos = transcript.iter().filter(|l| l.starts_with("EHLO")).count();
+    assert_eq!(ehlos, 2, "one greeting and EHLO pair: {transcript:?}");
+    let data = transcript.iter().filter(|l| l.starts_with("DATA ")).count();
+    assert_eq!(data, 2, "{transcript:?}");
+    assert_eq!(transcript.last().map(String::as_str), Some("QUIT"));
+}
+
+#[test]
+fn an_unused_connection_is_closed_with_quit_after_the_time_limit() {
+    let server = Scripted::start(vec![[opening(), transaction(), goodbye()].concat()]);
+    let (_sys, mut agent) = cache_agent(&server, "smtp_connection_cache_time_limit = 1s");
+    assert_eq!(deliver_one(&mut agent), Status::Sent);
+    let delivered = Instant::now();
+    // No further job: the agent closes the connection on its own.
+    let transcript = server.finish();
+    let took = delivered.elapsed();
+    assert!(
+        took >= Duration::from_millis(800) && took < Duration::from_secs(5),
+        "QUIT after {took:?}"
+    );
+    assert!(!agent.exited(), "the agent waits for jobs still");
+    assert_eq!(transcript.last().map(String::as_str), Some("QUIT"));
+}
+
+#[test]
+fn a_cached_connection_the_server_closed_is_replaced_not_deferred() {
+    let cases: Vec<(&str, Vec<Step>)> = vec![
+        // The server closes right after the first transaction: the agent sees it before
+        // it reuses the connection.
+        ("closed between messages", vec![]),
+        // The server closes as the next MAIL FROM arrives: the agent finds out from
+        // MAIL FROM and starts over on a new connection.
+        ("closed at MAIL FROM", vec![Expect("MAIL FROM:")]),
+        // Or says 421 to it.
+        (
+            "421 to MAIL FROM",
+            vec![Expect("MAIL FROM:"), Say("421 4.4.2 idle too long")],
+        ),
+    ];
+    for (name, after) in cases {
+        let server = Scripted::start(vec![
+            [opening(), transaction(), after].concat(),
+            [opening(), transaction(), goodbye()].concat(),
+        ]);
+        let (_sys, mut agent) = cache_agent(&server, "");
+        assert_eq!(deliver_one(&mut agent), Status::Sent, "{name}");
+        // Time for the server to close its end.
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(deliver_one(&mut agent), Status::Sent, "{name}");
+        drop(agent);
+        let transcript = server.finish();
+        assert_eq!(sessions(&transcript), 2, "{name}: {transcript:?}");
+        let data = transcript.iter().filter(|l| l.starts_with("DATA ")).count();
+        assert_eq!(data, 2, "{name}: {transcript:?}");
+    }
+}
+
+#[test]
+fn the_reuse_count_limit_and_on_demand_no_close_connections() {
+    // (main.cf, sessions the server scripts, messages sent)
+    let one = || [opening(), transaction(), goodbye()].concat();
+    let two = || [opening(), transaction(), transaction(), goodbye()].concat();
+    let cases: Vec<(&str, Vec<Vec<Step>>, usize)> = vec![
+        // As in Postfix, a limit of N allows N reuses: N+1 messages a connection.
+        (
+            "smtp_connection_reuse_count_limit = 1",
+            vec![two(), one()],
+            3,
+        ),
+        (
+            "smtp_connection_cache_on_demand = no",
+            vec![one(), one()],
+            2,
+        ),
+        (
+            "smtp_connection_reuse_time_limit = 1s",
+            vec![one(), one()],
+            2,
+        ),
+    ];
+    for (config, script, messages) in cases {
+        let wanted = script.len();
+        let server = Scripted::start(script);
+        let (_sys, mut agent) = cache_agent(&server, config);
+        for _ in 0..messages {
+            assert_eq!(deliver_one(&mut agent), Status::Sent, "{config}");
+            if config.contains("reuse_time_limit") {
+                std::thread::sleep(Duration::from_millis(1100));
+            }
+        }
+        drop(agent);
+        let transcript = server.finish();
+        assert_eq!(sessions(&transcript), wanted, "{config}: {transcript:?}");
+        assert!(
+            !transcript
+                .iter()
+                .any(|l| l.starts_with("UNEXPECTED") || l == "EOF"),
+            "{config}: {transcript:?}"
+        );
+    }
+}

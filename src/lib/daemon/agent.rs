@@ -202,6 +202,17 @@ impl SmtpProcesses {
     }
 }
 
+impl Drop for SmtpProcesses {
+    /// All agents are told to stop at once, so that they close their cached connections
+    /// (QUIT) side by side rather than one after the other.
+    fn drop(&mut self) {
+        let agents = std::mem::take(&mut *self.idle());
+        for agent in &agents {
+            agent.hang_up();
+        }
+    }
+}
+
 /// The longest [`job_deadline`].
 pub const MAX_JOB_DEADLINE: Duration = Duration::from_secs(7 * 24 * 3600);
 

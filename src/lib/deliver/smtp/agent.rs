@@ -366,7 +366,12 @@ pub fn serve(config_dir: &Path) -> Result<()> {
     writer
         .write_all(&line(&json!({"ready": true})))
         .map_err(io_error)?;
-    while let Some((bytes, file)) = receive_job(&socket).map_err(io_error)? {
+    loop {
+        // Cached connections are closed in time even when no job comes.
+        wait_for_job(&socket, &ctx).map_err(io_error)?;
+        let Some((bytes, file)) = receive_job(&socket).map_err(io_error)? else {
+            break;
+        };
         let job = parse_job(&bytes).map_err(|e| Error::software(format!("bad job: {e}")))?;
         let message = MessageSource {
             file: &file,
@@ -379,6 +384,31 @@ pub fn serve(config_dir: &Path) -> Result<()> {
         let (said, notes) = (take(&warnings.warnings), take(&warnings.notes));
         let reply = encode_reply(job.number, &outcomes, &said, &notes);
         writer.write_all(&reply).map_err(io_error)?;
+    }
+    // The parent closed the socket (shutdown, reload): say goodbye to the servers.
+    ctx.close_connections();
+    Ok(())
+}
+
+/// Waits until the socket has something to read (a job, or its end), closing cached
+/// connections as their idle time runs out.
+fn wait_for_job(socket: &UnixStream, ctx: &SmtpContext) -> io::Result<()> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::AsFd;
+    while let Some(due) = ctx.next_connection_expiry() {
+        let wait = due.saturating_duration_since(Instant::now());
+        // Rounded up: waking a little late is fine, waking early would spin.
+        let millis = wait.as_millis().saturating_add(1).min(i32::MAX as u128) as i32;
+        let mut fds = [PollFd::new(socket.as_fd(), PollFlags::POLLIN)];
+        match poll(
+            &mut fds,
+            PollTimeout::try_from(millis).unwrap_or(PollTimeout::MAX),
+        ) {
+            Ok(0) => ctx.close_idle_connections(),
+            Ok(_) => return Ok(()),
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
     }
     Ok(())
 }
@@ -393,7 +423,8 @@ fn start(config_dir: &Path, warnings: Arc<dyn Warnings>) -> Result<SmtpContext> 
     let ctx = SmtpContext::from_config(&config)?
         .with_warnings(warnings)
         .with_password_maps_read()
-        .with_dkim_keys_read(&config);
+        .with_dkim_keys_read(&config)
+        .with_connection_cache();
     // Only root can become another user; anyone else runs the client as themselves.
     if nix::unistd::geteuid().is_root() {
         config.mail_owner()?.become_owner()?;
@@ -474,6 +505,9 @@ pub struct AgentProcess {
     child: Child,
     socket: UnixStream,
     jobs: u64,
+    /// Whether it answered its last job (or its start) as the protocol says: only such
+    /// an agent is given time to close its connections when dropped.
+    healthy: bool,
 }
 
 impl AgentProcess {
@@ -495,12 +529,14 @@ impl AgentProcess {
             child,
             socket: mine,
             jobs: 0,
+            healthy: false,
         };
         let limit = 64 + 6 * MAX_TEXT + 32;
         let line = read_line(&mut agent.socket, limit, Instant::now() + START_DEADLINE)
             .map_err(|e| agent.describe(&e))?;
         let object = parse_object(&line).map_err(|e| agent.describe(&e))?;
         if object.get("ready") == Some(&Value::Bool(true)) {
+            agent.healthy = true;
             return Ok(agent);
         }
         match string(&object, "error", MAX_TEXT) {
@@ -542,6 +578,7 @@ impl AgentProcess {
             .unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 3600));
         self.jobs += 1;
         let number = self.jobs;
+        self.healthy = false;
         // A descriptor of its own, read-only: the agent must not be able to write to the
         // queue file (the daemon's is open for writing).
         let readonly = File::open(format!("/proc/self/fd/{}", message.file.as_raw_fd()))
@@ -551,7 +588,15 @@ impl AgentProcess {
         drop(readonly);
         let line = read_line(&mut self.socket, reply_limit(recipients.len()), until)
             .map_err(|e| self.lost(&e))?;
-        parse_reply(&line, number, recipients.len()).map_err(|e| self.describe(&e))
+        let reply = parse_reply(&line, number, recipients.len()).map_err(|e| self.describe(&e))?;
+        self.healthy = true;
+        Ok(reply)
+    }
+
+    /// Closes the socket: a healthy agent then closes its cached connections with QUIT
+    /// and exits. Dropping it after this waits less.
+    pub fn hang_up(&self) {
+        let _ = self.socket.shutdown(std::net::Shutdown::Both);
     }
 
     fn lost(&mut self, what: &str) -> String {
@@ -567,8 +612,19 @@ impl AgentProcess {
     }
 }
 
+/// How long a healthy agent gets, once its socket is closed, to say QUIT to the servers
+/// it keeps connections to; a server that does not answer that fast is not waited for.
+const GOODBYE: Duration = Duration::from_millis(500);
+
 impl Drop for AgentProcess {
     fn drop(&mut self) {
+        if self.healthy {
+            self.hang_up();
+            let deadline = Instant::now() + GOODBYE;
+            while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

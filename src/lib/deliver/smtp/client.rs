@@ -1,7 +1,9 @@
 //! One SMTP session with one server address, spoken by lettre's low-level client
 //! (`SmtpConnection`): greeting and EHLO, STARTTLS, AUTH, then one transaction (MAIL
-//! FROM, a RCPT TO per recipient, DATA) and QUIT. Each RCPT TO's reply is read on its
-//! own, so each recipient gets its own outcome.
+//! FROM, a RCPT TO per recipient, DATA) and QUIT, or, when the context has a connection
+//! cache and the server took the message, no QUIT: the connection waits in the cache
+//! (`cache`) and the next session with the same server starts at MAIL FROM. Each RCPT
+//! TO's reply is read on its own, so each recipient gets its own outcome.
 //!
 //! What lettre does not offer, and how this module copes:
 //!
@@ -23,7 +25,8 @@
 //!   finds out for the log line.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::os::fd::{AsRawFd, RawFd};
+use std::time::{Duration, Instant};
 
 use lettre::Address;
 use lettre::transport::smtp::Error as LettreError;
@@ -37,6 +40,7 @@ use lettre::transport::smtp::response::Response;
 
 use super::SmtpContext;
 use super::auth;
+use super::cache;
 use super::negotiated;
 use super::reply::{Peer, Reply, SmtpError, Stage, io_source};
 use super::route::Target;
@@ -89,7 +93,7 @@ pub fn attempt(ctx: &SmtpContext, target: &Target, job: &Job, try_tls: bool) -> 
 
 /// What the server's EHLO reply says beyond lettre's `ServerInfo`.
 #[derive(Debug, Default, PartialEq, Eq)]
-struct Features {
+pub(super) struct Features {
     /// SIZE with its limit; `Some(0)` is "no limit announced".
     size: Option<u64>,
     dsn: bool,
@@ -126,9 +130,118 @@ fn converse(
     try_tls: bool,
     results: &mut [Option<Outcome>],
 ) -> Result<(), SmtpError> {
+    let key = cache::Key {
+        addr: SocketAddr::new(peer.ip, peer.port),
+        host: peer.host.clone(),
+        nexthop: job.nexthop.to_string(),
+        try_tls,
+    };
+    if let Some(cached) = ctx.cached_connection(&key) {
+        match reuse(ctx, peer, job, cached, &key, results) {
+            Some(result) => return result,
+            // The server had closed it: a new connection, as if none had been cached.
+            None => results.fill(None),
+        }
+    }
+    let opened = Instant::now();
+    let (mut conn, fd) = open(ctx, peer, &key)?;
+    let features = match session(&mut conn, ctx, peer, job, try_tls) {
+        Ok(features) => features,
+        Err(err) => {
+            if goodbye(&err) {
+                cache::quit(&mut conn, ctx.timeouts.quit);
+            }
+            return Err(err);
+        }
+    };
+    let mut connection = cache::Connection {
+        conn,
+        fd,
+        features,
+        opened,
+        uses: 0,
+    };
+    let result = transaction(
+        &mut connection.conn,
+        ctx,
+        peer,
+        job,
+        &connection.features,
+        results,
+    );
+    finish(ctx, key, connection, result)
+}
+
+/// Whether a session that ended with `err` says QUIT: one that ends by our choice (TLS
+/// missing, message too large, AUTH failed) or a refusal does; one that broke has
+/// nobody left to tell, and one that broke inside DATA must not have QUIT taken for
+/// message text.
+fn goodbye(err: &SmtpError) -> bool {
+    matches!(err, SmtpError::Local { .. } | SmtpError::Said(..))
+}
+
+/// The next transaction on a cached connection. `None` when the connection turned out
+/// to be closed before the server answered MAIL FROM (it closed it while we were about
+/// to send, or answered 421): nothing was delivered, and a new connection must be tried,
+/// never a deferral for a connection the server was entitled to close.
+fn reuse(
+    ctx: &SmtpContext,
+    peer: &Peer,
+    job: &Job,
+    mut cached: cache::Connection,
+    key: &cache::Key,
+    results: &mut [Option<Outcome>],
+) -> Option<Result<(), SmtpError>> {
+    let result = transaction(&mut cached.conn, ctx, peer, job, &cached.features, results);
+    let stale = match &result {
+        Err(SmtpError::Lost(Stage::Mail) | SmtpError::Timeout(Stage::Mail)) => true,
+        Err(SmtpError::Malformed(Stage::Mail)) => true,
+        Err(SmtpError::Said(reply, Stage::Mail)) => reply.code == 421,
+        _ => false,
+    };
+    if stale && results.iter().all(Option::is_none) {
+        return None;
+    }
+    Some(finish(ctx, key.clone(), cached, result))
+}
+
+/// After a transaction: a connection whose message the server accepted goes to the
+/// cache (which may QUIT it instead); any other says goodbye, unless it broke.
+fn finish(
+    ctx: &SmtpContext,
+    key: cache::Key,
+    mut connection: cache::Connection,
+    result: Result<Done, SmtpError>,
+) -> Result<(), SmtpError> {
+    connection.uses += 1;
+    match &result {
+        Ok(Done::Accepted) => ctx.keep_connection(key, connection),
+        Ok(Done::Other) => cache::quit(&mut connection.conn, ctx.timeouts.quit),
+        Err(err) if goodbye(err) => cache::quit(&mut connection.conn, ctx.timeouts.quit),
+        Err(_) => {}
+    }
+    result.map(|_| ())
+}
+
+/// How a transaction ended without breaking the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Done {
+    /// The server took the message: the connection can carry another.
+    Accepted,
+    /// Every recipient refused, DATA refused, or the message refused at its end: the
+    /// connection is closed rather than reset (RSET) and reused.
+    Other,
+}
+
+/// A new connection through the greeting and the first EHLO, with its socket (for the
+/// cache's check that the server has not closed it).
+fn open(
+    ctx: &SmtpContext,
+    peer: &Peer,
+    key: &cache::Key,
+) -> Result<(SmtpConnection, Option<RawFd>), SmtpError> {
     let t = &ctx.timeouts;
     let id = ClientId::Domain(ctx.helo_name.clone());
-    let addr = SocketAddr::new(peer.ip, peer.port);
     // With `smtp_tls_wrappermode`, TLS from the first byte: lettre runs the handshake as
     // it reads the greeting, so the TLS parameters go in with the connection.
     let wrapper = match ctx.wrapper {
@@ -137,8 +250,8 @@ fn converse(
     };
     negotiated::clear();
     // One limit for the TCP connection, the greeting and EHLO: lettre sets no other.
-    let mut conn = SmtpConnection::connect(
-        addr,
+    let conn = SmtpConnection::connect(
+        key.addr,
         limit(t.connect.min(t.helo)),
         &id,
         wrapper.as_ref(),
@@ -151,19 +264,16 @@ fn converse(
     if conn.is_encrypted() {
         established(ctx, peer, &conn);
     }
-    set_nodelay(addr);
-    let result = session(&mut conn, ctx, peer, job, try_tls, &id, results);
-    // A session that ends by our choice (TLS missing, message too large, AUTH failed)
-    // or normally says goodbye; one that broke has nobody left to tell, and one that
-    // broke inside DATA must not have QUIT taken for message text.
-    if matches!(
-        result,
-        Ok(()) | Err(SmtpError::Local { .. } | SmtpError::Said(..))
-    ) {
-        let _ = conn.set_timeout(limit(t.quit));
-        let _ = conn.quit();
-    }
-    result
+    let sockets = set_nodelay(key.addr);
+    let cached = ctx.cached_sockets();
+    let mut new = sockets.into_iter().filter(|fd| !cached.contains(fd));
+    // Ours is the one socket to that address the cache does not hold; if there were
+    // more (never, in an agent), the check is skipped and MAIL FROM finds out.
+    let fd = match (new.next(), new.next()) {
+        (Some(fd), None) => Some(fd),
+        _ => None,
+    };
+    Ok((conn, fd))
 }
 
 /// lettre writes the message and its final `CRLF . CRLF` in two writes and leaves
@@ -174,11 +284,13 @@ fn converse(
 /// `TCP_NODELAY` (commands are written whole, so nothing is gained by Nagle). Best
 /// effort: another socket connected to the same address is another SMTP client
 /// connection of ours, for which the option is as right; without `/proc`, nothing
-/// happens.
-fn set_nodelay(peer: SocketAddr) {
-    use std::os::fd::{BorrowedFd, RawFd};
+/// happens. Returns the sockets it found, among which the connection cache tells the
+/// new connection's from those it holds.
+fn set_nodelay(peer: SocketAddr) -> Vec<RawFd> {
+    use std::os::fd::BorrowedFd;
+    let mut found = Vec::new();
     let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
-        return;
+        return found;
     };
     for entry in entries.flatten() {
         let Some(fd) = entry
@@ -195,8 +307,10 @@ fn set_nodelay(peer: SocketAddr) {
         let socket = socket2::SockRef::from(&fd);
         if socket.peer_addr().ok().and_then(|a| a.as_socket()) == Some(peer) {
             let _ = socket.set_tcp_nodelay(true);
+            found.push(fd.as_raw_fd());
         }
     }
+    found
 }
 
 /// Why `connect` failed: no TCP connection, a refused greeting or EHLO, or a greeting
@@ -221,21 +335,21 @@ fn refused(err: &LettreError) -> SmtpError {
     }
 }
 
-/// Everything after the greeting and EHLO: STARTTLS, AUTH, the transaction.
+/// Everything after the greeting and EHLO and before the transaction: STARTTLS, EHLO
+/// again, AUTH. Returns what the last EHLO offered.
 fn session(
     conn: &mut SmtpConnection,
     ctx: &SmtpContext,
     peer: &Peer,
     job: &Job,
     try_tls: bool,
-    id: &ClientId,
-    results: &mut [Option<Outcome>],
-) -> Result<(), SmtpError> {
+) -> Result<Features, SmtpError> {
     let t = &ctx.timeouts;
+    let id = ClientId::Domain(ctx.helo_name.clone());
     if try_tls && !conn.is_encrypted() && ctx.tls.level != Level::None {
         if conn.can_starttls() {
             let _ = conn.set_timeout(limit(t.starttls));
-            start_tls(conn, ctx, peer, id)?;
+            start_tls(conn, ctx, peer, &id)?;
         } else if ctx.tls.level.required() {
             return Err(SmtpError::Local {
                 dsn: Dsn::NO_TLS,
@@ -250,15 +364,14 @@ fn session(
 
     let _ = conn.set_timeout(limit(t.helo));
     let ehlo = conn
-        .command(Ehlo::new(id.clone()))
+        .command(Ehlo::new(id))
         .map_err(|err| SmtpError::from_lettre(&err, Stage::Ehlo))?;
     let features = Features::from_ehlo(&ehlo);
 
     if ctx.sasl.is_some() {
         authenticate(conn, ctx, peer, job, &features)?;
     }
-
-    transaction(conn, ctx, peer, job, &features, results)
+    Ok(features)
 }
 
 /// STARTTLS, the handshake and EHLO again, all inside lettre's `starttls`.
@@ -453,7 +566,7 @@ fn transaction(
     job: &Job,
     features: &Features,
     results: &mut [Option<Outcome>],
-) -> Result<(), SmtpError> {
+) -> Result<Done, SmtpError> {
     let t = &ctx.timeouts;
     let utf8 = !job.sender.is_ascii() || job.recipients.iter().any(|r| !r.address.is_ascii());
     check_server_limits(conn, peer, job, features, utf8)?;
@@ -465,16 +578,19 @@ fn transaction(
     let _ = conn.set_timeout(limit(t.mail));
     if let Err(err) = conn.command(Mail::new(sender, params)) {
         let failure = SmtpError::from_lettre(&err, Stage::Mail);
-        if !matches!(failure, SmtpError::Said(..)) {
-            return Err(failure);
+        // 421 is the server closing the connection, which a reused connection retries
+        // on a new one: it is told apart from a refusal of this sender.
+        match &failure {
+            SmtpError::Said(reply, _) if reply.code != 421 => {}
+            _ => return Err(failure),
         }
         results.fill_with(|| Some(failure.outcome(peer)));
-        return Ok(());
+        return Ok(Done::Other);
     }
 
     let accepted = send_recipients(conn, ctx, peer, job, features, results)?;
     if accepted.is_empty() {
-        return Ok(());
+        return Ok(Done::Other);
     }
 
     let _ = conn.set_timeout(limit(t.data_init));
@@ -486,7 +602,7 @@ fn transaction(
         for &i in &accepted {
             results[i] = Some(failure.outcome(peer));
         }
-        return Ok(());
+        return Ok(Done::Other);
     }
     send_message(conn, ctx, peer, job, &accepted, results)
 }
@@ -602,7 +718,7 @@ fn send_message(
     job: &Job,
     accepted: &[usize],
     results: &mut [Option<Outcome>],
-) -> Result<(), SmtpError> {
+) -> Result<Done, SmtpError> {
     let t = &ctx.timeouts;
     // lettre writes the message and waits for the reply in one call, so one limit
     // serves both: the longer of the two.
@@ -616,6 +732,7 @@ fn send_message(
                 sent.dsn = reply.dsn();
                 results[i] = Some(sent.with_remote(&peer.host, &text));
             }
+            Ok(Done::Accepted)
         }
         Err(err) => {
             let failure = match SmtpError::from_lettre(&err, Stage::Body) {
@@ -635,9 +752,9 @@ fn send_message(
             for &i in accepted {
                 results[i] = Some(failure.outcome(peer));
             }
+            Ok(Done::Other)
         }
     }
-    Ok(())
 }
 
 /// A parameter whose value is already xtext (or needs none): lettre's own xtext

@@ -33,6 +33,7 @@
 pub mod agent;
 mod auth;
 mod body;
+mod cache;
 mod client;
 mod dns;
 mod negotiated;
@@ -43,8 +44,8 @@ mod tls;
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use crate::address;
 use crate::config::{Config, Table};
@@ -53,6 +54,7 @@ use crate::log::Log;
 use crate::queue::{Envelope, Recipient};
 use crate::sysexits::{Error, Result};
 
+pub use cache::Settings as ConnectionCacheSettings;
 pub use dns::SystemResolver;
 pub use route::{DnsError, Nexthop, Protocols, Resolver};
 pub use tls::Level as TlsLevel;
@@ -126,6 +128,11 @@ pub struct SmtpContext {
     /// The DKIM keys, read in advance ([`SmtpContext::with_dkim_keys_read`]); `None`: no
     /// signing.
     pub dkim: Option<Arc<crate::dkim::Signer>>,
+    /// The `smtp_connection_*` parameters.
+    pub connection_cache: cache::Settings,
+    /// Connections kept for the next message ([`SmtpContext::with_connection_cache`]);
+    /// `None`: each session ends with QUIT.
+    cache: Option<Mutex<cache::Cache>>,
 }
 
 /// Where the client's warnings go: the mail log, or (in a `mailroom smtp-agent` process,
@@ -189,6 +196,12 @@ impl SmtpContext {
             data_done: config.time("smtp_data_done_timeout")?,
             quit: config.time("smtp_quit_timeout")?,
         };
+        let connection_cache = cache::Settings {
+            enabled: config.boolean("smtp_connection_cache_on_demand")?,
+            idle: config.time("smtp_connection_cache_time_limit")?,
+            lifetime: config.time("smtp_connection_reuse_time_limit")?,
+            reuses: config.number("smtp_connection_reuse_count_limit")?,
+        };
         let address_limit = match config.number("smtp_mx_address_limit")? {
             0 => usize::MAX,
             n => n as usize,
@@ -209,6 +222,8 @@ impl SmtpContext {
             )),
             log: Arc::new(Log::from_config(config, "smtp")),
             dkim: None,
+            connection_cache,
+            cache: None,
         })
     }
 
@@ -252,6 +267,59 @@ impl SmtpContext {
             }
         };
         self
+    }
+
+    /// The same context keeping connections open after a successful transaction, for the
+    /// next message to the same server, when `smtp_connection_cache_on_demand` allows.
+    /// For a process that delivers message after message and calls
+    /// [`SmtpContext::close_idle_connections`] by [`SmtpContext::next_connection_expiry`]
+    /// (the `smtp-agent`); a context without it never leaves a connection open.
+    pub fn with_connection_cache(mut self) -> SmtpContext {
+        if self.connection_cache.enabled {
+            let cache = cache::Cache::new(self.connection_cache, self.timeouts.quit);
+            self.cache = Some(Mutex::new(cache));
+        }
+        self
+    }
+
+    /// When the next cached connection is due to be closed, if any is open.
+    pub fn next_connection_expiry(&self) -> Option<Instant> {
+        self.cache().and_then(|c| c.next_expiry())
+    }
+
+    /// Closes (QUIT) the cached connections unused for `smtp_connection_cache_time_limit`.
+    pub fn close_idle_connections(&self) {
+        if let Some(mut cache) = self.cache() {
+            cache.expire(Instant::now());
+        }
+    }
+
+    /// Closes (QUIT) every cached connection.
+    pub fn close_connections(&self) {
+        if let Some(mut cache) = self.cache() {
+            cache.close_all();
+        }
+    }
+
+    fn cache(&self) -> Option<MutexGuard<'_, cache::Cache>> {
+        let cache = self.cache.as_ref()?;
+        Some(cache.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn cached_connection(&self, key: &cache::Key) -> Option<cache::Connection> {
+        self.cache()?.take(key, Instant::now())
+    }
+
+    fn cached_sockets(&self) -> Vec<std::os::fd::RawFd> {
+        self.cache().map(|c| c.sockets()).unwrap_or_default()
+    }
+
+    /// Caches `connection` for `key`, or closes it (QUIT) when there is no cache.
+    fn keep_connection(&self, key: cache::Key, mut connection: cache::Connection) {
+        match self.cache() {
+            Some(mut cache) => cache.put(key, connection, Instant::now()),
+            None => cache::quit(&mut connection.conn, self.timeouts.quit),
+        }
     }
 
     /// The same context with its warnings going to `warnings`.
@@ -486,6 +554,18 @@ mod tests {
         assert_eq!(c.timeouts.data_done, Duration::from_secs(600));
         assert_eq!(c.address_limit, 5);
         assert!(c.protocols.ipv4 && c.protocols.ipv6);
+        assert_eq!(
+            c.connection_cache,
+            cache::Settings {
+                enabled: true,
+                idle: Duration::from_secs(2),
+                lifetime: Duration::from_secs(300),
+                reuses: 0,
+            }
+        );
+        // Only the agent, which closes idle connections in time, keeps any.
+        assert!(c.cache.is_none());
+        assert!(c.with_connection_cache().cache.is_some());
     }
 
     #[test]
