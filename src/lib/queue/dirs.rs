@@ -82,9 +82,29 @@ impl QueueDirs {
         id: QueueId,
         buf: &mut Vec<u8>,
     ) -> Result<Envelope, ReadError> {
-        let mut file = self.open_file(queue, id, OFlag::O_RDONLY)?;
-        envelope::read_envelope_into(&mut file, buf).map_err(super::envelope_read_error)?;
-        Envelope::parse(buf).map_err(|e| ReadError::Corrupt(e.to_string()))
+        // The listing's hot path: open and read, and `fstat` only when something is off.
+        // Reading a non-regular file is harmless here (O_NONBLOCK: a FIFO reads as empty,
+        // and nothing is ever written or locked), and a name that is not a regular file
+        // still gets its precise error from `open_regular` below.
+        let dir = self.dir(queue)?;
+        let flags = OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK;
+        let mut file =
+            match nix::fcntl::openat(dir, id.as_str(), flags, nix::sys::stat::Mode::empty()) {
+                Ok(fd) => File::from(fd),
+                Err(nix::errno::Errno::ENOENT) => return Err(ReadError::Missing),
+                // A symbolic link, a socket...: `open_regular` says what it is (or opens it,
+                // if it became a regular file meanwhile).
+                Err(_) => self.open_file(queue, id, OFlag::O_RDONLY)?,
+            };
+        let parsed = envelope::read_envelope_into(&mut file, buf)
+            .map_err(super::envelope_read_error)
+            .and_then(|()| Envelope::parse(buf).map_err(|e| ReadError::Corrupt(e.to_string())));
+        if parsed.is_err()
+            && let Some(what) = not_a_regular_file(&file)
+        {
+            return Err(ReadError::NotRegular(what));
+        }
+        parsed
     }
 
     /// Like [`Queue::try_lock`]: `Ok(None)` when the file is gone or another process
@@ -218,6 +238,21 @@ impl io::Read for ReadAt<'_> {
         let n = self.file.read_at(buf, self.pos)?;
         self.pos += n as u64;
         Ok(n)
+    }
+}
+
+/// What `file` is when it is not a regular file.
+fn not_a_regular_file(file: &File) -> Option<&'static str> {
+    use nix::sys::stat::{SFlag, fstat};
+    let st = fstat(file).ok()?;
+    match SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) {
+        SFlag::S_IFREG => None,
+        SFlag::S_IFIFO => Some("a FIFO"),
+        SFlag::S_IFDIR => Some("a directory"),
+        SFlag::S_IFSOCK => Some("a socket"),
+        SFlag::S_IFCHR => Some("a character device"),
+        SFlag::S_IFBLK => Some("a block device"),
+        _ => Some("of an unknown type"),
     }
 }
 
