@@ -27,6 +27,7 @@ use std::fs::{self, DirBuilder, File, TryLockError};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 use nix::errno::Errno;
 use nix::fcntl::{RenameFlags, renameat2};
@@ -216,11 +217,44 @@ pub struct Queue {
     root: PathBuf,
     /// The gid of `setgid_group`, when that group exists: the group of the queue
     /// directories and (outside `maildrop/`) of the queue files.
-    group: Option<u32>,
+    group: Lookup,
     /// The uid of `mail_owner`, when known: the owner of the queue directories and
     /// (outside `maildrop/`) of the queue files. Only looked up by root, the only one who
     /// can give files away; `None` leaves them root's.
-    owner: Option<u32>,
+    owner: Lookup,
+}
+
+/// An id from the user database, asked for the first time it is needed: a submission
+/// needs neither the group nor the owner (the queue exists, and its new file stays the
+/// submitter's until pickup), and each question costs an NSS lookup (a sixth of
+/// `sendmail`'s own instructions for the two).
+#[derive(Clone)]
+struct Lookup(
+    Arc<OnceLock<Option<u32>>>,
+    Option<Arc<dyn Fn() -> Option<u32> + Send + Sync>>,
+);
+
+impl Lookup {
+    fn known(id: Option<u32>) -> Lookup {
+        Lookup(Arc::new(OnceLock::from(id)), None)
+    }
+
+    fn later(ask: impl Fn() -> Option<u32> + Send + Sync + 'static) -> Lookup {
+        Lookup(Arc::new(OnceLock::new()), Some(Arc::new(ask)))
+    }
+
+    fn get(&self) -> Option<u32> {
+        *self.0.get_or_init(|| self.1.as_ref().and_then(|ask| ask()))
+    }
+}
+
+impl std::fmt::Debug for Lookup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.get() {
+            Some(id) => write!(f, "{id:?}"),
+            None => f.write_str("(not asked yet)"),
+        }
+    }
 }
 
 /// The mode of a queue file outside `maildrop/` when the queue has a group: readable by
@@ -232,38 +266,55 @@ impl Queue {
     pub fn new(root: impl Into<PathBuf>) -> Queue {
         Queue {
             root: root.into(),
-            group: None,
-            owner: None,
+            group: Lookup::known(None),
+            owner: Lookup::known(None),
         }
     }
 
     /// The queue `config` names, with the gid of its `setgid_group` if that group exists.
+    /// Both ids are looked up now, while the process can still read the user database
+    /// (before a chroot or a change of user).
     pub fn from_config(config: &crate::config::Config) -> crate::sysexits::Result<Queue> {
+        let queue = Queue::from_config_lazily(config)?;
+        queue.group();
+        queue.owner_uid();
+        Ok(queue)
+    }
+
+    /// Like [`from_config`](Self::from_config), but the ids are looked up only when first
+    /// needed: for `sendmail`'s submission, which needs neither (see [`Lookup`]). Not for
+    /// a process that will chroot or change user while it holds the queue.
+    pub fn from_config_lazily(config: &crate::config::Config) -> crate::sysexits::Result<Queue> {
         let name = config.get("setgid_group")?;
         let group = match name.is_empty() {
-            true => None,
-            false => nix::unistd::Group::from_name(&name)
-                .ok()
-                .flatten()
-                .map(|g| g.gid.as_raw()),
+            true => Lookup::known(None),
+            false => Lookup::later(move || {
+                nix::unistd::Group::from_name(&name)
+                    .ok()
+                    .flatten()
+                    .map(|g| g.gid.as_raw())
+            }),
         };
-        // Only root can give a file away, so only root asks who mail_owner is (a
-        // submission by anyone else saves the password-database lookup).
+        // Only root can give a file away, so only root asks who mail_owner is.
         let owner = if nix::unistd::geteuid().is_root() {
-            crate::privilege::MailOwner::lookup(&config.get("mail_owner")?)
-                .ok()
-                .map(|owner| owner.uid)
+            let name = config.get("mail_owner")?;
+            Lookup::later(move || {
+                crate::privilege::MailOwner::lookup(&name)
+                    .ok()
+                    .map(|owner| owner.uid)
+            })
         } else {
-            None
+            Lookup::known(None)
         };
-        Ok(Queue::new(config.queue_directory()?)
-            .with_group(group)
-            .with_owner(owner))
+        let mut queue = Queue::new(config.queue_directory()?);
+        queue.group = group;
+        queue.owner = owner;
+        Ok(queue)
     }
 
     /// The same queue with `owner` (the uid of `mail_owner`) as its owner.
     pub fn with_owner(mut self, owner: Option<u32>) -> Queue {
-        self.owner = owner;
+        self.owner = Lookup::known(owner);
         self
     }
 
@@ -278,28 +329,28 @@ impl Queue {
 
     /// The uid of `mail_owner`, when known.
     pub fn owner_uid(&self) -> Option<u32> {
-        self.owner
+        self.owner.get()
     }
 
     /// The uid that owns the queue's directories and files: `mail_owner`'s, else root's.
     pub fn owner(&self) -> u32 {
-        self.owner.unwrap_or(0)
+        self.owner.get().unwrap_or(0)
     }
 
     /// The same queue with `group` as its set-gid group.
     pub fn with_group(mut self, group: Option<u32>) -> Queue {
-        self.group = group;
+        self.group = Lookup::known(group);
         self
     }
 
     /// The set-gid group's gid, if the queue has one.
     pub fn group(&self) -> Option<u32> {
-        self.group
+        self.group.get()
     }
 
     /// The mode a queue directory should have.
     pub fn dir_mode(&self, queue: QueueName) -> u32 {
-        queue.mode(self.group)
+        queue.mode(self.group())
     }
 
     /// Gives a queue file that has left `maildrop/` (and so its submitter's ownership)
@@ -308,15 +359,15 @@ impl Queue {
     /// has neither; best effort when not run as root.
     pub fn give_to_owner(&self, file: &File) {
         use std::os::fd::AsFd;
-        if self.group.is_none() && self.owner.is_none() {
+        if self.group().is_none() && self.owner_uid().is_none() {
             return;
         }
         let _ = nix::unistd::fchown(
             file.as_fd(),
             Some(nix::unistd::Uid::from_raw(self.owner())),
-            self.group.map(nix::unistd::Gid::from_raw),
+            self.group().map(nix::unistd::Gid::from_raw),
         );
-        let mode = match self.group {
+        let mode = match self.group() {
             Some(_) => FILE_MODE_GROUP,
             None => 0o600,
         };
@@ -357,7 +408,7 @@ impl Queue {
     /// the owner is not known (not root, or no such account).
     pub fn give_dirs_to_owner(&self) -> io::Result<Vec<String>> {
         use std::os::unix::fs::MetadataExt;
-        let Some(owner) = self.owner else {
+        let Some(owner) = self.owner_uid() else {
             return Ok(Vec::new());
         };
         let mut changed = Vec::new();
@@ -370,7 +421,7 @@ impl Queue {
             nix::unistd::chown(
                 &dir,
                 Some(nix::unistd::Uid::from_raw(owner)),
-                self.group.map(nix::unistd::Gid::from_raw),
+                self.group().map(nix::unistd::Gid::from_raw),
             )?;
             // chown may clear the set-id bits; maildrop/'s sticky bit stays, but be sure.
             fs::set_permissions(&dir, fs::Permissions::from_mode(self.dir_mode(queue)))?;
@@ -391,13 +442,13 @@ impl Queue {
             return Ok(());
         }
         make_dir(&dir, self.dir_mode(queue))?;
-        if self.group.is_some() || self.owner.is_some() {
+        if self.group().is_some() || self.owner_uid().is_some() {
             // chown clears no bits of a directory, but a failed one (not root) leaves the
             // group's and mail_owner's access out, never in.
             let _ = nix::unistd::chown(
                 &dir,
-                self.owner.map(nix::unistd::Uid::from_raw),
-                self.group.map(nix::unistd::Gid::from_raw),
+                self.owner_uid().map(nix::unistd::Uid::from_raw),
+                self.group().map(nix::unistd::Gid::from_raw),
             );
         }
         Ok(())

@@ -117,7 +117,7 @@ fn after_submit(
             None => Ok(()),
         },
         DeliveryMode::Background => {
-            if handover::daemon_running(&Queue::from_config(config)?) {
+            if handover::daemon_running(&Queue::from_config_lazily(config)?) {
                 return Ok(());
             }
             // The message is safely queued; failing to start a delivery only delays it.
@@ -134,7 +134,7 @@ fn submit_message(
     stdin: impl BufRead,
 ) -> Result<(QueueId, Option<File>)> {
     let settings = crate::cleanup::Settings::from_config(config)?;
-    let queue = Queue::from_config(config)?;
+    let queue = Queue::from_config_lazily(config)?;
     let invoker = Invoker::current();
     if inv.delivery == DeliveryMode::Interactive {
         let (queued, file) =
