@@ -8,7 +8,7 @@
 //! channel that carries inotify wake-ups, finished jobs and signals, with a timeout for
 //! the next scan: no polling loop.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
@@ -139,16 +139,72 @@ fn run_job(job: &Job, stop: &AtomicBool) -> Option<Report> {
     Some(process::process(rt, locked, stop))
 }
 
-/// Keeps each file to one job at a time.
+/// Keeps each file to one job at a time, and only a few jobs in the pool's channel: the
+/// rest wait in a compact backlog, so that a scan that finds 50,000 due files costs a
+/// few dozen bytes a file rather than a queued job each (the daemon's memory stays flat
+/// in the size of the queue).
 struct Dispatcher {
     pool: Pool,
+    /// Files waiting in `backlog` or being worked on.
     in_flight: HashSet<QueueId>,
+    /// Files in flight that `maildrop/` announced again meanwhile (closed by their
+    /// writer): taken again once their job is done.
+    again: HashSet<QueueId>,
+    backlog: VecDeque<(QueueId, QueueName)>,
+    /// Jobs handed to the pool and not yet done.
+    running: usize,
+    /// At most this many in the pool at once: enough to keep every worker busy.
+    most_running: usize,
     rt: Arc<Runtime>,
 }
 
 impl Dispatcher {
+    fn new(pool: Pool, workers: usize, rt: Arc<Runtime>) -> Dispatcher {
+        Dispatcher {
+            pool,
+            in_flight: HashSet::new(),
+            again: HashSet::new(),
+            backlog: VecDeque::new(),
+            running: 0,
+            most_running: workers.max(1) * 2,
+            rt,
+        }
+    }
+
     fn dispatch(&mut self, id: QueueId, queue: QueueName) {
         if self.in_flight.insert(id) {
+            self.backlog.push_back((id, queue));
+            self.feed();
+        }
+    }
+
+    /// A new name in `maildrop/`, or one closed by its writer. A submission is locked
+    /// until it is durable, so the job for its name may find it locked and let it be;
+    /// the close comes after, and must then not be lost behind that job.
+    fn announced(&mut self, id: QueueId) {
+        if self.in_flight.contains(&id) {
+            self.again.insert(id);
+        } else {
+            self.dispatch(id, QueueName::Maildrop);
+        }
+    }
+
+    /// A job is done: its file may be taken again, and the next waiting one goes.
+    fn finished(&mut self, id: QueueId) {
+        self.in_flight.remove(&id);
+        self.running = self.running.saturating_sub(1);
+        if self.again.remove(&id) {
+            self.dispatch(id, QueueName::Maildrop);
+        }
+        self.feed();
+    }
+
+    fn feed(&mut self) {
+        while self.running < self.most_running {
+            let Some((id, queue)) = self.backlog.pop_front() else {
+                break;
+            };
+            self.running += 1;
             self.pool.submit(Job {
                 id,
                 queue,
@@ -279,11 +335,11 @@ pub fn run_daemon(
     let run_every = |rt_delay: Duration| interval.unwrap_or(rt_delay).max(Duration::from_secs(1));
     let mut run_delay = run_every(rt.queue_run_delay);
 
-    let mut d = Dispatcher {
-        pool: Pool::new(rt.workers, tx.clone())?,
-        in_flight: HashSet::new(),
-        rt: Arc::clone(&rt),
-    };
+    let mut d = Dispatcher::new(
+        Pool::new(rt.workers, tx.clone())?,
+        rt.workers,
+        Arc::clone(&rt),
+    );
     // Recovery: whatever a crash left behind is simply work to do.
     d.scan(&RUNNABLE, true, None);
     let mut next_scan = Instant::now() + scan_every;
@@ -294,11 +350,9 @@ pub fn run_daemon(
             .min(next_run)
             .saturating_duration_since(Instant::now());
         match rx.recv_timeout(wait) {
-            Ok(Event::Maildrop(Some(id))) => d.dispatch(id, QueueName::Maildrop),
+            Ok(Event::Maildrop(Some(id))) => d.announced(id),
             Ok(Event::Maildrop(None)) => d.scan(&[QueueName::Maildrop], true, None),
-            Ok(Event::Done(id, _)) => {
-                d.in_flight.remove(&id);
-            }
+            Ok(Event::Done(id, _)) => d.finished(id),
             Ok(Event::Signal(Sig::Stop(sig))) => break sig,
             Ok(Event::Signal(Sig::Flush)) => {
                 rt.logs.master.info("flush -- deferred mail is tried now");
@@ -356,13 +410,15 @@ fn watch_maildrop(rt: &Runtime, tx: Sender<Event>) -> Option<notify::Recommended
             let _ = tx.send(Event::Maildrop(None));
             return;
         }
-        use notify::event::{ModifyKind, RenameMode};
-        // New names only: a submission is renamed into place, `postsuper -r` moves a
-        // file in. Our own moves out of maildrop/ (the "from" side) are not news.
+        use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
+        // New names: a submission is renamed into place, `postsuper -r` moves a file in.
+        // Our own moves out of maildrop/ (the "from" side) are not news. A submission
+        // holds its file locked until it is durable and then closes it: the close says
+        // "now" (see `Dispatcher::announced`).
         let path = match event.kind {
-            EventKind::Create(_) | EventKind::Modify(ModifyKind::Name(RenameMode::To)) => {
-                event.paths.first()
-            }
+            EventKind::Create(_)
+            | EventKind::Modify(ModifyKind::Name(RenameMode::To))
+            | EventKind::Access(AccessKind::Close(AccessMode::Write)) => event.paths.first(),
             EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => event.paths.get(1),
             EventKind::Modify(ModifyKind::Name(RenameMode::From))
             | EventKind::Modify(_)
@@ -418,11 +474,7 @@ pub struct RunSummary {
 pub fn run_once(rt: Runtime, filter: Option<&str>) -> Result<RunSummary> {
     let rt = Arc::new(rt);
     let (tx, rx) = mpsc::channel::<Event>();
-    let mut d = Dispatcher {
-        pool: Pool::new(rt.workers, tx)?,
-        in_flight: HashSet::new(),
-        rt: Arc::clone(&rt),
-    };
+    let mut d = Dispatcher::new(Pool::new(rt.workers, tx)?, rt.workers, Arc::clone(&rt));
     // A full ID is looked up directly: a non-root `sendmail -odb` may not list maildrop/.
     match filter.and_then(QueueId::parse) {
         Some(id) => {
@@ -438,7 +490,7 @@ pub fn run_once(rt: Runtime, filter: Option<&str>) -> Result<RunSummary> {
         while !d.in_flight.is_empty() {
             match rx.recv() {
                 Ok(Event::Done(id, report)) => {
-                    d.in_flight.remove(&id);
+                    d.finished(id);
                     if let Some(report) = report {
                         summary.messages += 1;
                         summary.reports.push(report);

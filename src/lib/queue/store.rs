@@ -9,8 +9,8 @@
 //! commits the transaction that holds the rename, ext4 without one syncs the directory of
 //! a newly linked inode (`ext4_sync_parent`), and XFS and btrfs log the inode's new name.
 //! Postfix relies on the same (it never syncs a queue directory). The file is complete
-//! before it is renamed, so a reader that sees the name early reads a whole message; it
-//! is only not yet promised to anyone.
+//! before it is renamed, and locked from before the rename until it is durable and
+//! closed, so the daemon never takes a message that is not yet promised to anyone.
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
@@ -106,25 +106,26 @@ impl NewQueueFile {
     }
 
     /// Makes the file durable and visible under its ID. Returns the ID it got (a new one
-    /// if another process took the first in the same microsecond).
+    /// if another process took the first in the same microsecond). The file is locked
+    /// (flock, exclusive) from before its name appears until it is durable and closed.
     pub fn commit(self) -> io::Result<QueueId> {
-        self.commit_inner(false).map(|(id, _)| id)
+        self.commit_inner().map(|(id, _)| id)
     }
 
-    /// Like [`commit`](Self::commit), but the file is locked (flock, exclusive) before
-    /// it becomes visible and stays locked as long as the returned descriptor is open:
-    /// `sendmail -odi` delivers the message itself, and the daemon, woken by the new
-    /// name, must not grab it first.
+    /// Like [`commit`](Self::commit), but the file stays locked as long as the returned
+    /// descriptor is open: `sendmail -odi` delivers the message itself, and the daemon
+    /// must not grab it first.
     pub fn commit_locked(self) -> io::Result<(QueueId, File)> {
-        let (id, file) = self.commit_inner(true)?;
-        Ok((id, file))
+        self.commit_inner()
     }
 
-    fn commit_inner(mut self, lock: bool) -> io::Result<(QueueId, File)> {
+    fn commit_inner(mut self) -> io::Result<(QueueId, File)> {
         self.file.flush()?;
-        if lock {
-            self.file.get_ref().lock()?;
-        }
+        // Locked before the name appears, and until the file is closed: the daemon, woken
+        // by the new name, leaves the file alone until it is durable (it tries again when
+        // the file is closed), rather than compete for the CPU with this process while its
+        // `fsync` runs. `commit_locked` keeps the lock on for a delivery of its own.
+        self.file.get_ref().lock()?;
         let file = self.file.get_ref();
         let size = format!("{:0width$}", self.message_bytes, width = SIZE_WIDTH);
         file.write_all_at(size.as_bytes(), self.envelope.size_offset)?;
