@@ -109,7 +109,13 @@ impl NewQueueFile {
     /// if another process took the first in the same microsecond). The file is locked
     /// (flock, exclusive) from before its name appears until it is durable and closed.
     pub fn commit(self) -> io::Result<QueueId> {
-        self.commit_inner().map(|(id, _)| id)
+        let (id, file) = self.commit_inner()?;
+        // Unlocked before the last close: the kernel reports the close (inotify's
+        // close-after-write, which wakes the daemon) before it drops the locks of a
+        // closing file, and a daemon that found the file still locked would leave it
+        // for its next periodic scan.
+        let _ = file.unlock();
+        Ok(id)
     }
 
     /// Like [`commit`](Self::commit), but the file stays locked as long as the returned
