@@ -42,9 +42,10 @@ fn try_main(args: &Args) -> Result<(), Error> {
     for warning in config.warnings() {
         eprintln!("mailq: warning: {warning}");
     }
-    // A large buffer: a 50,000-message listing is several megabytes.
+    // The listing comes in rendered chunks of a few dozen KB; a buffer of 64 KB writes
+    // them in few system calls without growing the peak memory of a large listing.
     let stdout = io::stdout();
-    let mut out = io::BufWriter::with_capacity(256 * 1024, stdout.lock());
+    let mut out = io::BufWriter::with_capacity(64 * 1024, stdout.lock());
     mailroom::mailq::run(&config, args.json, &mut out)?;
     // `run` flushed; a failure here is a closed pipe after the fact.
     let _ = out.flush();

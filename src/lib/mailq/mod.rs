@@ -38,7 +38,7 @@ pub struct Args {
 
 /// Messages per chunk: big enough to amortise the hand-off between threads, small
 /// enough that output starts at once and buffers stay small.
-const CHUNK: usize = 256;
+const CHUNK: usize = 128;
 /// Rendered chunks a worker may have waiting before it blocks.
 const IN_FLIGHT: usize = 1;
 
