@@ -243,17 +243,8 @@ impl io::Read for ReadAt<'_> {
 
 /// What `file` is when it is not a regular file.
 fn not_a_regular_file(file: &File) -> Option<&'static str> {
-    use nix::sys::stat::{SFlag, fstat};
-    let st = fstat(file).ok()?;
-    match SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) {
-        SFlag::S_IFREG => None,
-        SFlag::S_IFIFO => Some("a FIFO"),
-        SFlag::S_IFDIR => Some("a directory"),
-        SFlag::S_IFSOCK => Some("a socket"),
-        SFlag::S_IFCHR => Some("a character device"),
-        SFlag::S_IFBLK => Some("a block device"),
-        _ => Some("of an unknown type"),
-    }
+    let st = nix::sys::stat::fstat(file).ok()?;
+    super::not_regular_kind(st.st_mode)
 }
 
 #[cfg(test)]

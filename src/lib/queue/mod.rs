@@ -149,6 +149,21 @@ pub fn not_regular(e: &io::Error) -> Option<&'static str> {
         .map(|n| n.0)
 }
 
+/// What a file of this `st_mode` is, when it is not a regular file.
+pub(crate) fn not_regular_kind(mode: libc::mode_t) -> Option<&'static str> {
+    use nix::sys::stat::SFlag;
+    match SFlag::from_bits_truncate(mode & SFlag::S_IFMT.bits()) {
+        SFlag::S_IFREG => None,
+        SFlag::S_IFIFO => Some("a FIFO"),
+        SFlag::S_IFLNK => Some("a symbolic link"),
+        SFlag::S_IFDIR => Some("a directory"),
+        SFlag::S_IFSOCK => Some("a socket"),
+        SFlag::S_IFCHR => Some("a character device"),
+        SFlag::S_IFBLK => Some("a block device"),
+        _ => Some("of an unknown type"),
+    }
+}
+
 /// Opens the queue file `name` (relative to the directory `dir`, or a path with
 /// `nix::fcntl::AT_FDCWD`) with `access`, and only if it is a regular file. A FIFO in a
 /// queue directory must not block the thread that opens it (`O_NONBLOCK`: the open of a
@@ -162,19 +177,9 @@ pub fn open_regular<P: ?Sized + nix::NixPath>(
     access: nix::fcntl::OFlag,
 ) -> io::Result<File> {
     use nix::fcntl::OFlag;
-    use nix::sys::stat::{Mode, SFlag, fstat, fstatat};
+    use nix::sys::stat::{Mode, fstat, fstatat};
     let dir = dir.as_fd();
     let flags = access | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK;
-    let kind = |mode: libc::mode_t| match SFlag::from_bits_truncate(mode & SFlag::S_IFMT.bits()) {
-        SFlag::S_IFREG => None,
-        SFlag::S_IFIFO => Some("a FIFO"),
-        SFlag::S_IFLNK => Some("a symbolic link"),
-        SFlag::S_IFDIR => Some("a directory"),
-        SFlag::S_IFSOCK => Some("a socket"),
-        SFlag::S_IFCHR => Some("a character device"),
-        SFlag::S_IFBLK => Some("a block device"),
-        _ => Some("of an unknown type"),
-    };
     let refuse = |what| io::Error::new(io::ErrorKind::InvalidInput, NotRegular(what));
     let fd = match nix::fcntl::openat(dir, name, flags, Mode::empty()) {
         Ok(fd) => fd,
@@ -182,7 +187,7 @@ pub fn open_regular<P: ?Sized + nix::NixPath>(
         // what the name is, unless it changed into a regular file meanwhile.
         Err(e @ (Errno::ELOOP | Errno::EISDIR | Errno::ENXIO | Errno::ENODEV)) => {
             return match fstatat(dir, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
-                Ok(st) => match kind(st.st_mode) {
+                Ok(st) => match not_regular_kind(st.st_mode) {
                     Some(what) => Err(refuse(what)),
                     None => Err(e.into()),
                 },
@@ -192,7 +197,7 @@ pub fn open_regular<P: ?Sized + nix::NixPath>(
         Err(e) => return Err(e.into()),
     };
     let st = fstat(&fd)?;
-    match kind(st.st_mode) {
+    match not_regular_kind(st.st_mode) {
         None => Ok(File::from(fd)),
         Some(what) => Err(refuse(what)),
     }
@@ -466,19 +471,26 @@ impl Queue {
     /// IDs of the files in one queue, in directory order. Temporary files and anything
     /// else that is not a queue ID are skipped. A missing directory is an empty queue.
     pub fn ids(&self, queue: QueueName) -> io::Result<Vec<QueueId>> {
+        let mut ids = Vec::new();
+        self.each_id(queue, |id| ids.push(id))?;
+        Ok(ids)
+    }
+
+    /// Calls `found` with each queue ID in one queue, in directory order (see [`ids`]).
+    ///
+    /// [`ids`]: Queue::ids
+    fn each_id(&self, queue: QueueName, mut found: impl FnMut(QueueId)) -> io::Result<()> {
         let entries = match fs::read_dir(self.dir(queue)) {
             Ok(entries) => entries,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(e),
         };
-        let mut ids = Vec::new();
         for entry in entries {
-            let entry = entry?;
-            if let Some(id) = entry.file_name().to_str().and_then(QueueId::parse) {
-                ids.push(id);
+            if let Some(id) = entry?.file_name().to_str().and_then(QueueId::parse) {
+                found(id);
             }
         }
-        Ok(ids)
+        Ok(())
     }
 
     /// Every message in the given queues, oldest first, packed eight bytes a message
@@ -487,50 +499,29 @@ impl Queue {
     pub fn listing(&self, queues: &[QueueName]) -> io::Result<Listing> {
         let mut packed = Vec::new();
         for &queue in queues {
-            let entries = match fs::read_dir(self.dir(queue)) {
-                Ok(entries) => entries,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                // As in `list`: the set-gid group may not list maildrop/.
+            match self.each_id(queue, |id| packed.push(Listing::pack(id, queue))) {
+                // The set-gid group may write maildrop/ but not list it (mode 1730), so
+                // an ordinary user's mailq sees mail from the moment the daemon picks it
+                // up (within a second while it runs).
                 Err(e)
                     if queue == QueueName::Maildrop
-                        && e.kind() == io::ErrorKind::PermissionDenied =>
-                {
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
-            for entry in entries {
-                let entry = entry?;
-                if let Some(id) = entry.file_name().to_str().and_then(QueueId::parse) {
-                    packed.push(Listing::pack(id, queue));
-                }
+                        && e.kind() == io::ErrorKind::PermissionDenied => {}
+                done => done?,
             }
         }
         packed.sort_unstable();
         Ok(Listing(packed))
     }
 
-    /// Every message in the given queues, oldest first (IDs sort by arrival). Only the
-    /// IDs are held: 16 bytes a message, so even a huge queue costs little memory.
+    /// Every message in the given queues, oldest first (IDs sort by arrival): the
+    /// [`listing`](Queue::listing), unpacked.
     pub fn list(&self, queues: &[QueueName]) -> io::Result<Vec<(QueueId, QueueName)>> {
-        let mut all = Vec::new();
-        for &queue in queues {
-            let ids = match self.ids(queue) {
-                // The set-gid group may write maildrop/ but not list it (mode 1730), so
-                // an ordinary user's mailq sees mail from the moment the daemon picks it
-                // up (within a second while it runs).
-                Err(e)
-                    if queue == QueueName::Maildrop
-                        && e.kind() == io::ErrorKind::PermissionDenied =>
-                {
-                    continue;
-                }
-                ids => ids?,
-            };
-            all.extend(ids.into_iter().map(|id| (id, queue)));
-        }
-        all.sort_unstable();
-        Ok(all)
+        Ok(self
+            .listing(queues)?
+            .0
+            .into_iter()
+            .map(Listing::unpack)
+            .collect())
     }
 
     /// Reads the envelope of one message, and never its body. A name that is not a
@@ -771,8 +762,9 @@ mod tests {
             .map(|&p| Listing::unpack(p))
             .collect();
         assert_eq!(
-            unpacked, listed,
-            "the packed listing is the same list in the same order"
+            unpacked,
+            vec![(a, QueueName::Maildrop), (b, QueueName::Maildrop)],
+            "the packed listing, read in chunks, is every message in order"
         );
         assert_eq!(
             listed,
