@@ -357,6 +357,31 @@ fn daemon_delivers_new_mail_at_once_and_logs_like_postfix() {
     }
 }
 
+/// The daemon takes a submission on its close, and lets the rename before it pass (the
+/// file is still locked then). A file moved in from elsewhere, as `postsuper -H` does,
+/// closes nothing in `maildrop/`: its new name must be enough.
+#[test]
+fn a_file_moved_into_maildrop_is_delivered_at_once() {
+    let w = World::new();
+    assert!(w.send(&["-odq", "-i", "root"], &body(1)).status.success());
+    let ids = w.queued("maildrop");
+    assert_eq!(ids.len(), 1);
+    let parked = w.path("parked");
+    std::fs::rename(w.path("queue/maildrop").join(&ids[0]), &parked).unwrap();
+    let d = w.daemon();
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    std::fs::rename(&parked, w.path("queue/maildrop").join(&ids[0])).unwrap();
+    w.wait_for(|| w.messages("root") == 1 && w.queue_empty(), "delivery");
+    // inotify, not the 10-second scan.
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(stop(d).success());
+}
+
 #[test]
 fn files_left_in_active_and_incoming_are_recovered() {
     let w = World::new();

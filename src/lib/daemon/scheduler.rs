@@ -17,6 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use notify::{EventKind, RecursiveMode, Watcher};
 
+use crate::queue::store::TEMP_PREFIX;
 use crate::queue::{QueueId, QueueName};
 use crate::sysexits::{Error, ExitCode, Result};
 
@@ -178,9 +179,9 @@ impl Dispatcher {
         }
     }
 
-    /// A new name in `maildrop/`, or one closed by its writer. A submission is locked
-    /// until it is durable, so the job for its name may find it locked and let it be;
-    /// the close comes after, and must then not be lost behind that job.
+    /// A new name in `maildrop/`, or one closed by its writer (see [`Announcements`]).
+    /// A writer may close a file while its job runs (a job that found it still locked
+    /// lets it be): that close must not be lost behind the job.
     fn announced(&mut self, id: QueueId) {
         if self.in_flight.contains(&id) {
             self.again.insert(id);
@@ -401,41 +402,15 @@ pub fn run_daemon(
 }
 
 fn watch_maildrop(rt: &Runtime, tx: Sender<Event>) -> Option<notify::RecommendedWatcher> {
-    let handler = move |res: notify::Result<notify::Event>| {
-        let Ok(event) = res else {
-            let _ = tx.send(Event::Maildrop(None));
-            return;
-        };
-        if event.need_rescan() {
-            let _ = tx.send(Event::Maildrop(None));
-            return;
-        }
-        use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
-        // New names: a submission is renamed into place, `postsuper -r` moves a file in.
-        // Our own moves out of maildrop/ (the "from" side) are not news. A submission
-        // holds its file locked until it is durable and then closes it: the close says
-        // "now" (see `Dispatcher::announced`).
-        let path = match event.kind {
-            EventKind::Create(_)
-            | EventKind::Modify(ModifyKind::Name(RenameMode::To))
-            | EventKind::Access(AccessKind::Close(AccessMode::Write)) => event.paths.first(),
-            EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => event.paths.get(1),
-            EventKind::Modify(ModifyKind::Name(RenameMode::From))
-            | EventKind::Modify(_)
-            | EventKind::Remove(_)
-            | EventKind::Access(_) => None,
-            _ => {
-                let _ = tx.send(Event::Maildrop(None));
-                None
-            }
-        };
-        if let Some(id) = path
-            .and_then(|p| p.file_name())
-            .and_then(|n| n.to_str())
-            .and_then(QueueId::parse)
-        {
+    let mut announcements = Announcements::default();
+    let handler = move |res: notify::Result<notify::Event>| match announcements.of(res) {
+        Announcement::File(id) => {
             let _ = tx.send(Event::Maildrop(Some(id)));
         }
+        Announcement::Rescan => {
+            let _ = tx.send(Event::Maildrop(None));
+        }
+        Announcement::Nothing => {}
     };
     let mut watcher = match notify::recommended_watcher(handler) {
         Ok(w) => w,
@@ -456,6 +431,81 @@ fn watch_maildrop(rt: &Runtime, tx: Sender<Event>) -> Option<notify::Recommended
                 "cannot watch maildrop, scanning every second: {e}"
             ));
             None
+        }
+    }
+}
+
+/// What one inotify event on `maildrop/` asks of the daemon.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Announcement {
+    /// This file may be ready: try it.
+    File(QueueId),
+    /// Events were lost or cannot be read: look at the whole directory.
+    Rescan,
+    Nothing,
+}
+
+/// Turns `maildrop/`'s events into announcements, one per file that became ready.
+///
+/// A submission is written under a temporary name, renamed to its ID while still locked,
+/// made durable, unlocked and closed: the close says "now". Its rename says nothing
+/// useful, and taking it as news cost a wake-up of the daemon, a delivery thread, an open
+/// and a failed lock per submission while the submitter waited on its fsync. So a rename
+/// from a temporary name is let pass. Every other new name is news: `postsuper -r` and
+/// `-H` move files in from other queues, closing nothing there.
+#[derive(Default)]
+struct Announcements {
+    /// The inotify cookie of the last rename away from a temporary name in `maildrop/`.
+    submitted: Option<usize>,
+}
+
+impl Announcements {
+    fn of(&mut self, res: notify::Result<notify::Event>) -> Announcement {
+        use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
+        let Ok(event) = res else {
+            return Announcement::Rescan;
+        };
+        if event.need_rescan() {
+            return Announcement::Rescan;
+        }
+        let name = |event: &notify::Event| {
+            event
+                .paths
+                .first()
+                .and_then(|p| p.file_name())
+                .and_then(|n| n.to_str())
+                .map(str::to_owned)
+        };
+        let named = |event: &notify::Event| {
+            name(event)
+                .as_deref()
+                .and_then(QueueId::parse)
+                .map_or(Announcement::Nothing, Announcement::File)
+        };
+        match event.kind {
+            EventKind::Modify(ModifyKind::Name(RenameMode::From)) => {
+                if name(&event).is_some_and(|n| n.starts_with(TEMP_PREFIX)) {
+                    self.submitted = event.attrs.tracker();
+                }
+                Announcement::Nothing
+            }
+            EventKind::Modify(ModifyKind::Name(RenameMode::To)) => match event.attrs.tracker() {
+                Some(cookie) if self.submitted == Some(cookie) => {
+                    self.submitted = None;
+                    Announcement::Nothing
+                }
+                _ => named(&event),
+            },
+            // Written under its final name, or closed by its writer.
+            EventKind::Create(_) | EventKind::Access(AccessKind::Close(AccessMode::Write)) => {
+                named(&event)
+            }
+            // The same rename again, as one event with both names (the "to" side has been
+            // seen); our own moves out; writes and reads before the close.
+            EventKind::Modify(_) | EventKind::Remove(_) | EventKind::Access(_) => {
+                Announcement::Nothing
+            }
+            _ => Announcement::Rescan,
         }
     }
 }
@@ -521,4 +571,140 @@ pub fn run_once(rt: Runtime, filter: Option<&str>) -> Result<RunSummary> {
     }
     d.pool.shutdown(true);
     Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind, RemoveKind, RenameMode};
+
+    const ID: &str = "8EA3RtcHNt";
+
+    fn event(
+        kind: EventKind,
+        names: &[&str],
+        cookie: Option<usize>,
+    ) -> notify::Result<notify::Event> {
+        let mut e = notify::Event::new(kind);
+        for n in names {
+            e = e.add_path(std::path::Path::new("/q/maildrop").join(n));
+        }
+        if let Some(c) = cookie {
+            e = e.set_tracker(c);
+        }
+        Ok(e)
+    }
+
+    fn rename(mode: RenameMode) -> EventKind {
+        EventKind::Modify(ModifyKind::Name(mode))
+    }
+
+    fn closed() -> EventKind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write))
+    }
+
+    /// Event sequences as inotify (through notify) reports them, and what each event
+    /// announces.
+    #[test]
+    fn maildrop_events_announce_each_ready_file_once() {
+        let id = Announcement::File(QueueId::parse(ID).unwrap());
+        let tmp = ".tmp.8EA3RtcHNt.8673";
+        type Step = (notify::Result<notify::Event>, Announcement);
+        let cases: Vec<(&str, Vec<Step>)> = vec![
+            (
+                "a submission: only its close",
+                vec![
+                    (
+                        event(EventKind::Create(CreateKind::File), &[tmp], None),
+                        Announcement::Nothing,
+                    ),
+                    (
+                        event(rename(RenameMode::From), &[tmp], Some(7)),
+                        Announcement::Nothing,
+                    ),
+                    (
+                        event(rename(RenameMode::To), &[ID], Some(7)),
+                        Announcement::Nothing,
+                    ),
+                    (
+                        event(rename(RenameMode::Both), &[tmp, ID], Some(7)),
+                        Announcement::Nothing,
+                    ),
+                    (event(closed(), &[ID], None), id.clone()),
+                ],
+            ),
+            (
+                "postsuper -r from deferred/: the new name",
+                vec![(event(rename(RenameMode::To), &[ID], Some(9)), id.clone())],
+            ),
+            (
+                "postsuper -r within maildrop/: the new name",
+                vec![
+                    (
+                        event(rename(RenameMode::From), &["8EA3RtcAAA"], Some(3)),
+                        Announcement::Nothing,
+                    ),
+                    (event(rename(RenameMode::To), &[ID], Some(3)), id.clone()),
+                    (
+                        event(rename(RenameMode::Both), &["8EA3RtcAAA", ID], Some(3)),
+                        Announcement::Nothing,
+                    ),
+                ],
+            ),
+            (
+                "a rename from a temporary name does not hide a later move in",
+                vec![
+                    (
+                        event(rename(RenameMode::From), &[tmp], Some(4)),
+                        Announcement::Nothing,
+                    ),
+                    (
+                        event(rename(RenameMode::To), &[ID], Some(4)),
+                        Announcement::Nothing,
+                    ),
+                    (event(rename(RenameMode::To), &[ID], Some(5)), id.clone()),
+                ],
+            ),
+            (
+                "a file written under its own name",
+                vec![(
+                    event(EventKind::Create(CreateKind::File), &[ID], None),
+                    id.clone(),
+                )],
+            ),
+            (
+                "our own moves out and removals",
+                vec![
+                    (
+                        event(rename(RenameMode::From), &[ID], Some(6)),
+                        Announcement::Nothing,
+                    ),
+                    (
+                        event(EventKind::Remove(RemoveKind::File), &[ID], None),
+                        Announcement::Nothing,
+                    ),
+                ],
+            ),
+            (
+                "names that are not queue IDs",
+                vec![(event(closed(), &["README"], None), Announcement::Nothing)],
+            ),
+            (
+                "lost events",
+                vec![
+                    (
+                        Err(notify::Error::generic("queue overflow")),
+                        Announcement::Rescan,
+                    ),
+                    (event(EventKind::Any, &[], None), Announcement::Rescan),
+                ],
+            ),
+        ];
+        for (what, steps) in cases {
+            let mut announcements = Announcements::default();
+            for (n, (event, expected)) in steps.into_iter().enumerate() {
+                assert_eq!(announcements.of(event), expected, "{what}, event {n}");
+            }
+        }
+    }
 }
