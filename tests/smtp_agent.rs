@@ -14,7 +14,7 @@ use common::listening::Daemon;
 use common::smtp_server::Scripted;
 use common::smtp_server::Step::{self, *};
 use mailroom::deliver::smtp::agent::AgentProcess;
-use mailroom::deliver::{MessageSource, Status};
+use mailroom::deliver::{MessageSource, Outcome, Status};
 use mailroom::queue::{Envelope, QueueId, QueueName, Recipient};
 
 const SENDMAIL: &str = env!("CARGO_BIN_EXE_sendmail");
@@ -379,6 +379,11 @@ fn cache_agent(server: &Scripted, extra: &str) -> (MailSystem, AgentProcess) {
 
 /// Has `agent` deliver one message to one recipient and returns its status.
 fn deliver_one(agent: &mut AgentProcess) -> Status {
+    deliver_one_outcome(agent).status
+}
+
+/// Has `agent` deliver one message to one recipient and returns its outcome.
+fn deliver_one_outcome(agent: &mut AgentProcess) -> Outcome {
     let mut file = tempfile::tempfile().unwrap();
     std::io::Write::write_all(&mut file, b"Subject: x\n\nbody\n").unwrap();
     let mut envelope = Envelope::new(QueueId::generate(), 0, 0, "sender@example.org");
@@ -393,7 +398,7 @@ fn deliver_one(agent: &mut AgentProcess) -> Status {
         )
         .unwrap();
     assert!(reply.warnings.is_empty(), "{:?}", reply.warnings);
-    reply.outcomes[0].status
+    reply.outcomes[0].clone()
 }
 
 fn sessions(transcript: &[String]) -> usize {
@@ -410,8 +415,12 @@ fn messages_in_a_row_share_one_connection() {
         [opening(), transaction(), transaction(), goodbye()].concat(),
     ]);
     let (_sys, mut agent) = cache_agent(&server, "");
-    assert_eq!(deliver_one(&mut agent), Status::Sent);
-    assert_eq!(deliver_one(&mut agent), Status::Sent);
+    // The log names the connection's use from the second on (Postfix's conn_use=2).
+    let uses: Vec<(Status, u64)> = (0..2)
+        .map(|_| deliver_one_outcome(&mut agent))
+        .map(|o| (o.status, o.conn_use))
+        .collect();
+    assert_eq!(uses, [(Status::Sent, 0), (Status::Sent, 2)]);
     // Closing the agent's socket makes it say QUIT.
     drop(agent);
     let transcript = server.finish();

@@ -61,15 +61,21 @@ pub fn status_word(status: Status) -> &'static str {
     }
 }
 
-/// `ID: to=<...>, [orig_to=<...>, ]relay=..., delay=..., delays=a/b/c/d, dsn=..., status=... (...)`
+/// `ID: to=<...>, [orig_to=<...>, ]relay=..., [conn_use=N, ]delay=..., delays=a/b/c/d, dsn=..., status=... (...)`
 pub fn delivery(id: QueueId, rcpt: &Recipient, outcome: &Outcome, delays: &Delays) -> String {
     let orig = if rcpt.original != rcpt.address && !rcpt.original.is_empty() {
         format!("orig_to=<{}>, ", rcpt.original)
     } else {
         String::new()
     };
+    // Postfix names the connection's use only when it was not the first.
+    let conn_use = if outcome.conn_use > 1 {
+        format!("conn_use={}, ", outcome.conn_use)
+    } else {
+        String::new()
+    };
     format!(
-        "{id}: to=<{}>, {orig}relay={}, delay={}, delays={}/{}/{}/{}, dsn={}, status={} ({})",
+        "{id}: to=<{}>, {orig}relay={}, {conn_use}delay={}, delays={}/{}/{}/{}, dsn={}, status={} ({})",
         rcpt.address,
         outcome.relay,
         seconds(delays.total()),
@@ -142,5 +148,18 @@ mod tests {
             "0cQ3x7Lk2a: to=<bob@x>, relay=local, delay=0, delays=0/0/0/0, dsn=5.1.1, \
              status=bounced (unknown user: \"bob\")"
         );
+        // A message carried by a cached connection; the first use is not named.
+        let remote = Recipient::new("carol@example.net", "carol@example.net");
+        for (conn_use, named) in [(0, ""), (1, ""), (3, "conn_use=3, ")] {
+            let mut sent = Outcome::sent("mx.example.net[192.0.2.1]:25", "250 2.0.0 Ok");
+            sent.conn_use = conn_use;
+            assert_eq!(
+                delivery(id, &remote, &sent, &Delays::default()),
+                format!(
+                    "0cQ3x7Lk2a: to=<carol@example.net>, relay=mx.example.net[192.0.2.1]:25, \
+                     {named}delay=0, delays=0/0/0/0, dsn=2.0.0, status=sent (250 2.0.0 Ok)"
+                )
+            );
+        }
     }
 }

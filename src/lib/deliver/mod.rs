@@ -40,6 +40,10 @@ pub struct Outcome {
     /// Set when a remote server gave the verdict: a bounce then reports it as
     /// `Remote-MTA:` and `Diagnostic-Code: smtp; REPLY` instead of our own wording.
     pub remote: Option<RemoteReply>,
+    /// `conn_use=` in the log: which transaction on its SMTP connection this was, set
+    /// (2 or more) only when a cached connection carried it, as Postfix logs it; 0
+    /// otherwise.
+    pub conn_use: u64,
 }
 
 /// A remote server's verdict on a recipient, as a DSN reports it.
@@ -68,6 +72,7 @@ impl Outcome {
             text: text.into(),
             relay: relay.into(),
             remote: None,
+            conn_use: 0,
         }
     }
 
@@ -78,6 +83,7 @@ impl Outcome {
             text: text.into(),
             relay: relay.into(),
             remote: None,
+            conn_use: 0,
         }
     }
 
@@ -88,6 +94,7 @@ impl Outcome {
             text: text.into(),
             relay: relay.into(),
             remote: None,
+            conn_use: 0,
         }
     }
 }

@@ -24,9 +24,10 @@
 //!    message is `Z` bytes from offset `O` of it. The agent needs no permission on the
 //!    queue, and could not write to the file if it tried.
 //! 3. The agent answers `{"job":N,"outcomes":[{"status":"sent"|"deferred"|"bounced",
-//!    "dsn":"X.Y.Z","text":T,"relay":H,"remote":null|{"mta":M,"reply":P}},...],
+//!    "dsn":"X.Y.Z","text":T,"relay":H,"remote":null|{"mta":M,"reply":P}[,"conn_use":U]},...],
 //!    "warnings":[W,...],"notes":[I,...]}`: one outcome per recipient of the job, in its
-//!    order, and the warnings and information lines (TLS established) the client would
+//!    order (`U`, only when a cached connection carried the message: which transaction on
+//!    it this was, Postfix's `conn_use`), and the warnings and information lines (TLS established) the client would
 //!    have logged (the agent cannot write the root-owned `maillog_file`; the parent logs
 //!    them as `$syslog_name/smtp`).
 //!
@@ -63,6 +64,9 @@ pub const SUBCOMMAND: &str = "smtp-agent";
 pub const MAX_TEXT: usize = 4096;
 /// The longest `relay` or remote MTA name.
 pub const MAX_NAME: usize = 1024;
+
+/// The largest `conn_use` the parent accepts (far above any reuse count limit).
+const MAX_CONN_USE: u64 = u32::MAX as u64;
 /// At most this many warnings per job.
 pub const MAX_WARNINGS: usize = 64;
 /// The longest job line the agent reads.
@@ -74,7 +78,8 @@ const START_DEADLINE: Duration = Duration::from_secs(60);
 /// every byte escaped (`\u0001` is six bytes for one).
 pub fn reply_limit(count: usize) -> usize {
     let string = |n: usize| 6 * n + 2;
-    let outcome = string(MAX_TEXT) * 2 + string(MAX_NAME) * 2 + 128;
+    // 160: the keys, status, DSN and `conn_use`.
+    let outcome = string(MAX_TEXT) * 2 + string(MAX_NAME) * 2 + 160;
     256 + count.saturating_mul(outcome) + MAX_WARNINGS * (string(MAX_TEXT) + 1)
 }
 
@@ -185,13 +190,17 @@ pub fn encode_reply(
                 }
                 None => Value::Null,
             };
-            json!({
+            let mut outcome = json!({
                 "status": status_name(o.status),
                 "dsn": o.dsn.to_string(),
                 "text": clip(&o.text, MAX_TEXT),
                 "relay": clip(&o.relay, MAX_NAME),
                 "remote": remote,
-            })
+            });
+            if o.conn_use > 0 {
+                outcome["conn_use"] = json!(o.conn_use);
+            }
+            outcome
         })
         .collect();
     let clipped = |list: &[String]| -> Vec<String> {
@@ -262,12 +271,20 @@ fn parse_outcome(value: &Value) -> std::result::Result<Outcome, String> {
         }),
         Some(_) => return Err("remote is not an object".into()),
     };
+    let conn_use = match o.get("conn_use") {
+        None => 0,
+        Some(n) => n
+            .as_u64()
+            .filter(|&n| n <= MAX_CONN_USE)
+            .ok_or("conn_use is not a count")?,
+    };
     Ok(Outcome {
         status,
         dsn,
         text: string(o, "text", MAX_TEXT)?,
         relay: string(o, "relay", MAX_NAME)?,
         remote,
+        conn_use,
     })
 }
 
@@ -808,6 +825,28 @@ mod tests {
                 "remote is not",
             ),
             (
+                "conn_use not a count",
+                reply(
+                    7,
+                    vec![
+                        json!({"status": "sent", "dsn": "2.0.0", "text": "t", "relay": "r", "conn_use": -1}),
+                    ],
+                ),
+                1,
+                "conn_use is not a count",
+            ),
+            (
+                "conn_use too large",
+                reply(
+                    7,
+                    vec![
+                        json!({"status": "sent", "dsn": "2.0.0", "text": "t", "relay": "r", "conn_use": u64::MAX}),
+                    ],
+                ),
+                1,
+                "conn_use is not a count",
+            ),
+            (
                 "too many warnings",
                 line(
                     &json!({"job": 7, "outcomes": [good()], "warnings": vec!["w"; MAX_WARNINGS + 1]}),
@@ -836,8 +875,10 @@ mod tests {
 
     #[test]
     fn what_an_agent_encodes_the_parent_reads_back() {
+        let mut reused = Outcome::sent("mx.example[192.0.2.1]:25", "250 2.0.0 Ok");
+        reused.conn_use = 7;
         let outcomes = vec![
-            Outcome::sent("mx.example[192.0.2.1]:25", "250 2.0.0 Ok"),
+            reused,
             Outcome::bounced(
                 "mx.example[192.0.2.1]:25",
                 Dsn::UNKNOWN_USER,

@@ -193,6 +193,11 @@ fn reuse(
     results: &mut [Option<Outcome>],
 ) -> Option<Result<(), SmtpError>> {
     let result = transaction(&mut cached.conn, ctx, peer, job, &cached.features, results);
+    // `uses` counts the transactions before this one, so this is the next.
+    let conn_use = cached.uses + 1;
+    for outcome in results.iter_mut().flatten() {
+        outcome.conn_use = conn_use;
+    }
     let stale = match &result {
         Err(SmtpError::Lost(Stage::Mail) | SmtpError::Timeout(Stage::Mail)) => true,
         Err(SmtpError::Malformed(Stage::Mail)) => true,
