@@ -9,7 +9,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::require_tool;
-use common::smtp_server::{Aiosmtpd, free_port};
+use common::smtp_server::{Aiosmtpd, SlowSink, free_port};
 
 const SENDMAIL: &str = env!("CARGO_BIN_EXE_sendmail");
 const MAILROOM: &str = env!("CARGO_BIN_EXE_mailroom");
@@ -739,6 +739,58 @@ fn the_daemon_listens_for_smtp_and_delivers_what_it_accepts() {
     assert!(w.mbox("root").contains("Subject: over smtp"));
     assert!(w.log().contains("mailroom/smtpd["), "{}", w.log());
     assert!(stop(daemon).success());
+}
+
+/// `smtp_destination_concurrency_limit`: with a limit, no more deliveries to one
+/// destination run at once, and the rest wait (in `active/`, not deferred) until each
+/// place frees up; without one, all the daemon's threads go to it.
+#[test]
+fn deliveries_to_one_destination_keep_to_its_concurrency_limit() {
+    const MESSAGES: usize = 8;
+    // (main.cf line, most transactions that may be in flight at once, fewest expected)
+    let cases = [
+        ("smtp_destination_concurrency_limit = 2", 2, 2),
+        ("default_destination_concurrency_limit = 1", 1, 1),
+        // 0 is no limit: the daemon's threads (at least 4 here) are the bound.
+        ("smtp_destination_concurrency_limit = 0", MESSAGES, 3),
+    ];
+    for (limit, most, fewest) in cases {
+        let sink = SlowSink::start(Duration::from_millis(300));
+        let w = World::with(&format!(
+            "relayhost = [127.0.0.1]:{}\ndefault_process_limit = 8\n{limit}\n",
+            sink.port
+        ));
+        // Queued first, so that the daemon finds them all at once.
+        for n in 0..MESSAGES {
+            let out = w.send(
+                &["-odq", "-i", "-f", "s@example.org", "r@example.net"],
+                &body(n),
+            );
+            assert!(out.status.success(), "{limit}: {}", stderr(&out));
+        }
+        let d = w.daemon();
+        w.wait_for(|| w.queue_empty() && sink.messages() == MESSAGES, limit);
+        assert!(stop(d).success());
+        let at_once = sink.most_at_once();
+        assert!(
+            (fewest..=most).contains(&at_once),
+            "{limit}: {at_once} at once\n{}",
+            w.log()
+        );
+        let log = w.log();
+        assert_eq!(
+            log.matches("status=sent").count(),
+            MESSAGES,
+            "{limit}: {log}"
+        );
+        assert!(!log.contains("status=deferred"), "{limit}: {log}");
+        // Each message is announced active once, however long it waited.
+        assert_eq!(
+            log.matches("(queue active)").count(),
+            MESSAGES,
+            "{limit}: {log}"
+        );
+    }
 }
 
 #[test]

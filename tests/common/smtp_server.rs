@@ -213,6 +213,111 @@ fn run_session(
 }
 
 // ---------------------------------------------------------------------------------------
+// A slow sink: takes every connection at once and every message, answering the end of
+// each message only after `hold`, and counts the transactions in flight (from MAIL FROM
+// to that answer), to see how many deliveries a client runs side by side.
+
+pub struct SlowSink {
+    pub port: u16,
+    state: Arc<Mutex<SinkCounts>>,
+}
+
+#[derive(Default, Debug)]
+struct SinkCounts {
+    in_flight: usize,
+    most: usize,
+    messages: usize,
+}
+
+impl SlowSink {
+    pub fn start(hold: Duration) -> SlowSink {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let state = Arc::new(Mutex::new(SinkCounts::default()));
+        let shared = Arc::clone(&state);
+        // Detached: the thread ends with the test process.
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { return };
+                let state = Arc::clone(&shared);
+                std::thread::spawn(move || {
+                    let _ = sink_session(stream, &state, hold);
+                });
+            }
+        });
+        SlowSink { port, state }
+    }
+
+    /// Messages taken so far.
+    pub fn messages(&self) -> usize {
+        self.state.lock().unwrap().messages
+    }
+
+    /// The most transactions that were in flight at once.
+    pub fn most_at_once(&self) -> usize {
+        self.state.lock().unwrap().most
+    }
+}
+
+fn sink_session(
+    stream: TcpStream,
+    state: &Mutex<SinkCounts>,
+    hold: Duration,
+) -> std::io::Result<()> {
+    let mut out = stream.try_clone()?;
+    let mut lines = BufReader::new(stream);
+    out.write_all(b"220 slow.sink ESMTP\r\n")?;
+    let mut line = String::new();
+    let mut in_transaction = false;
+    loop {
+        line.clear();
+        if lines.read_line(&mut line)? == 0 {
+            break;
+        }
+        let verb = line.get(..4).unwrap_or("").to_ascii_uppercase();
+        let reply: &[u8] = match verb.as_str() {
+            "EHLO" | "HELO" => b"250 slow.sink\r\n",
+            "MAIL" => {
+                let mut s = state.lock().unwrap();
+                s.in_flight += 1;
+                s.most = s.most.max(s.in_flight);
+                in_transaction = true;
+                b"250 2.1.0 Ok\r\n"
+            }
+            "RCPT" | "RSET" | "NOOP" => b"250 2.0.0 Ok\r\n",
+            "DATA" => {
+                out.write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n")?;
+                loop {
+                    line.clear();
+                    if lines.read_line(&mut line)? == 0 {
+                        return Ok(());
+                    }
+                    if line == ".\r\n" || line == ".\n" {
+                        break;
+                    }
+                }
+                std::thread::sleep(hold);
+                let mut s = state.lock().unwrap();
+                s.in_flight -= 1;
+                s.messages += 1;
+                in_transaction = false;
+                b"250 2.0.0 Ok: queued\r\n"
+            }
+            "QUIT" => {
+                out.write_all(b"221 2.0.0 Bye\r\n")?;
+                break;
+            }
+            _ => b"502 5.5.2 Error: command not recognized\r\n",
+        };
+        out.write_all(reply)?;
+    }
+    if in_transaction {
+        state.lock().unwrap().in_flight -= 1;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
 // A real server: aiosmtpd.
 
 const AIOSMTPD: &str = include_str!("../support/aiosmtpd_saver.py");

@@ -20,6 +20,8 @@ use crate::deliver::{MessageSource, Outcome, Request};
 use crate::log::Log;
 use crate::queue::{Envelope, QueueId, Recipient};
 
+use super::slots::{DestinationSlots, Slot};
+
 /// Something that delivers one recipient of one message and says what happened.
 pub trait Agent: Send + Sync {
     fn deliver(&self, req: &Request) -> Outcome;
@@ -38,8 +40,18 @@ where
 /// Remote delivery: recipients that share a destination go in one call (one SMTP
 /// transaction with several `RCPT TO`).
 pub trait Remote: Send + Sync {
-    /// Recipients with equal keys may be delivered together.
+    /// Recipients with equal keys may be delivered together: the destination.
     fn key(&self, address: &str) -> String;
+    /// A place for one more delivery to destination `key`, held until dropped; `None`
+    /// while it has all the deliveries in flight it may have
+    /// (`smtp_destination_concurrency_limit`). No limit unless the agent has one.
+    fn admit(&self, key: &str) -> Option<Slot> {
+        DestinationSlots::new(0).take(key)
+    }
+    /// Whether [`admit`](Remote::admit) would give `key` a place now.
+    fn has_room(&self, _key: &str) -> bool {
+        true
+    }
     /// One outcome per recipient, in order.
     fn deliver(
         &self,
@@ -57,6 +69,8 @@ pub struct Batch {
     pub program: &'static str,
     /// Indices into the envelope's recipients.
     pub recipients: Vec<usize>,
+    /// The remote destination ([`Remote::key`]); empty for local recipients.
+    pub key: String,
 }
 
 /// Routes each recipient to the local or the remote agent by its domain
@@ -79,6 +93,7 @@ impl Router {
                 batches.push(Batch {
                     program: "local",
                     recipients: vec![i],
+                    key: String::new(),
                 });
                 continue;
             }
@@ -86,10 +101,11 @@ impl Router {
             match remote_keys.iter().find(|(k, _)| *k == key) {
                 Some(&(_, at)) => batches[at].recipients.push(i),
                 None => {
-                    remote_keys.push((key, batches.len()));
+                    remote_keys.push((key.clone(), batches.len()));
                     batches.push(Batch {
                         program: "smtp",
                         recipients: vec![i],
+                        key,
                     });
                 }
             }
@@ -162,16 +178,19 @@ pub struct SmtpProcesses {
     /// How long a batch may take before its agent is given up.
     deadline: Duration,
     idle: Mutex<Vec<AgentProcess>>,
+    /// `smtp_destination_concurrency_limit`.
+    slots: Arc<DestinationSlots>,
 }
 
 impl SmtpProcesses {
     /// Agents running `program` with the configuration in `config_dir`, which `ctx` was
-    /// read from.
+    /// read from, at most `destination_limit` at once for one destination (0: no limit).
     pub fn new(
         ctx: SmtpContext,
         program: PathBuf,
         config_dir: PathBuf,
         log: Arc<Log>,
+        destination_limit: u64,
     ) -> SmtpProcesses {
         let deadline = job_deadline(&ctx.timeouts, ctx.address_limit);
         SmtpProcesses {
@@ -181,6 +200,7 @@ impl SmtpProcesses {
             log,
             deadline,
             idle: Mutex::new(Vec::new()),
+            slots: DestinationSlots::new(destination_limit),
         }
     }
 
@@ -245,6 +265,14 @@ pub fn job_deadline(t: &Timeouts, address_limit: usize) -> Duration {
 impl Remote for SmtpProcesses {
     fn key(&self, address: &str) -> String {
         crate::deliver::smtp::destination_key(&self.ctx, address)
+    }
+
+    fn admit(&self, key: &str) -> Option<Slot> {
+        self.slots.take(key)
+    }
+
+    fn has_room(&self, key: &str) -> bool {
+        self.slots.has_room(key)
     }
 
     fn deliver(

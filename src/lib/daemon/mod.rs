@@ -19,6 +19,7 @@ pub mod retry;
 pub mod scheduler;
 pub mod sessions;
 pub mod signals;
+pub mod slots;
 
 use std::sync::Arc;
 
@@ -118,6 +119,7 @@ impl Runtime {
             Arc::new(aliases),
             Arc::new(move |w: &str| warn_log.warning(w)),
         )?;
+        let destination_limit = config.number("smtp_destination_concurrency_limit")?;
         // The agents read main.cf again themselves; reading it here finds its errors
         // once, before any mail waits on them.
         let agents = SmtpContext::from_config(config).and_then(|ctx| {
@@ -129,6 +131,7 @@ impl Runtime {
                 program,
                 dir,
                 Arc::clone(&logs.smtp),
+                destination_limit,
             ))
         });
         let remote: Box<dyn agent::Remote> = match agents {

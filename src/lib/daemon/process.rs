@@ -32,6 +32,10 @@ pub struct Report {
     pub interrupted: bool,
     /// The file could not be read or recorded; it stays queued and a later run retries it.
     pub trouble: Option<String>,
+    /// Recipients were left untried because this destination had all the deliveries in
+    /// flight it may have (`smtp_destination_concurrency_limit`): the file waits in
+    /// `active/` until one of them ends, then [`resume`] takes it again.
+    pub waiting: Option<String>,
 }
 
 impl Report {
@@ -46,6 +50,16 @@ impl Report {
 /// Delivers what is pending in `locked` (from any queue but `maildrop/`, which goes
 /// through pickup first). `stop` is checked between recipients.
 pub fn process(rt: &Runtime, locked: LockedFile, stop: &AtomicBool) -> Report {
+    attempt(rt, locked, stop, true)
+}
+
+/// [`process`] for a message that waited in `active/` for a place at its destination
+/// ([`Report::waiting`]): the same attempt, without logging its activation again.
+pub fn resume(rt: &Runtime, locked: LockedFile, stop: &AtomicBool) -> Report {
+    attempt(rt, locked, stop, false)
+}
+
+fn attempt(rt: &Runtime, locked: LockedFile, stop: &AtomicBool, announce: bool) -> Report {
     let (mut locked, mut env) = match activate(rt, locked) {
         Ok(active) => active,
         Err(report) => return report,
@@ -55,18 +69,21 @@ pub fn process(rt: &Runtime, locked: LockedFile, stop: &AtomicBool) -> Report {
     let now = SystemTime::now();
     let arrival = UNIX_EPOCH + Duration::from_micros(env.arrival_micros);
     let before_active = now.duration_since(arrival).unwrap_or_default();
-    rt.logs.qmgr.info(&logline::active(
-        id,
-        &env.sender,
-        env.size,
-        env.recipients.len(),
-    ));
+    if announce {
+        rt.logs.qmgr.info(&logline::active(
+            id,
+            &env.sender,
+            env.size,
+            env.recipients.len(),
+        ));
+    }
 
     let mut report = Report::default();
     let Tried {
         mut deferred,
         mut bounced,
         mut unmarked,
+        waiting,
     } = deliver_pending(
         rt,
         &locked,
@@ -82,6 +99,7 @@ pub fn process(rt: &Runtime, locked: LockedFile, stop: &AtomicBool) -> Report {
         .map_or(0, |d| d.as_secs());
     if !deferred.is_empty()
         && !report.interrupted
+        && waiting.is_empty()
         && rt
             .policy
             .expired(env.sender.is_empty(), env.arrival_secs(), now_secs as i64)
@@ -94,7 +112,14 @@ pub fn process(rt: &Runtime, locked: LockedFile, stop: &AtomicBool) -> Report {
         notify_bounced(rt, &locked, &mut env, &mut bounced, &mut deferred);
     }
 
-    if report.interrupted {
+    // Waiting for a place at a destination: it stays in active/ as an interrupted attempt
+    // does, unless some recipients were deferred now; then the waiting ones go to
+    // deferred/ with them (still pending), rather than be tried again before their
+    // retry time.
+    if !waiting.is_empty() && deferred.is_empty() {
+        report.waiting = waiting.into_iter().next();
+    }
+    if report.interrupted || report.waiting.is_some() {
         // Left in active/: the next start (or scan) finishes it, without repeating what
         // was delivered.
         record(rt, &locked, &env, &mut unmarked, RcptState::Delivered);
@@ -160,6 +185,8 @@ struct Tried {
     bounced: Vec<(usize, Outcome)>,
     /// Delivered but not yet recorded on disk.
     unmarked: Vec<usize>,
+    /// Destinations whose recipients were not tried, for want of a place.
+    waiting: Vec<String>,
 }
 
 /// Hands the pending recipients to the agents, batch by batch, logging each outcome
@@ -178,6 +205,7 @@ fn deliver_pending(
         deferred: Vec::new(),
         bounced: Vec::new(),
         unmarked: Vec::new(),
+        waiting: Vec::new(),
     };
     let pending: Vec<usize> = (0..env.recipients.len())
         .filter(|&i| !env.recipients[i].state.is_done())
@@ -191,6 +219,17 @@ fn deliver_pending(
             report.interrupted = true;
             break;
         }
+        // Held through the delivery: the place is given back when the agent is done.
+        let _slot = match batch.program {
+            "local" => None,
+            _ => match rt.router.remote.admit(&batch.key) {
+                Some(slot) => Some(slot),
+                None => {
+                    tried.waiting.push(batch.key);
+                    continue;
+                }
+            },
+        };
         let started = Instant::now();
         let outcomes = rt.router.deliver(id, env, message, &batch);
         let delays = Delays {

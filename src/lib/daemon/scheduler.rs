@@ -8,7 +8,7 @@
 //! channel that carries inotify wake-ups, finished jobs and signals, with a timeout for
 //! the next scan: no polling loop.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
@@ -43,6 +43,8 @@ pub enum Event {
 struct Job {
     id: QueueId,
     queue: QueueName,
+    /// Taken again after waiting in `active/` for a place at its destination.
+    resumed: bool,
     rt: Arc<Runtime>,
 }
 
@@ -137,7 +139,10 @@ fn run_job(job: &Job, stop: &AtomicBool) -> Option<Report> {
             }
         },
     };
-    Some(process::process(rt, locked, stop))
+    Some(match job.resumed {
+        true => process::resume(rt, locked, stop),
+        false => process::process(rt, locked, stop),
+    })
 }
 
 /// Keeps each file to one job at a time, and only a few jobs in the pool's channel: the
@@ -152,6 +157,11 @@ struct Dispatcher {
     /// writer): taken again once their job is done.
     again: HashSet<QueueId>,
     backlog: VecDeque<(QueueId, QueueName)>,
+    /// Files in flight that wait in `active/` for a place at their destination
+    /// ([`Report::waiting`]), oldest first.
+    waiting: HashMap<String, VecDeque<QueueId>>,
+    /// Of the backlog, files taken again after waiting.
+    resumed: HashSet<QueueId>,
     /// Jobs handed to the pool and not yet done.
     running: usize,
     /// At most this many in the pool at once: enough to keep every worker busy.
@@ -166,6 +176,8 @@ impl Dispatcher {
             in_flight: HashSet::new(),
             again: HashSet::new(),
             backlog: VecDeque::new(),
+            waiting: HashMap::new(),
+            resumed: HashSet::new(),
             running: 0,
             most_running: workers.max(1) * 2,
             rt,
@@ -190,14 +202,43 @@ impl Dispatcher {
         }
     }
 
-    /// A job is done: its file may be taken again, and the next waiting one goes.
-    fn finished(&mut self, id: QueueId) {
-        self.in_flight.remove(&id);
+    /// A job is done: its file may be taken again, and the next in the backlog goes. A
+    /// file that must wait for a place at `waiting` stays in flight (no scan takes it)
+    /// until [`wake`](Dispatcher::wake) finds one.
+    fn finished(&mut self, id: QueueId, waiting: Option<String>) {
         self.running = self.running.saturating_sub(1);
-        if self.again.remove(&id) {
-            self.dispatch(id, QueueName::Maildrop);
+        match waiting {
+            Some(destination) => self.waiting.entry(destination).or_default().push_back(id),
+            None => {
+                self.in_flight.remove(&id);
+                if self.again.remove(&id) {
+                    self.dispatch(id, QueueName::Maildrop);
+                }
+            }
         }
+        self.wake();
         self.feed();
+    }
+
+    /// Takes again, for each destination with room now, the file that has waited
+    /// longest. One per destination each time: every delivery that ends frees at most
+    /// one place, and ends with a call here. A file that finds its place taken meanwhile
+    /// waits again.
+    fn wake(&mut self) {
+        let remote = &self.rt.router.remote;
+        let mut woken = Vec::new();
+        self.waiting.retain(|destination, ids| {
+            if remote.has_room(destination)
+                && let Some(id) = ids.pop_front()
+            {
+                woken.push(id);
+            }
+            !ids.is_empty()
+        });
+        for id in woken {
+            self.resumed.insert(id);
+            self.backlog.push_back((id, QueueName::Active));
+        }
     }
 
     fn feed(&mut self) {
@@ -209,6 +250,7 @@ impl Dispatcher {
             self.pool.submit(Job {
                 id,
                 queue,
+                resumed: self.resumed.remove(&id),
                 rt: Arc::clone(&self.rt),
             });
         }
@@ -353,7 +395,9 @@ pub fn run_daemon(
         match rx.recv_timeout(wait) {
             Ok(Event::Maildrop(Some(id))) => d.announced(id),
             Ok(Event::Maildrop(None)) => d.scan(&[QueueName::Maildrop], true, None),
-            Ok(Event::Done(id, _)) => d.finished(id),
+            Ok(Event::Done(id, report)) => {
+                d.finished(id, report.and_then(|r| r.waiting));
+            }
             Ok(Event::Signal(Sig::Stop(sig))) => break sig,
             Ok(Event::Signal(Sig::Flush)) => {
                 rt.logs.master.info("flush -- deferred mail is tried now");
@@ -383,6 +427,9 @@ pub fn run_daemon(
                 true,
                 None,
             );
+            // After a reload the places are counted afresh: nothing else may end.
+            d.wake();
+            d.feed();
             next_scan = now + scan_every;
         }
         if now >= next_run {
@@ -540,8 +587,10 @@ pub fn run_once(rt: Runtime, filter: Option<&str>) -> Result<RunSummary> {
         while !d.in_flight.is_empty() {
             match rx.recv() {
                 Ok(Event::Done(id, report)) => {
-                    d.finished(id);
-                    if let Some(report) = report {
+                    let waiting = report.as_ref().and_then(|r| r.waiting.clone());
+                    d.finished(id, waiting.clone());
+                    // A message that waits for a place is counted when it is done.
+                    if let Some(report) = report.filter(|_| waiting.is_none()) {
                         summary.messages += 1;
                         summary.reports.push(report);
                     }
