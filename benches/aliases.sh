@@ -9,11 +9,13 @@
 # (start, read, parse, write, fsync, rename); the goal for 100k is well under 40 ms
 # (Postfix's `postalias cdb:` takes ~61 ms on our machines).
 set -euo pipefail
+# shellcheck source=benches/world.sh
+source "$(dirname "$0")/world.sh"
 cd "$(dirname "$0")/.."
 SIZES=${SIZES:-"1000 10000 100000"}; RUNS=${RUNS:-9}
 cargo build --release --quiet --bin newaliases
 BIN=target/release/newaliases
-T=$(mktemp -d /tmp/mr-aliases-bench.XXXXXX); trap 'rm -rf "$T"' EXIT
+world_dir mr-aliases-bench
 
 generate() {
   python3 - "$1" "$2" <<'PY'

@@ -7,31 +7,17 @@
 #
 #   benches/delivery.sh [BIN_DIR]     (default target/release; N=1000 USER=root)
 set -euo pipefail
+# shellcheck source=benches/world.sh
+source "$(dirname "$0")/world.sh"
 BIN=$(cd "${1:-target/release}" && pwd)
 N=${N:-1000}; U=${USER_TO:-root}
 for b in sendmail; do [ -x "$BIN/$b" ] || { echo "missing $BIN/$b (cargo build --release)" >&2; exit 2; }; done
-T=$(mktemp -d /tmp/mr-delivery.XXXXXX); chmod 755 "$T"
-mkdir -p "$T/config" "$T/spool"; chmod 1777 "$T/spool"
-cat > "$T/config/main.cf" <<CF
-myhostname = bench.localdomain
-mydomain = localdomain
-mydestination = \$myhostname, localhost.\$mydomain, localhost
-queue_directory = $T/queue
-mail_spool_directory = $T/spool
-alias_maps = cdb:$T/config/aliases
-alias_database = cdb:$T/config/aliases
-maillog_file = $T/maillog
-smtpd_port =
-CF
+# Its aliases (world_new compiles them) are consulted on every delivery, as in compare.sh.
+# shellcheck disable=SC2016 # $myhostname and $mydomain are main.cf's
+world_new mr-delivery bench.localdomain localdomain '$myhostname, localhost.$mydomain, localhost'
 export MAIL_CONFIG=$T/config
-echo "postmaster: root" > "$T/config/aliases"
-"$BIN/sendmail" -bi >/dev/null   # aliases consulted on every delivery, as in compare.sh
-DAEMON=""
-stop() { [ -n "$DAEMON" ] && { kill -TERM "$DAEMON" 2>/dev/null; wait "$DAEMON" 2>/dev/null || true; DAEMON=""; }; }
-trap 'stop; rm -rf "$T"' EXIT
 msg=$T/msg.eml
-{ printf 'From: bench@example.org\nTo: %s\nSubject: bench\n\n' "$U"
-  for i in $(seq 1 30); do echo "line $i of a two kilobyte message body padding padding padding padding"; done; } > "$msg"
+world_message "$msg" "$U"
 
 # mailq is another helper's binary; until it is there, an empty queue is no regular file
 # left under maildrop/ incoming/ active/ deferred/.
@@ -57,9 +43,9 @@ run() { # $1 = parallel submitters
     "$got" "$((e - s))" "$p submitter(s)" "$5"
 }
 
-"$BIN/sendmail" -bD >"$T/daemon.out" 2>&1 & DAEMON=$!
+daemon_start
 sleep 0.3
 printf '%-28s %6s %8s %8s %9s\n' workload msgs seconds "msg/s" "postfix s"
 run 1 x x x 6.1
 run 4 x x x 5.4
-stop
+daemon_stop

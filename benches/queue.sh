@@ -10,12 +10,13 @@
 # (peak RSS 6.9 MB), postsuper -d ALL ~3.4 s. The goal is 3x faster, with memory that
 # does not grow with the queue.
 set -euo pipefail
+# shellcheck source=benches/world.sh
+source "$(dirname "$0")/world.sh"
 cd "$(dirname "$0")/.."
 SIZES=${SIZES:-"1000 10000 50000"}; RUNS=${RUNS:-3}
 cargo build --release --quiet --bin mailq --bin postsuper --example mkqueue
 BIN=target/release
-T=$(mktemp -d /tmp/mr-queue-bench.XXXXXX)
-trap 'rm -rf "$T"' EXIT
+world_dir mr-queue-bench
 mkdir "$T/config"
 printf 'queue_directory = %s/queue\nmaillog_file = %s/maillog\n' "$T" "$T" > "$T/config/main.cf"
 export MAIL_CONFIG=$T/config

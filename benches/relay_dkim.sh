@@ -13,6 +13,8 @@
 # Needs smtp-sink (Debian's postfix package: compare.sh installs it) and root (the daemon
 # drops to mail_owner for its SMTP agents; the user mailroom must exist).
 set -euo pipefail
+# shellcheck source=benches/world.sh
+source "$(dirname "$0")/world.sh"
 BIN=""; if [ $# -gt 0 ]; then BIN=$(cd "$1" && pwd); fi
 cd "$(dirname "$0")/.."
 RELAY=${RELAY:-2000}; RUNS=${RUNS:-3}; SINK_PORT=${SINK_PORT:-40625}
@@ -21,48 +23,25 @@ if [ -z "$BIN" ]; then
   cargo build --release --quiet --bin sendmail --bin mailroom --bin mailq --bin newaliases
   BIN=$(pwd)/target/release
 fi
-T=$(mktemp -d /tmp/mr-relay-dkim.XXXXXX); chmod 755 "$T"
-DAEMON=""; SINK=""
-stop() { [ -n "$DAEMON" ] && { kill -TERM "$DAEMON" 2>/dev/null; wait "$DAEMON" 2>/dev/null || true; DAEMON=""; }; }
-trap 'set +e; stop; [ -n "$SINK" ] && kill $SINK 2>/dev/null; [ -n "${KEEP:-}" ] || rm -rf "$T"' EXIT
 
-mkdir -p "$T/config" "$T/spool"; chmod 1777 "$T/spool"
-cat > "$T/config/main.cf" <<CF
-myhostname = bench.example.org
-mydomain = example.org
-mydestination = \$myhostname, localhost
-queue_directory = $T/queue
-mail_spool_directory = $T/spool
-alias_maps = cdb:$T/config/aliases
-alias_database = cdb:$T/config/aliases
-maillog_file = $T/maillog
-smtpd_port =
-relayhost = [127.0.0.1]:$SINK_PORT
-dkim_domains = rsa.example.org, ed.example.org
-dkim_selector = bench
-CF
-echo "postmaster: root" > "$T/config/aliases"
-MR="env MAIL_CONFIG=$T/config"
-$MR "$BIN/newaliases"
+world_new mr-relay-dkim
+world_cf "relayhost = [127.0.0.1]:$SINK_PORT" \
+  "dkim_domains = rsa.example.org, ed.example.org" "dkim_selector = bench"
 $MR "$BIN/mailroom" dkim keygen -d rsa.example.org -s bench >/dev/null
 $MR "$BIN/mailroom" dkim keygen -d ed.example.org -s bench --algorithm ed25519 >/dev/null
 # The sink appends what it receives to one file, the same cost in every mode, so that the
 # end can count the signatures that really left.
 mkdir "$T/sink"; chmod 1777 "$T/sink"   # smtp-sink, as nobody, makes its own files there
-smtp-sink -u nobody -D "$T/sink/received" 127.0.0.1:$SINK_PORT 256 >"$T/sink.out" 2>&1 & SINK=$!
+smtp-sink -u nobody -D "$T/sink/received" "127.0.0.1:$SINK_PORT" 256 >"$T/sink.out" 2>&1 & world_pid $!
 
 # The same two-kilobyte message as compare.sh; only the From: domain picks the mode
 # (off.example.org is not in dkim_domains).
-for mode in off rsa ed; do
-  { printf 'From: bench@%s.example.org\nTo: user@relay.test\nSubject: bench\n\n' $mode
-    for i in $(seq 1 30); do echo "line $i of a two kilobyte message body padding padding padding padding"; done
-  } > "$T/$mode.eml"
-done
+for mode in off rsa ed; do world_message "$T/$mode.eml" user@relay.test "bench@$mode.example.org"; done
 empty() { [ "$($MR "$BIN/mailq" 2>/dev/null | head -1)" = "Mail queue is empty" ]; }
 drain() { local t=0; until empty; do sleep 0.1; t=$((t+1)); [ $t -lt 6000 ] || { echo "queue did not drain" >&2; return 1; }; done; }
 now() { date +%s%N; }
 
-$MR "$BIN/sendmail" -bD >"$T/daemon.out" 2>&1 & DAEMON=$!; sleep 0.5
+daemon_start; sleep 0.5
 declare -A times
 for r in $(seq 1 "$RUNS"); do
   for mode in off rsa ed; do
@@ -72,7 +51,7 @@ for r in $(seq 1 "$RUNS"); do
     times[$mode]+="$(( ($(now) - s) / 1000000 )) "
   done
 done
-stop
+daemon_stop
 rsa_signed=$(grep -c '^DKIM-Signature: .*a=rsa-sha256' -h "$T"/sink/* || true)
 ed_signed=$(grep -c '^DKIM-Signature: .*a=ed25519-sha256' -h "$T"/sink/* || true)
 if [ "$rsa_signed" -ne $((RELAY * RUNS)) ] || [ "$ed_signed" -ne $((RELAY * RUNS)) ]; then

@@ -18,6 +18,8 @@
 # Takes a few minutes on a quiet 2-core machine (7 under a load average of 6-9), mostly
 # filling the LARGE queue with 2 submitters.
 set -euo pipefail
+# shellcheck source=benches/world.sh
+source "$(dirname "$0")/world.sh"
 BIN=$(cd "${1:-target/release}" && pwd)
 cd "$(dirname "$0")/.."
 SMALL=${SMALL:-1000}; LARGE=${LARGE:-50000}; RUNS=${RUNS:-3}
@@ -27,36 +29,14 @@ for b in sendmail mailq postsuper newaliases mailroom; do
   [ -x "$BIN/$b" ] || { echo "round2.sh: missing $BIN/$b" >&2; exit 2; }
 done
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
-T=$(mktemp -d /tmp/mr-round2.XXXXXX); chmod 755 "$T"
-DAEMON=""
-stop() { [ -n "$DAEMON" ] && { kill -TERM "$DAEMON" 2>/dev/null; wait "$DAEMON" 2>/dev/null || true; DAEMON=""; }; }
-trap 'set +e; stop; [ -n "${KEEP:-}" ] || rm -rf "$T"' EXIT
 
 # The world of compare.sh, with no listener. Deliveries go to a relayhost that refuses
 # (nothing listens on port 1), so every message is deferred and stays in the queue; the
 # long backoff keeps them from coming due again while the script runs.
-mkdir -p "$T/config" "$T/spool"; chmod 1777 "$T/spool"
-cat > "$T/config/main.cf" <<CF
-myhostname = bench.example.org
-mydomain = example.org
-mydestination = \$myhostname, localhost
-queue_directory = $T/queue
-mail_spool_directory = $T/spool
-alias_maps = cdb:$T/config/aliases
-alias_database = cdb:$T/config/aliases
-maillog_file = $T/maillog
-smtpd_port =
-relayhost = [127.0.0.1]:1
-minimal_backoff_time = 3600s
-maximal_backoff_time = 4000s
-queue_run_delay = 3600s
-CF
-echo "postmaster: root" > "$T/config/aliases"
-MR="env MAIL_CONFIG=$T/config"
-$MR "$BIN/newaliases" >/dev/null
-{ printf 'From: bench@example.org\nTo: user@relay.test\nSubject: bench\n\n'
-  for i in $(seq 1 30); do echo "line $i of a two kilobyte message body padding padding padding padding"; done
-} > "$T/msg.eml"
+world_new mr-round2
+world_cf "relayhost = [127.0.0.1]:1" "minimal_backoff_time = 3600s" \
+  "maximal_backoff_time = 4000s" "queue_run_delay = 3600s"
+world_message "$T/msg.eml" user@relay.test
 
 count() { find "$T/queue/$1" -type f 2>/dev/null | wc -l; }
 # Adds N messages to the queue as compare.sh does: `sendmail -odq` from 2 submitters.
@@ -91,9 +71,6 @@ status() {
   echo "$dh $dr $ch $cr $cn"
 }
 cpu() { awk '{print $14 + $15}' "/proc/$DAEMON/stat"; }
-start() {
-  $MR "$BIN/sendmail" -bD >"$T/daemon.out" 2>&1 & DAEMON=$!
-}
 # Waits until the daemon has walked the queue at start: at least 3 s, then until its CPU
 # time and RSS have not moved for 1 s (at most 60 s).
 settle() {
@@ -136,17 +113,17 @@ for n in $SMALL $LARGE; do
   R[mailqj,$n]=$(rss "$BIN/mailq" -j)
 
   $MR "$BIN/postsuper" -H ALL >/dev/null 2>&1
-  start; deferred_all "$n"
+  daemon_start; deferred_all "$n"
   read -r dh _ ch _ cn <<<"$(status)"
   R[burst,$n]=$dh; R[burstc,$n]="$ch ($cn)"
-  stop
+  daemon_stop
   [ "$(count deferred)" -eq "$n" ] || { echo "round2.sh: $(count deferred) deferred, expected $n" >&2; exit 1; }
   sync
-  start; settle
+  daemon_start; settle
   read -r dh dr ch cr cn <<<"$(status)"
   R[dhwm,$n]=$dh; R[drss,$n]=$dr; R[chwm,$n]=$ch; R[crss,$n]=$cr; R[cn,$n]=$cn
   R[rchar,$n]=$(( $(awk '/^rchar:/ {print $2}' "/proc/$DAEMON/io") / 1024 ))
-  stop
+  daemon_stop
 done
 $MR "$BIN/postsuper" -d ALL >/dev/null 2>&1
 

@@ -7,14 +7,14 @@
 #
 #   benches/submit.sh [BIN_DIR]      (default target/release; build with cargo build --release)
 set -euo pipefail
+# shellcheck source=benches/world.sh
+source "$(dirname "$0")/world.sh"
 BIN=$(cd "${1:-target/release}" && pwd)
 SUBMITS=${SUBMITS:-300}; PARALLEL_TOTAL=${PARALLEL_TOTAL:-2000}
-T=$(mktemp -d /tmp/mr-submit.XXXXXX)
-trap 'rm -rf "$T"' EXIT
+world_dir mr-submit
 mkdir -p "$T/config"
 printf 'myhostname = bench.localdomain\nqueue_directory = %s/queue\n' "$T" > "$T/config/main.cf"
-{ printf 'From: bench@example.org\nTo: root\nSubject: bench\n\n'
-  for i in $(seq 1 30); do echo "line $i of a two kilobyte message body padding padding padding padding"; done; } > "$T/msg"
+world_message "$T/msg" root
 
 postfix_ok=no
 if command -v postconf >/dev/null 2>&1 && postfix status >/dev/null 2>&1; then postfix_ok=yes; fi
