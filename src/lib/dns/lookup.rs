@@ -2,6 +2,10 @@
 //! hickory 0.26 as mail-auth carries it, asking the `dns_nameservers` servers or the
 //! system's, with a bounded wait for each query, and counting answers against failures so
 //! that a caller can tell "the records are missing" from "DNS cannot be reached".
+//!
+//! [`resolver_config`] is the one place that turns `dns_nameservers` (or
+//! /etc/resolv.conf) into a hickory configuration; the SMTP client's resolver is built
+//! from it too.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
