@@ -11,7 +11,7 @@ use mail_auth::hickory_resolver::name_server::TokioConnectionProvider;
 use mail_auth::hickory_resolver::proto::ProtoError;
 
 use super::route::{DnsError, Resolver};
-use crate::dns::lookup::{absolute, resolver_config};
+use crate::dns::lookup::{Failure, absolute, failure, resolver_config};
 
 /// How long one attempt of one query may take (two attempts, see [`resolver_config`]).
 /// Five seconds is what the SMTP client waited before it shared the configuration:
@@ -68,14 +68,13 @@ impl SystemResolver {
     }
 }
 
-fn classify(err: ProtoError) -> Result<(), DnsError> {
-    if err.is_nx_domain() {
-        Err(DnsError::NotFound)
-    } else if err.is_no_records_found() {
-        // The name exists but has no record of this type.
-        Ok(())
-    } else {
-        Err(DnsError::Temporary(err.to_string()))
+/// A failed lookup as routing needs it: NXDOMAIN bounces the mail, NODATA is an empty
+/// answer (no MX: the domain's own addresses), anything else is tried again later.
+fn classify(err: &ProtoError) -> Result<(), DnsError> {
+    match failure(err) {
+        Failure::NoSuchName => Err(DnsError::NotFound),
+        Failure::NoRecords => Ok(()),
+        Failure::Unanswered(why) => Err(DnsError::Temporary(why)),
     }
 }
 
@@ -88,7 +87,7 @@ impl Resolver for SystemResolver {
                 .iter()
                 .map(|mx| (mx.preference(), mx.exchange().to_utf8()))
                 .collect()),
-            Err(err) => classify(err).map(|()| Vec::new()),
+            Err(err) => classify(&err).map(|()| Vec::new()),
         }
     }
 
@@ -97,7 +96,7 @@ impl Resolver for SystemResolver {
         let name = absolute(host);
         match runtime.block_on(resolver.lookup_ip(name.as_str())) {
             Ok(lookup) => Ok(lookup.iter().collect()),
-            Err(err) => classify(err).map(|()| Vec::new()),
+            Err(err) => classify(&err).map(|()| Vec::new()),
         }
     }
 }
