@@ -5,13 +5,14 @@
 mod common;
 
 use std::io::Write;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 
 use common::dns_server::DnsServer;
 use common::smtp_server::Aiosmtpd;
 use mailroom::config::Config;
-use mailroom::deliver::smtp::{SmtpContext, deliver};
+use mailroom::deliver::smtp::{DnsError, Resolver, SmtpContext, SystemResolver, deliver};
 use mailroom::deliver::{MessageSource, Status};
 use mailroom::log::Log;
 use mailroom::queue::{Envelope, QueueId, Recipient};
@@ -69,6 +70,43 @@ fn mx_delivery_asks_the_servers_of_dns_nameservers() {
     assert!(
         queries.contains(&"mx1.example.test A".to_string()),
         "{queries:?}"
+    );
+}
+
+#[test]
+fn the_smtp_resolver_tells_missing_names_and_records_from_failures() {
+    let Some(dns) = DnsServer::start_failing(
+        "example.test. 60 IN MX 10 mx1.example.test.\n\
+         mx1.example.test. 60 IN A 127.0.0.1\n\
+         nomx.test. 60 IN A 192.0.2.1\n",
+        &["broken.test"],
+    ) else {
+        return;
+    };
+    let resolver = SystemResolver::with_servers(vec![SocketAddr::from(([127, 0, 0, 1], dns.port))]);
+    assert_eq!(
+        resolver.mx("example.test"),
+        Ok(vec![(10, "mx1.example.test.".to_string())])
+    );
+    // No MX: routing falls back to the domain's own addresses.
+    assert_eq!(resolver.mx("nomx.test"), Ok(Vec::new()));
+    // NXDOMAIN: the mail bounces.
+    assert_eq!(resolver.mx("missing.test"), Err(DnsError::NotFound));
+    assert_eq!(
+        resolver.addresses("mx1.example.test"),
+        Ok(vec![IpAddr::from([127, 0, 0, 1])])
+    );
+    assert_eq!(resolver.addresses("example.test"), Ok(Vec::new()));
+    assert_eq!(resolver.addresses("missing.test"), Err(DnsError::NotFound));
+    // SERVFAIL says nothing about the name: the mail waits for the next try. hickory
+    // reports it as "no records found", which must not pass for an empty answer (that
+    // would bounce the mail as "Host not found").
+    let mx = resolver.mx("broken.test");
+    assert!(matches!(mx, Err(DnsError::Temporary(_))), "{mx:?}");
+    let addresses = resolver.addresses("broken.test");
+    assert!(
+        matches!(addresses, Err(DnsError::Temporary(_))),
+        "{addresses:?}"
     );
 }
 
@@ -358,6 +396,34 @@ fn a_name_server_that_does_not_answer_is_exit_75() {
     );
     assert!(out.stdout.is_empty());
     assert!(started.elapsed() < std::time::Duration::from_secs(60));
+}
+
+#[test]
+fn a_servfail_is_no_answer_not_a_missing_record() {
+    let site = Site::new();
+    let text: String = site
+        .zone()
+        .iter()
+        .map(|(_, line)| format!("{line}\n"))
+        .collect();
+    let Some(dns) = DnsServer::start_failing(&text, &["_dmarc.example.test"]) else {
+        return;
+    };
+    let server = format!("127.0.0.1:{}", dns.port);
+    let out = site
+        .mailroom(&["dns", "--server", &server])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let dmarc = line(&stdout, "dmarc");
+    assert_eq!(dmarc.split_whitespace().nth(1), Some("wrong"), "{stdout}");
+    assert!(dmarc.contains("no answer"), "{stdout}");
+    assert_eq!(
+        line(&stdout, "mx").split_whitespace().nth(1),
+        Some("ok"),
+        "{stdout}"
+    );
 }
 
 #[test]

@@ -20,6 +20,12 @@ impl DnsServer {
     /// Serves `zone` (BIND syntax, absolute names). None (the test returns, after the
     /// `skipped: dnslib not installed` line) when dnslib is missing.
     pub fn start(zone: &str) -> Option<DnsServer> {
+        DnsServer::start_failing(zone, &[])
+    }
+
+    /// As [`DnsServer::start`], answering every question about the names of `failing`
+    /// (absolute, without the final dot) with SERVFAIL.
+    pub fn start_failing(zone: &str, failing: &[&str]) -> Option<DnsServer> {
         if !require_python_package("dnslib", "dnslib") {
             return None;
         }
@@ -31,6 +37,7 @@ impl DnsServer {
             .arg(SCRIPT)
             .arg(&zone_file)
             .arg(dir.path().join("queries"))
+            .args(failing)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .spawn()

@@ -2,7 +2,9 @@
 absolute names) over UDP and TCP on one free port of 127.0.0.1, prints that port on a
 line of its own once both listen, and logs each question it gets ("NAME TYPE") to the
 file named by argv[2]. A name that exists without records of the type asked is answered
-with no records (NODATA); a name that does not exist, NXDOMAIN. Runs until killed."""
+with no records (NODATA); a name that does not exist, NXDOMAIN; the names given after
+argv[2] (without their final dots), SERVFAIL, as a broken server or an unreachable zone
+answers. Runs until killed."""
 
 import socket
 import sys
@@ -13,15 +15,19 @@ from dnslib.server import BaseResolver, DNSLogger, DNSServer
 
 
 class Zone(BaseResolver):
-    def __init__(self, text, log_path):
+    def __init__(self, text, log_path, failing):
         self.records = list(RR.fromZone(text))
         self.log_path = log_path
+        self.failing = {name.rstrip(".").lower() for name in failing}
 
     def resolve(self, request, handler):
         reply = request.reply()
         qname, qtype = request.q.qname, request.q.qtype
         with open(self.log_path, "a") as log:
             log.write(f"{str(qname).rstrip('.').lower()} {QTYPE[qtype]}\n")
+        if str(qname).rstrip(".").lower() in self.failing:
+            reply.header.rcode = RCODE.SERVFAIL
+            return reply
         exists = False
         for rr in self.records:
             if rr.rname == qname:
@@ -41,7 +47,7 @@ def free_port():
 
 def main():
     with open(sys.argv[1]) as f:
-        zone = Zone(f.read(), sys.argv[2])
+        zone = Zone(f.read(), sys.argv[2], sys.argv[3:])
     quiet = DNSLogger("-request,-reply,-truncated,-error,-recv,-send,-data")
     # The UDP port may be taken for TCP by someone else: try a few.
     for _ in range(20):

@@ -2,6 +2,10 @@
 //! hickory 0.26 as mail-auth carries it, asking the `dns_nameservers` servers or the
 //! system's, with a bounded wait for each query, and counting answers against failures so
 //! that a caller can tell "the records are missing" from "DNS cannot be reached".
+//!
+//! [`resolver_config`] is the one place that turns `dns_nameservers` (or
+//! /etc/resolv.conf) into a hickory configuration; the SMTP client's resolver is built
+//! from it too.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -13,7 +17,8 @@ use mail_auth::hickory_resolver::config::{
     LookupIpStrategy, NameServerConfigGroup, ResolverConfig, ResolverOpts,
 };
 use mail_auth::hickory_resolver::name_server::TokioConnectionProvider;
-use mail_auth::hickory_resolver::proto::ProtoError;
+use mail_auth::hickory_resolver::proto::op::ResponseCode;
+use mail_auth::hickory_resolver::proto::{NoRecords, ProtoError, ProtoErrorKind};
 use mail_auth::hickory_resolver::system_conf::read_system_conf;
 
 /// The most records of one answer that are kept: a zone with thousands of TXT records
@@ -105,14 +110,16 @@ impl Lookup {
                     Answer::Found(records)
                 }
             }
-            Err(e) if e.is_no_records_found() || e.is_nx_domain() => {
-                self.answered.fetch_add(1, Ordering::Relaxed);
-                Answer::None
-            }
-            Err(e) => {
-                self.failed.fetch_add(1, Ordering::Relaxed);
-                Answer::Failed(e.to_string())
-            }
+            Err(e) => match failure(&e) {
+                Failure::NoSuchName | Failure::NoRecords => {
+                    self.answered.fetch_add(1, Ordering::Relaxed);
+                    Answer::None
+                }
+                Failure::Unanswered(why) => {
+                    self.failed.fetch_add(1, Ordering::Relaxed);
+                    Answer::Failed(why)
+                }
+            },
         }
     }
 
@@ -159,6 +166,41 @@ impl Lookup {
     }
 }
 
+/// What a failed query says about the name asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// NXDOMAIN: the name does not exist.
+    NoSuchName,
+    /// NOERROR without records of the type asked (NODATA): the name exists.
+    NoRecords,
+    /// Nothing about the name: a timeout, no connection, SERVFAIL, REFUSED, ...
+    Unanswered(String),
+}
+
+/// Classifies a failed query, the same way for every lookup of mailroom. Only NXDOMAIN
+/// and NOERROR answers say something about the name: hickory reports SERVFAIL, REFUSED
+/// and the other error codes as "no records found" too (with their code), and taking
+/// those for missing records would bounce mail, or report a record as missing, over a
+/// broken or unreachable name server.
+pub fn failure(err: &ProtoError) -> Failure {
+    match err.kind() {
+        ProtoErrorKind::NoRecordsFound(NoRecords {
+            response_code: ResponseCode::NXDomain,
+            ..
+        }) => Failure::NoSuchName,
+        ProtoErrorKind::NoRecordsFound(NoRecords {
+            response_code: ResponseCode::NoError,
+            ..
+        }) => Failure::NoRecords,
+        ProtoErrorKind::NoRecordsFound(NoRecords {
+            response_code,
+            query,
+            ..
+        }) => Failure::Unanswered(format!("{response_code} for {query}")),
+        _ => Failure::Unanswered(err.to_string()),
+    }
+}
+
 /// The resolver configuration for `servers` (empty: the system's), with `timeout` for
 /// each attempt of each query, two attempts.
 pub fn resolver_config(
@@ -196,4 +238,41 @@ pub fn absolute(name: &str) -> String {
 /// A name as people write it: without the final dot, lower-cased.
 pub fn relative(name: &str) -> String {
     name.trim_end_matches('.').to_ascii_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use mail_auth::hickory_resolver::proto::op::Query;
+
+    use super::*;
+
+    fn answered(code: ResponseCode) -> ProtoError {
+        ProtoError::from(NoRecords::new(Query::default(), code))
+    }
+
+    #[test]
+    fn only_nxdomain_and_noerror_say_something_about_the_name() {
+        assert_eq!(
+            failure(&answered(ResponseCode::NXDomain)),
+            Failure::NoSuchName
+        );
+        assert_eq!(
+            failure(&answered(ResponseCode::NoError)),
+            Failure::NoRecords
+        );
+        for code in [
+            ResponseCode::ServFail,
+            ResponseCode::Refused,
+            ResponseCode::FormErr,
+        ] {
+            assert!(
+                matches!(failure(&answered(code)), Failure::Unanswered(_)),
+                "{code:?}"
+            );
+        }
+        assert!(matches!(
+            failure(&ProtoError::from("timed out")),
+            Failure::Unanswered(why) if why.contains("timed out")
+        ));
+    }
 }

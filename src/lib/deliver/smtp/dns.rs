@@ -1,16 +1,26 @@
-//! The real [`Resolver`]: hickory-resolver with the system's `/etc/resolv.conf`, or the
-//! servers of `dns_nameservers`, driven from synchronous code by a small runtime of its
-//! own.
+//! The real [`Resolver`]: hickory-resolver as mail-auth carries it (the one hickory of
+//! the build), configured by [`resolver_config`] like every other lookup of mailroom, and
+//! driven from synchronous code by a small runtime of its own.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::OnceLock;
+use std::time::Duration;
 
-use hickory_resolver::config::{LookupIpStrategy, NameServerConfigGroup, ResolverConfig};
-use hickory_resolver::name_server::TokioConnectionProvider;
-use hickory_resolver::{ResolveError, TokioResolver};
+use mail_auth::hickory_resolver::TokioResolver;
+use mail_auth::hickory_resolver::name_server::TokioConnectionProvider;
+use mail_auth::hickory_resolver::proto::ProtoError;
 
 use super::route::{DnsError, Resolver};
-use crate::dns::lookup::absolute;
+use crate::dns::lookup::{Failure, absolute, failure, resolver_config};
+
+/// How long one attempt of one query may take (two attempts, see [`resolver_config`]).
+/// Five seconds is what the SMTP client waited before it shared the configuration:
+/// hickory's default `ResolverOpts` for `dns_nameservers`, and glibc's (and hickory's
+/// resolv.conf parser's) default for the system's servers. Longer than the 3 seconds of
+/// the checker and of Authentication-Results: a queue runner can wait, and a slow answer
+/// given up on defers mail. `options timeout:` and `attempts:` of /etc/resolv.conf no
+/// longer change it, as they never did for the other lookups.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Looks names up through the system's name servers, or through `servers` when that is
 /// not empty (`dns_nameservers`). The resolver is built on first use, so a machine with a
@@ -41,45 +51,30 @@ impl SystemResolver {
                 .enable_all()
                 .build()
                 .map_err(|e| DnsError::Temporary(format!("cannot start the resolver: {e}")))?;
-            let mut builder = if self.servers.is_empty() {
-                TokioResolver::builder_tokio().map_err(|e| {
-                    DnsError::Temporary(format!("cannot read the resolver configuration: {e}"))
-                })?
-            } else {
-                TokioResolver::builder_with_config(
-                    configured(&self.servers),
-                    TokioConnectionProvider::default(),
-                )
+            // Also Ipv4AndIpv6 (both address families in one lookup_ip) and no search
+            // list for dns_nameservers; the names are absolute anyway, see [`absolute`].
+            let (config, options) =
+                resolver_config(&self.servers, QUERY_TIMEOUT).map_err(DnsError::Temporary)?;
+            // Made inside the runtime that will drive it, as its connections belong there.
+            let resolver = {
+                let _inside = runtime.enter();
+                TokioResolver::builder_with_config(config, TokioConnectionProvider::default())
+                    .with_options(options)
+                    .build()
             };
-            builder.options_mut().ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
-            Ok((runtime, builder.build()))
+            Ok((runtime, resolver))
         });
         built.as_ref().map_err(DnsError::clone)
     }
 }
 
-/// A resolver configuration of exactly `servers`, with no search list (names are
-/// absolute anyway, see [`absolute`]).
-fn configured(servers: &[SocketAddr]) -> ResolverConfig {
-    let mut group = NameServerConfigGroup::with_capacity(servers.len() * 2);
-    for server in servers {
-        group.merge(NameServerConfigGroup::from_ips_clear(
-            &[server.ip()],
-            server.port(),
-            true,
-        ));
-    }
-    ResolverConfig::from_parts(None, Vec::new(), group)
-}
-
-fn classify(err: ResolveError) -> Result<(), DnsError> {
-    if err.is_nx_domain() {
-        Err(DnsError::NotFound)
-    } else if err.is_no_records_found() {
-        // The name exists but has no record of this type.
-        Ok(())
-    } else {
-        Err(DnsError::Temporary(err.to_string()))
+/// A failed lookup as routing needs it: NXDOMAIN bounces the mail, NODATA is an empty
+/// answer (no MX: the domain's own addresses), anything else is tried again later.
+fn classify(err: &ProtoError) -> Result<(), DnsError> {
+    match failure(err) {
+        Failure::NoSuchName => Err(DnsError::NotFound),
+        Failure::NoRecords => Ok(()),
+        Failure::Unanswered(why) => Err(DnsError::Temporary(why)),
     }
 }
 
@@ -92,7 +87,7 @@ impl Resolver for SystemResolver {
                 .iter()
                 .map(|mx| (mx.preference(), mx.exchange().to_utf8()))
                 .collect()),
-            Err(err) => classify(err).map(|()| Vec::new()),
+            Err(err) => classify(&err).map(|()| Vec::new()),
         }
     }
 
@@ -101,7 +96,7 @@ impl Resolver for SystemResolver {
         let name = absolute(host);
         match runtime.block_on(resolver.lookup_ip(name.as_str())) {
             Ok(lookup) => Ok(lookup.iter().collect()),
-            Err(err) => classify(err).map(|()| Vec::new()),
+            Err(err) => classify(&err).map(|()| Vec::new()),
         }
     }
 }
