@@ -78,8 +78,10 @@ fn the_smtp_resolver_tells_missing_names_and_records_from_failures() {
     let Some(dns) = DnsServer::start_failing(
         "example.test. 60 IN MX 10 mx1.example.test.\n\
          mx1.example.test. 60 IN A 127.0.0.1\n\
-         nomx.test. 60 IN A 192.0.2.1\n",
-        &["broken.test"],
+         nomx.test. 60 IN A 192.0.2.1\n\
+         v6.test. 60 IN AAAA 2001:db8::1\n\
+         halfbroken.test. 60 IN TXT \"exists\"\n",
+        &["broken.test", "halfbroken.test/A", "v6.test/A"],
     ) else {
         return;
     };
@@ -107,6 +109,17 @@ fn the_smtp_resolver_tells_missing_names_and_records_from_failures() {
     assert!(
         matches!(addresses, Err(DnsError::Temporary(_))),
         "{addresses:?}"
+    );
+    // Most hosts have no AAAA: an A question that fails beside it is still a failure...
+    let addresses = resolver.addresses("halfbroken.test");
+    assert!(
+        matches!(addresses, Err(DnsError::Temporary(_))),
+        "{addresses:?}"
+    );
+    // ...while what one family found is used whatever the other's answer.
+    assert_eq!(
+        resolver.addresses("v6.test"),
+        Ok(vec!["2001:db8::1".parse::<IpAddr>().unwrap()])
     );
 }
 

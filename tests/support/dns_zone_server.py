@@ -4,7 +4,9 @@ line of its own once both listen, and logs each question it gets ("NAME TYPE") t
 file named by argv[2]. A name that exists without records of the type asked is answered
 with no records (NODATA); a name that does not exist, NXDOMAIN; the names given after
 argv[2] (without their final dots), SERVFAIL, as a broken server or an unreachable zone
-answers. Runs until killed."""
+answers; NAME/TYPE fails only that type of question. A failure is answered after 0.2 s,
+as from a server that first waited for another: the other questions about the name are
+answered before it. Runs until killed."""
 
 import socket
 import sys
@@ -25,7 +27,9 @@ class Zone(BaseResolver):
         qname, qtype = request.q.qname, request.q.qtype
         with open(self.log_path, "a") as log:
             log.write(f"{str(qname).rstrip('.').lower()} {QTYPE[qtype]}\n")
-        if str(qname).rstrip(".").lower() in self.failing:
+        name = str(qname).rstrip(".").lower()
+        if name in self.failing or f"{name}/{QTYPE[qtype]}".lower() in self.failing:
+            time.sleep(0.2)
             reply.header.rcode = RCODE.SERVFAIL
             return reply
         exists = False

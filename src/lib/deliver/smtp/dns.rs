@@ -91,12 +91,46 @@ impl Resolver for SystemResolver {
         }
     }
 
+    /// A and AAAA are asked side by side and judged apart. One lookup of both would
+    /// report a single error when neither has addresses, whichever came first: an A
+    /// query that failed (SERVFAIL, timeout) next to an AAAA one that found no records,
+    /// the case of most hosts, could read as "no addresses" and bounce the mail.
     fn addresses(&self, host: &str) -> Result<Vec<IpAddr>, DnsError> {
         let (runtime, resolver) = self.get()?;
         let name = absolute(host);
-        match runtime.block_on(resolver.lookup_ip(name.as_str())) {
-            Ok(lookup) => Ok(lookup.iter().collect()),
-            Err(err) => classify(&err).map(|()| Vec::new()),
+        let (v4, v6) = runtime.block_on(async {
+            tokio::join!(
+                resolver.ipv4_lookup(name.as_str()),
+                resolver.ipv6_lookup(name.as_str())
+            )
+        });
+        let v4 = v4.map(|l| l.iter().map(|a| IpAddr::V4(a.0)).collect::<Vec<_>>());
+        let v6 = v6.map(|l| l.iter().map(|a| IpAddr::V6(a.0)).collect::<Vec<_>>());
+        combine([v4, v6])
+    }
+}
+
+/// One answer from the answers for each address family: the addresses any of them
+/// found; else a failure if either had no answer (the mail waits); else no such name if
+/// either said so (it bounces); else none.
+fn combine(answers: [Result<Vec<IpAddr>, ProtoError>; 2]) -> Result<Vec<IpAddr>, DnsError> {
+    let mut found = Vec::new();
+    let mut unanswered = None;
+    let mut no_such_name = false;
+    for answer in answers {
+        match answer {
+            Ok(ips) => found.extend(ips),
+            Err(err) => match failure(&err) {
+                Failure::NoSuchName => no_such_name = true,
+                Failure::NoRecords => {}
+                Failure::Unanswered(why) => unanswered = Some(why),
+            },
         }
+    }
+    match (found.is_empty(), unanswered) {
+        (false, _) => Ok(found),
+        (true, Some(why)) => Err(DnsError::Temporary(why)),
+        (true, None) if no_such_name => Err(DnsError::NotFound),
+        (true, None) => Ok(Vec::new()),
     }
 }
