@@ -760,10 +760,11 @@ fn deliveries_to_one_destination_keep_to_its_concurrency_limit() {
             "relayhost = [127.0.0.1]:{}\ndefault_process_limit = 8\n{limit}\n",
             sink.port
         ));
-        // Queued first, so that the daemon finds them all at once.
+        // Queued first, so that the daemon finds them all at once. Each has a local
+        // recipient too, delivered before its message waits, and never again.
         for n in 0..MESSAGES {
             let out = w.send(
-                &["-odq", "-i", "-f", "s@example.org", "r@example.net"],
+                &["-odq", "-i", "-f", "s@example.org", "root", "r@example.net"],
                 &body(n),
             );
             assert!(out.status.success(), "{limit}: {}", stderr(&out));
@@ -777,10 +778,11 @@ fn deliveries_to_one_destination_keep_to_its_concurrency_limit() {
             "{limit}: {at_once} at once\n{}",
             w.log()
         );
+        assert_eq!(w.messages("root"), MESSAGES, "{limit}");
         let log = w.log();
         assert_eq!(
             log.matches("status=sent").count(),
-            MESSAGES,
+            2 * MESSAGES,
             "{limit}: {log}"
         );
         assert!(!log.contains("status=deferred"), "{limit}: {log}");
