@@ -45,8 +45,8 @@ pub trait Remote: Send + Sync {
     /// A place for one more delivery to destination `key`, held until dropped; `None`
     /// while it has all the deliveries in flight it may have
     /// (`smtp_destination_concurrency_limit`). No limit unless the agent has one.
-    fn admit(&self, key: &str) -> Option<Slot> {
-        DestinationSlots::new(0).take(key)
+    fn admit(&self, _key: &str) -> Option<Slot> {
+        Some(Slot::unlimited())
     }
     /// Whether [`admit`](Remote::admit) would give `key` a place now.
     fn has_room(&self, _key: &str) -> bool {

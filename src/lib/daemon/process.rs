@@ -99,7 +99,7 @@ fn attempt(rt: &Runtime, locked: LockedFile, stop: &AtomicBool, announce: bool) 
         .map_or(0, |d| d.as_secs());
     if !deferred.is_empty()
         && !report.interrupted
-        && waiting.is_empty()
+        && waiting.is_none()
         && rt
             .policy
             .expired(env.sender.is_empty(), env.arrival_secs(), now_secs as i64)
@@ -116,8 +116,8 @@ fn attempt(rt: &Runtime, locked: LockedFile, stop: &AtomicBool, announce: bool) 
     // does, unless some recipients were deferred now; then the waiting ones go to
     // deferred/ with them (still pending), rather than be tried again before their
     // retry time.
-    if !waiting.is_empty() && deferred.is_empty() {
-        report.waiting = waiting.into_iter().next();
+    if deferred.is_empty() {
+        report.waiting = waiting;
     }
     if report.interrupted || report.waiting.is_some() {
         // Left in active/: the next start (or scan) finishes it, without repeating what
@@ -185,8 +185,8 @@ struct Tried {
     bounced: Vec<(usize, Outcome)>,
     /// Delivered but not yet recorded on disk.
     unmarked: Vec<usize>,
-    /// Destinations whose recipients were not tried, for want of a place.
-    waiting: Vec<String>,
+    /// The first destination whose recipients were not tried, for want of a place.
+    waiting: Option<String>,
 }
 
 /// Hands the pending recipients to the agents, batch by batch, logging each outcome
@@ -205,7 +205,7 @@ fn deliver_pending(
         deferred: Vec::new(),
         bounced: Vec::new(),
         unmarked: Vec::new(),
-        waiting: Vec::new(),
+        waiting: None,
     };
     let pending: Vec<usize> = (0..env.recipients.len())
         .filter(|&i| !env.recipients[i].state.is_done())
@@ -225,7 +225,7 @@ fn deliver_pending(
             _ => match rt.router.remote.admit(&batch.key) {
                 Some(slot) => Some(slot),
                 None => {
-                    tried.waiting.push(batch.key);
+                    tried.waiting.get_or_insert(batch.key);
                     continue;
                 }
             },

@@ -145,6 +145,14 @@ fn run_job(job: &Job, stop: &AtomicBool) -> Option<Report> {
     })
 }
 
+/// A file in the backlog: 12 bytes.
+struct Queued {
+    id: QueueId,
+    queue: QueueName,
+    /// Taken again after waiting for a place at its destination.
+    resumed: bool,
+}
+
 /// Keeps each file to one job at a time, and only a few jobs in the pool's channel: the
 /// rest wait in a compact backlog, so that a scan that finds 50,000 due files costs a
 /// few dozen bytes a file rather than a queued job each (the daemon's memory stays flat
@@ -156,12 +164,10 @@ struct Dispatcher {
     /// Files in flight that `maildrop/` announced again meanwhile (closed by their
     /// writer): taken again once their job is done.
     again: HashSet<QueueId>,
-    backlog: VecDeque<(QueueId, QueueName)>,
+    backlog: VecDeque<Queued>,
     /// Files in flight that wait in `active/` for a place at their destination
     /// ([`Report::waiting`]), oldest first.
     waiting: HashMap<String, VecDeque<QueueId>>,
-    /// Of the backlog, files taken again after waiting.
-    resumed: HashSet<QueueId>,
     /// Jobs handed to the pool and not yet done.
     running: usize,
     /// At most this many in the pool at once: enough to keep every worker busy.
@@ -177,7 +183,6 @@ impl Dispatcher {
             again: HashSet::new(),
             backlog: VecDeque::new(),
             waiting: HashMap::new(),
-            resumed: HashSet::new(),
             running: 0,
             most_running: workers.max(1) * 2,
             rt,
@@ -186,7 +191,11 @@ impl Dispatcher {
 
     fn dispatch(&mut self, id: QueueId, queue: QueueName) {
         if self.in_flight.insert(id) {
-            self.backlog.push_back((id, queue));
+            self.backlog.push_back(Queued {
+                id,
+                queue,
+                resumed: false,
+            });
             self.feed();
         }
     }
@@ -226,31 +235,31 @@ impl Dispatcher {
     /// waits again.
     fn wake(&mut self) {
         let remote = &self.rt.router.remote;
-        let mut woken = Vec::new();
+        let backlog = &mut self.backlog;
         self.waiting.retain(|destination, ids| {
             if remote.has_room(destination)
                 && let Some(id) = ids.pop_front()
             {
-                woken.push(id);
+                backlog.push_back(Queued {
+                    id,
+                    queue: QueueName::Active,
+                    resumed: true,
+                });
             }
             !ids.is_empty()
         });
-        for id in woken {
-            self.resumed.insert(id);
-            self.backlog.push_back((id, QueueName::Active));
-        }
     }
 
     fn feed(&mut self) {
         while self.running < self.most_running {
-            let Some((id, queue)) = self.backlog.pop_front() else {
+            let Some(Queued { id, queue, resumed }) = self.backlog.pop_front() else {
                 break;
             };
             self.running += 1;
             self.pool.submit(Job {
                 id,
                 queue,
-                resumed: self.resumed.remove(&id),
+                resumed,
                 rt: Arc::clone(&self.rt),
             });
         }

@@ -20,8 +20,15 @@ pub struct DestinationSlots {
 /// One delivery's place; dropping it frees the place.
 #[derive(Debug)]
 pub struct Slot {
-    slots: Arc<DestinationSlots>,
-    key: String,
+    /// `None`: a place where nothing is counted.
+    held: Option<(Arc<DestinationSlots>, String)>,
+}
+
+impl Slot {
+    /// A place from an agent with no limit.
+    pub fn unlimited() -> Slot {
+        Slot { held: None }
+    }
 }
 
 impl DestinationSlots {
@@ -45,8 +52,7 @@ impl DestinationSlots {
         }
         busy.insert(key.to_owned(), count + 1);
         Some(Slot {
-            slots: Arc::clone(self),
-            key: key.to_owned(),
+            held: Some((Arc::clone(self), key.to_owned())),
         })
     }
 
@@ -58,11 +64,14 @@ impl DestinationSlots {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let mut busy = self.slots.busy();
-        if let Some(count) = busy.get_mut(&self.key) {
+        let Some((slots, key)) = &self.held else {
+            return;
+        };
+        let mut busy = slots.busy();
+        if let Some(count) = busy.get_mut(key) {
             *count = count.saturating_sub(1);
             if *count == 0 {
-                busy.remove(&self.key);
+                busy.remove(key);
             }
         }
     }
