@@ -13,7 +13,7 @@ use common::MailSystem;
 use common::listening::Daemon;
 use common::smtp_server::Scripted;
 use common::smtp_server::Step::{self, *};
-use mailroom::deliver::smtp::agent::AgentProcess;
+use mailroom::deliver::smtp::agent::{AgentProcess, Reply};
 use mailroom::deliver::{MessageSource, Outcome, Status};
 use mailroom::queue::{Envelope, QueueId, QueueName, Recipient};
 
@@ -265,19 +265,7 @@ fn an_agent_reports_outcomes_and_the_clients_warnings() {
         server.port
     ));
     let mut agent = AgentProcess::start(Path::new(MAILROOM), &sys.config_dir()).unwrap();
-    let mut file = tempfile::tempfile().unwrap();
-    std::io::Write::write_all(&mut file, b"Subject: x\n\nbody\n").unwrap();
-    let mut envelope = Envelope::new(QueueId::generate(), 0, 0, "sender@example.org");
-    envelope.size = 17;
-    let rcpt = Recipient::new("to@example.net", "to@example.net");
-    let reply = agent
-        .deliver(
-            &envelope,
-            MessageSource::for_envelope(&file, &envelope),
-            &[&rcpt],
-            Duration::from_secs(60),
-        )
-        .unwrap();
+    let reply = deliver_sample(&mut agent);
     assert_eq!(reply.outcomes.len(), 1);
     assert_eq!(
         reply.outcomes[0].status,
@@ -293,14 +281,7 @@ fn an_agent_reports_outcomes_and_the_clients_warnings() {
     );
     // The same process serves the next job.
     let pid = agent.pid();
-    let reply = agent
-        .deliver(
-            &envelope,
-            MessageSource::for_envelope(&file, &envelope),
-            &[&rcpt],
-            Duration::from_secs(60),
-        )
-        .unwrap();
+    let reply = deliver_sample(&mut agent);
     assert_eq!(
         reply.outcomes[0].status,
         Status::Sent,
@@ -384,21 +365,27 @@ fn deliver_one(agent: &mut AgentProcess) -> Status {
 
 /// Has `agent` deliver one message to one recipient and returns its outcome.
 fn deliver_one_outcome(agent: &mut AgentProcess) -> Outcome {
+    let reply = deliver_sample(agent);
+    assert!(reply.warnings.is_empty(), "{:?}", reply.warnings);
+    reply.outcomes[0].clone()
+}
+
+/// Has `agent` deliver a small message from sender@example.org to to@example.net, as
+/// one job, and returns its reply.
+fn deliver_sample(agent: &mut AgentProcess) -> Reply {
     let mut file = tempfile::tempfile().unwrap();
     std::io::Write::write_all(&mut file, b"Subject: x\n\nbody\n").unwrap();
     let mut envelope = Envelope::new(QueueId::generate(), 0, 0, "sender@example.org");
     envelope.size = 17;
     let rcpt = Recipient::new("to@example.net", "to@example.net");
-    let reply = agent
+    agent
         .deliver(
             &envelope,
             MessageSource::for_envelope(&file, &envelope),
             &[&rcpt],
             Duration::from_secs(60),
         )
-        .unwrap();
-    assert!(reply.warnings.is_empty(), "{:?}", reply.warnings);
-    reply.outcomes[0].clone()
+        .unwrap()
 }
 
 fn sessions(transcript: &[String]) -> usize {
