@@ -330,6 +330,33 @@ fn opening() -> Vec<Step> {
     ]
 }
 
+/// The same, from a server that offers PIPELINING.
+fn opening_pipelining() -> Vec<Step> {
+    const EHLO: &str = "250-test.example\r\n250-PIPELINING\r\n250 8BITMIME";
+    vec![
+        Say("220 test.example ESMTP"),
+        Expect("EHLO"),
+        Say(EHLO),
+        Expect("EHLO"),
+        Say(EHLO),
+    ]
+}
+
+/// The envelope as a pipelining client sends it: in one go, before any reply.
+const ENVELOPE: &[&str] = &["MAIL FROM:", "RCPT TO:", "DATA"];
+
+/// One pipelined transaction that delivers one recipient.
+fn pipelined_transaction() -> Vec<Step> {
+    vec![
+        Together(ENVELOPE),
+        Say("250 2.1.0 Ok"),
+        Say("250 2.1.5 Ok"),
+        Say("354 End data with <CR><LF>.<CR><LF>"),
+        Data,
+        Say("250 2.0.0 Ok: queued"),
+    ]
+}
+
 /// One transaction that delivers one recipient.
 fn transaction() -> Vec<Step> {
     vec![
@@ -420,6 +447,35 @@ fn messages_in_a_row_share_one_connection() {
 }
 
 #[test]
+fn a_pipelining_server_gets_each_envelope_in_one_go_on_a_cached_connection() {
+    let server = Scripted::start(vec![
+        [
+            opening_pipelining(),
+            pipelined_transaction(),
+            pipelined_transaction(),
+            goodbye(),
+        ]
+        .concat(),
+    ]);
+    let (_sys, mut agent) = cache_agent(&server, "");
+    for _ in 0..2 {
+        assert_eq!(deliver_one(&mut agent), Status::Sent);
+    }
+    drop(agent);
+    let transcript = server.finish();
+    assert_eq!(sessions(&transcript), 1, "{transcript:?}");
+    assert!(
+        !transcript
+            .iter()
+            .any(|l| l.starts_with("UNEXPECTED") || l == "NOT PIPELINED"),
+        "{transcript:?}"
+    );
+    let data = transcript.iter().filter(|l| l.starts_with("DATA ")).count();
+    assert_eq!(data, 2, "{transcript:?}");
+    assert_eq!(transcript.last().map(String::as_str), Some("QUIT"));
+}
+
+#[test]
 fn an_unused_connection_is_closed_with_quit_after_the_time_limit() {
     let server = Scripted::start(vec![[opening(), transaction(), goodbye()].concat()]);
     let (_sys, mut agent) = cache_agent(&server, "smtp_connection_cache_time_limit = 1s");
@@ -451,7 +507,25 @@ fn a_cached_connection_the_server_closed_is_replaced_not_deferred() {
             vec![Expect("MAIL FROM:"), Say("421 4.4.2 idle too long")],
         ),
     ];
-    for (name, after) in cases {
+    // The same with a server that offers PIPELINING: the whole envelope is out before
+    // the server's reply to MAIL FROM, or the end of the connection, comes back.
+    let pipelined: Vec<(&str, Vec<Step>)> = vec![
+        ("pipelined, closed at MAIL FROM", vec![Together(ENVELOPE)]),
+        (
+            "pipelined, 421 to MAIL FROM",
+            vec![Together(ENVELOPE), Say("421 4.4.2 idle too long")],
+        ),
+    ];
+    let plain = cases.into_iter().map(|(name, after)| (name, after, false));
+    let pipelined = pipelined
+        .into_iter()
+        .map(|(name, after)| (name, after, true));
+    for (name, after, pipelining) in plain.chain(pipelined) {
+        type Script = fn() -> Vec<Step>;
+        let (opening, transaction): (Script, Script) = match pipelining {
+            false => (opening, transaction),
+            true => (opening_pipelining, pipelined_transaction),
+        };
         let server = Scripted::start(vec![
             [opening(), transaction(), after].concat(),
             [opening(), transaction(), goodbye()].concat(),

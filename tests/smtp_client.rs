@@ -271,6 +271,7 @@ fn bounced(dsn: &'static str, text: &'static str) -> Want {
 }
 
 /// A check of the server's transcript (the lines the client sent).
+#[derive(Clone)]
 enum Heard {
     /// No line starts with this.
     Never(&'static str),
@@ -650,6 +651,198 @@ fn refusals_and_faults_defer_or_bounce_in_postfixs_words() {
                 "4.5.0",
                 "host {host} sent a malformed reply (in reply to MAIL FROM command)",
             )],
+            ..Case::default()
+        },
+    ]);
+}
+
+/// A server that offers PIPELINING (RFC 2920) gets MAIL FROM, every RCPT TO and DATA
+/// before it says anything (the scripted server logs `NOT PIPELINED` if it has to wait),
+/// and each reply still decides what it decides one command at a time.
+#[test]
+fn pipelining_sends_the_envelope_in_one_go_and_reads_each_reply() {
+    fn greet_pipelining() -> Vec<Step> {
+        script(&[
+            greet_once(),
+            ehlo_again("250-test.example\r\n250-PIPELINING\r\n250 8BITMIME"),
+        ])
+    }
+    const ONE: &[&str] = &[
+        "MAIL FROM:<a@example.com>",
+        "RCPT TO:<b@example.net>",
+        "DATA",
+    ];
+    const TWO: &[&str] = &[
+        "MAIL FROM:<a@example.com>",
+        "RCPT TO:<b@example.net>",
+        "RCPT TO:<c@example.net>",
+        "DATA",
+    ];
+    let replies = |texts: &[&'static str]| texts.iter().map(|&t| Say(t)).collect::<Vec<_>>();
+    let never_waited = || vec![Heard::Never("NOT PIPELINED"), Heard::Never("UNEXPECTED")];
+    let mail_refused = "host {host} said: 553 5.7.1 <a@example.com>: Sender address rejected (in reply to MAIL FROM command)";
+    let no_such_user =
+        "host {host} said: 550 5.1.1 <b@example.net>: no such user (in reply to RCPT TO command)";
+    run(vec![
+        Case {
+            name: "two recipients, one round trip for the envelope",
+            sessions: vec![script(&[
+                greet_pipelining(),
+                vec![Together(TWO)],
+                replies(&[
+                    "250 2.1.0 Ok",
+                    "250 2.1.5 Ok",
+                    "250 2.1.5 Ok",
+                    "354 go ahead",
+                ]),
+                vec![Data, Say("250 2.0.0 Ok: queued as ABC123")],
+                answer("QUIT", "221 Bye"),
+            ])],
+            recipients: &["b@example.net", "c@example.net"],
+            want: vec![
+                Want {
+                    text: "250 2.0.0 Ok: queued as ABC123",
+                    relay: "{host}:{port}",
+                    ..sent()
+                };
+                2
+            ],
+            heard: [never_waited(), vec![Heard::Times("DATA 5 lines", 1)]].concat(),
+            ..Case::default()
+        },
+        Case {
+            name: "MAIL FROM refused: every recipient takes its reply, no message is sent",
+            sessions: vec![script(&[
+                greet_pipelining(),
+                vec![Together(TWO)],
+                replies(&[
+                    "553 5.7.1 <a@example.com>: Sender address rejected",
+                    "503 5.5.1 Error: need MAIL command",
+                    "503 5.5.1 Error: need MAIL command",
+                    "503 5.5.1 Error: need RCPT command",
+                ]),
+                answer("QUIT", "221 Bye"),
+            ])],
+            recipients: &["b@example.net", "c@example.net"],
+            want: vec![bounced("5.7.1", mail_refused); 2],
+            heard: [
+                never_waited(),
+                vec![Heard::Never("DATA "), Heard::Last("QUIT")],
+            ]
+            .concat(),
+            ..Case::default()
+        },
+        Case {
+            name: "one recipient refused, the other sent",
+            sessions: vec![script(&[
+                greet_pipelining(),
+                vec![Together(TWO)],
+                replies(&[
+                    "250 2.1.0 Ok",
+                    "550 5.1.1 <b@example.net>: no such user",
+                    "250 2.1.5 Ok",
+                    "354 go ahead",
+                ]),
+                vec![Data, Say("250 2.0.0 Ok: queued as ABC123")],
+                answer("QUIT", "221 Bye"),
+            ])],
+            recipients: &["b@example.net", "c@example.net"],
+            want: vec![
+                bounced("5.1.1", no_such_user),
+                Want {
+                    text: "250 2.0.0 Ok: queued as ABC123",
+                    ..sent()
+                },
+            ],
+            heard: never_waited(),
+            ..Case::default()
+        },
+        Case {
+            name: "every recipient refused: DATA's refusal is set aside",
+            sessions: vec![script(&[
+                greet_pipelining(),
+                vec![Together(ONE)],
+                replies(&[
+                    "250 2.1.0 Ok",
+                    "550 5.1.1 <b@example.net>: no such user",
+                    "554 5.5.1 Error: no valid recipients",
+                ]),
+                answer("QUIT", "221 Bye"),
+            ])],
+            want: vec![bounced("5.1.1", no_such_user)],
+            heard: [
+                never_waited(),
+                vec![Heard::Never("DATA "), Heard::Last("QUIT")],
+            ]
+            .concat(),
+            ..Case::default()
+        },
+        Case {
+            name: "354 with no recipient: the empty message is ended with its dot",
+            sessions: vec![script(&[
+                greet_pipelining(),
+                vec![Together(ONE)],
+                replies(&[
+                    "250 2.1.0 Ok",
+                    "550 5.1.1 <b@example.net>: no such user",
+                    "354 go ahead",
+                ]),
+                vec![Data, Say("554 5.5.1 Error: no valid recipients")],
+                answer("QUIT", "221 Bye"),
+            ])],
+            want: vec![bounced("5.1.1", no_such_user)],
+            heard: [never_waited(), vec![Heard::Times("DATA 0 lines", 1)]].concat(),
+            ..Case::default()
+        },
+        Case {
+            name: "DATA refused: every accepted recipient takes its reply",
+            sessions: vec![script(&[
+                greet_pipelining(),
+                vec![Together(ONE)],
+                replies(&["250 2.1.0 Ok", "250 2.1.5 Ok", "451 4.3.0 try again later"]),
+                answer("QUIT", "221 Bye"),
+            ])],
+            want: vec![deferred(
+                "4.3.0",
+                "host {host} said: 451 4.3.0 try again later (in reply to DATA command)",
+            )],
+            heard: [never_waited(), vec![Heard::Never("DATA ")]].concat(),
+            ..Case::default()
+        },
+        Case {
+            name: "the connection lost before the first reply",
+            sessions: vec![script(&[greet_pipelining(), vec![Together(ONE)]])],
+            want: vec![deferred(
+                "4.4.2",
+                "lost connection with {host} while sending MAIL FROM",
+            )],
+            heard: never_waited(),
+            ..Case::default()
+        },
+        Case {
+            name: "the connection lost after MAIL FROM's reply",
+            sessions: vec![script(&[
+                greet_pipelining(),
+                vec![Together(ONE)],
+                replies(&["250 2.1.0 Ok"]),
+            ])],
+            want: vec![deferred(
+                "4.4.2",
+                "lost connection with {host} while sending RCPT TO",
+            )],
+            heard: never_waited(),
+            ..Case::default()
+        },
+        Case {
+            name: "a server that stops answering times out",
+            sessions: vec![script(&[greet_pipelining(), vec![Together(ONE), Silence]])],
+            config: "smtp_mail_timeout = 1s\nsmtp_rcpt_timeout = 1s\nsmtp_data_init_timeout = 1s",
+            within: Some(Duration::from_secs(3)),
+            want: vec![deferred(
+                "",
+                "conversation with {host} timed out while sending MAIL FROM",
+            )],
+            heard: never_waited(),
             ..Case::default()
         },
     ]);

@@ -32,6 +32,10 @@ pub enum Step {
     Say(&'static str),
     /// Read one command line; it must start with this.
     Expect(&'static str),
+    /// Read a command line for each prefix before saying anything: what a client that
+    /// pipelines (RFC 2920) sends in one go. A client that waits for a reply instead
+    /// leaves the server waiting, which is logged as `NOT PIPELINED` after 2 s.
+    Together(&'static [&'static str]),
     /// Read the message up to the final dot.
     Data,
     /// Read a little of the message, then close with the rest unread.
@@ -107,6 +111,16 @@ enum Io {
     Tls(Box<rustls::StreamOwned<rustls::ServerConnection, TcpStream>>),
 }
 
+impl Io {
+    fn set_read_timeout(&self, limit: Duration) {
+        let sock = match self {
+            Io::Plain(s) => s,
+            Io::Tls(s) => &s.sock,
+        };
+        let _ = sock.set_read_timeout(Some(limit));
+    }
+}
+
 impl Read for Io {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         match self {
@@ -174,6 +188,24 @@ fn run_session(
                         .push(format!("UNEXPECTED (wanted {prefix})"));
                     return;
                 }
+            }
+            Together(prefixes) => {
+                io.set_read_timeout(Duration::from_secs(2));
+                for prefix in prefixes.iter() {
+                    let Some(line) = read_line(&mut io) else {
+                        log.lock().unwrap().push("NOT PIPELINED".into());
+                        return;
+                    };
+                    let ok = line.starts_with(prefix);
+                    log.lock().unwrap().push(line);
+                    if !ok {
+                        log.lock()
+                            .unwrap()
+                            .push(format!("UNEXPECTED (wanted {prefix})"));
+                        return;
+                    }
+                }
+                io.set_read_timeout(Duration::from_secs(10));
             }
             Data => {
                 let mut body = Vec::new();

@@ -3,7 +3,8 @@
 //! FROM, a RCPT TO per recipient, DATA) and QUIT, or, when the context has a connection
 //! cache and the server took the message, no QUIT: the connection waits in the cache
 //! (`cache`) and the next session with the same server starts at MAIL FROM. Each RCPT
-//! TO's reply is read on its own, so each recipient gets its own outcome.
+//! TO has its own reply, so each recipient gets its own outcome. A server that offers
+//! PIPELINING gets MAIL FROM, the RCPT TOs and DATA in one write (see [`pipelined`]).
 //!
 //! What lettre does not offer, and how this module copes:
 //!
@@ -25,6 +26,7 @@
 //!   finds out for the log line.
 
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
@@ -99,6 +101,8 @@ pub(super) struct Features {
     dsn: bool,
     /// Whether AUTH is offered at all, whatever the mechanisms.
     auth: bool,
+    /// PIPELINING (RFC 2920).
+    pipelining: bool,
 }
 
 impl Features {
@@ -111,6 +115,7 @@ impl Features {
                 "SIZE" => f.size = Some(params.trim().parse().unwrap_or(0)),
                 "DSN" => f.dsn = true,
                 "AUTH" => f.auth = true,
+                "PIPELINING" => f.pipelining = true,
                 _ => {}
             }
         }
@@ -580,14 +585,17 @@ fn transaction(
         "" => None,
         sender => Some(lettre_address(sender, &ctx.myhostname)),
     };
+    let mail = Mail::new(sender, params);
+    if features.pipelining {
+        return pipelined(conn, ctx, peer, job, features, &mail, results);
+    }
     let _ = conn.set_timeout(limit(t.mail));
-    if let Err(err) = conn.command(Mail::new(sender, params)) {
+    if let Err(err) = conn.command(mail) {
         let failure = SmtpError::from_lettre(&err, Stage::Mail);
         // 421 is the server closing the connection, which a reused connection retries
         // on a new one: it is told apart from a refusal of this sender.
-        match &failure {
-            SmtpError::Said(reply, _) if reply.code != 421 => {}
-            _ => return Err(failure),
+        if !matches!(failure, SmtpError::Said(..)) || closing(&failure) {
+            return Err(failure);
         }
         results.fill_with(|| Some(failure.outcome(peer)));
         return Ok(Done::Other);
@@ -610,6 +618,123 @@ fn transaction(
         return Ok(Done::Other);
     }
     send_message(conn, ctx, peer, job, &accepted, results)
+}
+
+/// The most one pipelined write carries. Its replies are read before the next write, so
+/// neither side ever waits to write while the other does too (RFC 2920's deadlock): a
+/// write this size fits in any socket's buffers, and its replies are smaller still. A
+/// job's recipients (`smtp_destination_recipient_limit`, 50) nearly always fit in one.
+const PIPELINE_WRITE: usize = 8192;
+
+/// A transaction with a server that offers PIPELINING (RFC 2920): MAIL FROM, every RCPT
+/// TO and DATA go out together, and their replies are read in order after: one round
+/// trip where there were as many as commands. Each reply means what it means one
+/// command at a time, except that a refused MAIL FROM no longer keeps the RCPT TOs and
+/// DATA from being sent: their replies are read and set aside, every recipient takes
+/// the MAIL FROM refusal, and should DATA nevertheless be answered 354, the empty
+/// message is ended with its final dot (as it is when no recipient was accepted).
+fn pipelined(
+    conn: &mut SmtpConnection,
+    ctx: &SmtpContext,
+    peer: &Peer,
+    job: &Job,
+    features: &Features,
+    mail: &Mail,
+    results: &mut [Option<Outcome>],
+) -> Result<Done, SmtpError> {
+    let t = &ctx.timeouts;
+    let mut commands = Vec::with_capacity(job.recipients.len() + 2);
+    commands.push((Stage::Mail, mail.to_string()));
+    for rcpt in &job.recipients {
+        commands.push((Stage::Rcpt, rcpt_command(ctx, features, rcpt).to_string()));
+    }
+    commands.push((Stage::Data, Data.to_string()));
+    let lengths: Vec<usize> = commands.iter().map(|(_, text)| text.len()).collect();
+
+    let _ = conn.set_timeout(limit(t.mail.max(t.rcpt).max(t.data_init)));
+    let mut mail_refused = false;
+    let mut accepted = Vec::new();
+    let mut data = None;
+    for run in writes(&lengths, PIPELINE_WRITE) {
+        let text: String = commands[run.clone()]
+            .iter()
+            .map(|(_, text)| text.as_str())
+            .collect();
+        for i in run.clone() {
+            // lettre writes whatever it is given and reads one reply; the other replies
+            // of the write are read on their own.
+            let reply = match i == run.start {
+                true => conn.command(text.as_str()),
+                false => conn.read_response(),
+            };
+            let stage = commands[i].0;
+            let reply = reply.map_err(|err| SmtpError::from_lettre(&err, stage));
+            match (stage, reply) {
+                (Stage::Mail, Ok(_)) => {}
+                // 421 is the server closing the connection (see `transaction`).
+                (Stage::Mail, Err(failure @ SmtpError::Said(..))) if !closing(&failure) => {
+                    results.fill_with(|| Some(failure.outcome(peer)));
+                    mail_refused = true;
+                }
+                (Stage::Rcpt, Ok(_)) if !mail_refused => accepted.push(i - 1),
+                (Stage::Rcpt, Err(failure @ SmtpError::Said(..))) if !mail_refused => {
+                    results[i - 1] = Some(failure.outcome(peer));
+                }
+                (Stage::Rcpt, Ok(_) | Err(SmtpError::Said(..))) => {}
+                (Stage::Data, reply @ (Ok(_) | Err(SmtpError::Said(..)))) => data = Some(reply),
+                (_, Err(failure)) => return Err(failure),
+                (_, Ok(_)) => {}
+            }
+        }
+    }
+    match data {
+        Some(Ok(_)) if !mail_refused && !accepted.is_empty() => {
+            send_message(conn, ctx, peer, job, &accepted, results)
+        }
+        Some(Ok(_)) => {
+            let _ = conn.set_timeout(limit(t.data_done));
+            match conn.command(".\r\n") {
+                Ok(_) => Ok(Done::Other),
+                Err(err) => match SmtpError::from_lettre(&err, Stage::EndOfData) {
+                    SmtpError::Said(..) => Ok(Done::Other),
+                    failure => Err(failure),
+                },
+            }
+        }
+        Some(Err(failure)) => {
+            if !mail_refused {
+                for &i in &accepted {
+                    results[i] = Some(failure.outcome(peer));
+                }
+            }
+            Ok(Done::Other)
+        }
+        // DATA is the last command and each reply is read or the loop returned.
+        None => Err(SmtpError::Lost(Stage::Data)),
+    }
+}
+
+/// Whether a refusal is the server closing the connection: 421, whatever the command.
+fn closing(failure: &SmtpError) -> bool {
+    matches!(failure, SmtpError::Said(reply, _) if reply.code == 421)
+}
+
+/// Splits commands of these lengths, in order, into runs of at most `limit` bytes, one
+/// write each; a command longer than `limit` goes alone.
+fn writes(lengths: &[usize], limit: usize) -> Vec<Range<usize>> {
+    let mut runs = Vec::new();
+    let (mut start, mut size) = (0, 0);
+    for (i, &length) in lengths.iter().enumerate() {
+        if i > start && size + length > limit {
+            runs.push(start..i);
+            (start, size) = (i, 0);
+        }
+        size += length;
+    }
+    if start < lengths.len() {
+        runs.push(start..lengths.len());
+    }
+    runs
 }
 
 /// Refuses, before MAIL FROM, a message the server announced it would not take: larger
@@ -692,18 +817,7 @@ fn send_recipients(
     let mut accepted = Vec::new();
     let _ = conn.set_timeout(limit(ctx.timeouts.rcpt));
     for (i, rcpt) in job.recipients.iter().enumerate() {
-        let mut params = Vec::new();
-        if features.dsn {
-            if !rcpt.notify.is_empty() {
-                params.push(other_rcpt("NOTIFY", &rcpt.notify.to_ascii_uppercase()));
-            }
-            if !rcpt.original.is_empty() {
-                let orcpt = format!("rfc822;{}", xtext(&rcpt.original));
-                params.push(other_rcpt("ORCPT", &orcpt));
-            }
-        }
-        let address = lettre_address(&rcpt.address, &ctx.myhostname);
-        match conn.command(Rcpt::new(address, params)) {
+        match conn.command(rcpt_command(ctx, features, rcpt)) {
             Ok(_) => accepted.push(i),
             Err(err) => match SmtpError::from_lettre(&err, Stage::Rcpt) {
                 failure @ SmtpError::Said(..) => results[i] = Some(failure.outcome(peer)),
@@ -712,6 +826,21 @@ fn send_recipients(
         }
     }
     Ok(accepted)
+}
+
+/// RCPT TO for one recipient, with NOTIFY and ORCPT when the server offers DSN.
+fn rcpt_command(ctx: &SmtpContext, features: &Features, rcpt: &Recipient) -> Rcpt {
+    let mut params = Vec::new();
+    if features.dsn {
+        if !rcpt.notify.is_empty() {
+            params.push(other_rcpt("NOTIFY", &rcpt.notify.to_ascii_uppercase()));
+        }
+        if !rcpt.original.is_empty() {
+            let orcpt = format!("rfc822;{}", xtext(&rcpt.original));
+            params.push(other_rcpt("ORCPT", &orcpt));
+        }
+    }
+    Rcpt::new(lettre_address(&rcpt.address, &ctx.myhostname), params)
 }
 
 /// Sends the message after DATA was accepted, and records the server's final reply as
@@ -823,11 +952,38 @@ mod tests {
             Features {
                 size: Some(10240000),
                 dsn: true,
-                auth: true
+                auth: true,
+                pipelining: false,
             }
         );
+        let reply: Response = "250-mx.example\r\n250-PIPELINING\r\n250 8BITMIME\r\n"
+            .parse()
+            .unwrap();
+        assert!(Features::from_ehlo(&reply).pipelining);
         let reply: Response = "250-mx.example\r\n250 SIZE\r\n".parse().unwrap();
         assert_eq!(Features::from_ehlo(&reply).size, Some(0));
+    }
+
+    #[test]
+    fn pipelined_commands_are_split_into_bounded_writes() {
+        // Command lengths, the limit, and the runs as (start, end).
+        type Case = (&'static [usize], usize, &'static [(usize, usize)]);
+        let cases: &[Case] = &[
+            (&[30, 30, 30, 6], 8192, &[(0, 4)]),
+            (&[30, 30, 30, 6], 60, &[(0, 2), (2, 4)]),
+            (&[30, 30, 30, 6], 59, &[(0, 1), (1, 2), (2, 4)]),
+            (&[100, 10, 6], 50, &[(0, 1), (1, 3)]),
+            (&[10, 100, 6], 50, &[(0, 1), (1, 2), (2, 3)]),
+            (&[6], 1, &[(0, 1)]),
+            (&[], 8192, &[]),
+        ];
+        for (lengths, limit, want) in cases {
+            let got: Vec<(usize, usize)> = writes(lengths, *limit)
+                .into_iter()
+                .map(|r| (r.start, r.end))
+                .collect();
+            assert_eq!(got, *want, "{lengths:?} in {limit}");
+        }
     }
 
     #[test]
