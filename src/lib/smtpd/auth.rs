@@ -39,6 +39,11 @@ pub struct Peer<'a> {
     pub tls: bool,
 }
 
+/// The reply to AUTH where it is not offered.
+pub fn not_enabled() -> Reply {
+    Reply::new(503, "5.5.1 Error: authentication not enabled")
+}
+
 /// Runs `AUTH mechanism [initial-response]` to its end.
 pub fn exchange(
     sasl: &SaslSettings,

@@ -19,7 +19,7 @@ const BUFFER: usize = 16 * 1024;
 /// What the session talks over.
 pub enum Transport<'a> {
     Tcp(TimedSocket),
-    Tls(Box<StreamOwned<ServerConnection, TimedSocket>>),
+    Tls(Box<dyn TlsStream>),
     /// `sendmail -bs`: stdin and stdout.
     Pipe {
         input: Box<dyn Read + 'a>,
@@ -65,9 +65,31 @@ impl Transport<'_> {
     fn socket(&mut self) -> Option<&mut TimedSocket> {
         match self {
             Transport::Tcp(s) => Some(s),
-            Transport::Tls(s) => Some(&mut s.sock),
+            Transport::Tls(s) => Some(s.socket()),
             Transport::Pipe { .. } | Transport::Closed => None,
         }
+    }
+}
+
+/// A TLS session over a client's socket. The connection holds it as a trait object, so
+/// that only what starts TLS ([`Connection::start_tls`], which the listener's sessions
+/// call) links rustls: `sendmail -bs`, whose connection is a pipe and which is set-gid,
+/// carries no TLS code at all.
+pub trait TlsStream: Read + Write {
+    /// The socket under the TLS layer.
+    fn socket(&mut self) -> &mut TimedSocket;
+    /// Sends `close_notify`; errors no longer matter.
+    fn close_notify(&mut self);
+}
+
+impl TlsStream for StreamOwned<ServerConnection, TimedSocket> {
+    fn socket(&mut self) -> &mut TimedSocket {
+        &mut self.sock
+    }
+
+    fn close_notify(&mut self) {
+        self.conn.send_close_notify();
+        let _ = self.conn.complete_io(&mut self.sock);
     }
 }
 
@@ -346,8 +368,7 @@ impl<'a> Connection<'a> {
     pub fn close(&mut self) {
         let _ = self.flush();
         if let Transport::Tls(tls) = self.input.get_mut() {
-            tls.conn.send_close_notify();
-            let _ = tls.conn.complete_io(&mut tls.sock);
+            tls.close_notify();
         }
     }
 }

@@ -12,6 +12,7 @@
 //! | [`relay`] | who may send where: `mydestination`, `relay_domains`, `mynetworks` |
 //! | [`restrictions`] | `smtpd_relay_restrictions`, `smtpd_recipient_restrictions` |
 //! | [`auth`] | the AUTH command, checked by Dovecot ([`crate::sasl`]) |
+//! | [`features`] | what the listener's sessions have and `sendmail -bs` does without |
 //! | [`local_recipients`] | `local_recipient_maps`: unknown local users refused at RCPT |
 //! | [`listener`] | sockets, accept threads, the session cap |
 //! | [`sessions`] | the process that serves the daemon's sockets as `mail_owner` |
@@ -27,6 +28,7 @@ pub mod authres;
 pub mod command;
 pub mod connection;
 pub mod data;
+pub mod features;
 pub mod listener;
 pub mod local_recipients;
 pub mod relay;
@@ -46,6 +48,7 @@ use crate::log::Log;
 use crate::queue::Queue;
 use crate::sysexits::{Error, Result};
 use connection::{Connection, Transport};
+use features::{Features, ListenerFeatures, StdioFeatures};
 pub use listener::Listeners;
 use local_recipients::LocalRecipients;
 use relay::{Network, RelayPolicy};
@@ -58,7 +61,7 @@ use session::{BareNewline, Client, Server};
 pub fn run_stdio(config: &Config, uid: u32, input: impl Read, output: impl Write) -> Result<()> {
     let queue = Queue::from_config(config)?;
     let log = Arc::new(Log::from_config(config, "smtpd"));
-    let server = server_from_config(config, queue, log, Service::Stdio)?;
+    let server = stdio_server(config, queue, log)?;
     let mut conn = Connection::new(Transport::Pipe {
         input: Box::new(input),
         output: Box::new(output),
@@ -102,23 +105,22 @@ impl Service {
     }
 }
 
-/// Reads everything a session of `service` needs from `main.cf` once.
+/// Reads everything a listener's session of `service` needs from `main.cf` once.
 pub(crate) fn server_from_config(
     config: &Config,
     queue: Queue,
     log: Arc<Log>,
     service: Service,
 ) -> Result<Server> {
-    let settings = Settings::from_config(config)?;
-    let relay = RelayPolicy::from_config(config, &mut |w| log.warning(&w))?;
-    let local_recipients = LocalRecipients::from_config(config, &mut |w| log.warning(&w))?;
+    let common = Common::from_config(config, queue, log)?;
+    let log = &common.log;
     let (tls, tls_required) = match service {
         // SMTPS loads its certificate itself, whatever the STARTTLS settings say
         // ([`smtps::server`]): not twice, and without their warnings again.
         Service::Stdio | Service::Smtps => (None, false),
-        Service::Smtp => tls_from_config(config, &log, None)?,
+        Service::Smtp => tls_from_config(config, log, None)?,
         // -o smtpd_tls_security_level=encrypt, whatever main.cf says.
-        Service::Submission => tls_from_config(config, &log, Some("encrypt"))?,
+        Service::Submission => tls_from_config(config, log, Some("encrypt"))?,
     };
     let mut restrictions = match service {
         // Never read for a local submission (trusted, as in Postfix): no warnings there.
@@ -150,71 +152,133 @@ pub(crate) fn server_from_config(
             ],
         };
     }
-    let bare_newline = config.get("smtpd_forbid_bare_newline")?;
-    let bare_newline = BareNewline::parse(&bare_newline).ok_or_else(|| {
-        Error::config(format!(
-            "smtpd_forbid_bare_newline: unknown value \"{bare_newline}\" (normalize, note, reject, no)"
-        ))
-    })?;
-    let bare_newline_reject_code = config.number("smtpd_forbid_bare_newline_reject_code")?;
-    let bare_newline_reject_code = u16::try_from(bare_newline_reject_code)
-        .ok()
-        .filter(|code| (500..600).contains(code))
-        .ok_or_else(|| {
+    common.server(config, service, tls_required, tls_auth_only, || {
+        Ok(ListenerFeatures {
+            tls,
+            restrictions,
+            sasl,
+            authentication_results: authres::AuthResults::from_config(config)?.map(Arc::new),
+        })
+    })
+}
+
+/// Reads what the session of `sendmail -bs` needs from `main.cf`: the listener's
+/// settings but for its [`features`], which a local submission never uses.
+fn stdio_server(config: &Config, queue: Queue, log: Arc<Log>) -> Result<Server<StdioFeatures>> {
+    let common = Common::from_config(config, queue, log)?;
+    // Read as the listener reads them, so that a value that would stop it stops
+    // `sendmail -bs` too, as it always has; their values do not matter here.
+    let tls_auth_only = config.boolean("smtpd_tls_auth_only")?;
+    common.server(config, Service::Stdio, false, tls_auth_only, || {
+        config.boolean("smtpd_authentication_results")?;
+        Ok(StdioFeatures)
+    })
+}
+
+/// What every server reads first: the settings shared with `sendmail`, who may relay,
+/// who is a local recipient.
+struct Common {
+    settings: Settings,
+    relay: RelayPolicy,
+    local_recipients: LocalRecipients,
+    queue: Queue,
+    log: Arc<Log>,
+}
+
+impl Common {
+    fn from_config(config: &Config, queue: Queue, log: Arc<Log>) -> Result<Common> {
+        let settings = Settings::from_config(config)?;
+        let relay = RelayPolicy::from_config(config, &mut |w| log.warning(&w))?;
+        let local_recipients = LocalRecipients::from_config(config, &mut |w| log.warning(&w))?;
+        Ok(Common {
+            settings,
+            relay,
+            local_recipients,
+            queue,
+            log,
+        })
+    }
+
+    /// The server of `service`, with the rest of the session limits read from `main.cf`
+    /// and, last, its `features`.
+    fn server<F: Features>(
+        self,
+        config: &Config,
+        service: Service,
+        tls_required: bool,
+        tls_auth_only: bool,
+        features: impl FnOnce() -> Result<F>,
+    ) -> Result<Server<F>> {
+        let Common {
+            settings,
+            relay,
+            local_recipients,
+            queue,
+            log,
+        } = self;
+        let bare_newline = config.get("smtpd_forbid_bare_newline")?;
+        let bare_newline = BareNewline::parse(&bare_newline).ok_or_else(|| {
             Error::config(format!(
-                "smtpd_forbid_bare_newline_reject_code: {bare_newline_reject_code} is not a 5XX code"
+                "smtpd_forbid_bare_newline: unknown value \"{bare_newline}\" (normalize, note, reject, no)"
             ))
         })?;
-    let bare_newline_exclusions =
-        networks(config, "smtpd_forbid_bare_newline_exclusions", &relay, &log)?;
-    let count = |name: &str| -> Result<usize> {
-        Ok(usize::try_from(config.number(name)?).unwrap_or(usize::MAX))
-    };
-    // Each listener counts its own clients, under its own service name in the warnings,
-    // as Postfix's anvil keys its counters by service.
-    let (anvil, limit_exceptions) = match service {
-        Service::Stdio => (None, Vec::new()),
-        Service::Smtp | Service::Submission | Service::Smtps => (
-            Some(anvil::Anvil::new(anvil_limits(config)?, service.name())),
-            networks(config, "smtpd_client_event_limit_exceptions", &relay, &log)?,
-        ),
-    };
-    Ok(Server {
-        banner: config.get("smtpd_banner")?,
-        // Never more than a queue file holds, whatever main.cf says.
-        recipient_limit: count("smtpd_recipient_limit")?
-            .clamp(1, crate::queue::envelope::MAX_RECIPIENTS),
-        recipient_overshoot_limit: count("smtpd_recipient_overshoot_limit")?,
-        hard_error_limit: count("smtpd_hard_error_limit")?.max(1),
-        soft_error_limit: count("smtpd_soft_error_limit")?,
-        junk_command_limit: count("smtpd_junk_command_limit")?,
-        error_sleep: config.time("smtpd_error_sleep_time")?,
-        line_length_limit: count("line_length_limit")?.max(512),
-        timeout: config
-            .time("smtpd_timeout")?
-            .max(std::time::Duration::from_secs(1)),
-        per_request_deadline: config.boolean("smtpd_per_request_deadline")?,
-        min_data_rate: config.number("smtpd_min_data_rate")?,
-        anvil,
-        limit_exceptions,
-        settings,
-        relay,
-        restrictions,
-        sasl,
-        tls_auth_only,
-        auth_required: service.is_submission(),
-        local_recipients,
-        tls,
-        tls_required,
-        queue,
-        log,
-        bare_newline,
-        bare_newline_exclusions,
-        bare_newline_reject_code,
-        // Which sessions it applies to is the session's to say (network clients outside
-        // mynetworks): the server is the same for all.
-        authentication_results: authres::AuthResults::from_config(config)?.map(Arc::new),
-    })
+        let bare_newline_reject_code = config.number("smtpd_forbid_bare_newline_reject_code")?;
+        let bare_newline_reject_code = u16::try_from(bare_newline_reject_code)
+            .ok()
+            .filter(|code| (500..600).contains(code))
+            .ok_or_else(|| {
+                Error::config(format!(
+                    "smtpd_forbid_bare_newline_reject_code: {bare_newline_reject_code} is not a 5XX code"
+                ))
+            })?;
+        let bare_newline_exclusions =
+            networks(config, "smtpd_forbid_bare_newline_exclusions", &relay, &log)?;
+        let count = |name: &str| -> Result<usize> {
+            Ok(usize::try_from(config.number(name)?).unwrap_or(usize::MAX))
+        };
+        // Each listener counts its own clients, under its own service name in the
+        // warnings, as Postfix's anvil keys its counters by service.
+        let (anvil, limit_exceptions) = match service {
+            Service::Stdio => (None, Vec::new()),
+            Service::Smtp | Service::Submission | Service::Smtps => (
+                Some(anvil::Anvil::new(anvil_limits(config)?, service.name())),
+                networks(config, "smtpd_client_event_limit_exceptions", &relay, &log)?,
+            ),
+        };
+        Ok(Server {
+            banner: config.get("smtpd_banner")?,
+            // Never more than a queue file holds, whatever main.cf says.
+            recipient_limit: count("smtpd_recipient_limit")?
+                .clamp(1, crate::queue::envelope::MAX_RECIPIENTS),
+            recipient_overshoot_limit: count("smtpd_recipient_overshoot_limit")?,
+            hard_error_limit: count("smtpd_hard_error_limit")?.max(1),
+            soft_error_limit: count("smtpd_soft_error_limit")?,
+            junk_command_limit: count("smtpd_junk_command_limit")?,
+            error_sleep: config.time("smtpd_error_sleep_time")?,
+            line_length_limit: count("line_length_limit")?.max(512),
+            timeout: config
+                .time("smtpd_timeout")?
+                .max(std::time::Duration::from_secs(1)),
+            per_request_deadline: config.boolean("smtpd_per_request_deadline")?,
+            min_data_rate: config.number("smtpd_min_data_rate")?,
+            anvil,
+            limit_exceptions,
+            settings,
+            relay,
+            tls_auth_only,
+            auth_required: service.is_submission(),
+            local_recipients,
+            tls_required,
+            queue,
+            log,
+            bare_newline,
+            bare_newline_exclusions,
+            bare_newline_reject_code,
+            // Read last. Which sessions the listener's Authentication-Results applies to
+            // is the session's to say (network clients outside mynetworks).
+            features: features()?,
+        })
+    }
 }
 
 /// The per-client limits: `smtpd_client_*_limit` per `anvil_rate_time_unit`.

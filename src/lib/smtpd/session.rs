@@ -9,16 +9,15 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::ServerConfig;
-
 use super::anvil::{Anvil, Ticket};
 use super::auth::{self, Exchange, Login, Peer};
 use super::command::{self, Body, Command};
 use super::connection::{Connection, Line, is_timeout};
 use super::data::{BARE_LF_KIND, DataReader, Ending};
+use super::features::{Features, ListenerFeatures};
 use super::relay::{Network, RelayPolicy};
 use super::reply::{self, Reply};
-use super::restrictions::{Facts, Restrictions};
+use super::restrictions::Facts;
 use crate::address;
 use crate::cleanup::{
     self, Commit, Content, Draft, Message, Origin, QueueError, Settings, SmtpTrace,
@@ -28,8 +27,9 @@ use crate::message::input::{InputError, InputReader};
 use crate::queue::{Queue, Recipient};
 use crate::sasl::SaslSettings;
 
-/// What every session of one server shares: settings read once from `main.cf`.
-pub struct Server {
+/// What every session of one server shares: settings read once from `main.cf`, and the
+/// [`Features`] its sessions have (the listener's, by default).
+pub struct Server<F: Features = ListenerFeatures> {
     pub settings: Settings,
     /// The text after `220 `.
     pub banner: String,
@@ -56,18 +56,12 @@ pub struct Server {
     /// `smtpd_client_event_limit_exceptions`: clients that are not counted.
     pub limit_exceptions: Vec<Network>,
     pub relay: RelayPolicy,
-    /// `smtpd_relay_restrictions`, `smtpd_recipient_restrictions`.
-    pub restrictions: Restrictions,
-    /// AUTH through Dovecot (`smtpd_sasl_auth_enable`); never for `sendmail -bs`.
-    pub sasl: Option<SaslSettings>,
     /// `smtpd_tls_auth_only` (implied by `encrypt`): no AUTH before STARTTLS.
     pub tls_auth_only: bool,
     /// The submission service: MAIL only after AUTH.
     pub auth_required: bool,
     /// `local_recipient_maps`: unknown local users are refused at RCPT.
     pub local_recipients: super::local_recipients::LocalRecipients,
-    /// STARTTLS is offered when this is set (the listener only).
-    pub tls: Option<Arc<ServerConfig>>,
     /// `smtpd_tls_security_level = encrypt`: no mail before STARTTLS.
     pub tls_required: bool,
     pub queue: Queue,
@@ -77,9 +71,8 @@ pub struct Server {
     pub bare_newline_exclusions: Vec<Network>,
     /// `smtpd_forbid_bare_newline_reject_code`.
     pub bare_newline_reject_code: u16,
-    /// The `Authentication-Results:` header of mail from outside `mynetworks` (the
-    /// listener only, unless `smtpd_authentication_results = no`).
-    pub authentication_results: Option<Arc<super::authres::AuthResults>>,
+    /// STARTTLS, AUTH, restrictions, `Authentication-Results:`: the listener's only.
+    pub features: F,
 }
 
 /// `smtpd_forbid_bare_newline`: what a line that ends in a bare LF rather than CRLF does.
@@ -247,8 +240,8 @@ enum End {
     TlsFailed(String),
 }
 
-struct Session<'s> {
-    server: &'s Server,
+struct Session<'s, F: Features> {
+    server: &'s Server<F>,
     client: Client,
     helo: Option<String>,
     esmtp: bool,
@@ -271,7 +264,12 @@ struct Session<'s> {
 
 /// Runs one session to its end. Never fails: a broken connection ends the session, and
 /// what happened is logged. `ticket`: the client's place in the per-client counts.
-pub fn run(server: &Server, client: Client, ticket: Option<Ticket>, conn: &mut Connection<'_>) {
+pub fn run<F: Features>(
+    server: &Server<F>,
+    client: Client,
+    ticket: Option<Ticket>,
+    conn: &mut Connection<'_>,
+) {
     let log = &server.log;
     log.info(&format!("connect from {client}"));
     let mut session = Session {
@@ -329,8 +327,8 @@ pub fn run(server: &Server, client: Client, ticket: Option<Ticket>, conn: &mut C
 
 /// Turns a client away before its session begins (over its connection limits): the
 /// log lines of a session with no commands around `warning`, and `reply`.
-pub fn refuse(
-    server: &Server,
+pub fn refuse<F: Features>(
+    server: &Server<F>,
     client: &Client,
     conn: &mut Connection<'_>,
     reply: &Reply,
@@ -346,7 +344,7 @@ pub fn refuse(
     ));
 }
 
-impl<'s> Session<'s> {
+impl<'s, F: Features> Session<'s, F> {
     /// Where the session was, as Postfix's `... after DATA (1234 bytes) from ...` says:
     /// the byte count only while the message text was coming, not after a DATA command
     /// that was refused.
@@ -468,14 +466,14 @@ impl<'s> Session<'s> {
         if self.client.pipe || (server.tls_auth_only && !tls) {
             return None;
         }
-        server.sasl.as_ref()
+        server.features.sasl()
     }
 
     /// `AUTH mechanism [initial-response]`, checked in Postfix's order.
     fn auth(&mut self, args: Vec<String>, conn: &mut Connection<'_>) -> Step {
-        let Some(sasl) = self.auth_active(conn.is_tls()) else {
-            return Step::Reply(Reply::new(503, "5.5.1 Error: authentication not enabled"));
-        };
+        if self.auth_active(conn.is_tls()).is_none() {
+            return Step::Reply(auth::not_enabled());
+        }
         if self.tx.is_some() {
             return Step::Reply(Reply::new(503, "5.5.1 Error: MAIL transaction in progress"));
         }
@@ -493,7 +491,8 @@ impl<'s> Session<'s> {
             tls: conn.is_tls(),
         };
         let initial = args.get(1).map(String::as_str);
-        match auth::exchange(sasl, &self.server.log, &peer, &args[0], initial, conn) {
+        let features = &self.server.features;
+        match features.authenticate(&self.server.log, &peer, &args[0], initial, conn) {
             Exchange::Reply(reply, login) => {
                 if login.is_some() {
                     self.login = login;
@@ -556,12 +555,14 @@ impl<'s> Session<'s> {
             "SIZE".into()
         });
         lines.push("VRFY".into());
-        if self.server.tls.is_some() && !tls {
+        if self.server.features.offers_tls() && !tls {
             lines.push("STARTTLS".into());
         }
         if let Some(sasl) = self.auth_active(tls) {
-            let mechanisms = sasl
-                .mechanisms(tls, &mut |w| self.server.log.warning(&w))
+            let mechanisms = self
+                .server
+                .features
+                .mechanisms(tls, &self.server.log)
                 .join(" ");
             if !mechanisms.is_empty() {
                 lines.push(format!("AUTH {mechanisms}"));
@@ -576,7 +577,7 @@ impl<'s> Session<'s> {
     }
 
     fn start_tls(&mut self, conn: &mut Connection<'_>) -> Step {
-        let Some(config) = self.server.tls.clone() else {
+        if !self.server.features.offers_tls() {
             return Step::Reply(if self.server.tls_required {
                 reply::tls_unavailable()
             } else {
@@ -599,7 +600,7 @@ impl<'s> Session<'s> {
                 self.client
             ));
         }
-        if let Err(e) = conn.start_tls(config) {
+        if let Err(e) = self.server.features.start_tls(conn) {
             return Step::End(End::TlsFailed(e.to_string()));
         }
         // RFC 3207 section 4.2: forget everything learned before TLS.
@@ -696,7 +697,7 @@ impl<'s> Session<'s> {
             recipient: &recipient,
         };
         let refused = (!self.client.pipe)
-            .then(|| server.restrictions.check_recipient(&facts, &server.relay))
+            .then(|| server.features.check_recipient(&facts, &server.relay))
             .flatten();
         if let Some(r) = refused {
             let sender = tx.sender.clone();
@@ -784,8 +785,8 @@ impl<'s> Session<'s> {
                 .as_ref()
                 .filter(|_| {
                     self.server
-                        .sasl
-                        .as_ref()
+                        .features
+                        .sasl()
                         .is_some_and(|s| s.authenticated_header)
                 })
                 .map(|l| l.user.clone()),
@@ -818,23 +819,19 @@ impl<'s> Session<'s> {
         let settings = &server.settings;
         // Only mail from the network is judged: mynetworks, local users (sendmail -bs)
         // and clients that logged in with AUTH (our own users submitting) are trusted.
-        if let Some(auth) = &server.authentication_results
+        if server.features.authentication_results()
             && !self.client.may_relay
             && !self.client.pipe
             && self.login.is_none()
             && let Ok(client) = self.client.addr.parse::<IpAddr>()
         {
             let received = read_whole(data, settings.message_size_limit)?;
-            let message = super::authres::remove_forged(&received, auth.hostname());
-            drop(received);
             let envelope = super::authres::Envelope {
                 client,
                 helo: &trace.helo,
                 sender: &draft.sender,
             };
-            let mut text = auth.header(&message, &envelope).into_bytes();
-            text.extend_from_slice(&message);
-            drop(message);
+            let text = server.features.authenticated(received, &envelope);
             // The limit was applied as the message came; the header is ours.
             let reader = InputReader::new(text.as_slice(), false, 0);
             return self.queue_text(reader, trace, draft);

@@ -156,7 +156,7 @@ fn prepare(
                 .local_recipients
                 .freeze(&mut |w| server.log.warning(&w));
             // Dovecot's socket is seen from inside too.
-            if let Some(sasl) = server.sasl.as_mut() {
+            if let Some(sasl) = server.features.sasl.as_mut() {
                 sasl.enter_jail(dir, &mut |w| server.log.warning(&w));
             }
         }

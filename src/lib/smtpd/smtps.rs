@@ -124,7 +124,7 @@ pub fn server(config: &Config, queue: Queue, log: Arc<Log>) -> Result<Option<Ser
         return Ok(None);
     };
     let mut server = super::server_from_config(config, queue, log, Service::Smtps)?;
-    server.tls = Some(tls);
+    server.features.tls = Some(tls);
     // Already encrypted: nothing is waiting for STARTTLS.
     server.tls_required = false;
     Ok(Some(server))
@@ -135,7 +135,7 @@ pub fn server(config: &Config, queue: Queue, log: Arc<Log>) -> Result<Option<Ser
 /// version or cipher in common with nobody) is logged as Postfix logs it; the caller
 /// closes the connection.
 pub(super) fn handshake(server: &Server, client: &Client, conn: &mut Connection) -> bool {
-    let Some(tls) = server.tls.clone() else {
+    let Some(tls) = server.features.tls.clone() else {
         return false;
     };
     let Err(e) = conn.start_tls(tls) else {
