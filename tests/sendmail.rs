@@ -73,6 +73,45 @@ fn completes_headers_like_postfix_cleanup() {
     assert_eq!(parsed, "hello|root <root@mail.server.com>|body\n");
 }
 
+/// `Date:` and the `Received:` date are local time in the caller's zone, written as
+/// coreutils' `date` writes the same moment in that zone, its name in parentheses.
+#[test]
+fn dates_are_in_the_callers_time_zone() {
+    let sys = MailSystem::new("");
+    for zone in [
+        "Europe/Paris",
+        "America/New_York",
+        "Asia/Kolkata",
+        "CET-1CEST",
+    ] {
+        let out = sys
+            .command(SENDMAIL)
+            .env("TZ", zone)
+            .args(["-odq", "alice"])
+            .stdin(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{zone}: {}", stderr(&out));
+        let (id, _) = sys.queue().list(&[QueueName::Maildrop]).unwrap().remove(0);
+        let (env, bytes) = sys.message(QueueName::Maildrop, id);
+        std::fs::remove_file(sys.queue().path(QueueName::Maildrop, id)).unwrap();
+        let text = String::from_utf8(bytes).unwrap();
+        let date = std::process::Command::new("date")
+            .env("TZ", zone)
+            .arg(format!("--date=@{}", env.arrival_secs()))
+            .arg("+%a, %-d %b %Y %H:%M:%S %z (%Z)")
+            .output()
+            .unwrap();
+        let expected = String::from_utf8(date.stdout).unwrap();
+        let expected = expected.trim_end();
+        assert!(text.contains(&format!("; {expected}\n")), "{zone}: {text}");
+        assert!(
+            text.contains(&format!("\nDate: {expected}\n")),
+            "{zone}: {text}"
+        );
+    }
+}
+
 #[test]
 fn keeps_existing_headers_byte_for_byte() {
     let sys = MailSystem::new("");

@@ -7,10 +7,10 @@ use std::fs::File;
 use std::io;
 use std::path::PathBuf;
 
-use chrono::{DateTime, Local, Utc};
+use chrono::{DateTime, Utc};
 
 use super::{Draft, Origin, Queued, received};
-use crate::message::date::rfc2822_date;
+use crate::message::date::rfc2822_date_at;
 use crate::queue::{Envelope, NewQueueFile, Queue, QueueId};
 
 /// How the new file is handed over.
@@ -57,22 +57,23 @@ impl From<Failure> for io::Error {
 }
 
 /// The moment a message is written and the host that writes it: what the headers cleanup
-/// writes say about both.
+/// writes say about both. The moment is kept in UTC: only [`Stamp::date`] needs the local
+/// time zone, and asks the C library for it (see [`crate::message::date`]).
 pub struct Stamp<'a> {
-    pub(super) now: DateTime<Local>,
+    pub(super) now: DateTime<Utc>,
     pub(super) myhostname: &'a str,
 }
 
 impl Stamp<'_> {
     /// The `Date:` value (and the `Received:` date).
     pub(super) fn date(&self) -> String {
-        rfc2822_date(&self.now)
+        rfc2822_date_at(self.now.timestamp())
     }
 
     /// `Message-Id: <UTCSTAMP.QUEUEID@HOST>`, Postfix's form, with its line end.
     pub(super) fn write_message_id(&self, file: &mut NewQueueFile) -> io::Result<()> {
         use std::io::Write;
-        let stamp = self.now.with_timezone(&Utc).format("%Y%m%d%H%M%S");
+        let stamp = self.now.format("%Y%m%d%H%M%S");
         write!(file, "Message-Id: <{stamp}.")?;
         file.write_id()?;
         writeln!(file, "@{}>", self.myhostname)
@@ -91,7 +92,7 @@ pub(super) fn durable(
     content: impl FnOnce(&mut NewQueueFile, &Stamp) -> Result<(), Failure>,
 ) -> Result<(Queued, Option<File>), Failure> {
     let stamp = Stamp {
-        now: Local::now(),
+        now: Utc::now(),
         myhostname,
     };
     let arrival_micros = stamp.now.timestamp_micros().max(0) as u64;
