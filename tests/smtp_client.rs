@@ -435,9 +435,19 @@ fn mail_arrives_at_a_real_server_once_and_byte_exact() {
             eight_bit: false,
         },
     ];
-    for case in cases {
-        let name = case.name;
-        let Some(server) = Aiosmtpd::start() else {
+    // Each case to a server that offers PIPELINING, which gets the envelope in one go,
+    // and to one that does not, which gets each command after the reply to the last.
+    for (case, pipelining) in cases.iter().flat_map(|c| [(c, false), (c, true)]) {
+        let name = format!(
+            "{}{}",
+            case.name,
+            if pipelining { ", pipelined" } else { "" }
+        );
+        let server = match pipelining {
+            true => Aiosmtpd::start_pipelining(),
+            false => Aiosmtpd::start(),
+        };
+        let Some(server) = server else {
             return;
         };
         let ctx = relay_context(server.port, "");
@@ -455,6 +465,7 @@ fn mail_arrives_at_a_real_server_once_and_byte_exact() {
             "{name}: one transaction for all recipients"
         );
         assert_eq!(meta["mail_from"], case.mail_from, "{name}");
+        assert_eq!(meta["pipelined"], pipelining, "{name}");
         assert_eq!(
             meta["rcpt_tos"],
             serde_json::json!(case.recipients),

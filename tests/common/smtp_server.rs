@@ -381,8 +381,18 @@ impl Aiosmtpd {
         Aiosmtpd::start_with(ServerTls::None)
     }
 
+    /// The same server offering PIPELINING; each transaction's `pipelined` says whether
+    /// the client sent on without waiting for the reply to MAIL FROM.
+    pub fn start_pipelining() -> Option<Aiosmtpd> {
+        Aiosmtpd::launch(ServerTls::None, true)
+    }
+
     /// The same server with TLS: from the first byte, or offered with STARTTLS.
     pub fn start_with(tls: ServerTls) -> Option<Aiosmtpd> {
+        Aiosmtpd::launch(tls, false)
+    }
+
+    fn launch(tls: ServerTls, pipelining: bool) -> Option<Aiosmtpd> {
         if !require_python_module("aiosmtpd") {
             return None;
         }
@@ -393,7 +403,8 @@ impl Aiosmtpd {
             .arg("-c")
             .arg(AIOSMTPD)
             .arg(port.to_string())
-            .arg(dir.path());
+            .arg(dir.path())
+            .env("SAVER_PIPELINING", if pipelining { "1" } else { "0" });
         match tls {
             ServerTls::None => {}
             ServerTls::Implicit { cert, key } => {

@@ -4,13 +4,33 @@
 # (prints "ready", stops at end of stdin). With "implicit" the server speaks TLS from
 # the first byte (port 465 style); with "starttls" it offers STARTTLS. N.json's "tls"
 # is the TLS version the transaction arrived over, or null.
+# With SAVER_PIPELINING=1 in the environment, EHLO also offers PIPELINING (aiosmtpd
+# reads commands in order from its buffer, so it serves a pipelining client as is), and
+# N.json's "pipelined" says whether more commands had already arrived when MAIL FROM
+# was answered: a client that waits for each reply never has any.
 import json, os, ssl, sys
 from aiosmtpd.controller import Controller
 
 port, out = int(sys.argv[1]), sys.argv[2]
 mode = sys.argv[3] if len(sys.argv) > 3 else "plain"
+pipelining = os.environ.get("SAVER_PIPELINING") == "1"
 
 class Saver:
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        # The hook replaces aiosmtpd's own answer, which would have noted the name.
+        session.host_name = hostname
+        if pipelining:
+            responses.insert(1, "250-PIPELINING")
+        return responses
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        # What aiosmtpd does without this hook, and a look at its input buffer
+        # (asyncio's StreamReader keeps it in _buffer).
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        session.pipelined = len(getattr(server._reader, "_buffer", b"")) > 0
+        return "250 OK"
+
     async def handle_DATA(self, server, session, envelope):
         n = len([f for f in os.listdir(out) if f.endswith(".json")])
         with open(os.path.join(out, f"{n}.eml"), "wb") as f:
@@ -23,7 +43,8 @@ class Saver:
         tmp = os.path.join(out, f"{n}.tmp")
         with open(tmp, "w") as f:
             json.dump({"mail_from": envelope.mail_from, "rcpt_tos": envelope.rcpt_tos,
-                       "mail_options": envelope.mail_options, "tls": tls}, f)
+                       "mail_options": envelope.mail_options, "tls": tls,
+                       "pipelined": getattr(session, "pipelined", False)}, f)
         os.rename(tmp, os.path.join(out, f"{n}.json"))
         return "250 2.0.0 Ok: queued as PY1"
 
