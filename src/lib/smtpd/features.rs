@@ -27,39 +27,61 @@ use crate::sasl::SaslSettings;
 /// each method of a part that is off (STARTTLS when [`offers_tls`](Self::offers_tls) is
 /// false, AUTH when [`sasl`](Self::sasl) is `None`, the header when
 /// [`authentication_results`](Self::authentication_results) is false) is not called.
+///
+/// Each default is what a session without that part does: [`StdioFeatures`] keeps them
+/// all, and [`ListenerFeatures`] falls back on them for a part main.cf leaves off.
 pub trait Features {
     /// STARTTLS is offered: a certificate is loaded.
-    fn offers_tls(&self) -> bool;
+    fn offers_tls(&self) -> bool {
+        false
+    }
 
     /// The TLS handshake, once `220 Ready to start TLS` has been flushed.
-    fn start_tls(&self, conn: &mut Connection<'_>) -> io::Result<()>;
+    fn start_tls(&self, _conn: &mut Connection<'_>) -> io::Result<()> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "STARTTLS is not offered",
+        ))
+    }
 
     /// AUTH's settings when `smtpd_sasl_auth_enable` is on.
-    fn sasl(&self) -> Option<&SaslSettings>;
+    fn sasl(&self) -> Option<&SaslSettings> {
+        None
+    }
 
     /// The mechanisms AUTH offers now; `tls`: the session is encrypted.
-    fn mechanisms(&self, tls: bool, log: &Log) -> Vec<String>;
+    fn mechanisms(&self, _tls: bool, _log: &Log) -> Vec<String> {
+        Vec::new()
+    }
 
     /// Runs `AUTH mechanism [initial-response]` to its end.
     fn authenticate(
         &self,
-        log: &Log,
-        peer: &Peer<'_>,
-        mechanism: &str,
-        initial: Option<&str>,
-        conn: &mut Connection<'_>,
-    ) -> Exchange;
+        _log: &Log,
+        _peer: &Peer<'_>,
+        _mechanism: &str,
+        _initial: Option<&str>,
+        _conn: &mut Connection<'_>,
+    ) -> Exchange {
+        Exchange::Reply(auth::not_enabled(), None)
+    }
 
     /// `smtpd_relay_restrictions` then `smtpd_recipient_restrictions` for one RCPT: the
     /// refusal, if any.
-    fn check_recipient(&self, facts: &Facts<'_>, relay: &RelayPolicy) -> Option<Reply>;
+    fn check_recipient(&self, _facts: &Facts<'_>, _relay: &RelayPolicy) -> Option<Reply> {
+        None
+    }
 
     /// An `Authentication-Results:` header is added to mail from outside `mynetworks`.
-    fn authentication_results(&self) -> bool;
+    fn authentication_results(&self) -> bool {
+        false
+    }
 
     /// `received` (the message text, LF line endings) with the `Authentication-Results:`
     /// fields that claim to be ours removed and ours on top.
-    fn authenticated(&self, received: Vec<u8>, envelope: &Envelope<'_>) -> Vec<u8>;
+    fn authenticated(&self, received: Vec<u8>, _envelope: &Envelope<'_>) -> Vec<u8> {
+        received
+    }
 }
 
 /// The listener's sessions (`smtpd_port`, `submission_port`, `smtps_port`).
@@ -83,7 +105,7 @@ impl Features for ListenerFeatures {
     fn start_tls(&self, conn: &mut Connection<'_>) -> io::Result<()> {
         match &self.tls {
             Some(config) => conn.start_tls(Arc::clone(config)),
-            None => Err(not_offered("STARTTLS")),
+            None => StdioFeatures.start_tls(conn),
         }
     }
 
@@ -94,7 +116,7 @@ impl Features for ListenerFeatures {
     fn mechanisms(&self, tls: bool, log: &Log) -> Vec<String> {
         match &self.sasl {
             Some(sasl) => sasl.mechanisms(tls, &mut |w| log.warning(&w)),
-            None => Vec::new(),
+            None => StdioFeatures.mechanisms(tls, log),
         }
     }
 
@@ -108,7 +130,7 @@ impl Features for ListenerFeatures {
     ) -> Exchange {
         match &self.sasl {
             Some(sasl) => auth::exchange(sasl, log, peer, mechanism, initial, conn),
-            None => Exchange::Reply(auth::not_enabled(), None),
+            None => StdioFeatures.authenticate(log, peer, mechanism, initial, conn),
         }
     }
 
@@ -122,7 +144,7 @@ impl Features for ListenerFeatures {
 
     fn authenticated(&self, received: Vec<u8>, envelope: &Envelope<'_>) -> Vec<u8> {
         let Some(auth) = &self.authentication_results else {
-            return received;
+            return StdioFeatures.authenticated(received, envelope);
         };
         let message = authres::remove_forged(&received, auth.hostname());
         drop(received);
@@ -138,50 +160,7 @@ impl Features for ListenerFeatures {
 /// is judged).
 pub struct StdioFeatures;
 
-impl Features for StdioFeatures {
-    fn offers_tls(&self) -> bool {
-        false
-    }
-
-    fn start_tls(&self, _conn: &mut Connection<'_>) -> io::Result<()> {
-        Err(not_offered("STARTTLS"))
-    }
-
-    fn sasl(&self) -> Option<&SaslSettings> {
-        None
-    }
-
-    fn mechanisms(&self, _tls: bool, _log: &Log) -> Vec<String> {
-        Vec::new()
-    }
-
-    fn authenticate(
-        &self,
-        _log: &Log,
-        _peer: &Peer<'_>,
-        _mechanism: &str,
-        _initial: Option<&str>,
-        _conn: &mut Connection<'_>,
-    ) -> Exchange {
-        Exchange::Reply(auth::not_enabled(), None)
-    }
-
-    fn check_recipient(&self, _facts: &Facts<'_>, _relay: &RelayPolicy) -> Option<Reply> {
-        None
-    }
-
-    fn authentication_results(&self) -> bool {
-        false
-    }
-
-    fn authenticated(&self, received: Vec<u8>, _envelope: &Envelope<'_>) -> Vec<u8> {
-        received
-    }
-}
-
-fn not_offered(what: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::Unsupported, format!("{what} is not offered"))
-}
+impl Features for StdioFeatures {}
 
 #[cfg(test)]
 mod tests {
