@@ -672,12 +672,31 @@ fn refusals_and_faults_defer_or_bounce_in_postfixs_words() {
 /// and each reply still decides what it decides one command at a time.
 #[test]
 fn pipelining_sends_the_envelope_in_one_go_and_reads_each_reply() {
-    fn greet_pipelining() -> Vec<Step> {
-        script(&[
+    /// The one session of a case: a server that offers PIPELINING reads `envelope` in one
+    /// go, says `replies` in order, then goes on with `after`.
+    fn session(
+        envelope: &'static [&'static str],
+        replies: &[&'static str],
+        after: Vec<Step>,
+    ) -> Vec<Vec<Step>> {
+        let mut steps = script(&[
             greet_once(),
             ehlo_again("250-test.example\r\n250-PIPELINING\r\n250 8BITMIME"),
-        ])
+        ]);
+        steps.push(Together(envelope));
+        steps.extend(replies.iter().map(|&t| Say(t)));
+        steps.extend(after);
+        vec![steps]
     }
+    /// What the server heard: the whole envelope before any reply, then `more`.
+    fn without_waiting(more: Vec<Heard>) -> Vec<Heard> {
+        [
+            vec![Heard::Never("NOT PIPELINED"), Heard::Never("UNEXPECTED")],
+            more,
+        ]
+        .concat()
+    }
+    const QUEUED: &str = "250 2.0.0 Ok: queued as ABC123";
     const ONE: &[&str] = &[
         "MAIL FROM:<a@example.com>",
         "RCPT TO:<b@example.net>",
@@ -689,171 +708,153 @@ fn pipelining_sends_the_envelope_in_one_go_and_reads_each_reply() {
         "RCPT TO:<c@example.net>",
         "DATA",
     ];
-    let replies = |texts: &[&'static str]| texts.iter().map(|&t| Say(t)).collect::<Vec<_>>();
-    let never_waited = || vec![Heard::Never("NOT PIPELINED"), Heard::Never("UNEXPECTED")];
+    let queued = || script(&[vec![Data, Say(QUEUED)], answer("QUIT", "221 Bye")]);
+    let quit = || answer("QUIT", "221 Bye");
     let mail_refused = "host {host} said: 553 5.7.1 <a@example.com>: Sender address rejected (in reply to MAIL FROM command)";
     let no_such_user =
         "host {host} said: 550 5.1.1 <b@example.net>: no such user (in reply to RCPT TO command)";
     run(vec![
         Case {
             name: "two recipients, one round trip for the envelope",
-            sessions: vec![script(&[
-                greet_pipelining(),
-                vec![Together(TWO)],
-                replies(&[
+            sessions: session(
+                TWO,
+                &[
                     "250 2.1.0 Ok",
                     "250 2.1.5 Ok",
                     "250 2.1.5 Ok",
                     "354 go ahead",
-                ]),
-                vec![Data, Say("250 2.0.0 Ok: queued as ABC123")],
-                answer("QUIT", "221 Bye"),
-            ])],
+                ],
+                queued(),
+            ),
             recipients: &["b@example.net", "c@example.net"],
             want: vec![
                 Want {
-                    text: "250 2.0.0 Ok: queued as ABC123",
+                    text: QUEUED,
                     relay: "{host}:{port}",
                     ..sent()
                 };
                 2
             ],
-            heard: [never_waited(), vec![Heard::Times("DATA 5 lines", 1)]].concat(),
+            heard: without_waiting(vec![Heard::Times("DATA 5 lines", 1)]),
             ..Case::default()
         },
         Case {
             name: "MAIL FROM refused: every recipient takes its reply, no message is sent",
-            sessions: vec![script(&[
-                greet_pipelining(),
-                vec![Together(TWO)],
-                replies(&[
+            sessions: session(
+                TWO,
+                &[
                     "553 5.7.1 <a@example.com>: Sender address rejected",
                     "503 5.5.1 Error: need MAIL command",
                     "503 5.5.1 Error: need MAIL command",
                     "503 5.5.1 Error: need RCPT command",
-                ]),
-                answer("QUIT", "221 Bye"),
-            ])],
+                ],
+                quit(),
+            ),
             recipients: &["b@example.net", "c@example.net"],
             want: vec![bounced("5.7.1", mail_refused); 2],
-            heard: [
-                never_waited(),
-                vec![Heard::Never("DATA "), Heard::Last("QUIT")],
-            ]
-            .concat(),
+            heard: without_waiting(vec![Heard::Never("DATA "), Heard::Last("QUIT")]),
             ..Case::default()
         },
         Case {
             name: "one recipient refused, the other sent",
-            sessions: vec![script(&[
-                greet_pipelining(),
-                vec![Together(TWO)],
-                replies(&[
+            sessions: session(
+                TWO,
+                &[
                     "250 2.1.0 Ok",
                     "550 5.1.1 <b@example.net>: no such user",
                     "250 2.1.5 Ok",
                     "354 go ahead",
-                ]),
-                vec![Data, Say("250 2.0.0 Ok: queued as ABC123")],
-                answer("QUIT", "221 Bye"),
-            ])],
+                ],
+                queued(),
+            ),
             recipients: &["b@example.net", "c@example.net"],
             want: vec![
                 bounced("5.1.1", no_such_user),
                 Want {
-                    text: "250 2.0.0 Ok: queued as ABC123",
+                    text: QUEUED,
                     ..sent()
                 },
             ],
-            heard: never_waited(),
+            heard: without_waiting(vec![]),
             ..Case::default()
         },
         Case {
             name: "every recipient refused: DATA's refusal is set aside",
-            sessions: vec![script(&[
-                greet_pipelining(),
-                vec![Together(ONE)],
-                replies(&[
+            sessions: session(
+                ONE,
+                &[
                     "250 2.1.0 Ok",
                     "550 5.1.1 <b@example.net>: no such user",
                     "554 5.5.1 Error: no valid recipients",
-                ]),
-                answer("QUIT", "221 Bye"),
-            ])],
+                ],
+                quit(),
+            ),
             want: vec![bounced("5.1.1", no_such_user)],
-            heard: [
-                never_waited(),
-                vec![Heard::Never("DATA "), Heard::Last("QUIT")],
-            ]
-            .concat(),
+            heard: without_waiting(vec![Heard::Never("DATA "), Heard::Last("QUIT")]),
             ..Case::default()
         },
         Case {
             name: "354 with no recipient: the empty message is ended with its dot",
-            sessions: vec![script(&[
-                greet_pipelining(),
-                vec![Together(ONE)],
-                replies(&[
+            sessions: session(
+                ONE,
+                &[
                     "250 2.1.0 Ok",
                     "550 5.1.1 <b@example.net>: no such user",
                     "354 go ahead",
+                ],
+                script(&[
+                    vec![Data, Say("554 5.5.1 Error: no valid recipients")],
+                    quit(),
                 ]),
-                vec![Data, Say("554 5.5.1 Error: no valid recipients")],
-                answer("QUIT", "221 Bye"),
-            ])],
+            ),
             want: vec![bounced("5.1.1", no_such_user)],
-            heard: [never_waited(), vec![Heard::Times("DATA 0 lines", 1)]].concat(),
+            heard: without_waiting(vec![Heard::Times("DATA 0 lines", 1)]),
             ..Case::default()
         },
         Case {
             name: "DATA refused: every accepted recipient takes its reply",
-            sessions: vec![script(&[
-                greet_pipelining(),
-                vec![Together(ONE)],
-                replies(&["250 2.1.0 Ok", "250 2.1.5 Ok", "451 4.3.0 try again later"]),
-                answer("QUIT", "221 Bye"),
-            ])],
+            sessions: session(
+                ONE,
+                &["250 2.1.0 Ok", "250 2.1.5 Ok", "451 4.3.0 try again later"],
+                quit(),
+            ),
             want: vec![deferred(
                 "4.3.0",
                 "host {host} said: 451 4.3.0 try again later (in reply to DATA command)",
             )],
-            heard: [never_waited(), vec![Heard::Never("DATA ")]].concat(),
+            heard: without_waiting(vec![Heard::Never("DATA ")]),
             ..Case::default()
         },
         Case {
             name: "the connection lost before the first reply",
-            sessions: vec![script(&[greet_pipelining(), vec![Together(ONE)]])],
+            sessions: session(ONE, &[], vec![]),
             want: vec![deferred(
                 "4.4.2",
                 "lost connection with {host} while sending MAIL FROM",
             )],
-            heard: never_waited(),
+            heard: without_waiting(vec![]),
             ..Case::default()
         },
         Case {
             name: "the connection lost after MAIL FROM's reply",
-            sessions: vec![script(&[
-                greet_pipelining(),
-                vec![Together(ONE)],
-                replies(&["250 2.1.0 Ok"]),
-            ])],
+            sessions: session(ONE, &["250 2.1.0 Ok"], vec![]),
             want: vec![deferred(
                 "4.4.2",
                 "lost connection with {host} while sending RCPT TO",
             )],
-            heard: never_waited(),
+            heard: without_waiting(vec![]),
             ..Case::default()
         },
         Case {
             name: "a server that stops answering times out",
-            sessions: vec![script(&[greet_pipelining(), vec![Together(ONE), Silence]])],
+            sessions: session(ONE, &[], vec![Silence]),
             config: "smtp_mail_timeout = 1s\nsmtp_rcpt_timeout = 1s\nsmtp_data_init_timeout = 1s",
             within: Some(Duration::from_secs(3)),
             want: vec![deferred(
                 "",
                 "conversation with {host} timed out while sending MAIL FROM",
             )],
-            heard: never_waited(),
+            heard: without_waiting(vec![]),
             ..Case::default()
         },
     ]);
