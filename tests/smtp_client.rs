@@ -860,6 +860,85 @@ fn pipelining_sends_the_envelope_in_one_go_and_reads_each_reply() {
     ]);
 }
 
+/// `smtp_discard_ehlo_keywords`: the client acts as if the server had not offered them.
+#[test]
+fn discarded_ehlo_keywords_are_not_used() {
+    let starttls_offered = || {
+        script(&[
+            vec![Say("220 tls.example ESMTP")],
+            answer(
+                "EHLO me.example",
+                "250-tls.example\r\n250-STARTTLS\r\n250 8BITMIME",
+            ),
+        ])
+    };
+    run(vec![
+        Case {
+            name: "STARTTLS discarded: the mail goes in plain text",
+            sessions: vec![script(&[
+                starttls_offered(),
+                ehlo_again("250-tls.example\r\n250-STARTTLS\r\n250 8BITMIME"),
+                accept_all(1),
+            ])],
+            config: "smtp_tls_security_level = may\nsmtp_discard_ehlo_keywords = starttls",
+            want: vec![sent()],
+            heard: vec![Heard::Never("STARTTLS"), Heard::Never("UNEXPECTED")],
+            ..Case::default()
+        },
+        Case {
+            name: "STARTTLS discarded where TLS is required: deferred",
+            sessions: vec![script(&[starttls_offered(), answer("QUIT", "221 Bye")])],
+            config: "smtp_tls_security_level = encrypt\nsmtp_discard_ehlo_keywords = STARTTLS",
+            want: vec![deferred(
+                "4.7.4",
+                "TLS is required, but was not offered by host {host}",
+            )],
+            heard: vec![Heard::Never("STARTTLS"), Heard::Last("QUIT")],
+            ..Case::default()
+        },
+        Case {
+            name: "SIZE discarded: no SIZE= and no refusal over the limit",
+            sessions: vec![script(&[
+                vec![Say("220 small.example ESMTP")],
+                answer("EHLO", "250-small.example\r\n250 SIZE 10"),
+                answer("EHLO", "250-small.example\r\n250 SIZE 10"),
+                accept_all(1),
+            ])],
+            config: "smtp_discard_ehlo_keywords = size, silent-discard",
+            want: vec![sent()],
+            heard: vec![Heard::First("MAIL FROM:", "MAIL FROM:<a@example.com>")],
+            ..Case::default()
+        },
+    ]);
+
+    // PIPELINING, against a real server that offers it: one command at a time, and the
+    // discarding logged.
+    let Some(server) = Aiosmtpd::start_pipelining() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let maillog = dir.path().join("maillog");
+    let log_config = Config::from_text(
+        &format!("maillog_file = {}\n", maillog.display()),
+        Path::new("/nonexistent/main.cf"),
+    );
+    let ctx = relay_context(server.port, "smtp_discard_ehlo_keywords = pipelining")
+        .with_log(Arc::new(Log::from_config(&log_config, "smtp")));
+    let m = message("a@example.com", &["b@example.net", "c@example.net"], BODY);
+    for o in &send(&ctx, &m) {
+        assert_eq!(o.status, Status::Sent, "{o:?}");
+    }
+    let (meta, _) = server.received(0);
+    assert_eq!(meta["pipelined"], false, "{meta}");
+    let logged = std::fs::read_to_string(&maillog).unwrap();
+    assert!(
+        logged.contains(&format!(
+            "{LOCALHOST}: discarding EHLO keywords: PIPELINING"
+        )),
+        "{logged}"
+    );
+}
+
 #[test]
 fn refused_connection_defers_and_the_next_relayhost_is_tried() {
     let dead = free_port();

@@ -189,6 +189,8 @@ static PARAMETERS: &[ParamInfo] = &[
       "With noplaintext (the default), the password is never sent over a connection without TLS; over TLS, PLAIN and LOGIN are always allowed (Postfix's default refuses them even there)."),
     p("smtp_helo_name", "$myhostname", Text,
       "The name sent in EHLO (the SMTP client never says HELO)."),
+    p("smtp_discard_ehlo_keywords", "", List,
+      "EHLO keywords the SMTP client acts as if the server had not offered, in any case: pipelining (commands one at a time), starttls, auth, size, dsn, 8bitmime, smtputf8; others are accepted and change nothing. Each new connection that discards an offered keyword logs host[addr]: discarding EHLO keywords: ..., unless the list also holds silent-discard. For a server that announces an extension it gets wrong."),
     p("smtp_mx_address_limit", "5", Number,
       "The most server addresses tried per delivery, over all MX hosts or relay hosts; 0 means no limit."),
     p("smtp_connect_timeout", "30s", Time('s'),

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use lettre::transport::smtp::client::SmtpConnection;
 
-use super::client::Features;
+use super::ehlo::Features;
 
 /// The `smtp_connection_*` parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

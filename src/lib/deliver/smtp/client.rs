@@ -38,11 +38,11 @@ use lettre::transport::smtp::commands::{Data, Ehlo, Mail, Rcpt};
 use lettre::transport::smtp::extension::{
     ClientId, Extension, MailBodyParameter, MailParameter, RcptParameter,
 };
-use lettre::transport::smtp::response::Response;
 
 use super::SmtpContext;
 use super::auth;
 use super::cache;
+use super::ehlo::Features;
 use super::negotiated;
 use super::reply::{Peer, Reply, SmtpError, Stage, io_source};
 use super::route::Target;
@@ -90,36 +90,6 @@ pub fn attempt(ctx: &SmtpContext, target: &Target, job: &Job, try_tls: bool) -> 
         peer,
         results,
         failure,
-    }
-}
-
-/// What the server's EHLO reply says beyond lettre's `ServerInfo`.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub(super) struct Features {
-    /// SIZE with its limit; `Some(0)` is "no limit announced".
-    size: Option<u64>,
-    dsn: bool,
-    /// Whether AUTH is offered at all, whatever the mechanisms.
-    auth: bool,
-    /// PIPELINING (RFC 2920).
-    pipelining: bool,
-}
-
-impl Features {
-    fn from_ehlo(reply: &Response) -> Features {
-        let mut f = Features::default();
-        // The first line greets; each other line is a keyword and its parameters.
-        for line in reply.message().skip(1) {
-            let (keyword, params) = line.split_once([' ', '=']).unwrap_or((line, ""));
-            match keyword.to_ascii_uppercase().as_str() {
-                "SIZE" => f.size = Some(params.trim().parse().unwrap_or(0)),
-                "DSN" => f.dsn = true,
-                "AUTH" => f.auth = true,
-                "PIPELINING" => f.pipelining = true,
-                _ => {}
-            }
-        }
-        f
     }
 }
 
@@ -357,7 +327,7 @@ fn session(
     let t = &ctx.timeouts;
     let id = ClientId::Domain(ctx.helo_name.clone());
     if try_tls && !conn.is_encrypted() && ctx.tls.level != Level::None {
-        if conn.can_starttls() {
+        if conn.can_starttls() && ctx.ehlo_discard.keeps("STARTTLS") {
             let _ = conn.set_timeout(limit(t.starttls));
             start_tls(conn, ctx, peer, &id)?;
         } else if ctx.tls.level.required() {
@@ -376,7 +346,14 @@ fn session(
     let ehlo = conn
         .command(Ehlo::new(id))
         .map_err(|err| SmtpError::from_lettre(&err, Stage::Ehlo))?;
-    let features = Features::from_ehlo(&ehlo);
+    let (features, discarded) = Features::from_ehlo(&ehlo, &ctx.ehlo_discard);
+    if !discarded.is_empty() && ctx.ehlo_discard.logged() {
+        ctx.log.info(&format!(
+            "{}: discarding EHLO keywords: {}",
+            peer.name(),
+            discarded.join(" ")
+        ));
+    }
 
     if ctx.sasl.is_some() {
         authenticate(conn, ctx, peer, job, &features)?;
@@ -579,8 +556,8 @@ fn transaction(
 ) -> Result<Done, SmtpError> {
     let t = &ctx.timeouts;
     let utf8 = !job.sender.is_ascii() || job.recipients.iter().any(|r| !r.address.is_ascii());
-    check_server_limits(conn, peer, job, features, utf8)?;
-    let params = mail_parameters(conn, job, features, utf8);
+    check_server_limits(peer, job, features, utf8)?;
+    let params = mail_parameters(job, features, utf8);
     let sender = match job.sender {
         "" => None,
         sender => Some(lettre_address(sender, &ctx.myhostname)),
@@ -740,7 +717,6 @@ fn writes(lengths: &[usize], limit: usize) -> Vec<Range<usize>> {
 /// Refuses, before MAIL FROM, a message the server announced it would not take: larger
 /// than its SIZE, or needing SMTPUTF8 it did not offer.
 fn check_server_limits(
-    conn: &SmtpConnection,
     peer: &Peer,
     job: &Job,
     features: &Features,
@@ -759,7 +735,7 @@ fn check_server_limits(
             permanent: true,
         });
     }
-    if utf8 && !conn.server_info().supports_feature(Extension::SmtpUtfEight) {
+    if utf8 && !features.smtputf8 {
         return Err(SmtpError::Local {
             dsn: Dsn::NO_SMTPUTF8,
             text: format!(
@@ -774,18 +750,12 @@ fn check_server_limits(
 
 /// The MAIL FROM parameters the server's extensions allow: SIZE, BODY, SMTPUTF8, and
 /// the DSN's RET and ENVID.
-fn mail_parameters(
-    conn: &SmtpConnection,
-    job: &Job,
-    features: &Features,
-    utf8: bool,
-) -> Vec<MailParameter> {
-    let info = conn.server_info();
+fn mail_parameters(job: &Job, features: &Features, utf8: bool) -> Vec<MailParameter> {
     let mut params = Vec::new();
     if features.size.is_some() {
         params.push(MailParameter::Size(job.size as usize));
     }
-    if job.eight_bit && info.supports_feature(Extension::EightBitMime) {
+    if job.eight_bit && features.eight_bit_mime {
         params.push(MailParameter::Body(MailBodyParameter::EightBitMime));
     }
     if utf8 {
@@ -938,30 +908,6 @@ mod tests {
             other_rcpt("NOTIFY", "SUCCESS,FAILURE").to_string(),
             "NOTIFY=SUCCESS,FAILURE"
         );
-    }
-
-    #[test]
-    fn features_from_ehlo() {
-        let reply: Response =
-            "250-mx.example\r\n250-SIZE 10240000\r\n250-STARTTLS\r\n250-auth=PLAIN\r\n250 dsn\r\n"
-                .parse()
-                .unwrap();
-        let f = Features::from_ehlo(&reply);
-        assert_eq!(
-            f,
-            Features {
-                size: Some(10240000),
-                dsn: true,
-                auth: true,
-                pipelining: false,
-            }
-        );
-        let reply: Response = "250-mx.example\r\n250-PIPELINING\r\n250 8BITMIME\r\n"
-            .parse()
-            .unwrap();
-        assert!(Features::from_ehlo(&reply).pipelining);
-        let reply: Response = "250-mx.example\r\n250 SIZE\r\n".parse().unwrap();
-        assert_eq!(Features::from_ehlo(&reply).size, Some(0));
     }
 
     #[test]

@@ -36,6 +36,7 @@ mod body;
 mod cache;
 mod client;
 mod dns;
+mod ehlo;
 mod negotiated;
 mod reply;
 mod route;
@@ -122,6 +123,8 @@ pub struct SmtpContext {
     pub timeouts: Timeouts,
     /// At most this many server addresses are tried per delivery (`smtp_mx_address_limit`).
     pub address_limit: usize,
+    /// `smtp_discard_ehlo_keywords`.
+    pub ehlo_discard: ehlo::Discarded,
     pub resolver: Arc<dyn Resolver>,
     /// Where warnings go (a world-readable password file, a failed TLS handshake).
     pub log: Arc<dyn Warnings>,
@@ -217,6 +220,7 @@ impl SmtpContext {
             sasl,
             timeouts,
             address_limit,
+            ehlo_discard: ehlo::Discarded::parse(&config.list("smtp_discard_ehlo_keywords")?),
             resolver: Arc::new(SystemResolver::with_servers(
                 crate::dns::servers::from_config(config)?,
             )),
