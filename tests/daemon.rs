@@ -357,21 +357,29 @@ fn daemon_delivers_new_mail_at_once_and_logs_like_postfix() {
     }
 }
 
-/// The daemon takes a submission on its close, and lets the rename before it pass (the
-/// file is still locked then). A file moved in from elsewhere, as `postsuper -H` does,
-/// closes nothing in `maildrop/`: its new name must be enough.
+/// The daemon is woken by a writer's close only. `postsuper -r` moves a message into
+/// `maildrop/` through the read-write descriptor it locked it with, so its close, after
+/// the move, is what announces the message: it is delivered at once, not at the
+/// 10-second scan.
 #[test]
-fn a_file_moved_into_maildrop_is_delivered_at_once() {
+fn a_message_postsuper_requeues_is_delivered_at_once() {
     let w = World::new();
     assert!(w.send(&["-odq", "-i", "root"], &body(1)).status.success());
-    let ids = w.queued("maildrop");
-    assert_eq!(ids.len(), 1);
-    let parked = w.path("parked");
-    std::fs::rename(w.path("queue/maildrop").join(&ids[0]), &parked).unwrap();
+    let postsuper = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_postsuper"))
+            .args(args)
+            .env("MAIL_CONFIG", w.path("config"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    };
+    postsuper(&["-h", "ALL"]);
+    assert_eq!(w.queued("hold").len(), 1);
     let d = w.daemon();
     std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(w.messages("root"), 0, "held mail stays held");
     let started = Instant::now();
-    std::fs::rename(&parked, w.path("queue/maildrop").join(&ids[0])).unwrap();
+    postsuper(&["-r", "ALL"]);
     w.wait_for(|| w.messages("root") == 1 && w.queue_empty(), "delivery");
     // inotify, not the 10-second scan.
     assert!(

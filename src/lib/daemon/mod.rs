@@ -20,6 +20,7 @@ pub mod scheduler;
 pub mod sessions;
 pub mod signals;
 pub mod slots;
+pub mod watch;
 
 use std::sync::Arc;
 

@@ -9,21 +9,19 @@
 //! the next scan: no polling loop.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use notify::{EventKind, RecursiveMode, Watcher};
-
-use crate::queue::store::TEMP_PREFIX;
 use crate::queue::{QueueId, QueueName};
 use crate::sysexits::{Error, ExitCode, Result};
 
 use super::lock::{LockError, MasterLock};
 use super::process::{self, Report};
 use super::signals::{self, Sig};
+use super::watch::{Announcement, MaildropWatch};
 use super::{Runtime, pickup};
 
 /// How often `maildrop/`, `incoming/` and `active/` are scanned when inotify works (a
@@ -49,20 +47,23 @@ struct Job {
 }
 
 /// Worker threads taking jobs from one channel.
+///
+/// The channel is crossbeam's, which many threads can wait on: a job wakes exactly one
+/// idle worker. (With std's single-consumer channel behind a mutex, each job also woke a
+/// second idle worker, the next in line for the mutex, only for it to wait again.)
 struct Pool {
-    jobs: Option<Sender<Job>>,
+    jobs: Option<crossbeam_channel::Sender<Job>>,
     threads: Vec<JoinHandle<()>>,
     stop: Arc<AtomicBool>,
 }
 
 impl Pool {
     fn new(size: usize, done: Sender<Event>) -> Result<Pool> {
-        let (tx, rx) = mpsc::channel::<Job>();
-        let rx = Arc::new(Mutex::new(rx));
+        let (tx, rx) = crossbeam_channel::unbounded::<Job>();
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::with_capacity(size);
         for n in 0..size {
-            let rx = Arc::clone(&rx);
+            let rx = rx.clone();
             let done = done.clone();
             let stop = Arc::clone(&stop);
             let thread = std::thread::Builder::new()
@@ -97,16 +98,9 @@ impl Pool {
     }
 }
 
-fn worker(jobs: &Mutex<Receiver<Job>>, done: &Sender<Event>, stop: &AtomicBool) {
-    loop {
-        let job = {
-            let guard = match jobs.lock() {
-                Ok(g) => g,
-                Err(poisoned) => poisoned.into_inner(),
-            };
-            guard.recv()
-        };
-        let Ok(job) = job else { return };
+fn worker(jobs: &crossbeam_channel::Receiver<Job>, done: &Sender<Event>, stop: &AtomicBool) {
+    // Jobs still queued when the pool shuts down are received and not run (`stop`).
+    while let Ok(job) = jobs.recv() {
         let report = if stop.load(Ordering::Relaxed) {
             None
         } else {
@@ -457,111 +451,22 @@ pub fn run_daemon(
     Ok(())
 }
 
-fn watch_maildrop(rt: &Runtime, tx: Sender<Event>) -> Option<notify::RecommendedWatcher> {
-    let mut announcements = Announcements::default();
-    let handler = move |res: notify::Result<notify::Event>| match announcements.of(res) {
-        Announcement::File(id) => {
-            let _ = tx.send(Event::Maildrop(Some(id)));
-        }
-        Announcement::Rescan => {
-            let _ = tx.send(Event::Maildrop(None));
-        }
-        Announcement::Nothing => {}
+fn watch_maildrop(rt: &Runtime, tx: Sender<Event>) -> Option<MaildropWatch> {
+    let tell = move |said: Announcement| {
+        let event = match said {
+            Announcement::File(id) => Event::Maildrop(Some(id)),
+            Announcement::Rescan => Event::Maildrop(None),
+            Announcement::Nothing => return true,
+        };
+        tx.send(event).is_ok()
     };
-    let mut watcher = match notify::recommended_watcher(handler) {
-        Ok(w) => w,
+    match MaildropWatch::start(&rt.queue.dir(QueueName::Maildrop), tell) {
+        Ok(watch) => Some(watch),
         Err(e) => {
             rt.logs.pickup.warning(&format!(
-                "inotify unavailable, scanning maildrop every second: {e}"
-            ));
-            return None;
-        }
-    };
-    match watcher.watch(
-        &rt.queue.dir(QueueName::Maildrop),
-        RecursiveMode::NonRecursive,
-    ) {
-        Ok(()) => Some(watcher),
-        Err(e) => {
-            rt.logs.pickup.warning(&format!(
-                "cannot watch maildrop, scanning every second: {e}"
+                "cannot watch maildrop with inotify, scanning every second: {e}"
             ));
             None
-        }
-    }
-}
-
-/// What one inotify event on `maildrop/` asks of the daemon.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Announcement {
-    /// This file may be ready: try it.
-    File(QueueId),
-    /// Events were lost or cannot be read: look at the whole directory.
-    Rescan,
-    Nothing,
-}
-
-/// Turns `maildrop/`'s events into announcements, one per file that became ready.
-///
-/// A submission is written under a temporary name, renamed to its ID while still locked,
-/// made durable, unlocked and closed: the close says "now". Its rename says nothing
-/// useful, and taking it as news cost a wake-up of the daemon, a delivery thread, an open
-/// and a failed lock per submission while the submitter waited on its fsync. So a rename
-/// from a temporary name is let pass. Every other new name is news: `postsuper -r` and
-/// `-H` move files in from other queues, closing nothing there.
-#[derive(Default)]
-struct Announcements {
-    /// The inotify cookie of the last rename away from a temporary name in `maildrop/`.
-    submitted: Option<usize>,
-}
-
-impl Announcements {
-    fn of(&mut self, res: notify::Result<notify::Event>) -> Announcement {
-        use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
-        let Ok(event) = res else {
-            return Announcement::Rescan;
-        };
-        if event.need_rescan() {
-            return Announcement::Rescan;
-        }
-        let name = |event: &notify::Event| {
-            event
-                .paths
-                .first()
-                .and_then(|p| p.file_name())
-                .and_then(|n| n.to_str())
-                .map(str::to_owned)
-        };
-        let named = |event: &notify::Event| {
-            name(event)
-                .as_deref()
-                .and_then(QueueId::parse)
-                .map_or(Announcement::Nothing, Announcement::File)
-        };
-        match event.kind {
-            EventKind::Modify(ModifyKind::Name(RenameMode::From)) => {
-                if name(&event).is_some_and(|n| n.starts_with(TEMP_PREFIX)) {
-                    self.submitted = event.attrs.tracker();
-                }
-                Announcement::Nothing
-            }
-            EventKind::Modify(ModifyKind::Name(RenameMode::To)) => match event.attrs.tracker() {
-                Some(cookie) if self.submitted == Some(cookie) => {
-                    self.submitted = None;
-                    Announcement::Nothing
-                }
-                _ => named(&event),
-            },
-            // Written under its final name, or closed by its writer.
-            EventKind::Create(_) | EventKind::Access(AccessKind::Close(AccessMode::Write)) => {
-                named(&event)
-            }
-            // The same rename again, as one event with both names (the "to" side has been
-            // seen); our own moves out; writes and reads before the close.
-            EventKind::Modify(_) | EventKind::Remove(_) | EventKind::Access(_) => {
-                Announcement::Nothing
-            }
-            _ => Announcement::Rescan,
         }
     }
 }
@@ -629,140 +534,4 @@ pub fn run_once(rt: Runtime, filter: Option<&str>) -> Result<RunSummary> {
     }
     d.pool.shutdown(true);
     Ok(summary)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind, RemoveKind, RenameMode};
-
-    const ID: &str = "8EA3RtcHNt";
-
-    fn event(
-        kind: EventKind,
-        names: &[&str],
-        cookie: Option<usize>,
-    ) -> notify::Result<notify::Event> {
-        let mut e = notify::Event::new(kind);
-        for n in names {
-            e = e.add_path(std::path::Path::new("/q/maildrop").join(n));
-        }
-        if let Some(c) = cookie {
-            e = e.set_tracker(c);
-        }
-        Ok(e)
-    }
-
-    fn rename(mode: RenameMode) -> EventKind {
-        EventKind::Modify(ModifyKind::Name(mode))
-    }
-
-    fn closed() -> EventKind {
-        EventKind::Access(AccessKind::Close(AccessMode::Write))
-    }
-
-    /// Event sequences as inotify (through notify) reports them, and what each event
-    /// announces.
-    #[test]
-    fn maildrop_events_announce_each_ready_file_once() {
-        let id = Announcement::File(QueueId::parse(ID).unwrap());
-        let tmp = ".tmp.8EA3RtcHNt.8673";
-        type Step = (notify::Result<notify::Event>, Announcement);
-        let cases: Vec<(&str, Vec<Step>)> = vec![
-            (
-                "a submission: only its close",
-                vec![
-                    (
-                        event(EventKind::Create(CreateKind::File), &[tmp], None),
-                        Announcement::Nothing,
-                    ),
-                    (
-                        event(rename(RenameMode::From), &[tmp], Some(7)),
-                        Announcement::Nothing,
-                    ),
-                    (
-                        event(rename(RenameMode::To), &[ID], Some(7)),
-                        Announcement::Nothing,
-                    ),
-                    (
-                        event(rename(RenameMode::Both), &[tmp, ID], Some(7)),
-                        Announcement::Nothing,
-                    ),
-                    (event(closed(), &[ID], None), id.clone()),
-                ],
-            ),
-            (
-                "postsuper -r from deferred/: the new name",
-                vec![(event(rename(RenameMode::To), &[ID], Some(9)), id.clone())],
-            ),
-            (
-                "postsuper -r within maildrop/: the new name",
-                vec![
-                    (
-                        event(rename(RenameMode::From), &["8EA3RtcAAA"], Some(3)),
-                        Announcement::Nothing,
-                    ),
-                    (event(rename(RenameMode::To), &[ID], Some(3)), id.clone()),
-                    (
-                        event(rename(RenameMode::Both), &["8EA3RtcAAA", ID], Some(3)),
-                        Announcement::Nothing,
-                    ),
-                ],
-            ),
-            (
-                "a rename from a temporary name does not hide a later move in",
-                vec![
-                    (
-                        event(rename(RenameMode::From), &[tmp], Some(4)),
-                        Announcement::Nothing,
-                    ),
-                    (
-                        event(rename(RenameMode::To), &[ID], Some(4)),
-                        Announcement::Nothing,
-                    ),
-                    (event(rename(RenameMode::To), &[ID], Some(5)), id.clone()),
-                ],
-            ),
-            (
-                "a file written under its own name",
-                vec![(
-                    event(EventKind::Create(CreateKind::File), &[ID], None),
-                    id.clone(),
-                )],
-            ),
-            (
-                "our own moves out and removals",
-                vec![
-                    (
-                        event(rename(RenameMode::From), &[ID], Some(6)),
-                        Announcement::Nothing,
-                    ),
-                    (
-                        event(EventKind::Remove(RemoveKind::File), &[ID], None),
-                        Announcement::Nothing,
-                    ),
-                ],
-            ),
-            (
-                "names that are not queue IDs",
-                vec![(event(closed(), &["README"], None), Announcement::Nothing)],
-            ),
-            (
-                "lost events",
-                vec![
-                    (
-                        Err(notify::Error::generic("queue overflow")),
-                        Announcement::Rescan,
-                    ),
-                    (event(EventKind::Any, &[], None), Announcement::Rescan),
-                ],
-            ),
-        ];
-        for (what, steps) in cases {
-            let mut announcements = Announcements::default();
-            for (n, (event, expected)) in steps.into_iter().enumerate() {
-                assert_eq!(announcements.of(event), expected, "{what}, event {n}");
-            }
-        }
-    }
 }
