@@ -9,9 +9,9 @@
 //! the next scan: no polling loop.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -46,43 +46,102 @@ struct Job {
     rt: Arc<Runtime>,
 }
 
-/// Worker threads taking jobs from one channel.
+/// Jobs waiting for a delivery thread. Idle workers wait on one condition variable, so a
+/// job wakes exactly one of them, and a worker with nothing to do sleeps at once.
 ///
-/// The channel is crossbeam's, which many threads can wait on: a job wakes exactly one
-/// idle worker. (With std's single-consumer channel behind a mutex, each job also woke a
-/// second idle worker, the next in line for the mutex, only for it to wait again.)
+/// Not a channel: with std's single-consumer channel behind a mutex, each job also woke
+/// the next worker in line for the mutex, only for it to wait again; crossbeam's
+/// multi-consumer channel spins and yields the CPU a few times before it sleeps, which
+/// cost every idle worker system calls after each job.
+struct JobQueue<T> {
+    state: Mutex<Pending<T>>,
+    ready: Condvar,
+}
+
+struct Pending<T> {
+    jobs: VecDeque<T>,
+    closed: bool,
+}
+
+impl<T> JobQueue<T> {
+    fn new() -> JobQueue<T> {
+        JobQueue {
+            state: Mutex::new(Pending {
+                jobs: VecDeque::new(),
+                closed: false,
+            }),
+            ready: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pending<T>> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn push(&self, job: T) {
+        let mut state = self.lock();
+        if !state.closed {
+            state.jobs.push_back(job);
+            self.ready.notify_one();
+        }
+    }
+
+    /// The next job; `None` once the queue is closed and empty.
+    fn pop(&self) -> Option<T> {
+        let mut state = self.lock();
+        loop {
+            if let Some(job) = state.jobs.pop_front() {
+                return Some(job);
+            }
+            if state.closed {
+                return None;
+            }
+            state = self
+                .ready
+                .wait(state)
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
+    }
+
+    fn close(&self) {
+        self.lock().closed = true;
+        self.ready.notify_all();
+    }
+}
+
+/// Worker threads taking jobs from one [`JobQueue`].
 struct Pool {
-    jobs: Option<crossbeam_channel::Sender<Job>>,
+    jobs: Arc<JobQueue<Job>>,
     threads: Vec<JoinHandle<()>>,
     stop: Arc<AtomicBool>,
 }
 
 impl Pool {
     fn new(size: usize, done: Sender<Event>) -> Result<Pool> {
-        let (tx, rx) = crossbeam_channel::unbounded::<Job>();
+        let jobs = Arc::new(JobQueue::new());
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::with_capacity(size);
         for n in 0..size {
-            let rx = rx.clone();
+            let jobs = Arc::clone(&jobs);
             let done = done.clone();
             let stop = Arc::clone(&stop);
             let thread = std::thread::Builder::new()
                 .name(format!("delivery-{n}"))
-                .spawn(move || worker(&rx, &done, &stop))
+                .spawn(move || worker(&jobs, &done, &stop))
                 .map_err(|e| Error::io("cannot start a delivery thread", &e))?;
             threads.push(thread);
         }
         Ok(Pool {
-            jobs: Some(tx),
+            jobs,
             threads,
             stop,
         })
     }
 
     fn submit(&self, job: Job) {
-        if let Some(jobs) = &self.jobs {
-            let _ = jobs.send(job);
-        }
+        self.jobs.push(job);
     }
 
     /// Stops taking new jobs (queued ones are dropped: their files stay where they are)
@@ -91,16 +150,16 @@ impl Pool {
         if !finish_queued {
             self.stop.store(true, Ordering::Relaxed);
         }
-        self.jobs = None;
+        self.jobs.close();
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
     }
 }
 
-fn worker(jobs: &crossbeam_channel::Receiver<Job>, done: &Sender<Event>, stop: &AtomicBool) {
-    // Jobs still queued when the pool shuts down are received and not run (`stop`).
-    while let Ok(job) = jobs.recv() {
+fn worker(jobs: &JobQueue<Job>, done: &Sender<Event>, stop: &AtomicBool) {
+    // Jobs still queued when the pool shuts down are taken and not run (`stop`).
+    while let Some(job) = jobs.pop() {
         let report = if stop.load(Ordering::Relaxed) {
             None
         } else {
@@ -534,4 +593,45 @@ pub fn run_once(rt: Runtime, filter: Option<&str>) -> Result<RunSummary> {
     }
     d.pool.shutdown(true);
     Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_job_queue_hands_out_jobs_in_order_and_ends_when_closed_and_empty() {
+        let queue = Arc::new(JobQueue::new());
+        let waiting = {
+            let queue = Arc::clone(&queue);
+            std::thread::spawn(move || queue.pop())
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        queue.push(1);
+        assert_eq!(
+            waiting.join().unwrap(),
+            Some(1),
+            "a push wakes a waiting worker"
+        );
+        queue.push(2);
+        queue.push(3);
+        queue.close();
+        queue.push(4);
+        assert_eq!(queue.pop(), Some(2));
+        assert_eq!(
+            queue.pop(),
+            Some(3),
+            "what was queued before the close is handed out"
+        );
+        assert_eq!(queue.pop(), None, "nothing after the close");
+        let idle: Vec<_> = (0..3)
+            .map(|_| {
+                let queue = Arc::clone(&queue);
+                std::thread::spawn(move || queue.pop())
+            })
+            .collect();
+        for worker in idle {
+            assert_eq!(worker.join().unwrap(), None);
+        }
+    }
 }
