@@ -390,6 +390,35 @@ fn a_message_postsuper_requeues_is_delivered_at_once() {
     assert!(stop(d).success());
 }
 
+/// If the inotify watch ends (here: `maildrop/` is removed under the running daemon), the
+/// daemon says so and falls back to scanning every second: mail submitted afterwards is
+/// delivered within about a second, not at the 10-second scan.
+#[test]
+fn a_lost_maildrop_watch_falls_back_to_scanning_every_second() {
+    let w = World::new();
+    assert!(w.send(&["-odq", "-i", "root"], &body(1)).status.success());
+    let d = w.daemon();
+    w.wait_for(
+        || w.messages("root") == 1 && w.queue_empty(),
+        "first delivery",
+    );
+    std::fs::remove_dir(w.path("queue/maildrop")).unwrap();
+    w.wait_for(
+        || w.log().contains("inotify watch on maildrop ended"),
+        "the warning",
+    );
+    let started = Instant::now();
+    let out = w.send(&["-i", "root"], &body(2));
+    assert!(out.status.success(), "{}", stderr(&out));
+    w.wait_for(|| w.messages("root") == 2 && w.queue_empty(), "delivery");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(stop(d).success());
+}
+
 #[test]
 fn files_left_in_active_and_incoming_are_recovered() {
     let w = World::new();

@@ -33,6 +33,8 @@ const SCAN_WITHOUT_INOTIFY: Duration = Duration::from_secs(1);
 pub enum Event {
     /// A name appeared in `maildrop/`; `None`: look at the whole directory.
     Maildrop(Option<QueueId>),
+    /// The watch on `maildrop/` ended, for this reason.
+    WatchLost(String),
     /// A job finished.
     Done(QueueId, Option<Report>),
     Signal(Sig),
@@ -432,7 +434,7 @@ pub fn run_daemon(
     signals::forward(tx.clone(), Event::Signal)
         .map_err(|e| Error::io("cannot start the signal thread", &e))?;
     let watcher = watch_maildrop(&rt, tx.clone());
-    let scan_every = if watcher.is_some() {
+    let mut scan_every = if watcher.is_some() {
         SCAN_WITH_INOTIFY
     } else {
         SCAN_WITHOUT_INOTIFY
@@ -457,6 +459,13 @@ pub fn run_daemon(
         match rx.recv_timeout(wait) {
             Ok(Event::Maildrop(Some(id))) => d.announced(id),
             Ok(Event::Maildrop(None)) => d.scan(&[QueueName::Maildrop], true, None),
+            Ok(Event::WatchLost(why)) => {
+                rt.logs.pickup.warning(&format!(
+                    "inotify watch on maildrop ended ({why}), scanning every second"
+                ));
+                scan_every = SCAN_WITHOUT_INOTIFY;
+                next_scan = next_scan.min(Instant::now() + scan_every);
+            }
             Ok(Event::Done(id, report)) => {
                 d.finished(id, report.and_then(|r| r.waiting));
             }
@@ -515,6 +524,7 @@ fn watch_maildrop(rt: &Runtime, tx: Sender<Event>) -> Option<MaildropWatch> {
         let event = match said {
             Announcement::File(id) => Event::Maildrop(Some(id)),
             Announcement::Rescan => Event::Maildrop(None),
+            Announcement::Lost(why) => Event::WatchLost(why),
             Announcement::Nothing => return true,
         };
         tx.send(event).is_ok()

@@ -28,18 +28,23 @@ use crate::queue::QueueId;
 pub enum Announcement {
     /// This file may be ready: try it.
     File(QueueId),
-    /// Events were lost or the watch is gone: look at the whole directory.
+    /// Events were lost: look at the whole directory.
     Rescan,
+    /// The watch is gone (the directory was removed, or reading failed): nothing more
+    /// will be announced; what it says is why.
+    Lost(String),
     Nothing,
 }
 
 /// What an event with this mask, about this name, announces.
 pub fn announcement(mask: AddWatchFlags, name: Option<&OsStr>) -> Announcement {
-    // The kernel's queue of events overflowed, the watch was removed (the directory went
-    // away) or the file system was unmounted: what happened since is unknown.
-    if mask.intersects(
-        AddWatchFlags::IN_Q_OVERFLOW | AddWatchFlags::IN_IGNORED | AddWatchFlags::IN_UNMOUNT,
-    ) {
+    // The kernel removed the watch: the directory went away, or its file system.
+    if mask.contains(AddWatchFlags::IN_IGNORED) {
+        return Announcement::Lost("the directory was removed".into());
+    }
+    // The kernel's queue of events overflowed, or the file system is being unmounted
+    // (the watch's removal follows): what happened since is unknown.
+    if mask.intersects(AddWatchFlags::IN_Q_OVERFLOW | AddWatchFlags::IN_UNMOUNT) {
         return Announcement::Rescan;
     }
     if mask.contains(AddWatchFlags::IN_CLOSE_WRITE) && !mask.contains(AddWatchFlags::IN_ISDIR) {
@@ -94,9 +99,9 @@ fn read_events(inotify: &Inotify, stop: &AtomicBool, tell: &dyn Fn(Announcement)
         let events = match inotify.read_events() {
             Ok(events) => events,
             Err(Errno::EINTR) => continue,
-            Err(_) => {
+            Err(e) => {
                 if !stop.load(Ordering::Relaxed) {
-                    tell(Announcement::Rescan);
+                    tell(Announcement::Lost(format!("read: {}", e.desc())));
                 }
                 return;
             }
@@ -106,11 +111,8 @@ fn read_events(inotify: &Inotify, stop: &AtomicBool, tell: &dyn Fn(Announcement)
                 return;
             }
             let said = announcement(event.mask, event.name.as_deref());
-            if said != Announcement::Nothing && !tell(said) {
-                return;
-            }
-            if event.mask.contains(AddWatchFlags::IN_IGNORED) {
-                // The watch is gone; the periodic scan carries on without it.
+            let lost = matches!(said, Announcement::Lost(_));
+            if (said != Announcement::Nothing && !tell(said)) || lost {
                 return;
             }
         }
@@ -177,7 +179,7 @@ mod tests {
                 "the watch removed",
                 AddWatchFlags::IN_IGNORED,
                 None,
-                Announcement::Rescan,
+                Announcement::Lost("the directory was removed".into()),
             ),
             (
                 "unmounted",
@@ -249,7 +251,7 @@ mod tests {
     }
 
     #[test]
-    fn dropping_the_watch_stops_its_thread_and_a_removed_directory_asks_for_a_scan() {
+    fn dropping_the_watch_stops_its_thread_and_a_removed_directory_ends_it() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("maildrop");
         std::fs::create_dir(&dir).unwrap();
@@ -259,7 +261,11 @@ mod tests {
 
         let (watch, rx) = started(&dir);
         std::fs::remove_dir(&dir).unwrap();
-        assert_eq!(next(&rx), Some(Announcement::Rescan));
+        assert_eq!(
+            next(&rx),
+            Some(Announcement::Lost("the directory was removed".into()))
+        );
+        assert_eq!(next(&rx), None, "and nothing after");
         drop(watch);
     }
 }
