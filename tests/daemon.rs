@@ -114,6 +114,20 @@ impl World {
         }
     }
 
+    /// Waits until root's mailbox holds `messages` and the queue is empty, and checks that
+    /// this came less than `limit` after `since`.
+    fn delivered_within(&self, messages: usize, since: Instant, limit: Duration) {
+        self.wait_for(
+            || self.messages("root") == messages && self.queue_empty(),
+            "delivery",
+        );
+        assert!(
+            since.elapsed() < limit,
+            "delivered after {:?}",
+            since.elapsed()
+        );
+    }
+
     fn mbox(&self, user: &str) -> String {
         std::fs::read_to_string(self.path("spool").join(user)).unwrap_or_default()
     }
@@ -380,13 +394,8 @@ fn a_message_postsuper_requeues_is_delivered_at_once() {
     assert_eq!(w.messages("root"), 0, "held mail stays held");
     let started = Instant::now();
     postsuper(&["-r", "ALL"]);
-    w.wait_for(|| w.messages("root") == 1 && w.queue_empty(), "delivery");
     // inotify, not the 10-second scan.
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "{:?}",
-        started.elapsed()
-    );
+    w.delivered_within(1, started, Duration::from_secs(3));
     assert!(stop(d).success());
 }
 
@@ -410,12 +419,7 @@ fn a_lost_maildrop_watch_falls_back_to_scanning_every_second() {
     let started = Instant::now();
     let out = w.send(&["-i", "root"], &body(2));
     assert!(out.status.success(), "{}", stderr(&out));
-    w.wait_for(|| w.messages("root") == 2 && w.queue_empty(), "delivery");
-    assert!(
-        started.elapsed() < Duration::from_secs(4),
-        "{:?}",
-        started.elapsed()
-    );
+    w.delivered_within(2, started, Duration::from_secs(4));
     assert!(stop(d).success());
 }
 
