@@ -433,7 +433,15 @@ pub fn run_daemon(
     let (tx, rx) = mpsc::channel::<Event>();
     signals::forward(tx.clone(), Event::Signal)
         .map_err(|e| Error::io("cannot start the signal thread", &e))?;
-    let watcher = watch_maildrop(&rt, tx.clone());
+    let mut watcher = match watch_maildrop(&rt, &tx) {
+        Ok(watch) => Some(watch),
+        Err(e) => {
+            rt.logs.pickup.warning(&format!(
+                "cannot watch maildrop with inotify, scanning every second: {e}"
+            ));
+            None
+        }
+    };
     let mut scan_every = if watcher.is_some() {
         SCAN_WITH_INOTIFY
     } else {
@@ -463,6 +471,7 @@ pub fn run_daemon(
                 rt.logs.pickup.warning(&format!(
                     "inotify watch on maildrop ended ({why}), scanning every second"
                 ));
+                watcher = None;
                 scan_every = SCAN_WITHOUT_INOTIFY;
                 next_scan = next_scan.min(Instant::now() + scan_every);
             }
@@ -493,6 +502,16 @@ pub fn run_daemon(
         }
         let now = Instant::now();
         if now >= next_scan {
+            // Without a watch, each scan tries to set one up again (the directory is
+            // back, an inotify limit was raised), before it looks, so that nothing
+            // falls between the two.
+            if watcher.is_none()
+                && let Ok(watch) = watch_maildrop(&rt, &tx)
+            {
+                rt.logs.pickup.info("watching maildrop with inotify again");
+                watcher = Some(watch);
+                scan_every = SCAN_WITH_INOTIFY;
+            }
             d.scan(
                 &[QueueName::Maildrop, QueueName::Incoming, QueueName::Active],
                 true,
@@ -519,7 +538,8 @@ pub fn run_daemon(
     Ok(())
 }
 
-fn watch_maildrop(rt: &Runtime, tx: Sender<Event>) -> Option<MaildropWatch> {
+fn watch_maildrop(rt: &Runtime, tx: &Sender<Event>) -> std::io::Result<MaildropWatch> {
+    let tx = tx.clone();
     let tell = move |said: Announcement| {
         let event = match said {
             Announcement::File(id) => Event::Maildrop(Some(id)),
@@ -529,15 +549,7 @@ fn watch_maildrop(rt: &Runtime, tx: Sender<Event>) -> Option<MaildropWatch> {
         };
         tx.send(event).is_ok()
     };
-    match MaildropWatch::start(&rt.queue.dir(QueueName::Maildrop), tell) {
-        Ok(watch) => Some(watch),
-        Err(e) => {
-            rt.logs.pickup.warning(&format!(
-                "cannot watch maildrop with inotify, scanning every second: {e}"
-            ));
-            None
-        }
-    }
+    MaildropWatch::start(&rt.queue.dir(QueueName::Maildrop), tell)
 }
 
 /// What a one-shot run did.
