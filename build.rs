@@ -21,6 +21,8 @@ use std::process::Command;
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=CC");
+    // Set when the unwinder is linked statically; tests/linking.rs then checks the result.
+    println!("cargo:rustc-check-cfg=cfg(static_unwinder)");
     let var = |name: &str| env::var(name).unwrap_or_default();
     let native = var("TARGET") == var("HOST");
     let linux_gnu = var("CARGO_CFG_TARGET_OS") == "linux" && var("CARGO_CFG_TARGET_ENV") == "gnu";
@@ -35,6 +37,7 @@ fn main() {
             "cargo:rustc-link-arg=-Wl,--push-state,--whole-archive,{},--pop-state",
             archive.display()
         );
+        println!("cargo:rustc-cfg=static_unwinder");
     }
 }
 
