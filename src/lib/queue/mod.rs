@@ -494,12 +494,13 @@ impl Queue {
     }
 
     /// A guess at how many names `queues` hold, from their directories' sizes, to
-    /// reserve the listing once: growing it by doubling left the smaller copies in the
-    /// heap, about 90 KB of `mailq`'s peak RSS at 50,000 messages. A queue ID's entry
-    /// takes about 20 bytes in ext4, btrfs and tmpfs alike. Directories do not shrink,
-    /// so the guess may be far above the count, which costs nothing: a large list is
-    /// mapped, and only the pages filled in become resident. A guess below the count
-    /// just lets the list grow as before. At most a million (8 MB of address space).
+    /// reserve the listing once: growing it by doubling left its smaller copies (up to
+    /// 64 KB each, below glibc's mmap threshold) in the heap, in `mailq`'s peak RSS at
+    /// 50,000 messages. A queue ID's entry takes about 20 bytes in ext4, btrfs and
+    /// tmpfs alike. Directories do not shrink, so the guess may be far above the count,
+    /// which costs nothing: a large list is mapped, and only the pages filled in become
+    /// resident. A guess below the count just lets the list grow as before. At most a
+    /// million (8 MB of address space).
     fn entries_guess(&self, queues: &[QueueName]) -> usize {
         queues
             .iter()
