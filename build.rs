@@ -33,6 +33,9 @@ fn main() {
         return;
     }
     if let Some(archive) = libgcc_eh() {
+        // A compiler upgrade moves the archive (gcc/x86_64-linux-gnu/12 → 13): look
+        // again then, rather than link against a path that is gone.
+        println!("cargo:rerun-if-changed={}", archive.display());
         println!(
             "cargo:rustc-link-arg=-Wl,--push-state,--whole-archive,{},--pop-state",
             archive.display()

@@ -442,11 +442,6 @@ pub fn run_daemon(
             None
         }
     };
-    let mut scan_every = if watcher.is_some() {
-        SCAN_WITH_INOTIFY
-    } else {
-        SCAN_WITHOUT_INOTIFY
-    };
     let run_every = |rt_delay: Duration| interval.unwrap_or(rt_delay).max(Duration::from_secs(1));
     let mut run_delay = run_every(rt.queue_run_delay);
 
@@ -457,7 +452,7 @@ pub fn run_daemon(
     );
     // Recovery: whatever a crash left behind is simply work to do.
     d.scan(&RUNNABLE, true, None);
-    let mut next_scan = Instant::now() + scan_every;
+    let mut next_scan = Instant::now() + scan_interval(watcher.as_ref());
     let mut next_run = Instant::now() + run_delay;
 
     let stopped_by = loop {
@@ -472,8 +467,7 @@ pub fn run_daemon(
                     "inotify watch on maildrop ended ({why}), scanning every second"
                 ));
                 watcher = None;
-                scan_every = SCAN_WITHOUT_INOTIFY;
-                next_scan = next_scan.min(Instant::now() + scan_every);
+                next_scan = next_scan.min(Instant::now() + scan_interval(None));
             }
             Ok(Event::Done(id, report)) => {
                 d.finished(id, report.and_then(|r| r.waiting));
@@ -510,7 +504,6 @@ pub fn run_daemon(
             {
                 rt.logs.pickup.info("watching maildrop with inotify again");
                 watcher = Some(watch);
-                scan_every = SCAN_WITH_INOTIFY;
             }
             d.scan(
                 &[QueueName::Maildrop, QueueName::Incoming, QueueName::Active],
@@ -520,7 +513,7 @@ pub fn run_daemon(
             // After a reload the places are counted afresh: nothing else may end.
             d.wake();
             d.feed();
-            next_scan = now + scan_every;
+            next_scan = now + scan_interval(watcher.as_ref());
         }
         if now >= next_run {
             d.scan(&[QueueName::Deferred], true, None);
@@ -536,6 +529,15 @@ pub fn run_daemon(
         .master
         .info(&format!("terminating on signal {stopped_by}"));
     Ok(())
+}
+
+/// How often the daemon scans: seldom while a watch tells it of new mail, every second
+/// without one.
+fn scan_interval(watch: Option<&MaildropWatch>) -> Duration {
+    match watch {
+        Some(_) => SCAN_WITH_INOTIFY,
+        None => SCAN_WITHOUT_INOTIFY,
+    }
 }
 
 fn watch_maildrop(rt: &Runtime, tx: &Sender<Event>) -> std::io::Result<MaildropWatch> {
