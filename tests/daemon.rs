@@ -842,6 +842,63 @@ fn deliveries_to_one_destination_keep_to_its_concurrency_limit() {
     }
 }
 
+/// Remote deliveries wait on servers, not on the disk: with the default limits, more of
+/// them run at once than there are turns at the disk (at most 8), up to the destination's
+/// limit; and while every one of them hangs on a slow server, local mail is delivered at
+/// once rather than behind them.
+#[test]
+fn slow_servers_take_threads_but_never_hold_up_local_mail() {
+    const REMOTE: usize = 24;
+    const LIMIT: usize = 20;
+    let sink = SlowSink::start(Duration::from_secs(3));
+    let w = World::with(&format!(
+        "relayhost = [127.0.0.1]:{}\nsmtp_destination_concurrency_limit = {LIMIT}\n",
+        sink.port
+    ));
+    for n in 0..REMOTE {
+        let out = w.send(
+            &["-odq", "-i", "-f", "s@example.org", "r@example.net"],
+            &body(n),
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let d = w.daemon();
+    // More than the eight turns at the disk are out at once.
+    w.wait_for(
+        || sink.in_flight() > 8,
+        "remote deliveries past the disk's turns",
+    );
+    let out = w.send(
+        &["-i", "-f", "s@example.org", "root"],
+        "Subject: local\n\nhi\n",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    w.wait_for(
+        || w.messages("root") == 1,
+        "local delivery beside the remote ones",
+    );
+    assert_eq!(
+        sink.messages(),
+        0,
+        "the local message did not wait for a remote delivery to end\n{}",
+        w.log()
+    );
+    w.wait_for(
+        || w.queue_empty() && sink.messages() == REMOTE,
+        "the remote deliveries",
+    );
+    assert!(stop(d).success());
+    let at_once = sink.most_at_once();
+    assert!(
+        (16..=LIMIT).contains(&at_once),
+        "{at_once} at once\n{}",
+        w.log()
+    );
+    let log = w.log();
+    assert_eq!(log.matches("status=sent").count(), REMOTE + 1, "{log}");
+    assert!(!log.contains("status=deferred"), "{log}");
+}
+
 #[test]
 fn remote_recipients_leave_in_one_transaction_through_the_relayhost() {
     let Some(server) = Aiosmtpd::start() else {

@@ -285,6 +285,11 @@ impl SlowSink {
         self.state.lock().unwrap().messages
     }
 
+    /// Transactions in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.state.lock().unwrap().in_flight
+    }
+
     /// The most transactions that were in flight at once.
     pub fn most_at_once(&self) -> usize {
         self.state.lock().unwrap().most

@@ -14,6 +14,7 @@ pub mod lock;
 pub mod logline;
 pub mod modes;
 pub mod pickup;
+pub mod pool;
 pub mod process;
 pub mod retry;
 pub mod scheduler;
@@ -89,16 +90,21 @@ pub struct Runtime {
     pub router: Router,
     pub bouncer: Box<dyn Bouncer>,
     pub logs: Logs,
-    /// Deliveries at once.
-    pub workers: usize,
+    /// Deliveries at once, and how many of them may use the disk at once.
+    pub delivery: pool::Limits,
     /// How often deferred mail is looked at (`queue_run_delay`).
     pub queue_run_delay: std::time::Duration,
 }
 
-/// At most this many deliveries at once, whatever `default_process_limit` says: delivery
-/// here is disk-bound (one fsync per mailbox write and per state record), and beyond a few
-/// writers per core more threads only queue on the journal.
-pub const MAX_WORKERS: usize = 8;
+/// At most this many jobs use the disk at once, whatever `default_process_limit` says:
+/// pickup and local delivery are disk-bound (one fsync per mailbox write and per state
+/// record), and beyond a few writers per core more threads only queue on the file system.
+pub const MOST_TURNS: usize = 8;
+
+/// At most this many deliveries at once, whatever `default_process_limit` says. Each one
+/// past the turns at the disk is a thread here waiting on a `mailroom smtp-agent` process
+/// (a few MB each), so the bound is on memory more than on work.
+pub const MOST_DELIVERIES: usize = 1000;
 
 impl Runtime {
     /// The runtime for `config`, with the agents of this version.
@@ -156,15 +162,19 @@ impl Runtime {
             router,
             bouncer: Box::new(bounce::DsnBouncer(BounceSettings::from_config(config)?)),
             logs,
-            workers: worker_count(limit),
+            delivery: delivery_limits(limit),
             queue_run_delay: config.time("queue_run_delay")?,
         })
     }
 }
 
-/// Threads for `default_process_limit`: at least one, at most [`MAX_WORKERS`], and no
-/// more than four per CPU.
-pub fn worker_count(process_limit: u64) -> usize {
+/// The delivery threads for `default_process_limit`: that many deliveries at once (at
+/// least one, at most [`MOST_DELIVERIES`]), of which at most [`MOST_TURNS`], and four per
+/// CPU, use the disk at once.
+pub fn delivery_limits(process_limit: u64) -> pool::Limits {
     let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
-    (process_limit as usize).clamp(1, MAX_WORKERS.min(4 * cpus))
+    let deliveries = usize::try_from(process_limit)
+        .unwrap_or(usize::MAX)
+        .clamp(1, MOST_DELIVERIES);
+    pool::Limits::new(deliveries.min(MOST_TURNS.min(4 * cpus)), deliveries)
 }

@@ -175,7 +175,7 @@ pub fn deliver_submitted(config: &Config, id: &str, file: File, program: &str) -
             "{id}: queued, but it could not be picked up; it will be delivered later"
         )));
     };
-    let report = process::process(&rt, accepted, &AtomicBool::new(false));
+    let report = process::process(&rt, accepted, &AtomicBool::new(false), &super::pool::Alone);
     interactive_result(program, id, &report)
 }
 

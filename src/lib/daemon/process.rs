@@ -21,6 +21,7 @@ use crate::queue::{
 };
 
 use super::logline::{self, Delays};
+use super::pool::{Turn, away_from_disk};
 use super::{Runtime, pickup};
 
 /// What became of one attempt, for `sendmail -odi` and the tests.
@@ -49,17 +50,23 @@ impl Report {
 
 /// Delivers what is pending in `locked` (from any queue but `maildrop/`, which goes
 /// through pickup first). `stop` is checked between recipients.
-pub fn process(rt: &Runtime, locked: LockedFile, stop: &AtomicBool) -> Report {
-    attempt(rt, locked, stop, true)
+pub fn process(rt: &Runtime, locked: LockedFile, stop: &AtomicBool, turn: &dyn Turn) -> Report {
+    attempt(rt, locked, stop, turn, true)
 }
 
 /// [`process`] for a message that waited in `active/` for a place at its destination
 /// ([`Report::waiting`]): the same attempt, without logging its activation again.
-pub fn resume(rt: &Runtime, locked: LockedFile, stop: &AtomicBool) -> Report {
-    attempt(rt, locked, stop, false)
+pub fn resume(rt: &Runtime, locked: LockedFile, stop: &AtomicBool, turn: &dyn Turn) -> Report {
+    attempt(rt, locked, stop, turn, false)
 }
 
-fn attempt(rt: &Runtime, locked: LockedFile, stop: &AtomicBool, announce: bool) -> Report {
+fn attempt(
+    rt: &Runtime,
+    locked: LockedFile,
+    stop: &AtomicBool,
+    turn: &dyn Turn,
+    announce: bool,
+) -> Report {
     let (mut locked, mut env) = match activate(rt, locked) {
         Ok(active) => active,
         Err(report) => return report,
@@ -88,7 +95,7 @@ fn attempt(rt: &Runtime, locked: LockedFile, stop: &AtomicBool, announce: bool) 
         rt,
         &locked,
         &mut env,
-        stop,
+        (stop, turn),
         &mut report,
         activated,
         before_active,
@@ -190,12 +197,13 @@ struct Tried {
 }
 
 /// Hands the pending recipients to the agents, batch by batch, logging each outcome
-/// into `report`; stops early (setting `report.interrupted`) once `stop` is set.
+/// into `report`; stops early (setting `report.interrupted`) once `stop` is set. `turn`
+/// at the disk is given up while a remote agent works.
 fn deliver_pending(
     rt: &Runtime,
     locked: &LockedFile,
     env: &mut Envelope,
-    stop: &AtomicBool,
+    (stop, turn): (&AtomicBool, &dyn Turn),
     report: &mut Report,
     activated: Instant,
     before_active: Duration,
@@ -231,7 +239,10 @@ fn deliver_pending(
             },
         };
         let started = Instant::now();
-        let outcomes = rt.router.deliver(id, env, message, &batch);
+        let outcomes = match batch.program {
+            "local" => rt.router.deliver(id, env, message, &batch),
+            _ => away_from_disk(turn, || rt.router.deliver(id, env, message, &batch)),
+        };
         let delays = Delays {
             before_active,
             in_qmgr: started.duration_since(activated),

@@ -9,16 +9,16 @@
 //! the next scan: no polling loop.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
-use std::sync::{Arc, Condvar, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::queue::{QueueId, QueueName};
 use crate::sysexits::{Error, ExitCode, Result};
 
 use super::lock::{LockError, MasterLock};
+use super::pool::{Limits, Pool, Turn};
 use super::process::{self, Report};
 use super::signals::{self, Sig};
 use super::watch::{Announcement, MaildropWatch};
@@ -48,132 +48,52 @@ struct Job {
     rt: Arc<Runtime>,
 }
 
-/// Jobs waiting for a delivery thread. Idle workers wait on one condition variable, so a
-/// job wakes exactly one of them, and a worker with nothing to do sleeps at once.
-///
-/// Not a channel: with std's single-consumer channel behind a mutex, each job also woke
-/// the next worker in line for the mutex, only for it to wait again; crossbeam's
-/// multi-consumer channel spins and yields the CPU a few times before it sleeps, which
-/// cost every idle worker system calls after each job.
-struct JobQueue<T> {
-    state: Mutex<Pending<T>>,
-    ready: Condvar,
-}
-
-struct Pending<T> {
-    jobs: VecDeque<T>,
-    closed: bool,
-}
-
-impl<T> JobQueue<T> {
-    fn new() -> JobQueue<T> {
-        JobQueue {
-            state: Mutex::new(Pending {
-                jobs: VecDeque::new(),
-                closed: false,
-            }),
-            ready: Condvar::new(),
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Pending<T>> {
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    fn push(&self, job: T) {
-        let mut state = self.lock();
-        if !state.closed {
-            state.jobs.push_back(job);
-            self.ready.notify_one();
-        }
-    }
-
-    /// The next job; `None` once the queue is closed and empty.
-    fn pop(&self) -> Option<T> {
-        let mut state = self.lock();
-        loop {
-            if let Some(job) = state.jobs.pop_front() {
-                return Some(job);
-            }
-            if state.closed {
-                return None;
-            }
-            state = self
-                .ready
-                .wait(state)
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-        }
-    }
-
-    fn close(&self) {
-        self.lock().closed = true;
-        self.ready.notify_all();
-    }
-}
-
-/// Worker threads taking jobs from one [`JobQueue`].
-struct Pool {
-    jobs: Arc<JobQueue<Job>>,
-    threads: Vec<JoinHandle<()>>,
+/// The delivery threads ([`pool`](super::pool)), each job reported on the main
+/// thread's channel when it is done.
+struct Workers {
+    pool: Pool<Job>,
+    /// Set at shutdown: jobs still queued are taken and not run.
     stop: Arc<AtomicBool>,
 }
 
-impl Pool {
-    fn new(size: usize, done: Sender<Event>) -> Result<Pool> {
-        let jobs = Arc::new(JobQueue::new());
+impl Workers {
+    fn new(limits: Limits, done: Sender<Event>) -> Result<Workers> {
         let stop = Arc::new(AtomicBool::new(false));
-        let mut threads = Vec::with_capacity(size);
-        for n in 0..size {
-            let jobs = Arc::clone(&jobs);
-            let done = done.clone();
-            let stop = Arc::clone(&stop);
-            let thread = std::thread::Builder::new()
-                .name(format!("delivery-{n}"))
-                .spawn(move || worker(&jobs, &done, &stop))
-                .map_err(|e| Error::io("cannot start a delivery thread", &e))?;
-            threads.push(thread);
-        }
-        Ok(Pool {
-            jobs,
-            threads,
-            stop,
+        let stopped = Arc::clone(&stop);
+        let pool = Pool::new("delivery", limits, move |job: Job, turn: &dyn Turn| {
+            let report = if stopped.load(Ordering::Relaxed) {
+                None
+            } else {
+                // A job that panics is reported as not taken, so that its file is not
+                // left in flight for good: the next scan finds it again.
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    run_job(&job, &stopped, turn)
+                }))
+                .unwrap_or(None)
+            };
+            let _ = done.send(Event::Done(job.id, report));
         })
+        .map_err(|e| Error::io("cannot start a delivery thread", &e))?;
+        Ok(Workers { pool, stop })
     }
 
     fn submit(&self, job: Job) {
-        self.jobs.push(job);
+        self.pool.submit(job);
     }
 
     /// Stops taking new jobs (queued ones are dropped: their files stay where they are)
     /// and waits for the deliveries in flight, which stop between recipients.
-    fn shutdown(mut self, finish_queued: bool) {
+    fn shutdown(self, finish_queued: bool) {
         if !finish_queued {
             self.stop.store(true, Ordering::Relaxed);
         }
-        self.jobs.close();
-        for thread in self.threads.drain(..) {
-            let _ = thread.join();
-        }
-    }
-}
-
-fn worker(jobs: &JobQueue<Job>, done: &Sender<Event>, stop: &AtomicBool) {
-    // Jobs still queued when the pool shuts down are taken and not run (`stop`).
-    while let Some(job) = jobs.pop() {
-        let report = if stop.load(Ordering::Relaxed) {
-            None
-        } else {
-            run_job(&job, stop)
-        };
-        let _ = done.send(Event::Done(job.id, report));
+        self.pool.finish();
     }
 }
 
 /// One job: pick up (for `maildrop/`) or lock, then deliver. `None` when the file was not
 /// ours to take (gone, or locked by another process).
-fn run_job(job: &Job, stop: &AtomicBool) -> Option<Report> {
+fn run_job(job: &Job, stop: &AtomicBool, turn: &dyn Turn) -> Option<Report> {
     let rt = &job.rt;
     let locked = match job.queue {
         QueueName::Maildrop => pickup::pickup(rt, job.id)?,
@@ -195,8 +115,8 @@ fn run_job(job: &Job, stop: &AtomicBool) -> Option<Report> {
         },
     };
     Some(match job.resumed {
-        true => process::resume(rt, locked, stop),
-        false => process::process(rt, locked, stop),
+        true => process::resume(rt, locked, stop, turn),
+        false => process::process(rt, locked, stop, turn),
     })
 }
 
@@ -213,7 +133,7 @@ struct Queued {
 /// few dozen bytes a file rather than a queued job each (the daemon's memory stays flat
 /// in the size of the queue).
 struct Dispatcher {
-    pool: Pool,
+    pool: Workers,
     /// Files waiting in `backlog` or being worked on.
     in_flight: HashSet<QueueId>,
     /// Files in flight that `maildrop/` announced again meanwhile (closed by their
@@ -225,13 +145,14 @@ struct Dispatcher {
     waiting: HashMap<String, VecDeque<QueueId>>,
     /// Jobs handed to the pool and not yet done.
     running: usize,
-    /// At most this many in the pool at once: enough to keep every worker busy.
+    /// At most this many in the pool at once: enough to keep every thread busy, each
+    /// turn at the disk with one more job to go on with.
     most_running: usize,
     rt: Arc<Runtime>,
 }
 
 impl Dispatcher {
-    fn new(pool: Pool, workers: usize, rt: Arc<Runtime>) -> Dispatcher {
+    fn new(pool: Workers, limits: Limits, rt: Arc<Runtime>) -> Dispatcher {
         Dispatcher {
             pool,
             in_flight: HashSet::new(),
@@ -239,7 +160,7 @@ impl Dispatcher {
             backlog: VecDeque::new(),
             waiting: HashMap::new(),
             running: 0,
-            most_running: workers.max(1) * 2,
+            most_running: limits.threads + limits.turns,
             rt,
         }
     }
@@ -446,8 +367,8 @@ pub fn run_daemon(
     let mut run_delay = run_every(rt.queue_run_delay);
 
     let mut d = Dispatcher::new(
-        Pool::new(rt.workers, tx.clone())?,
-        rt.workers,
+        Workers::new(rt.delivery, tx.clone())?,
+        rt.delivery,
         Arc::clone(&rt),
     );
     // Recovery: whatever a crash left behind is simply work to do.
@@ -568,7 +489,7 @@ pub struct RunSummary {
 pub fn run_once(rt: Runtime, filter: Option<&str>) -> Result<RunSummary> {
     let rt = Arc::new(rt);
     let (tx, rx) = mpsc::channel::<Event>();
-    let mut d = Dispatcher::new(Pool::new(rt.workers, tx)?, rt.workers, Arc::clone(&rt));
+    let mut d = Dispatcher::new(Workers::new(rt.delivery, tx)?, rt.delivery, Arc::clone(&rt));
     // A full ID is looked up directly: a non-root `sendmail -odb` may not list maildrop/.
     match filter.and_then(QueueId::parse) {
         Some(id) => {
@@ -617,45 +538,4 @@ pub fn run_once(rt: Runtime, filter: Option<&str>) -> Result<RunSummary> {
     }
     d.pool.shutdown(true);
     Ok(summary)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_job_queue_hands_out_jobs_in_order_and_ends_when_closed_and_empty() {
-        let queue = Arc::new(JobQueue::new());
-        let waiting = {
-            let queue = Arc::clone(&queue);
-            std::thread::spawn(move || queue.pop())
-        };
-        std::thread::sleep(Duration::from_millis(50));
-        queue.push(1);
-        assert_eq!(
-            waiting.join().unwrap(),
-            Some(1),
-            "a push wakes a waiting worker"
-        );
-        queue.push(2);
-        queue.push(3);
-        queue.close();
-        queue.push(4);
-        assert_eq!(queue.pop(), Some(2));
-        assert_eq!(
-            queue.pop(),
-            Some(3),
-            "what was queued before the close is handed out"
-        );
-        assert_eq!(queue.pop(), None, "nothing after the close");
-        let idle: Vec<_> = (0..3)
-            .map(|_| {
-                let queue = Arc::clone(&queue);
-                std::thread::spawn(move || queue.pop())
-            })
-            .collect();
-        for worker in idle {
-            assert_eq!(worker.join().unwrap(), None);
-        }
-    }
 }
