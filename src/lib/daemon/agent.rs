@@ -184,13 +184,14 @@ pub struct SmtpProcesses {
 
 impl SmtpProcesses {
     /// Agents running `program` with the configuration in `config_dir`, which `ctx` was
-    /// read from, at most `destination_limit` at once for one destination (0: no limit).
+    /// read from, at most `destination_limit` at once for one destination (0: no limit)
+    /// and `total` for all.
     pub fn new(
         ctx: SmtpContext,
         program: PathBuf,
         config_dir: PathBuf,
         log: Arc<Log>,
-        destination_limit: u64,
+        (destination_limit, total): (u64, usize),
     ) -> SmtpProcesses {
         let deadline = job_deadline(&ctx.timeouts, ctx.address_limit);
         SmtpProcesses {
@@ -200,7 +201,7 @@ impl SmtpProcesses {
             log,
             deadline,
             idle: Mutex::new(Vec::new()),
-            slots: DestinationSlots::new(destination_limit),
+            slots: DestinationSlots::new(destination_limit, total),
         }
     }
 

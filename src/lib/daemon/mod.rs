@@ -101,17 +101,17 @@ pub struct Runtime {
 /// record), and beyond a few writers per core more threads only queue on the file system.
 pub const MOST_TURNS: usize = 8;
 
-/// At most this many deliveries at once, whatever `default_process_limit` says. Each one
-/// past the turns at the disk is a thread here waiting on a `mailroom smtp-agent` process
-/// (a few MB each), so the bound is on memory more than on work.
-pub const MOST_DELIVERIES: usize = 1000;
+/// At most this many remote deliveries at once, whatever `default_process_limit` says.
+/// Each is a thread here waiting on a `mailroom smtp-agent` process (a few MB each), so
+/// the bound is on memory more than on work.
+pub const MOST_REMOTE: usize = 1000;
 
 impl Runtime {
     /// The runtime for `config`, with the agents of this version.
     pub fn from_config(config: &Config, log_fallback: Fallback) -> Result<Runtime> {
         let logs = Logs::from_config(config, log_fallback);
         let queue = Queue::from_config(config)?;
-        let limit = config.number("default_process_limit")?;
+        let delivery = delivery_limits(config.number("default_process_limit")?);
         let warn_log = Arc::clone(&logs.local);
         let alias_log = Arc::clone(&logs.local);
         let alias_fatal = Arc::clone(&logs.local);
@@ -138,7 +138,7 @@ impl Runtime {
                 program,
                 dir,
                 Arc::clone(&logs.smtp),
-                destination_limit,
+                (destination_limit, delivery.away),
             ))
         });
         let remote: Box<dyn agent::Remote> = match agents {
@@ -162,19 +162,21 @@ impl Runtime {
             router,
             bouncer: Box::new(bounce::DsnBouncer(BounceSettings::from_config(config)?)),
             logs,
-            delivery: delivery_limits(limit),
+            delivery,
             queue_run_delay: config.time("queue_run_delay")?,
         })
     }
 }
 
-/// The delivery threads for `default_process_limit`: that many deliveries at once (at
-/// least one, at most [`MOST_DELIVERIES`]), of which at most [`MOST_TURNS`], and four per
-/// CPU, use the disk at once.
+/// The delivery threads for `default_process_limit`: that many remote deliveries at once
+/// (at least one, at most [`MOST_REMOTE`]), as Postfix's smtp processes, and beside them
+/// as many jobs at the disk (pickup, local delivery) as `default_process_limit`, four per
+/// CPU and [`MOST_TURNS`] allow.
 pub fn delivery_limits(process_limit: u64) -> pool::Limits {
     let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let deliveries = usize::try_from(process_limit)
-        .unwrap_or(usize::MAX)
-        .clamp(1, MOST_DELIVERIES);
-    pool::Limits::new(deliveries.min(MOST_TURNS.min(4 * cpus)), deliveries)
+    let limit = usize::try_from(process_limit).unwrap_or(usize::MAX);
+    pool::Limits::new(
+        limit.min(MOST_TURNS.min(4 * cpus)),
+        limit.clamp(1, MOST_REMOTE),
+    )
 }

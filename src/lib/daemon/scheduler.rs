@@ -160,7 +160,7 @@ impl Dispatcher {
             backlog: VecDeque::new(),
             waiting: HashMap::new(),
             running: 0,
-            most_running: limits.threads + limits.turns,
+            most_running: limits.away + 2 * limits.turns,
             rt,
         }
     }
