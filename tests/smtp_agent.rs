@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use common::MailSystem;
 use common::listening::Daemon;
-use common::smtp_server::Scripted;
 use common::smtp_server::Step::{self, *};
+use common::smtp_server::{Scripted, SlowSink};
 use mailroom::deliver::smtp::agent::{AgentProcess, Reply};
 use mailroom::deliver::{MessageSource, Outcome, Status};
 use mailroom::queue::{Envelope, QueueId, QueueName, Recipient};
@@ -190,6 +190,37 @@ fn the_process_that_talks_to_the_server_is_mail_owner() {
         transcript.iter().any(|l| l.starts_with("DATA ")),
         "{transcript:?}"
     );
+}
+
+/// Agents started for a burst of deliveries in parallel are told to quit once idle for
+/// `max_idle`, and the one in use stays.
+#[test]
+fn agents_idle_for_max_idle_are_let_go() {
+    const BURST: usize = 4;
+    let sink = SlowSink::start(Duration::from_millis(700));
+    let sys = MailSystem::new(&format!(
+        "relayhost = [127.0.0.1]:{}\nmax_idle = 1s",
+        sink.port
+    ));
+    let d = daemon(&sys);
+    for n in 0..BURST {
+        let body = format!("Subject: burst {n}\n\nhello\n");
+        let out = sys.run(
+            SENDMAIL,
+            &["-odq", "-i", "-f", "sender@example.org", "r@example.net"],
+            body.as_bytes(),
+        );
+        assert!(out.status.success(), "{}", common::stderr(&out));
+    }
+    wait_for(&sys, "the burst in flight", || sink.in_flight() == BURST);
+    assert_eq!(agents_of(d.0.id()).len(), BURST, "one agent each");
+    wait_for(&sys, "the burst delivered", || sink.messages() == BURST);
+    std::thread::sleep(Duration::from_millis(1500));
+    send(&sys, "r@example.net", "after the burst");
+    wait_for(&sys, "the idle agents to go", || {
+        agents_of(d.0.id()).len() == 1
+    });
+    assert_eq!(sink.messages(), BURST + 1);
 }
 
 #[test]

@@ -7,9 +7,10 @@
 //! ([`SmtpProcesses`], `deliver::smtp::agent`); [`Smtp`] runs it in this process, for
 //! tests that have no `mailroom` program at hand.
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::address;
 use crate::deliver::Dsn;
@@ -59,6 +60,9 @@ pub trait Remote: Send + Sync {
         message: MessageSource,
         recipients: &[&Recipient],
     ) -> Vec<Outcome>;
+    /// Lets go of what has been idle too long (called every few seconds, without
+    /// waiting on anything).
+    fn tidy(&self) {}
 }
 
 /// Recipients of one message to be delivered by one agent call.
@@ -166,8 +170,9 @@ impl Agent for Local {
 /// SMTP delivery in `mailroom smtp-agent` processes, which run as `mail_owner`: no DNS
 /// answer nor server reply is parsed in this (root) process. Processes are started on
 /// demand and kept for the next batch, so there are at most as many as batches in
-/// flight (one per delivery worker); one that fails is killed, and the next batch starts
-/// a new one.
+/// flight (`default_process_limit`); one that fails is killed, and the next batch starts
+/// a new one. One left idle for `max_idle` is told to quit, as an idle Postfix process
+/// ends itself, so that a burst of slow deliveries does not leave its agents behind.
 pub struct SmtpProcesses {
     /// For [`Remote::key`] only (no DNS: `destination_key` looks at the address).
     ctx: SmtpContext,
@@ -177,7 +182,9 @@ pub struct SmtpProcesses {
     log: Arc<Log>,
     /// How long a batch may take before its agent is given up.
     deadline: Duration,
-    idle: Mutex<Vec<AgentProcess>>,
+    idle: Mutex<Idle>,
+    /// `max_idle`.
+    max_idle: Duration,
     /// `smtp_destination_concurrency_limit`.
     slots: Arc<DestinationSlots>,
 }
@@ -192,6 +199,7 @@ impl SmtpProcesses {
         config_dir: PathBuf,
         log: Arc<Log>,
         (destination_limit, total): (u64, usize),
+        max_idle: Duration,
     ) -> SmtpProcesses {
         let deadline = job_deadline(&ctx.timeouts, ctx.address_limit);
         SmtpProcesses {
@@ -200,19 +208,20 @@ impl SmtpProcesses {
             config_dir,
             log,
             deadline,
-            idle: Mutex::new(Vec::new()),
+            idle: Mutex::new(Idle::default()),
+            max_idle,
             slots: DestinationSlots::new(destination_limit, total),
         }
     }
 
-    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<AgentProcess>> {
+    fn idle(&self) -> std::sync::MutexGuard<'_, Idle> {
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// An idle agent that is still alive, or a new one.
+    /// The agent used last that is still alive, or a new one.
     fn take(&self) -> Result<AgentProcess, String> {
         loop {
-            let Some(mut agent) = self.idle().pop() else {
+            let Some((mut agent, _)) = self.idle().ready.pop_back() else {
                 break;
             };
             if !agent.exited() {
@@ -221,13 +230,52 @@ impl SmtpProcesses {
         }
         AgentProcess::start(&self.program, &self.config_dir)
     }
+
+    /// Keeps `agent` for the next batch, and lets go of those idle too long.
+    fn put_back(&self, agent: AgentProcess) {
+        let mut idle = self.idle();
+        idle.ready.push_back((agent, Instant::now()));
+        idle.expire(self.max_idle);
+    }
+}
+
+/// The agents waiting for a batch, the one used last at the back, and those told to quit.
+#[derive(Default)]
+struct Idle {
+    ready: VecDeque<(AgentProcess, Instant)>,
+    /// Hung up, and not yet seen to end: they say QUIT to their servers first.
+    leaving: Vec<AgentProcess>,
+}
+
+impl Idle {
+    /// Hangs up on the agents idle for `max_idle` or more, and reaps those that ended;
+    /// it waits for none of them.
+    fn expire(&mut self, max_idle: Duration) {
+        let now = Instant::now();
+        while let Some((_, since)) = self.ready.front()
+            && now.saturating_duration_since(*since) >= max_idle
+        {
+            if let Some((agent, _)) = self.ready.pop_front() {
+                agent.hang_up();
+                self.leaving.push(agent);
+            }
+        }
+        // Dropping one that ended only collects its exit status.
+        self.leaving.retain_mut(|agent| !agent.exited());
+    }
 }
 
 impl Drop for SmtpProcesses {
     /// All agents are told to stop at once, so that they close their cached connections
     /// (QUIT) side by side rather than one after the other.
     fn drop(&mut self) {
-        let agents = std::mem::take(&mut *self.idle());
+        let idle = std::mem::take(&mut *self.idle());
+        let agents: Vec<AgentProcess> = idle
+            .ready
+            .into_iter()
+            .map(|(agent, _)| agent)
+            .chain(idle.leaving)
+            .collect();
         for agent in &agents {
             agent.hang_up();
         }
@@ -276,6 +324,10 @@ impl Remote for SmtpProcesses {
         self.slots.has_room(key)
     }
 
+    fn tidy(&self) {
+        self.idle().expire(self.max_idle);
+    }
+
     fn deliver(
         &self,
         envelope: &Envelope,
@@ -284,7 +336,7 @@ impl Remote for SmtpProcesses {
     ) -> Vec<Outcome> {
         let result = self.take().and_then(|mut agent| {
             let reply = agent.deliver(envelope, message, recipients, self.deadline)?;
-            self.idle().push(agent);
+            self.put_back(agent);
             Ok(reply)
         });
         match result {

@@ -127,6 +127,7 @@ impl Runtime {
             Arc::new(move |w: &str| warn_log.warning(w)),
         )?;
         let destination_limit = config.number("smtp_destination_concurrency_limit")?;
+        let max_idle = config.time("max_idle")?;
         // The agents read main.cf again themselves; reading it here finds its errors
         // once, before any mail waits on them.
         let agents = SmtpContext::from_config(config).and_then(|ctx| {
@@ -139,6 +140,7 @@ impl Runtime {
                 dir,
                 Arc::clone(&logs.smtp),
                 (destination_limit, delivery.away),
+                max_idle,
             ))
         });
         let remote: Box<dyn agent::Remote> = match agents {

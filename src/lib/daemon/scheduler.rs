@@ -431,6 +431,7 @@ pub fn run_daemon(
                 true,
                 None,
             );
+            rt.router.remote.tidy();
             // After a reload the places are counted afresh: nothing else may end.
             d.wake();
             d.feed();
