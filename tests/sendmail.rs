@@ -773,3 +773,114 @@ print(repr(m.get_payload()))
     assert_eq!(starts, "True");
     assert_eq!(lines[4], "'body line 1\\nSubject: not a header\\n'");
 }
+
+/// `sendmail` skips the Rust runtime's start-up (see src/bin/sendmail.rs), so it opens
+/// `/dev/null` itself on any standard descriptor its caller left closed. Otherwise the
+/// files it opens would take descriptors 0 to 2, and a queue file or mailbox opened for
+/// writing as descriptor 2 would receive its complaints.
+#[test]
+fn descriptors_the_caller_closed_become_dev_null() {
+    use std::io::Write;
+    use std::os::unix::process::CommandExt;
+    use std::process::Stdio;
+    struct Case {
+        closed: &'static [i32],
+        args: &'static [&'static str],
+        queued: usize,
+    }
+    let cases = [
+        // Nothing to read: an empty message is queued, as from `< /dev/null`.
+        Case {
+            closed: &[0],
+            args: &["-odq", "-i", "alice"],
+            queued: 1,
+        },
+        Case {
+            closed: &[0, 1, 2],
+            args: &["-odq", "-i", "alice"],
+            queued: 1,
+        },
+        Case {
+            closed: &[1, 2],
+            args: &["-bp"],
+            queued: 0,
+        },
+    ];
+    let closing = |cmd: &mut std::process::Command, closed: &'static [i32]| {
+        // SAFETY: close(2) is async-signal-safe and touches only the child's descriptors.
+        unsafe {
+            cmd.pre_exec(move || {
+                for &fd in closed {
+                    libc::close(fd);
+                }
+                Ok(())
+            });
+        }
+    };
+    for case in cases {
+        let sys = MailSystem::new("");
+        let mut cmd = sys.command(SENDMAIL);
+        cmd.args(case.args);
+        closing(&mut cmd, case.closed);
+        let status = cmd.status().unwrap();
+        let closed = case.closed;
+        assert!(
+            status.success(),
+            "{:?} closed {closed:?}: {status:?}",
+            case.args
+        );
+        let messages = sys.messages(QueueName::Maildrop);
+        assert_eq!(messages.len(), case.queued, "closed {closed:?}");
+        for (env, bytes) in messages {
+            // Only the headers sendmail adds to an empty message, nothing read.
+            let text = String::from_utf8_lossy(&bytes);
+            let names: Vec<&str> = text
+                .lines()
+                .filter(|l| !l.starts_with('\t'))
+                .map(|l| l.split(':').next().unwrap_or(l))
+                .collect();
+            assert_eq!(
+                names,
+                ["Received", "Message-Id", "Date", "From"],
+                "closed {closed:?}: {text}"
+            );
+            assert_eq!(env.recipients.len(), 1);
+        }
+    }
+
+    // What the descriptors are, seen while sendmail waits for its input.
+    let sys = MailSystem::new("");
+    let mut cmd = sys.command(SENDMAIL);
+    cmd.args(["-odq", "-i", "alice"]).stdin(Stdio::piped());
+    closing(&mut cmd, &[1, 2]);
+    let mut child = cmd.spawn().unwrap();
+    let fd = |n: u32| std::fs::read_link(format!("/proc/{}/fd/{n}", child.id())).ok();
+    common::wait_for(&sys, "stdout and stderr on /dev/null", TEN_SECONDS, || {
+        [fd(1), fd(2)] == [Some("/dev/null".into()), Some("/dev/null".into())]
+    });
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"Subject: open\n\nbody\n").unwrap();
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+    let (_, bytes) = sys.messages(QueueName::Maildrop).remove(0);
+    assert!(String::from_utf8_lossy(&bytes).ends_with("\n\nbody\n"));
+}
+
+/// The runtime sendmail skips would also have ignored `SIGPIPE`; sendmail does so itself,
+/// so a reader that went away is a write error, never a death by signal.
+#[test]
+fn a_reader_gone_away_is_not_a_death_by_sigpipe() {
+    use std::os::unix::process::ExitStatusExt;
+    let sys = MailSystem::new("");
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let status = sys
+        .command(SENDMAIL)
+        .arg("-bp")
+        .stdout(writer)
+        .status()
+        .unwrap();
+    assert_eq!(status.signal(), None, "{status:?}");
+}
+
+const TEN_SECONDS: std::time::Duration = std::time::Duration::from_secs(10);
