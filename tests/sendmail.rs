@@ -855,9 +855,20 @@ fn descriptors_the_caller_closed_become_dev_null() {
     closing(&mut cmd, &[1, 2]);
     let mut child = cmd.spawn().unwrap();
     let fd = |n: u32| std::fs::read_link(format!("/proc/{}/fd/{n}", child.id())).ok();
-    common::wait_for(&sys, "stdout and stderr on /dev/null", TEN_SECONDS, || {
+    let limit = std::time::Duration::from_secs(10);
+    common::wait_for(&sys, "stdout and stderr on /dev/null", limit, || {
         [fd(1), fd(2)] == [Some("/dev/null".into()), Some("/dev/null".into())]
     });
+    // Standard descriptors, so not close-on-exec: programs sendmail starts inherit them.
+    for n in [1, 2] {
+        let info = std::fs::read_to_string(format!("/proc/{}/fdinfo/{n}", child.id())).unwrap();
+        let flags = info
+            .lines()
+            .find_map(|l| l.strip_prefix("flags:"))
+            .map(|f| u32::from_str_radix(f.trim(), 8).unwrap())
+            .unwrap();
+        assert_eq!(flags & libc::O_CLOEXEC as u32, 0, "descriptor {n}: {info}");
+    }
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(b"Subject: open\n\nbody\n").unwrap();
     drop(stdin);
@@ -882,5 +893,3 @@ fn a_reader_gone_away_is_not_a_death_by_sigpipe() {
         .unwrap();
     assert_eq!(status.signal(), None, "{status:?}");
 }
-
-const TEN_SECONDS: std::time::Duration = std::time::Duration::from_secs(10);

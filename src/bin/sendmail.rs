@@ -27,7 +27,11 @@ pub extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) ->
     // SAFETY: setting a signal's disposition to SIG_IGN runs no code of ours; nothing
     // else is running yet.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
-    mailroom::privilege::open_standard_descriptors();
+    if let Err(e) = mailroom::privilege::open_standard_descriptors() {
+        // Safe to say: stderr is the caller's, /dev/null, or closed (the text is lost).
+        eprintln!("sendmail: fatal: open /dev/null: {e}");
+        return mailroom::sysexits::ExitCode::OsErr.as_i32();
+    }
     // A panic must not unwind into the C runtime; 101 is what a Rust `main` exits with.
     let code = std::panic::catch_unwind(sendmail).unwrap_or(101);
     // Nothing flushes stdout after `main` returns to the C runtime but this; like the

@@ -144,40 +144,34 @@ pub fn sanitize_environment() -> bool {
 }
 
 /// Makes sure descriptors 0, 1 and 2 are open, putting `/dev/null` where one is closed,
-/// as the Rust runtime does before `main` for programs that skip it (`sendmail`). A
-/// set-gid program started with, say, stderr closed would otherwise get descriptor 2 for
-/// the first file it opens (a queue file) and write its complaints into it. Exits with
-/// EX_OSERR when `/dev/null` cannot be opened: there is nothing safe to go on with.
-pub fn open_standard_descriptors() {
-    let mut fds = [0, 1, 2].map(|fd| libc::pollfd {
-        fd,
-        events: 0,
-        revents: 0,
-    });
-    // SAFETY: `fds` is a valid array of three pollfd for the length given; a zero timeout
-    // only reports, it never waits.
-    let polled = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 0) };
-    let closed: Vec<i32> = if polled < 0 {
-        // poll itself failed (no memory, say): ask each descriptor the slow way.
-        (0..3)
-            // SAFETY: F_GETFD only reads the descriptor's flags.
-            .filter(|&fd| unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1)
-            .collect()
-    } else {
-        fds.iter()
-            .filter(|p| p.revents & libc::POLLNVAL != 0)
-            .map(|p| p.fd)
-            .collect()
-    };
-    for fd in closed {
-        // SAFETY: a NUL-terminated path and plain flags; the lowest free descriptor is
-        // the closed one, as the descriptors below it are open by now.
+/// as Postfix's sendmail does (and the Rust runtime, which `sendmail` skips). A set-gid
+/// program started with, say, stderr closed would otherwise get descriptor 2 for the
+/// first file it opens (a queue file) and write its complaints into it. An error means
+/// `/dev/null` could not be opened: nothing is safe to go on with.
+pub fn open_standard_descriptors() -> std::io::Result<()> {
+    for fd in 0..3 {
+        // SAFETY: F_GETFD only reads the descriptor's flags; it fails only when the
+        // descriptor is not open.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } != -1 {
+            continue;
+        }
+        // The lowest free descriptor is the closed one: those below it are open by now.
+        // Not close-on-exec (as std would open it): it stands for a standard descriptor
+        // that programs we start inherit.
+        // SAFETY: a NUL-terminated path and plain flags.
         let opened = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) };
+        if opened == -1 {
+            return Err(std::io::Error::last_os_error());
+        }
         if opened != fd {
-            // SAFETY: _exit is always safe to call; nothing of ours needs flushing yet.
-            unsafe { libc::_exit(crate::sysexits::ExitCode::OsErr.as_i32()) };
+            // SAFETY: `opened` is the descriptor just opened, owned by nobody else.
+            unsafe { libc::close(opened) };
+            return Err(std::io::Error::other(format!(
+                "/dev/null opened as descriptor {opened}, not {fd}"
+            )));
         }
     }
+    Ok(())
 }
 
 /// While alive, the set-gid group is not effective (it stays the saved gid); dropping
