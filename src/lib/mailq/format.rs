@@ -5,7 +5,8 @@ use std::io::Write;
 
 use chrono::{Local, TimeZone};
 
-use crate::queue::{Envelope, QueueId, QueueName};
+use crate::queue::envelope::EnvelopeView;
+use crate::queue::{QueueId, QueueName};
 
 /// The column heading, printed before the first message.
 pub const HEADING: &str = "-Queue ID-  --Size-- ----Arrival Time---- -Sender/Recipient-------\n";
@@ -35,7 +36,7 @@ fn mark(queue: QueueName) -> &'static str {
     }
 }
 
-fn sender(env: &Envelope) -> &str {
+fn sender<'e>(env: &'e EnvelopeView<'_>) -> &'e str {
     if env.sender.is_empty() {
         "MAILER-DAEMON"
     } else {
@@ -96,7 +97,13 @@ fn put_reason(buf: &mut Vec<u8>, reason: &str) {
 }
 
 /// One message in `mailq` layout, followed by the blank line that separates blocks.
-pub fn text(buf: &mut Vec<u8>, id: QueueId, queue: QueueName, env: &Envelope, clock: &mut Clock) {
+pub fn text(
+    buf: &mut Vec<u8>,
+    id: QueueId,
+    queue: QueueName,
+    env: &EnvelopeView<'_>,
+    clock: &mut Clock,
+) {
     let start = buf.len();
     buf.extend_from_slice(id.as_bytes());
     buf.extend_from_slice(mark(queue).as_bytes());
@@ -113,7 +120,7 @@ pub fn text(buf: &mut Vec<u8>, id: QueueId, queue: QueueName, env: &Envelope, cl
     let mut shown: Option<&str> = None;
     for rcpt in env.pending() {
         let reason = if !rcpt.reason.is_empty() {
-            Some(rcpt.reason.as_str())
+            Some(rcpt.reason.as_ref())
         } else if shown.is_some() {
             Some("reason unavailable")
         } else {
@@ -138,7 +145,7 @@ fn put_json_str(buf: &mut Vec<u8>, text: &str) {
 }
 
 /// One message as a `postqueue -j` line.
-pub fn json(buf: &mut Vec<u8>, id: QueueId, queue: QueueName, env: &Envelope) {
+pub fn json(buf: &mut Vec<u8>, id: QueueId, queue: QueueName, env: &EnvelopeView<'_>) {
     buf.extend_from_slice(b"{\"queue_name\": \"");
     buf.extend_from_slice(queue.as_str().as_bytes());
     buf.extend_from_slice(b"\", \"queue_id\": \"");
@@ -169,7 +176,7 @@ pub fn json(buf: &mut Vec<u8>, id: QueueId, queue: QueueName, env: &Envelope) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::queue::{RcptState, Recipient};
+    use crate::queue::{Envelope, RcptState, Recipient};
 
     fn env(sender: &str, rcpts: &[(&str, &str)]) -> Envelope {
         let id = QueueId::parse("0AbCdEfGh9").unwrap();
@@ -183,7 +190,15 @@ mod tests {
         env
     }
 
+    /// The envelope as a reader sees it: written out and parsed back, so that escaped
+    /// fields (decoded into strings of their own) and plain ones (borrowed) both show.
+    fn written(env: &Envelope) -> Vec<u8> {
+        env.clone().serialize()
+    }
+
     fn render(queue: QueueName, env: &Envelope) -> String {
+        let bytes = written(env);
+        let env = &EnvelopeView::parse(&bytes).unwrap();
         let mut buf = Vec::new();
         // Fixed zone: tests must not depend on the machine's.
         let mut clock = Clock {
@@ -247,8 +262,14 @@ mod tests {
     #[test]
     fn json_matches_postqueue() {
         let e = env("", &[("a@x", "why \"so\""), ("b@x", "")]);
+        let bytes = written(&e);
         let mut buf = Vec::new();
-        json(&mut buf, e.id, QueueName::Hold, &e);
+        json(
+            &mut buf,
+            e.id,
+            QueueName::Hold,
+            &EnvelopeView::parse(&bytes).unwrap(),
+        );
         assert_eq!(
             String::from_utf8(buf).unwrap(),
             "{\"queue_name\": \"hold\", \"queue_id\": \"0AbCdEfGh9\", \"arrival_time\": 1795561017, \

@@ -11,12 +11,14 @@ pub mod format;
 
 use std::path::PathBuf;
 
+use std::fs::File;
 use std::io::{self, Write};
 use std::sync::mpsc;
 
 use crate::config::Config;
-use crate::queue::{Envelope, QueueDirs, QueueId, QueueName, ReadError};
+use crate::queue::dirs::read_envelope_view;
 use crate::queue::{Listing, Queue};
+use crate::queue::{QueueDirs, QueueId, QueueName, ReadError};
 use crate::sysexits::{Error, Result};
 
 // `mailq`'s command line, here rather than in the binary so that `mailroom completions`
@@ -198,8 +200,15 @@ impl<'a> Worker<'a> {
         };
         for &packed in chunk {
             let (id, queue) = Listing::unpack(packed);
-            let Some((queue, env)) = self.read(id, queue, &mut done.warnings) else {
+            let Some((queue, mut file)) = self.open(id, queue, &mut done.warnings) else {
                 continue;
+            };
+            let env = match read_envelope_view(&mut file, &mut self.buf) {
+                Ok(env) => env,
+                Err(err) => {
+                    done.warnings.push(warning(queue, id, err));
+                    continue;
+                }
             };
             match self.format {
                 Format::Text => format::text(&mut done.text, id, queue, &env, &mut self.clock),
@@ -211,35 +220,41 @@ impl<'a> Worker<'a> {
         done
     }
 
-    /// Reads one envelope. A file that vanished was usually moved on by the daemon
+    /// Opens one message's file. A file that vanished was usually moved on by the daemon
     /// (maildrop → incoming → active → deferred) between the directory scan and now, so
     /// the other queues are tried before it is taken as delivered: a message is listed
     /// from submission until delivery.
-    fn read(
-        &mut self,
+    fn open(
+        &self,
         id: QueueId,
         listed_in: QueueName,
         warnings: &mut Vec<String>,
-    ) -> Option<(QueueName, Envelope)> {
+    ) -> Option<(QueueName, File)> {
         let others = QueueName::MAIL.into_iter().filter(|&q| q != listed_in);
         for queue in std::iter::once(listed_in).chain(others) {
-            match self.dirs.read_envelope(queue, id, &mut self.buf) {
-                Ok(env) => return Some((queue, env)),
+            match self.dirs.open_envelope(queue, id) {
+                Ok(file) => return Some((queue, file)),
                 Err(ReadError::Missing) => continue,
-                Err(ReadError::Corrupt(why)) => {
-                    warnings.push(format!(
-                        "{}/{id}: corrupt queue file, skipped: {why}",
-                        queue.as_str()
-                    ));
-                    return None;
-                }
-                Err(err @ (ReadError::Io(_) | ReadError::NotRegular(_))) => {
-                    warnings.push(format!("{}/{id}: {err}, skipped", queue.as_str()));
+                Err(err) => {
+                    warnings.push(warning(queue, id, err));
                     return None;
                 }
             }
         }
         None
+    }
+}
+
+/// The line for a queue file that cannot be listed.
+fn warning(queue: QueueName, id: QueueId, err: ReadError) -> String {
+    match err {
+        ReadError::Corrupt(why) => {
+            format!(
+                "{}/{id}: corrupt queue file, skipped: {why}",
+                queue.as_str()
+            )
+        }
+        err => format!("{}/{id}: {err}, skipped", queue.as_str()),
     }
 }
 
@@ -347,7 +362,7 @@ mod tests {
 #[cfg(test)]
 mod listing_tests {
     use super::*;
-    use crate::queue::Recipient;
+    use crate::queue::{Envelope, Recipient};
 
     /// Writes `n` messages straight into `queue` (no fsync: a fixture).
     fn fill(root: &std::path::Path, n: usize) -> Vec<QueueId> {

@@ -17,7 +17,7 @@ use nix::errno::Errno;
 use nix::fcntl::{OFlag, RenameFlags, renameat2};
 use nix::sys::stat::fstatat;
 
-use super::envelope::{self, Envelope};
+use super::envelope::{self, Envelope, EnvelopeView};
 use super::id::QueueId;
 use super::{LockedFile, Queue, QueueName, ReadError};
 
@@ -82,29 +82,26 @@ impl QueueDirs {
         id: QueueId,
         buf: &mut Vec<u8>,
     ) -> Result<Envelope, ReadError> {
+        let mut file = self.open_envelope(queue, id)?;
+        read_envelope_view(&mut file, buf).map(EnvelopeView::into_owned)
+    }
+
+    /// Opens one message's queue file to read its envelope with [`read_envelope_view`]:
+    /// [`ReadError::Missing`] when it is not there.
+    pub fn open_envelope(&self, queue: QueueName, id: QueueId) -> Result<File, ReadError> {
         // The listing's hot path: open and read, and `fstat` only when something is off.
         // Reading a non-regular file is harmless here (O_NONBLOCK: a FIFO reads as empty,
         // and nothing is ever written or locked), and a name that is not a regular file
         // still gets its precise error from `open_regular` below.
         let dir = self.dir(queue)?;
         let flags = OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK;
-        let mut file =
-            match nix::fcntl::openat(dir, id.as_str(), flags, nix::sys::stat::Mode::empty()) {
-                Ok(fd) => File::from(fd),
-                Err(nix::errno::Errno::ENOENT) => return Err(ReadError::Missing),
-                // A symbolic link, a socket...: `open_regular` says what it is (or opens it,
-                // if it became a regular file meanwhile).
-                Err(_) => self.open_file(queue, id, OFlag::O_RDONLY)?,
-            };
-        let parsed = envelope::read_envelope_into(&mut file, buf)
-            .map_err(super::envelope_read_error)
-            .and_then(|()| Envelope::parse(buf).map_err(|e| ReadError::Corrupt(e.to_string())));
-        if parsed.is_err()
-            && let Some(what) = not_a_regular_file(&file)
-        {
-            return Err(ReadError::NotRegular(what));
+        match nix::fcntl::openat(dir, id.as_str(), flags, nix::sys::stat::Mode::empty()) {
+            Ok(fd) => Ok(File::from(fd)),
+            Err(nix::errno::Errno::ENOENT) => Err(ReadError::Missing),
+            // A symbolic link, a socket...: `open_regular` says what it is (or opens it,
+            // if it became a regular file meanwhile).
+            Err(_) => Ok(self.open_file(queue, id, OFlag::O_RDONLY)?),
         }
-        parsed
     }
 
     /// Like [`Queue::try_lock`]: `Ok(None)` when the file is gone or another process
@@ -202,6 +199,23 @@ impl QueueDirs {
             None => Ok(()),
         }
     }
+}
+
+/// Reads the envelope of a file from [`QueueDirs::open_envelope`] into `buf` (reused
+/// between calls) and parses it where it lies, for a reader that only looks.
+pub fn read_envelope_view<'b>(
+    file: &mut File,
+    buf: &'b mut Vec<u8>,
+) -> Result<EnvelopeView<'b>, ReadError> {
+    let read = envelope::read_envelope_into(file, buf).map_err(super::envelope_read_error);
+    let parsed =
+        read.and_then(|()| EnvelopeView::parse(buf).map_err(|e| ReadError::Corrupt(e.to_string())));
+    if parsed.is_err()
+        && let Some(what) = not_a_regular_file(file)
+    {
+        return Err(ReadError::NotRegular(what));
+    }
+    parsed
 }
 
 fn open_dir(queue: &Queue, name: QueueName) -> io::Result<Option<OwnedFd>> {

@@ -24,6 +24,7 @@
 //! and each `rcpt` line's state letter sits at a known offset so that delivery can mark a
 //! recipient done with a one-byte write.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::io::{self, Read};
 
@@ -355,6 +356,50 @@ impl Envelope {
     /// Parses an envelope from its bytes (everything before the empty line; the empty line
     /// itself may or may not be included).
     pub fn parse(bytes: &[u8]) -> Result<Envelope, EnvelopeError> {
+        EnvelopeView::parse(bytes).map(EnvelopeView::into_owned)
+    }
+}
+
+/// A recipient as read by [`EnvelopeView::parse`]: its fields borrow from the envelope's
+/// bytes. See [`Recipient`] for what each one means.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecipientView<'a> {
+    pub state: RcptState,
+    pub notify: Cow<'a, str>,
+    pub original: Cow<'a, str>,
+    pub address: Cow<'a, str>,
+    pub reason: Cow<'a, str>,
+    pub state_offset: u64,
+}
+
+/// An envelope parsed where it lies: text fields borrow from the bytes it was read from,
+/// and only a value with a percent escape gets a string of its own. This is the one
+/// parser; [`Envelope::parse`] is this plus [`EnvelopeView::into_owned`]. Listing a
+/// queue reads each envelope once and drops it, where owned strings would cost an
+/// allocation and a free for every field of every message. See [`Envelope`] for what
+/// each field means.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvelopeView<'a> {
+    pub id: QueueId,
+    pub arrival_micros: u64,
+    pub size: u64,
+    pub uid: u32,
+    pub sender: Cow<'a, str>,
+    pub full_name: Cow<'a, str>,
+    pub ret: Cow<'a, str>,
+    pub envid: Cow<'a, str>,
+    pub attempts: u32,
+    pub next_attempt: u64,
+    pub recipients: Vec<RecipientView<'a>>,
+    pub message_offset: u64,
+    pub size_offset: u64,
+    pub id_offset: u64,
+}
+
+impl<'a> EnvelopeView<'a> {
+    /// Parses an envelope from its bytes (everything before the empty line; the empty line
+    /// itself may or may not be included).
+    pub fn parse(bytes: &'a [u8]) -> Result<EnvelopeView<'a>, EnvelopeError> {
         let text = std::str::from_utf8(bytes).map_err(|_| EnvelopeError::NotUtf8)?;
         let mut lines = text.split('\n');
         if lines.next() != Some(MAGIC) {
@@ -387,36 +432,77 @@ impl Envelope {
                 fields.take(key, value, value_offset)?;
             }
         }
-        let mut env = fields.into_envelope()?;
+        let mut env = fields.into_view()?;
         env.recipients = recipients;
         env.message_offset = offset;
         Ok(env)
+    }
+
+    /// Arrival time in whole seconds since the epoch.
+    pub fn arrival_secs(&self) -> i64 {
+        (self.arrival_micros / 1_000_000) as i64
+    }
+
+    /// Recipients still waiting for delivery.
+    pub fn pending(&self) -> impl Iterator<Item = &RecipientView<'a>> {
+        self.recipients.iter().filter(|r| !r.state.is_done())
+    }
+
+    /// The same envelope with strings of its own.
+    pub fn into_owned(self) -> Envelope {
+        Envelope {
+            id: self.id,
+            arrival_micros: self.arrival_micros,
+            size: self.size,
+            uid: self.uid,
+            sender: self.sender.into_owned(),
+            full_name: self.full_name.into_owned(),
+            ret: self.ret.into_owned(),
+            envid: self.envid.into_owned(),
+            attempts: self.attempts,
+            next_attempt: self.next_attempt,
+            recipients: self
+                .recipients
+                .into_iter()
+                .map(|r| Recipient {
+                    state: r.state,
+                    notify: r.notify.into_owned(),
+                    original: r.original.into_owned(),
+                    address: r.address.into_owned(),
+                    reason: r.reason.into_owned(),
+                    state_offset: r.state_offset,
+                })
+                .collect(),
+            message_offset: self.message_offset,
+            size_offset: self.size_offset,
+            id_offset: self.id_offset,
+        }
     }
 }
 
 /// The scalar records, collected before they are checked for completeness.
 #[derive(Default)]
-struct Fields {
+struct Fields<'a> {
     id: Option<(QueueId, u64)>,
     arrival: Option<u64>,
     size: Option<(u64, u64)>,
     uid: Option<u32>,
-    sender: Option<String>,
-    full_name: String,
-    ret: String,
-    envid: String,
+    sender: Option<Cow<'a, str>>,
+    full_name: Cow<'a, str>,
+    ret: Cow<'a, str>,
+    envid: Cow<'a, str>,
     attempts: u32,
     next: u64,
 }
 
-impl Fields {
-    fn take(&mut self, key: &str, value: &str, value_offset: u64) -> Result<(), EnvelopeError> {
+impl<'a> Fields<'a> {
+    fn take(&mut self, key: &str, value: &'a str, value_offset: u64) -> Result<(), EnvelopeError> {
         let bad = || EnvelopeError::BadRecord {
             key: key.to_string(),
             value: crate::address::shorten(value),
         };
-        let text = |field: &'static str| -> Result<String, EnvelopeError> {
-            let decoded = decode(value).ok_or_else(bad)?;
+        let text = |field: &'static str| -> Result<Cow<'a, str>, EnvelopeError> {
+            let decoded = decode_in_place(value).ok_or_else(bad)?;
             within(field, &decoded)?;
             Ok(decoded)
         };
@@ -447,29 +533,30 @@ impl Fields {
         Ok(())
     }
 
-    fn into_envelope(self) -> Result<Envelope, EnvelopeError> {
+    fn into_view(self) -> Result<EnvelopeView<'a>, EnvelopeError> {
         use EnvelopeError::Missing;
         let (id, id_offset) = self.id.ok_or(Missing("id"))?;
         let (size, size_offset) = self.size.ok_or(Missing("size"))?;
-        let mut env = Envelope::new(
+        Ok(EnvelopeView {
             id,
-            self.arrival.ok_or(Missing("arrival"))?,
-            self.uid.ok_or(Missing("uid"))?,
-            &self.sender.ok_or(Missing("sender"))?,
-        );
-        env.id_offset = id_offset;
-        env.size = size;
-        env.size_offset = size_offset;
-        env.full_name = self.full_name;
-        env.ret = self.ret;
-        env.envid = self.envid;
-        env.attempts = self.attempts;
-        env.next_attempt = self.next;
-        Ok(env)
+            arrival_micros: self.arrival.ok_or(Missing("arrival"))?,
+            size,
+            uid: self.uid.ok_or(Missing("uid"))?,
+            sender: self.sender.ok_or(Missing("sender"))?,
+            full_name: self.full_name,
+            ret: self.ret,
+            envid: self.envid,
+            attempts: self.attempts,
+            next_attempt: self.next,
+            recipients: Vec::new(),
+            message_offset: 0,
+            size_offset,
+            id_offset,
+        })
     }
 }
 
-fn parse_rcpt(value: &str, value_offset: u64) -> Result<Recipient, EnvelopeError> {
+fn parse_rcpt(value: &str, value_offset: u64) -> Result<RecipientView<'_>, EnvelopeError> {
     let bad = || EnvelopeError::BadRecord {
         key: "rcpt".to_string(),
         value: crate::address::shorten(value),
@@ -479,8 +566,8 @@ fn parse_rcpt(value: &str, value_offset: u64) -> Result<Recipient, EnvelopeError
         .next()
         .and_then(RcptState::from_letter)
         .ok_or_else(bad)?;
-    let mut next = |field: &'static str| -> Result<String, EnvelopeError> {
-        let decoded = parts.next().and_then(decode).ok_or_else(bad)?;
+    let mut next = |field: &'static str| -> Result<Cow<'_, str>, EnvelopeError> {
+        let decoded = parts.next().and_then(decode_in_place).ok_or_else(bad)?;
         within(field, &decoded)?;
         Ok(decoded)
     };
@@ -488,7 +575,7 @@ fn parse_rcpt(value: &str, value_offset: u64) -> Result<Recipient, EnvelopeError
     let original = next("original")?;
     let address = next("address")?;
     let reason = next("reason")?;
-    Ok(Recipient {
+    Ok(RecipientView {
         state,
         notify,
         original,
@@ -521,11 +608,16 @@ pub fn encode(value: &str) -> String {
 
 /// The inverse of [`encode`]; `None` for a malformed escape.
 pub fn decode(value: &str) -> Option<String> {
+    decode_in_place(value).map(Cow::into_owned)
+}
+
+/// [`decode`] without a copy when `value` has no escape to undo (the usual case).
+fn decode_in_place(value: &str) -> Option<Cow<'_, str>> {
     if value == "-" {
-        return Some(String::new());
+        return Some(Cow::Borrowed(""));
     }
     if !value.contains('%') {
-        return Some(value.to_string());
+        return Some(Cow::Borrowed(value));
     }
     let bytes = value.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -541,7 +633,7 @@ pub fn decode(value: &str) -> Option<String> {
             i += 1;
         }
     }
-    String::from_utf8(out).ok()
+    String::from_utf8(out).ok().map(Cow::Owned)
 }
 
 /// How much of a queue file the first read of its envelope asks for.
@@ -596,7 +688,7 @@ pub fn read_envelope_into(file: &mut impl Read, buf: &mut Vec<u8>) -> io::Result
 }
 
 fn find_blank_line(bytes: &[u8]) -> Option<usize> {
-    bytes.windows(2).position(|w| w == b"\n\n")
+    memchr::memmem::find(bytes, b"\n\n")
 }
 
 #[cfg(test)]
@@ -620,6 +712,25 @@ mod tests {
         bob.notify = "success,failure".into();
         env.recipients.push(bob);
         env
+    }
+
+    #[test]
+    fn views_borrow_what_needs_no_decoding() {
+        let mut env = sample();
+        let bytes = env.serialize();
+        let view = EnvelopeView::parse(&bytes).unwrap();
+        assert!(matches!(view.sender, Cow::Borrowed("root@example.com")));
+        assert!(matches!(view.ret, Cow::Borrowed("hdrs")));
+        assert!(matches!(view.envid, Cow::Borrowed("")), "`-` is empty");
+        assert!(matches!(view.recipients[0].address, Cow::Borrowed(_)));
+        // Escaped values (a space, a `%`) are decoded into strings of their own.
+        assert!(matches!(&view.full_name, Cow::Owned(n) if n == "Charlie Root"));
+        assert!(
+            matches!(&view.recipients[1].address, Cow::Owned(a) if a == "bob 100%@example.com")
+        );
+        assert_eq!(view.pending().count(), 2);
+        assert_eq!(view.arrival_secs(), 1_795_561_017);
+        assert_eq!(view.into_owned(), env);
     }
 
     #[test]
