@@ -22,6 +22,9 @@ source "$(dirname "$0")/world.sh"
 BIN=$(cd "${1:-target/release}" && pwd)
 SUBMITS=${SUBMITS:-300}; E2E=${E2E:-1000}
 [ "$(id -u)" = 0 ] || { echo "harness_floor.sh: run as root" >&2; exit 2; }
+for b in sendmail mailq; do
+  [ -x "$BIN/$b" ] || { echo "harness_floor.sh: missing $BIN/$b" >&2; exit 2; }
+done
 if ! command -v postfix >/dev/null; then
   echo "harness_floor.sh: needs Postfix (run compare.sh once, it installs it)" >&2; exit 2
 fi
@@ -52,7 +55,14 @@ run() {
 now() { date +%s%N; }
 median() { python3 -c "import statistics,sys; print(f'{statistics.median(float(x) for x in sys.argv[1:]):.2f}')" "$@"; }
 empty() { [ "$("$@" 2>/dev/null | head -1)" = "Mail queue is empty" ]; }
-drain() { until empty "$@"; do sleep 0.1; done; }
+# Waits for a queue to empty, as compare.sh does, and gives up after 10 minutes.
+drain() {
+  local t=0
+  until empty "$@"; do
+    sleep 0.1; t=$((t + 1))
+    [ $t -le 6000 ] || { echo "harness_floor.sh: queue did not drain: $*" >&2; exit 1; }
+  done
+}
 drain_both() { drain /usr/bin/mailq; drain env "$conf" "$BIN/mailq"; }
 
 daemon_start; sleep 0.5
@@ -76,7 +86,6 @@ for a in "${arms[@]}"; do
   e2e[$a]=$(( ($(now) - s) / 1000000 ))
 done
 daemon_stop
-rm -f /var/mail/$U "$T/spool/$U"
 
 declare -A sub
 for a in "${arms[@]}"; do

@@ -5,8 +5,7 @@ use std::io::Write;
 
 use chrono::{Local, TimeZone};
 
-use crate::queue::envelope::EnvelopeView;
-use crate::queue::{QueueId, QueueName};
+use crate::queue::{EnvelopeView, QueueId, QueueName};
 
 /// The column heading, printed before the first message.
 pub const HEADING: &str = "-Queue ID-  --Size-- ----Arrival Time---- -Sender/Recipient-------\n";
@@ -198,7 +197,7 @@ mod tests {
 
     fn render(queue: QueueName, env: &Envelope) -> String {
         let bytes = written(env);
-        let env = &EnvelopeView::parse(&bytes).unwrap();
+        let env = &EnvelopeView::parse_in_place(&bytes).unwrap();
         let mut buf = Vec::new();
         // Fixed zone: tests must not depend on the machine's.
         let mut clock = Clock {
@@ -268,7 +267,7 @@ mod tests {
             &mut buf,
             e.id,
             QueueName::Hold,
-            &EnvelopeView::parse(&bytes).unwrap(),
+            &EnvelopeView::parse_in_place(&bytes).unwrap(),
         );
         assert_eq!(
             String::from_utf8(buf).unwrap(),

@@ -16,7 +16,7 @@ use std::io::{self, Write};
 use std::sync::mpsc;
 
 use crate::config::Config;
-use crate::queue::dirs::read_envelope_view;
+use crate::queue::read_envelope_view;
 use crate::queue::{Listing, Queue};
 use crate::queue::{QueueDirs, QueueId, QueueName, ReadError};
 use crate::sysexits::{Error, Result};

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::queue::{Envelope, Queue, QueueDirs, QueueId, QueueName, ReadError};
+use crate::queue::{EnvelopeView, Queue, QueueDirs, QueueId, QueueName, ReadError};
 use crate::sysexits::{Error, Result};
 
 /// qshape's defaults: 10 buckets, the first 5 minutes wide.
@@ -143,7 +143,7 @@ impl Tally {
         }
     }
 
-    fn count(&mut self, env: &Envelope, now: u64, senders: bool) {
+    fn count(&mut self, env: &EnvelopeView<'_>, now: u64, senders: bool) {
         let age = now.saturating_sub(env.arrival_micros / 1_000_000);
         let b = bucket(&self.bounds, age);
         let n = self.bounds.len() + 1;
@@ -321,7 +321,7 @@ pub fn now() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::queue::Recipient;
+    use crate::queue::{Envelope, Recipient};
 
     const NOW: u64 = 1_800_000_000;
 

@@ -17,7 +17,7 @@ use nix::errno::Errno;
 use nix::fcntl::{OFlag, RenameFlags, renameat2};
 use nix::sys::stat::fstatat;
 
-use super::envelope::{self, Envelope, EnvelopeView};
+use super::envelope::{self, EnvelopeView};
 use super::id::QueueId;
 use super::{LockedFile, Queue, QueueName, ReadError};
 
@@ -75,18 +75,21 @@ impl QueueDirs {
         super::open_regular(self.dir(queue)?, id.as_str(), access)
     }
 
-    /// Reads one message's envelope into `buf` (reused between calls) and parses it.
-    pub fn read_envelope(
+    /// Reads one message's envelope into `buf` (reused between calls) and parses it where
+    /// it lies: what a scan of many files (`mailq`, `postsuper -s`, `mailroom queue`)
+    /// looks at without keeping.
+    pub fn read_envelope<'b>(
         &self,
         queue: QueueName,
         id: QueueId,
-        buf: &mut Vec<u8>,
-    ) -> Result<Envelope, ReadError> {
+        buf: &'b mut Vec<u8>,
+    ) -> Result<EnvelopeView<'b>, ReadError> {
         let mut file = self.open_envelope(queue, id)?;
-        read_envelope_view(&mut file, buf).map(EnvelopeView::into_owned)
+        super::read_envelope_view(&mut file, buf)
     }
 
-    /// Opens one message's queue file to read its envelope with [`read_envelope_view`]:
+    /// Opens one message's queue file to read its envelope with
+    /// [`read_envelope_view`](super::read_envelope_view):
     /// [`ReadError::Missing`] when it is not there.
     pub fn open_envelope(&self, queue: QueueName, id: QueueId) -> Result<File, ReadError> {
         // The listing's hot path: open and read, and `fstat` only when something is off.
@@ -201,23 +204,6 @@ impl QueueDirs {
     }
 }
 
-/// Reads the envelope of a file from [`QueueDirs::open_envelope`] into `buf` (reused
-/// between calls) and parses it where it lies, for a reader that only looks.
-pub fn read_envelope_view<'b>(
-    file: &mut File,
-    buf: &'b mut Vec<u8>,
-) -> Result<EnvelopeView<'b>, ReadError> {
-    let read = envelope::read_envelope_into(file, buf).map_err(super::envelope_read_error);
-    let parsed =
-        read.and_then(|()| EnvelopeView::parse(buf).map_err(|e| ReadError::Corrupt(e.to_string())));
-    if parsed.is_err()
-        && let Some(what) = not_a_regular_file(file)
-    {
-        return Err(ReadError::NotRegular(what));
-    }
-    parsed
-}
-
 fn open_dir(queue: &Queue, name: QueueName) -> io::Result<Option<OwnedFd>> {
     match File::open(queue.dir(name)) {
         Ok(f) => Ok(Some(OwnedFd::from(f))),
@@ -236,7 +222,8 @@ fn open_dir(queue: &Queue, name: QueueName) -> io::Result<Option<OwnedFd>> {
 pub fn write_id_record(file: &File, id: QueueId) -> io::Result<()> {
     let mut buf = Vec::new();
     envelope::read_envelope_into(&mut ReadAt { file, pos: 0 }, &mut buf)?;
-    let env = Envelope::parse(&buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    let env = EnvelopeView::parse_in_place(&buf)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
     file.write_all_at(id.as_bytes(), env.id_offset)
 }
 
@@ -255,16 +242,10 @@ impl io::Read for ReadAt<'_> {
     }
 }
 
-/// What `file` is when it is not a regular file.
-fn not_a_regular_file(file: &File) -> Option<&'static str> {
-    let st = nix::sys::stat::fstat(file).ok()?;
-    super::not_regular_kind(st.st_mode)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::queue::{NewQueueFile, Recipient};
+    use crate::queue::{Envelope, NewQueueFile, Recipient};
     use std::io::Write;
 
     fn message(queue: &Queue, to: QueueName) -> QueueId {

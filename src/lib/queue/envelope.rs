@@ -190,19 +190,21 @@ impl RcptState {
     }
 }
 
+/// One recipient of an [`Envelope`], whose `Text` it shares: `String`s of its own, or
+/// text borrowed from the file's bytes in an [`EnvelopeView`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Recipient {
+pub struct Recipient<Text = String> {
     pub state: RcptState,
     /// DSN NOTIFY (`never`, or a comma list of `success`, `failure`, `delay`); empty for
     /// the default.
-    pub notify: String,
+    pub notify: Text,
     /// The address as the sender gave it (for `X-Original-To:` and DSN
     /// `Original-Recipient`).
-    pub original: String,
+    pub original: Text,
     /// The qualified address we deliver to.
-    pub address: String,
+    pub address: Text,
     /// Why the last attempt was deferred, empty when never deferred.
-    pub reason: String,
+    pub reason: Text,
     /// Byte offset of the state letter in the file, filled in when read from disk.
     pub state_offset: u64,
 }
@@ -220,8 +222,11 @@ impl Recipient {
     }
 }
 
+/// A queue file's envelope. `Text` is `String` for a reader that keeps or changes it,
+/// and borrowed text in an [`EnvelopeView`], for one that only looks: one set of fields
+/// for both.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Envelope {
+pub struct Envelope<Text = String> {
     pub id: QueueId,
     /// Arrival time in microseconds since the epoch.
     pub arrival_micros: u64,
@@ -230,17 +235,17 @@ pub struct Envelope {
     /// The real uid of the submitting process.
     pub uid: u32,
     /// Envelope sender; empty for the null sender `<>`.
-    pub sender: String,
-    pub full_name: String,
+    pub sender: Text,
+    pub full_name: Text,
     /// DSN RET (`full` or `hdrs`), empty for the default.
-    pub ret: String,
+    pub ret: Text,
     /// DSN ENVID, empty when none.
-    pub envid: String,
+    pub envid: Text,
     /// Delivery attempts so far.
     pub attempts: u32,
     /// Unix time of the next attempt for deferred mail, 0 for "as soon as possible".
     pub next_attempt: u64,
-    pub recipients: Vec<Recipient>,
+    pub recipients: Vec<Recipient<Text>>,
     /// Length of the envelope in bytes, including the empty line that ends it: the
     /// message starts at this offset. Filled in when read from disk or serialised.
     pub message_offset: u64,
@@ -248,6 +253,24 @@ pub struct Envelope {
     pub size_offset: u64,
     /// Offset of the `id` value.
     pub id_offset: u64,
+}
+
+/// An envelope parsed where it lies ([`EnvelopeView::parse_in_place`]): text fields
+/// borrow from the bytes it was read from, and only a value with a percent escape gets a
+/// string of its own. Listing a queue reads each envelope once and drops it, where owned
+/// strings would cost an allocation and a free for every field of every message.
+pub type EnvelopeView<'a> = Envelope<Cow<'a, str>>;
+
+impl<Text> Envelope<Text> {
+    /// Arrival time in whole seconds since the epoch.
+    pub fn arrival_secs(&self) -> i64 {
+        (self.arrival_micros / 1_000_000) as i64
+    }
+
+    /// Recipients still waiting for delivery.
+    pub fn pending(&self) -> impl Iterator<Item = &Recipient<Text>> {
+        self.recipients.iter().filter(|r| !r.state.is_done())
+    }
 }
 
 impl Envelope {
@@ -268,16 +291,6 @@ impl Envelope {
             size_offset: 0,
             id_offset: 0,
         }
-    }
-
-    /// Arrival time in whole seconds since the epoch.
-    pub fn arrival_secs(&self) -> i64 {
-        (self.arrival_micros / 1_000_000) as i64
-    }
-
-    /// Recipients still waiting for delivery.
-    pub fn pending(&self) -> impl Iterator<Item = &Recipient> {
-        self.recipients.iter().filter(|r| !r.state.is_done())
     }
 
     /// Whether every field is within the bounds a reader accepts (see [`MAX_ADDRESS`] and
@@ -356,50 +369,15 @@ impl Envelope {
     /// Parses an envelope from its bytes (everything before the empty line; the empty line
     /// itself may or may not be included).
     pub fn parse(bytes: &[u8]) -> Result<Envelope, EnvelopeError> {
-        EnvelopeView::parse(bytes).map(EnvelopeView::into_owned)
+        EnvelopeView::parse_in_place(bytes).map(EnvelopeView::into_owned)
     }
-}
-
-/// A recipient as read by [`EnvelopeView::parse`]: its fields borrow from the envelope's
-/// bytes. See [`Recipient`] for what each one means.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RecipientView<'a> {
-    pub state: RcptState,
-    pub notify: Cow<'a, str>,
-    pub original: Cow<'a, str>,
-    pub address: Cow<'a, str>,
-    pub reason: Cow<'a, str>,
-    pub state_offset: u64,
-}
-
-/// An envelope parsed where it lies: text fields borrow from the bytes it was read from,
-/// and only a value with a percent escape gets a string of its own. This is the one
-/// parser; [`Envelope::parse`] is this plus [`EnvelopeView::into_owned`]. Listing a
-/// queue reads each envelope once and drops it, where owned strings would cost an
-/// allocation and a free for every field of every message. See [`Envelope`] for what
-/// each field means.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EnvelopeView<'a> {
-    pub id: QueueId,
-    pub arrival_micros: u64,
-    pub size: u64,
-    pub uid: u32,
-    pub sender: Cow<'a, str>,
-    pub full_name: Cow<'a, str>,
-    pub ret: Cow<'a, str>,
-    pub envid: Cow<'a, str>,
-    pub attempts: u32,
-    pub next_attempt: u64,
-    pub recipients: Vec<RecipientView<'a>>,
-    pub message_offset: u64,
-    pub size_offset: u64,
-    pub id_offset: u64,
 }
 
 impl<'a> EnvelopeView<'a> {
     /// Parses an envelope from its bytes (everything before the empty line; the empty line
-    /// itself may or may not be included).
-    pub fn parse(bytes: &'a [u8]) -> Result<EnvelopeView<'a>, EnvelopeError> {
+    /// itself may or may not be included). This is the one parser: [`Envelope::parse`]
+    /// is this and [`into_owned`](Self::into_owned).
+    pub fn parse_in_place(bytes: &'a [u8]) -> Result<EnvelopeView<'a>, EnvelopeError> {
         let text = std::str::from_utf8(bytes).map_err(|_| EnvelopeError::NotUtf8)?;
         let mut lines = text.split('\n');
         if lines.next() != Some(MAGIC) {
@@ -436,16 +414,6 @@ impl<'a> EnvelopeView<'a> {
         env.recipients = recipients;
         env.message_offset = offset;
         Ok(env)
-    }
-
-    /// Arrival time in whole seconds since the epoch.
-    pub fn arrival_secs(&self) -> i64 {
-        (self.arrival_micros / 1_000_000) as i64
-    }
-
-    /// Recipients still waiting for delivery.
-    pub fn pending(&self) -> impl Iterator<Item = &RecipientView<'a>> {
-        self.recipients.iter().filter(|r| !r.state.is_done())
     }
 
     /// The same envelope with strings of its own.
@@ -556,7 +524,7 @@ impl<'a> Fields<'a> {
     }
 }
 
-fn parse_rcpt(value: &str, value_offset: u64) -> Result<RecipientView<'_>, EnvelopeError> {
+fn parse_rcpt(value: &str, value_offset: u64) -> Result<Recipient<Cow<'_, str>>, EnvelopeError> {
     let bad = || EnvelopeError::BadRecord {
         key: "rcpt".to_string(),
         value: crate::address::shorten(value),
@@ -575,7 +543,7 @@ fn parse_rcpt(value: &str, value_offset: u64) -> Result<RecipientView<'_>, Envel
     let original = next("original")?;
     let address = next("address")?;
     let reason = next("reason")?;
-    Ok(RecipientView {
+    Ok(Recipient {
         state,
         notify,
         original,
@@ -639,16 +607,9 @@ fn decode_in_place(value: &str) -> Option<Cow<'_, str>> {
 /// How much of a queue file the first read of its envelope asks for.
 const FIRST_READ: usize = 1024;
 
-/// Reads just the envelope from the start of a queue file: a few kilobytes at most for
-/// ordinary mail, never the message. Returns the envelope bytes including the empty line.
-pub fn read_envelope_bytes(file: &mut impl Read) -> io::Result<Vec<u8>> {
-    let mut buf = Vec::new();
-    read_envelope_into(file, &mut buf)?;
-    Ok(buf)
-}
-
-/// Like [`read_envelope_bytes`], but into a buffer the caller reuses, so that listing a
-/// large queue does not allocate a fresh buffer per message. On success `buf` holds the
+/// Reads just the envelope from the start of a queue file, into a buffer the caller may
+/// reuse (a listing of a large queue then allocates no fresh buffer per message): a few
+/// kilobytes at most for ordinary mail, never the message. On success `buf` holds the
 /// envelope including the empty line.
 pub fn read_envelope_into(file: &mut impl Read, buf: &mut Vec<u8>) -> io::Result<()> {
     // The envelope of a message to a few recipients is a few hundred bytes: a first read
@@ -718,7 +679,7 @@ mod tests {
     fn views_borrow_what_needs_no_decoding() {
         let mut env = sample();
         let bytes = env.serialize();
-        let view = EnvelopeView::parse(&bytes).unwrap();
+        let view = EnvelopeView::parse_in_place(&bytes).unwrap();
         assert!(matches!(view.sender, Cow::Borrowed("root@example.com")));
         assert!(matches!(view.ret, Cow::Borrowed("hdrs")));
         assert!(matches!(view.envid, Cow::Borrowed("")), "`-` is empty");
@@ -791,10 +752,12 @@ mod tests {
         let envelope_len = bytes.len();
         bytes.extend(std::iter::repeat_n(b'x', 100_000));
         let mut reader = io::Cursor::new(&bytes);
-        let got = read_envelope_bytes(&mut reader).unwrap();
+        let mut got = Vec::new();
+        read_envelope_into(&mut reader, &mut got).unwrap();
         assert_eq!(got.len(), envelope_len);
         assert!(reader.position() <= 4096 + envelope_len as u64);
-        assert!(read_envelope_bytes(&mut io::Cursor::new(b"mailroom-queue 1\nid")).is_err());
+        let cut = &mut io::Cursor::new(b"mailroom-queue 1\nid");
+        assert!(read_envelope_into(cut, &mut Vec::new()).is_err());
     }
 
     #[test]
@@ -809,7 +772,8 @@ mod tests {
         let mut bytes = env.serialize();
         let n = bytes.len();
         bytes.extend_from_slice(b"Subject: x\n\nbody\n");
-        let got = read_envelope_bytes(&mut io::Cursor::new(&bytes)).unwrap();
+        let mut got = Vec::new();
+        read_envelope_into(&mut io::Cursor::new(&bytes), &mut got).unwrap();
         assert_eq!(got.len(), n);
         assert_eq!(Envelope::parse(&got).unwrap().recipients.len(), 2002);
     }

@@ -33,7 +33,7 @@ use nix::errno::Errno;
 use nix::fcntl::{RenameFlags, renameat2};
 
 pub use dirs::QueueDirs;
-pub use envelope::{Envelope, RcptState, Recipient};
+pub use envelope::{Envelope, EnvelopeView, RcptState, Recipient};
 pub use id::QueueId;
 pub use store::NewQueueFile;
 
@@ -632,8 +632,33 @@ impl Listing {
 
 /// Reads and parses the envelope at the start of an open queue file.
 pub fn read_envelope_from(file: &mut File) -> Result<Envelope, ReadError> {
-    let bytes = envelope::read_envelope_bytes(file).map_err(envelope_read_error)?;
-    Envelope::parse(&bytes).map_err(|e| ReadError::Corrupt(e.to_string()))
+    read_envelope_view(file, &mut Vec::new()).map(EnvelopeView::into_owned)
+}
+
+/// Reads the envelope at the start of an open queue file into `buf` (reused between
+/// calls) and parses it where it lies, for a reader that only looks. When it cannot, and
+/// the file is not a regular file (a listing opens names without checking first), says
+/// what it is instead.
+pub fn read_envelope_view<'b>(
+    file: &mut File,
+    buf: &'b mut Vec<u8>,
+) -> Result<EnvelopeView<'b>, ReadError> {
+    let read = envelope::read_envelope_into(file, buf).map_err(envelope_read_error);
+    let parsed = read.and_then(|()| {
+        EnvelopeView::parse_in_place(buf).map_err(|e| ReadError::Corrupt(e.to_string()))
+    });
+    if parsed.is_err()
+        && let Some(what) = not_a_regular_file(file)
+    {
+        return Err(ReadError::NotRegular(what));
+    }
+    parsed
+}
+
+/// What `file` is when it is not a regular file.
+fn not_a_regular_file(file: &File) -> Option<&'static str> {
+    let st = nix::sys::stat::fstat(file).ok()?;
+    not_regular_kind(st.st_mode)
 }
 
 /// A failed envelope read: a file that ends inside its envelope, or whose envelope is
